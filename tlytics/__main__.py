@@ -1,0 +1,5 @@
+"""`python -m tlytics` runs the server, like the `tlytics` command."""
+
+from tlytics.cli import main
+
+main()

@@ -1,0 +1,45 @@
+"""The error hierarchy of Tlytics: one root, narrow subclasses, third-party errors translated
+at the boundary (`raise StoreError(...) from exc`) so callers never need to know diskcache or APSW."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class TlyticsError(Exception):
+    """Root of every error Tlytics raises on purpose."""
+
+
+class InvalidEvent(TlyticsError, ValueError):
+    """An event (or the request carrying it) breaks the data model; says where."""
+
+    def __init__(self, message: str, *, index: int | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.index = index
+        self.field = field
+
+    def location(self) -> dict[str, Any]:
+        """Where the problem is: `index` of the event and `field`, where known."""
+        where: dict[str, Any] = {}
+        if self.index is not None:
+            where["index"] = self.index
+        if self.field is not None:
+            where["field"] = self.field
+        return where
+
+
+class SpoolError(TlyticsError):
+    """The on-disk spool could not durably take or give back entries."""
+
+
+class SpoolFull(SpoolError):
+    """The spool reached its size limit; nothing was written."""
+
+
+class StoreError(TlyticsError):
+    """The event store (SQLite) failed a read or a write."""
+
+
+class DeliveryError(TlyticsError):
+    """The client could not deliver events to the server."""

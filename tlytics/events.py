@@ -1,0 +1,89 @@
+"""Validation and normalization of incoming events, in one pass per event.
+
+An accepted event becomes a compact list `[id_hex, key, timestamp_us, data]`: the server
+assigns a UUIDv7 when `id` is absent and "now" when `timestamp` is absent, so what is spooled
+is final and a replay of the spool inserts exactly the same rows (the unique id dedupes it).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tlytics.errors import InvalidEvent
+from tlytics.ids import uuid7_bytes
+from tlytics.timefmt import parse_rfc3339_us
+
+KEY_MAX_CHARS = 200
+KNOWN_FIELDS = frozenset({"id", "key", "timestamp", "data"})
+
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_UUID = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+)
+
+NormalizedEvent = list[Any]  # [id_hex: str, key: str, timestamp_us: int, data: dict]
+
+
+def check_key(key: object, index: int | None = None) -> str:
+    """Return `key` if it is a valid event key, else raise InvalidEvent saying why."""
+    if not isinstance(key, str):
+        if key is None:
+            raise InvalidEvent("key is required", index=index, field="key")
+        raise InvalidEvent("key must be a string", index=index, field="key")
+    if not key:
+        raise InvalidEvent("key must not be empty", index=index, field="key")
+    if len(key) > KEY_MAX_CHARS:
+        raise InvalidEvent(
+            f"key is longer than {KEY_MAX_CHARS} characters", index=index, field="key"
+        )
+    if _CONTROL_CHARS.search(key):
+        raise InvalidEvent("key must not contain control characters", index=index, field="key")
+    return key
+
+
+def normalize_event(raw: object, index: int, now_us: int) -> NormalizedEvent:
+    """Validate one decoded JSON event and return its normalized form."""
+    if not isinstance(raw, dict):
+        raise InvalidEvent("event must be a JSON object", index=index)
+    unknown = raw.keys() - KNOWN_FIELDS
+    if unknown:
+        # A misspelt field (say "timestmap") silently ignored would store wrong data.
+        name = sorted(unknown)[0]
+        raise InvalidEvent(f"unknown field {name!r}", index=index, field=name)
+
+    key = check_key(raw.get("key"), index)
+
+    event_id = raw.get("id")
+    if event_id is None:
+        id_hex = uuid7_bytes().hex()
+    elif isinstance(event_id, str) and _UUID.match(event_id):
+        id_hex = event_id.replace("-", "").lower()
+    else:
+        raise InvalidEvent("id must be a UUID string", index=index, field="id")
+
+    timestamp = raw.get("timestamp")
+    if timestamp is None:
+        timestamp_us = now_us
+    elif isinstance(timestamp, str):
+        try:
+            timestamp_us = parse_rfc3339_us(timestamp)
+        except ValueError as exc:
+            raise InvalidEvent(f"timestamp is {exc}", index=index, field="timestamp") from None
+    else:
+        raise InvalidEvent(
+            "timestamp must be an RFC 3339 string", index=index, field="timestamp"
+        )
+
+    data = raw.get("data")
+    if data is None:
+        data = {}
+    elif not isinstance(data, dict):
+        raise InvalidEvent("data must be a JSON object", index=index, field="data")
+
+    return [id_hex, key, timestamp_us, data]
+
+
+def normalize_events(raws: list[Any], now_us: int) -> list[NormalizedEvent]:
+    """Validate a whole request's events; the first invalid one rejects them all."""
+    return [normalize_event(raw, index, now_us) for index, raw in enumerate(raws)]

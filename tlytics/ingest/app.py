@@ -1,0 +1,115 @@
+"""The aiohttp application factory: routes, middleware, and each resource's lifetime as a
+cleanup context (opened in order at start, closed in reverse at shutdown)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import structlog
+from aiohttp import web
+
+from tlytics.ingest import handlers
+from tlytics.ingest.keys import COMMITTER, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
+from tlytics.ingest.responses import ApiError, json_error
+from tlytics.ingest.settings import Settings
+from tlytics.ingest.writer import Writer
+from tlytics.spool import GroupCommitter, Spool
+from tlytics.store import SQLiteStore
+
+log = structlog.get_logger("tlytics.ingest")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every error into a JSON answer and write one canonical log line per request."""
+    started = time.perf_counter()
+    response: web.StreamResponse
+    try:
+        response = await handler(request)
+    except ApiError as exc:
+        response = exc.response()
+    except web.HTTPException as exc:
+        message = exc.reason
+        if exc.status == 404:
+            message = f"no such endpoint: {request.method} {request.path}"
+        elif exc.status == 405:
+            message = f"method {request.method} is not allowed on {request.path}"
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        response = json_error(exc.status, message, headers=headers)
+    except Exception:
+        log.exception("request_failed", method=request.method, path=request.path)
+        response = json_error(500, "internal error; the request was not accepted")
+    log.info(
+        "request",
+        method=request.method,
+        path=request.path,
+        status=response.status,
+        duration_ms=round((time.perf_counter() - started) * 1000, 3),
+        events=request.get("events_accepted"),
+        remote=request.remote,
+    )
+    return response
+
+
+def create_app(settings: Settings) -> web.Application:
+    """Build the Tlytics server application for `settings`."""
+    app = web.Application(
+        client_max_size=settings.max_body_bytes, middlewares=[errors_and_access_log]
+    )
+    app[SETTINGS] = settings
+    app.cleanup_ctx.extend([_spool_ctx, _store_ctx, _writer_ctx, _committer_ctx])
+    app.router.add_post("/events", handlers.post_events)
+    app.router.add_post("/batch", handlers.post_batch)
+    app.router.add_get("/health", handlers.health)
+    app.router.add_get("/view", handlers.view)
+    return app
+
+
+async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    spool_dir = settings.resolved_spool_dir
+    app[SPOOL] = Spool(spool_dir, sync=settings.spool_sync)
+    app[QUARANTINE] = Spool(spool_dir / "quarantine", sync=settings.spool_sync)
+    yield
+    app[QUARANTINE].close()
+    app[SPOOL].close()
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    # The store syncs at least as hard as the spool: with a "full" spool, a power loss must
+    # not lose store commits whose spool entries were already removed.
+    store = SQLiteStore(settings.db_path, synchronous=settings.spool_sync)
+    app[STORE] = store
+    app[READER] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+    yield
+    app[READER].shutdown(wait=True)
+    store.close()
+
+
+async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    writer = Writer(
+        app[SPOOL],
+        app[STORE],
+        app[QUARANTINE],
+        flush_period_s=settings.flush_period_s,
+        backlog_threshold_events=settings.backlog_threshold_events,
+        batch_max_events=settings.writer_batch_max_events,
+    )
+    app[WRITER] = writer
+    writer.start()
+    yield
+    await writer.close(drain_timeout_s=settings.shutdown_drain_s)
+
+
+async def _committer_ctx(app: web.Application) -> AsyncIterator[None]:
+    committer = GroupCommitter(app[SPOOL], on_committed=app[WRITER].notify_appended)
+    app[COMMITTER] = committer
+    committer.start()
+    yield
+    await committer.close()

@@ -1,0 +1,160 @@
+"""HTTP handlers: parse → validate → spool → answer. Each is short on purpose; the rules live
+in `tlytics.events`, durability in the spool and the writer."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from tlytics import __version__
+from tlytics.errors import InvalidEvent, SpoolError, SpoolFull
+from tlytics.events import normalize_events
+from tlytics.ingest.keys import COMMITTER, READER, SETTINGS, SPOOL, STORE, WRITER
+from tlytics.ingest.responses import ApiError, json_response
+from tlytics.timefmt import format_rfc3339_us
+
+PAGE_SIZE_DEFAULT = 10
+PAGE_SIZE_MAX = 1000
+RETRY_AFTER_S = "1"
+
+
+async def _read_json(request: web.Request) -> Any:
+    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+        raise ApiError(
+            415,
+            f"content type must be application/json, not {request.content_type}",
+            field="Content-Type",
+        )
+    max_bytes = request.app[SETTINGS].max_body_bytes
+    if request.content_length is not None and request.content_length > max_bytes:
+        raise ApiError(413, f"request body is larger than {max_bytes} bytes", limit=max_bytes)
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(
+            413, f"request body is larger than {max_bytes} bytes", limit=max_bytes
+        ) from None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"invalid JSON: {exc.msg}", position=exc.pos) from None
+
+
+async def _accept(request: web.Request, raw_events: list[Any]) -> web.Response:
+    settings = request.app[SETTINGS]
+    if len(raw_events) > settings.max_events_per_request:
+        raise ApiError(
+            413,
+            f"too many events in one request: {len(raw_events)}"
+            f" (at most {settings.max_events_per_request})",
+            limit=settings.max_events_per_request,
+        )
+    now_us = time.time_ns() // 1000
+    try:
+        events = normalize_events(raw_events, now_us)
+    except InvalidEvent as exc:
+        raise ApiError(400, exc.message, **exc.location()) from None
+    if events:
+        entry = orjson.dumps({"received_at": now_us, "events": events})
+        try:
+            await request.app[COMMITTER].append(entry, len(events))
+        except SpoolFull as exc:
+            raise ApiError(
+                503, f"spool is full, retry later: {exc}", headers={"Retry-After": RETRY_AFTER_S}
+            ) from None
+        except SpoolError as exc:
+            raise ApiError(
+                503,
+                f"cannot accept durably now, retry later: {exc}",
+                headers={"Retry-After": RETRY_AFTER_S},
+            ) from None
+    request["events_accepted"] = len(events)
+    return json_response(
+        {"message": f"Successfully queued {len(events)} events", "count": len(events)}
+    )
+
+
+async def post_events(request: web.Request) -> web.Response:
+    """POST /events: a JSON array of events."""
+    payload = await _read_json(request)
+    if not isinstance(payload, list):
+        raise ApiError(400, "body must be a JSON array of events")
+    return await _accept(request, payload)
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """POST /batch: {"events": [...]}."""
+    payload = await _read_json(request)
+    if not isinstance(payload, dict):
+        raise ApiError(400, 'body must be a JSON object {"events": [...]}')
+    events = payload.get("events")
+    if not isinstance(events, list):
+        raise ApiError(400, '"events" must be a JSON array of events', field="events")
+    return await _accept(request, events)
+
+
+def _positive_int(text: str | None, default: int) -> int:
+    try:
+        value = int(text) if text is not None else default
+    except ValueError:
+        return default
+    return value if value >= 1 else default
+
+
+async def view(request: web.Request) -> web.Response:
+    """GET /view?page=&page_size=: stored events, newest first."""
+    page = _positive_int(request.query.get("page"), 1)
+    page_size = min(_positive_int(request.query.get("page_size"), PAGE_SIZE_DEFAULT), PAGE_SIZE_MAX)
+    store = request.app[STORE]
+    loop = asyncio.get_running_loop()
+    result = await loop.run_in_executor(request.app[READER], store.page, page, page_size)
+    return json_response(
+        {
+            "events": [
+                {
+                    "id": event.id,
+                    "key": event.key,
+                    "timestamp": format_rfc3339_us(event.timestamp_us),
+                    # Stored JSON goes out as it is, without a decode and re-encode.
+                    "data": orjson.Fragment(event.data_json),
+                    "received_at": format_rfc3339_us(event.received_at_us),
+                }
+                for event in result.events
+            ],
+            "total": result.total,
+            "page": page,
+            "page_size": page_size,
+            "total_pages": -(-result.total // page_size),
+        }
+    )
+
+
+async def health(request: web.Request) -> web.Response:
+    """GET /health: liveness plus what an operator wants to see first."""
+    app = request.app
+    spool = app[SPOOL]
+    store = app[STORE]
+    writer = app[WRITER]
+    loop = asyncio.get_running_loop()
+
+    def read_figures() -> tuple[int, int, int]:
+        return spool.count(), spool.size_bytes(), store.count()
+
+    spool_entries, spool_bytes, stored_events = await loop.run_in_executor(
+        app[READER], read_figures
+    )
+    return json_response(
+        {
+            "status": "healthy",
+            "port": app[SETTINGS].port,
+            "version": __version__,
+            "spool_entries": spool_entries,
+            "spool_bytes": spool_bytes,
+            "stored_events": stored_events,
+            "writer_last_error": writer.last_error,
+        }
+    )

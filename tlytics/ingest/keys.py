@@ -1,0 +1,21 @@
+"""Typed application state: the aiohttp AppKeys under which create_app stores its resources."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+from aiohttp import web
+
+from tlytics.ingest.settings import Settings
+from tlytics.ingest.writer import Writer
+from tlytics.spool import GroupCommitter, Spool
+from tlytics.store import Store
+
+SETTINGS = web.AppKey("settings", Settings)
+SPOOL = web.AppKey("spool", Spool)
+QUARANTINE = web.AppKey("quarantine", Spool)
+STORE = web.AppKey("store", Store)
+# One thread for store and spool reads, so a slow read never holds the event loop.
+READER = web.AppKey("reader", ThreadPoolExecutor)
+WRITER = web.AppKey("writer", Writer)
+COMMITTER = web.AppKey("committer", GroupCommitter)

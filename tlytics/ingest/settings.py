@@ -1,0 +1,40 @@
+"""Server settings: one frozen object built by the command line (or a test) and handed to
+`create_app`; nothing reads the environment behind its back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlytics.spool import SpoolSync
+
+DEFAULT_HOST = "0.0.0.0"
+DEFAULT_PORT = 8081
+DEFAULT_DB = "./analytics.db"
+DEFAULT_FLUSH_PERIOD_S = 5.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the server needs to know; units are in the names."""
+
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    db_path: Path = Path(DEFAULT_DB)
+    # None: "<db_path>.spool", next to the database.
+    spool_dir: Path | None = None
+    spool_sync: SpoolSync = "normal"
+    flush_period_s: float = DEFAULT_FLUSH_PERIOD_S
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_events_per_request: int = 10_000
+    # The writer wakes before its period once this many events wait in the spool.
+    backlog_threshold_events: int = 20_000
+    writer_batch_max_events: int = 5_000
+    # On shutdown the writer drains for at most this long; the rest waits in the spool.
+    shutdown_drain_s: float = 10.0
+
+    @property
+    def resolved_spool_dir(self) -> Path:
+        if self.spool_dir is not None:
+            return self.spool_dir
+        return self.db_path.with_name(self.db_path.name + ".spool")

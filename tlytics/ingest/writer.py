@@ -1,0 +1,194 @@
+"""The writer: drains the spool into the store, one store transaction per batch.
+
+All SQLite work happens in `drain_batch`, a plain function run on one dedicated thread that
+owns the store's write connection; the coroutine around it only decides when to drain. Spool
+entries are removed only after the store committed their events, so a crash between the two
+replays them, and the unique id makes the replay harmless. A failing batch stays in the spool
+and is retried with backoff; it is never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+
+import orjson
+import structlog
+
+from tlytics.spool import Spool
+from tlytics.store import Store, StoreRow
+
+log = structlog.get_logger("tlytics.writer")
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    """What one drained batch did."""
+
+    entries: int
+    events: int
+    inserted: int
+    quarantined: int
+
+
+def decode_entry(value: bytes) -> list[StoreRow]:
+    """Turn one spool entry (as written by the ingest handlers) into store rows."""
+    entry = orjson.loads(value)
+    received_at_us = int(entry["received_at"])
+    return [
+        (bytes.fromhex(id_hex), key, int(timestamp_us), received_at_us, orjson.dumps(data).decode())
+        for id_hex, key, timestamp_us, data in entry["events"]
+    ]
+
+
+def drain_batch(
+    spool: Spool, store: Store, quarantine: Spool, *, max_entries: int, max_events: int
+) -> DrainResult:
+    """Move the oldest spool entries (up to `max_events` events) into the store, then remove them.
+
+    Call from the writer thread only. Raises on store or spool failure, leaving the spool as it was.
+    """
+    keys: list[int] = []
+    rows: list[StoreRow] = []
+    quarantined = 0
+    for key, value in spool.peek(max_entries):
+        try:
+            entry_rows = decode_entry(value)
+        except (ValueError, TypeError, KeyError) as exc:
+            # Keep the bytes for a person to look at; one bad entry must not wedge the queue.
+            quarantine.append(value)
+            spool.remove([key])
+            quarantined += 1
+            log.error("spool_entry_quarantined", spool_key=key, error=str(exc), bytes=len(value))
+            continue
+        keys.append(key)
+        rows.extend(entry_rows)
+        if len(rows) >= max_events:
+            break
+    inserted = store.insert(rows) if rows else 0
+    if keys:
+        spool.remove(keys)
+    return DrainResult(entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined)
+
+
+class Writer:
+    """Drains the spool every flush period, or sooner once the backlog passes a threshold."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        store: Store,
+        quarantine: Spool,
+        *,
+        flush_period_s: float,
+        backlog_threshold_events: int = 20_000,
+        batch_max_events: int = 5_000,
+        batch_max_entries: int = 1_000,
+        retry_delay_max_s: float = 5.0,
+    ) -> None:
+        self._spool = spool
+        self._store = store
+        self._quarantine = quarantine
+        self._flush_period_s = flush_period_s
+        self._backlog_threshold_events = backlog_threshold_events
+        self._batch_max_events = batch_max_events
+        self._batch_max_entries = batch_max_entries
+        self._retry_delay_max_s = retry_delay_max_s
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self._wake = asyncio.Event()
+        self._drain_lock = asyncio.Lock()
+        self._backlog_events = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self.batches_written = 0
+        self.events_inserted = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="writer")
+
+    def notify_appended(self, event_count: int) -> None:
+        """Called when events were spooled; wakes the writer early when the backlog is large."""
+        self._backlog_events += event_count
+        if self._backlog_events >= self._backlog_threshold_events:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        # Drain at once on start: entries left by a crash are replayed before anything else.
+        while not self._stopping:
+            ok = await self.drain(deadline=None)
+            delay = self._flush_period_s
+            if not ok:
+                delay = min(self._retry_delay_max_s, 0.1 * 2 ** min(self.consecutive_failures, 10))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+
+    async def drain(self, *, deadline: float | None) -> bool:
+        """Drain until the spool is empty or `deadline` (monotonic) passes; False on a failure."""
+        loop = asyncio.get_running_loop()
+        async with self._drain_lock:
+            self._backlog_events = 0
+            while deadline is None or time.monotonic() < deadline:
+                started = time.perf_counter()
+                try:
+                    result = await loop.run_in_executor(
+                        self._executor,
+                        lambda: drain_batch(
+                            self._spool,
+                            self._store,
+                            self._quarantine,
+                            max_entries=self._batch_max_entries,
+                            max_events=self._batch_max_events,
+                        ),
+                    )
+                except Exception as exc:
+                    self.consecutive_failures += 1
+                    self.last_error = str(exc)
+                    log.error(
+                        "writer_batch_failed",
+                        error=str(exc),
+                        consecutive_failures=self.consecutive_failures,
+                        exc_info=True,
+                    )
+                    return False
+                self.consecutive_failures = 0
+                self.last_error = None
+                if result.entries == 0 and result.quarantined == 0:
+                    return True
+                self.batches_written += 1
+                self.events_inserted += result.inserted
+                log.debug(
+                    "writer_batch",
+                    entries=result.entries,
+                    events=result.events,
+                    inserted=result.inserted,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+                if self._stopping and deadline is None:
+                    return True
+            return False  # the deadline passed with entries still spooled
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Drain everything spooled so far; True when the spool was emptied without failure."""
+        return await self.drain(deadline=time.monotonic() + timeout_s)
+
+    async def close(self, drain_timeout_s: float) -> None:
+        """Stop the periodic loop, then drain what is left for up to `drain_timeout_s`.
+
+        Whatever is not drained in time stays in the spool and is written at the next start.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.flush(drain_timeout_s)
+        finally:
+            self._executor.shutdown(wait=True)

@@ -1,0 +1,80 @@
+"""Group commit: appends that arrive while a spool transaction is in flight wait together
+and are written by the next single transaction, so N concurrent requests pay one disk sync
+instead of N. Each waiter is released only after the transaction holding its entry committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+
+from tlytics.errors import SpoolError
+from tlytics.spool.spool import Spool
+
+
+class GroupCommitter:
+    """Feeds a Spool from the event loop, one transaction per group of concurrent appends."""
+
+    def __init__(
+        self,
+        spool: Spool,
+        *,
+        on_committed: Callable[[int], None] | None = None,
+    ) -> None:
+        self._spool = spool
+        self._on_committed = on_committed
+        # One thread owns the spool's append connection; the loop never waits on disk.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-append")
+        self._pending: list[tuple[bytes, int, asyncio.Future[None]]] = []
+        self._wakeup = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="spool-group-commit")
+
+    async def append(self, entry: bytes, event_count: int) -> None:
+        """Return once `entry` is committed to the spool; raise SpoolError if it was not."""
+        if self._closing:
+            raise SpoolError("server is shutting down")
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, event_count, future))
+        self._wakeup.set()
+        await future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                continue
+            group, self._pending = self._pending, []
+            try:
+                await loop.run_in_executor(
+                    self._executor, self._spool.append_many, [entry for entry, _, _ in group]
+                )
+            except Exception as exc:
+                error = exc if isinstance(exc, SpoolError) else SpoolError(str(exc))
+                for _, _, future in group:
+                    if not future.done():
+                        future.set_exception(error)
+                continue
+            for _, _, future in group:
+                if not future.done():
+                    future.set_result(None)
+            if self._on_committed is not None:
+                self._on_committed(sum(count for _, count, _ in group))
+
+    async def close(self) -> None:
+        """Commit what is pending, then stop."""
+        self._closing = True
+        self._wakeup.set()
+        if self._task is not None:
+            with suppress(asyncio.CancelledError):
+                await self._task
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,151 @@
+"""The embedded SQLite store on APSW: WAL, explicit `synchronous`, versioned migrations.
+
+Writes go through one connection owned by the caller's single writer thread; reads use their
+own connection so a long read never waits for a write. The event count lives in a counter row
+updated in the same transaction as the inserts, because `count(*)` on millions of rows is a
+full index scan on every `/view`.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import apsw
+import apsw.bestpractice
+
+from tlytics.errors import StoreError
+from tlytics.store.base import Page, StoredEvent, StoreRow
+
+Synchronous = Literal["normal", "full"]
+
+_MIGRATIONS: list[str] = [
+    # 1: events, keyed by an internal rowid (rows carry JSON, too big for WITHOUT ROWID),
+    # unique on the client's id, and indexed for "newest first" paging.
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id BLOB NOT NULL UNIQUE,
+        key TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_by_time ON events (ts, id);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters (name, value) VALUES ('events', 0);
+    """,
+]
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+_INSERT = (
+    "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO NOTHING"
+)
+_BUMP_COUNT = "UPDATE counters SET value = value + ? WHERE name = 'events'"
+_COUNT = "SELECT value FROM counters WHERE name = 'events'"
+_PAGE = (
+    "SELECT id, key, ts, received_at, data FROM events"
+    " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?"
+)
+
+_CONNECTION_PRACTICES: tuple[Callable[[apsw.Connection], None], ...] = (
+    apsw.bestpractice.connection_wal,
+    apsw.bestpractice.connection_enable_foreign_keys,
+    apsw.bestpractice.connection_dqs,
+    apsw.bestpractice.connection_optimize,
+    apsw.bestpractice.connection_recursive_triggers,
+)
+
+
+def _connect(path: str, synchronous: Synchronous, *, readonly: bool = False) -> apsw.Connection:
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    connection = apsw.Connection(path, flags=flags)
+    for practice in _CONNECTION_PRACTICES:
+        practice(connection)
+    # Waits out the other connection's short write locks instead of failing at once.
+    connection.set_busy_timeout(10_000)
+    connection.pragma("synchronous", synchronous.upper())
+    return connection
+
+
+def _stored_event(row: tuple[Any, ...]) -> StoredEvent:
+    event_id, key, timestamp_us, received_at_us, data_json = row
+    return StoredEvent(
+        id=str(uuid.UUID(bytes=event_id)),
+        key=key,
+        timestamp_us=timestamp_us,
+        received_at_us=received_at_us,
+        data_json=data_json,
+    )
+
+
+class SQLiteStore:
+    """Store on one SQLite file. `insert` must be called from one thread at a time."""
+
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "normal") -> None:
+        self.path = str(path)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._writer = _connect(self.path, synchronous)
+            self._migrate()
+            self._reader = _connect(self.path, synchronous, readonly=True)
+        except (apsw.Error, OSError) as exc:
+            raise StoreError(f"cannot open store {self.path}: {exc}") from exc
+        self._reader_lock = threading.Lock()
+
+    def _migrate(self) -> None:
+        with self._writer:
+            version = int(self._writer.pragma("user_version"))
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{self.path} has schema version {version}, newer than this Tlytics"
+                    f" ({SCHEMA_VERSION}); upgrade Tlytics"
+                )
+            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+                self._writer.execute(script)
+                self._writer.pragma("user_version", number)
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._writer.pragma("user_version"))
+
+    def insert(self, rows: Sequence[StoreRow]) -> int:
+        try:
+            with self._writer:
+                before = self._writer.total_changes()
+                self._writer.executemany(_INSERT, rows)
+                inserted = int(self._writer.total_changes() - before)
+                if inserted:
+                    self._writer.execute(_BUMP_COUNT, (inserted,))
+            return inserted
+        except apsw.Error as exc:
+            raise StoreError(f"insert of {len(rows)} events failed: {exc}") from exc
+
+    def count(self) -> int:
+        try:
+            with self._reader_lock:
+                return int(self._reader.execute(_COUNT).get)
+        except apsw.Error as exc:
+            raise StoreError(f"count failed: {exc}") from exc
+
+    def page(self, page: int, page_size: int) -> Page:
+        offset = (page - 1) * page_size
+        try:
+            # One read transaction, so the total and the rows come from the same snapshot.
+            with self._reader_lock, self._reader:
+                total = int(self._reader.execute(_COUNT).get)
+                rows = self._reader.execute(_PAGE, (page_size, offset)).fetchall()
+        except apsw.Error as exc:
+            raise StoreError(f"page read failed: {exc}") from exc
+        return Page(total=total, events=[_stored_event(row) for row in rows])
+
+    def close(self) -> None:
+        for connection in (self._reader, self._writer):
+            try:
+                connection.close()
+            except apsw.Error:
+                pass

@@ -1,0 +1,63 @@
+"""Time formats of the API: RFC 3339 timestamps (stored as UTC microseconds) and Go-style
+durations (`500ms`, `5s`, `1m30s`) for the command line."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta, timezone
+
+_RFC3339 = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})"
+    r"(?:\.(?P<fraction>\d{1,9}))?(?P<offset>[Zz]|[+-]\d{2}:\d{2})\Z"
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def parse_rfc3339_us(text: str) -> int:
+    """Parse an RFC 3339 timestamp into UTC microseconds since the epoch.
+
+    An offset (`Z` or `±hh:mm`) is required: a timestamp without one is ambiguous, and guessing
+    the zone would silently shift events by hours. Raises ValueError.
+    """
+    match = _RFC3339.match(text)
+    if match is None:
+        raise ValueError("not an RFC 3339 timestamp (e.g. 2025-08-25T10:00:00Z)")
+    fraction = (match["fraction"] or "").ljust(6, "0")[:6]
+    offset = match["offset"]
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    moment = datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}")
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def format_rfc3339_us(micros: int) -> str:
+    """Format UTC microseconds as RFC 3339 with `Z`, fractions only when there are any."""
+    moment = _EPOCH + timedelta(microseconds=micros)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    if moment.microsecond:
+        text += f".{moment.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration_s(text: str) -> float:
+    """Parse `500ms`, `5s`, `1m30s` (Go's syntax) or plain seconds (`2.5`) into seconds."""
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        position = 0
+        seconds = 0.0
+        for part in _DURATION_PART.finditer(text):
+            if part.start() != position:
+                break
+            seconds += float(part[1]) * _UNIT_SECONDS[part[2]]
+            position = part.end()
+        if position != len(text) or not text:
+            raise ValueError(f"not a duration: {text!r} (use e.g. 500ms, 5s, 1m30s)") from None
+    if seconds < 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"not a duration: {text!r} (must be a finite, non-negative time)")
+    return seconds
