@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from tlytics.ingest import handlers
-from tlytics.ingest.keys import COMMITTER, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
+from tlytics.ingest.keys import COMMITTER, EVENTS_ACCEPTED, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_error
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.writer import Writer
@@ -49,7 +49,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         path=request.path,
         status=response.status,
         duration_ms=round((time.perf_counter() - started) * 1000, 3),
-        events=request.get("events_accepted"),
+        events=request.get(EVENTS_ACCEPTED),
         remote=request.remote,
     )
     return response

@@ -13,7 +13,7 @@ from aiohttp import web
 from tlytics import __version__
 from tlytics.errors import InvalidEvent, SpoolError, SpoolFull
 from tlytics.events import normalize_events
-from tlytics.ingest.keys import COMMITTER, READER, SETTINGS, SPOOL, STORE, WRITER
+from tlytics.ingest.keys import COMMITTER, EVENTS_ACCEPTED, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.timefmt import format_rfc3339_us
 
@@ -72,7 +72,7 @@ async def _accept(request: web.Request, raw_events: list[Any]) -> web.Response:
                 f"cannot accept durably now, retry later: {exc}",
                 headers={"Retry-After": RETRY_AFTER_S},
             ) from None
-    request["events_accepted"] = len(events)
+    request[EVENTS_ACCEPTED] = len(events)
     return json_response(
         {"message": f"Successfully queued {len(events)} events", "count": len(events)}
     )

@@ -1,0 +1,116 @@
+"""The diskcache spool: FIFO with non-destructive reads, bytes on disk, group commit."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tlytics.errors import SpoolError, SpoolFull
+from tlytics.spool import GroupCommitter, Spool
+
+
+def test_append_peek_remove_in_order(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    keys = spool.append_many([b"one", b"two", b"three"])
+    assert spool.count() == 3
+    assert spool.peek(2) == [(keys[0], b"one"), (keys[1], b"two")]
+    # Peeking consumes nothing.
+    assert spool.count() == 3
+    spool.remove([keys[0]])
+    assert [value for _, value in spool.peek(10)] == [b"two", b"three"]
+    spool.remove([keys[1], keys[2], keys[0]])  # an already-removed key is ignored
+    assert spool.count() == 0
+    assert spool.peek(10) == []
+
+
+def test_entries_survive_reopen(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.append(b"kept")
+    spool.close()
+    reopened = Spool(tmp_path / "spool")
+    assert [value for _, value in reopened.peek(5)] == [b"kept"]
+
+
+def test_large_entries_stay_in_sqlite_not_side_files_and_are_not_pickled(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    big = b'{"events": "' + b"x" * 200_000 + b'"}'
+    spool.append(big)
+    side_files = [p for p in (tmp_path / "spool").rglob("*") if p.suffix == ".val"]
+    assert side_files == []
+    with sqlite3.connect(tmp_path / "spool" / "cache.db") as connection:
+        ((value, filename, mode),) = connection.execute("SELECT value, filename, mode FROM Cache").fetchall()
+    assert filename is None
+    assert bytes(value) == big  # raw bytes, not a pickle
+    assert mode == 1  # diskcache MODE_RAW
+    assert [v for _, v in spool.peek(1)] == [big]
+
+
+def test_eviction_is_off_and_sync_is_set(tmp_path: Path) -> None:
+    Spool(tmp_path / "n", sync="normal")
+    Spool(tmp_path / "f", sync="full")
+    for name, level in (("n", 1), ("f", 2)):
+        with sqlite3.connect(tmp_path / name / "cache.db") as connection:
+            settings = dict(connection.execute("SELECT key, value FROM Settings").fetchall())
+        assert settings["eviction_policy"] == "none"
+        assert settings["sqlite_synchronous"] == level
+
+
+def test_bad_sync_level_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        Spool(tmp_path / "s", sync="sometimes")  # type: ignore[arg-type]
+
+
+def test_spool_full_refuses_append(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool", max_bytes=1)
+    with pytest.raises(SpoolFull):
+        spool.append(b"no room")
+    assert spool.count() == 0
+
+
+class CountingSpool(Spool):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.transactions: list[int] = []
+
+    def append_many(self, values: list[bytes]) -> list[int]:  # type: ignore[override]
+        self.transactions.append(len(values))
+        return super().append_many(values)
+
+
+async def test_group_commit_gathers_concurrent_appends(tmp_path: Path) -> None:
+    spool = CountingSpool(tmp_path / "spool")
+    committed: list[int] = []
+    committer = GroupCommitter(spool, on_committed=committed.append)
+    committer.start()
+    await asyncio.gather(*(committer.append(f"entry {i}".encode(), 2) for i in range(200)))
+    await committer.close()
+    assert spool.count() == 200
+    assert sum(spool.transactions) == 200
+    # 200 concurrent appends, far fewer disk transactions.
+    assert len(spool.transactions) < 20, spool.transactions
+    assert sum(committed) == 400
+    assert sorted(v for _, v in spool.peek(500)) == sorted(f"entry {i}".encode() for i in range(200))
+
+
+class FailingSpool(Spool):
+    def append_many(self, values: list[bytes]) -> list[int]:  # type: ignore[override]
+        raise SpoolError("disk on fire")
+
+
+async def test_group_commit_failure_reaches_every_waiter(tmp_path: Path) -> None:
+    committer = GroupCommitter(FailingSpool(tmp_path / "spool"))
+    committer.start()
+    results = await asyncio.gather(*(committer.append(b"x", 1) for _ in range(10)), return_exceptions=True)
+    await committer.close()
+    assert all(isinstance(result, SpoolError) for result in results)
+
+
+async def test_group_commit_refuses_after_close(tmp_path: Path) -> None:
+    committer = GroupCommitter(Spool(tmp_path / "spool"))
+    committer.start()
+    await committer.close()
+    with pytest.raises(SpoolError):
+        await committer.append(b"late", 1)

@@ -1,0 +1,141 @@
+"""The writer: drains spool into store in batches, never drops a failing batch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from structlog.testing import capture_logs
+
+from tlytics.errors import StoreError
+from tlytics.ids import uuid7_bytes
+from tlytics.ingest import Settings, create_app
+from tlytics.ingest.writer import Writer
+from tlytics.spool import Spool
+from tlytics.store import SQLiteStore, StoreRow
+
+
+def entry(n_events: int, key: str = "k") -> bytes:
+    events = [[uuid7_bytes().hex(), key, 1_000_000 + i, {"i": i}] for i in range(n_events)]
+    return orjson.dumps({"received_at": 5, "events": events})
+
+
+class FlakyStore(SQLiteStore):
+    """Fails its first `failures` inserts, like a locked or full disk would."""
+
+    def __init__(self, path: Path, failures: int) -> None:
+        super().__init__(path)
+        self.failures = failures
+        self.insert_sizes: list[int] = []
+
+    def insert(self, rows: Sequence[StoreRow]) -> int:
+        if self.failures > 0:
+            self.failures -= 1
+            raise StoreError("database is locked (injected)")
+        self.insert_sizes.append(len(rows))
+        return super().insert(rows)
+
+
+def make_writer(tmp_path: Path, store: SQLiteStore, **options: Any) -> tuple[Writer, Spool, Spool]:
+    spool = Spool(tmp_path / "spool")
+    quarantine = Spool(tmp_path / "spool" / "quarantine")
+    options.setdefault("flush_period_s", 3600.0)
+    return Writer(spool, store, quarantine, **options), spool, quarantine
+
+
+async def test_failing_batch_is_kept_logged_and_retried(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "a.db", failures=2)
+    writer, spool, _ = make_writer(tmp_path, store, flush_period_s=0.05, retry_delay_max_s=0.05)
+    spool.append_many([entry(3), entry(4)])
+    with capture_logs() as logs:
+        writer.start()
+        deadline = time.monotonic() + 10
+        while store.count() < 7 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await writer.close(drain_timeout_s=5)
+    assert store.count() == 7
+    assert spool.count() == 0
+    failures = [log for log in logs if log["event"] == "writer_batch_failed"]
+    assert len(failures) == 2
+    assert "injected" in failures[0]["error"]
+
+
+async def test_spool_entries_stay_until_store_commits(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "a.db", failures=1)
+    writer, spool, _ = make_writer(tmp_path, store)
+    spool.append(entry(5))
+    with capture_logs():
+        assert await writer.flush(timeout_s=5) is False
+    assert spool.count() == 1  # the failed batch is still there
+    assert store.count() == 0
+    assert await writer.flush(timeout_s=5) is True
+    assert (spool.count(), store.count()) == (0, 5)
+    await writer.close(drain_timeout_s=1)
+
+
+async def test_drains_in_bounded_transactions(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "a.db", failures=0)
+    writer, spool, _ = make_writer(tmp_path, store, batch_max_events=1000)
+    spool.append_many([entry(100) for _ in range(35)])
+    assert await writer.flush(timeout_s=30)
+    await writer.close(drain_timeout_s=1)
+    assert store.count() == 3500
+    assert store.insert_sizes == [1000, 1000, 1000, 500]
+
+
+async def test_corrupt_entry_is_quarantined_not_a_wedge(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "a.db")
+    writer, spool, quarantine = make_writer(tmp_path, store)
+    spool.append_many([entry(2), b"\x00garbage{", orjson.dumps({"events": "wrong shape"}), entry(3)])
+    with capture_logs() as logs:
+        assert await writer.flush(timeout_s=5)
+    await writer.close(drain_timeout_s=1)
+    assert store.count() == 5
+    assert spool.count() == 0
+    assert [v for _, v in quarantine.peek(10)][0] == b"\x00garbage{"
+    assert quarantine.count() == 2
+    assert sum(1 for log in logs if log["event"] == "spool_entry_quarantined") == 2
+
+
+async def test_periodic_flush_stores_without_being_asked(aiohttp_client: Any, tmp_path: Path) -> None:
+    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=0.1))
+    client = await aiohttp_client(app)
+    await client.post("/events", json=[{"key": "a"}] * 3)
+    deadline = time.monotonic() + 10
+    total = 0
+    while time.monotonic() < deadline:
+        total = (await (await client.get("/view")).json())["total"]
+        if total == 3:
+            break
+        await asyncio.sleep(0.05)
+    assert total == 3
+
+
+async def test_backlog_threshold_wakes_writer_before_its_period(aiohttp_client: Any, tmp_path: Path) -> None:
+    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600, backlog_threshold_events=50))
+    client = await aiohttp_client(app)
+    await client.post("/events", json=[{"key": "a"}] * 10)
+    await asyncio.sleep(0.3)
+    assert (await (await client.get("/view")).json())["total"] == 0  # below the threshold
+    await client.post("/events", json=[{"key": "a"}] * 60)
+    deadline = time.monotonic() + 10
+    total = 0
+    while time.monotonic() < deadline and total < 70:
+        await asyncio.sleep(0.05)
+        total = (await (await client.get("/view")).json())["total"]
+    assert total == 70
+
+
+async def test_shutdown_drains_what_is_spooled(aiohttp_client: Any, tmp_path: Path) -> None:
+    settings = Settings(db_path=tmp_path / "a.db", flush_period_s=3600)
+    client = await aiohttp_client(create_app(settings))
+    for _ in range(5):
+        assert (await client.post("/events", json=[{"key": "a"}] * 20)).status == 200
+    await client.close()  # runs the cleanup contexts, as SIGTERM would
+    store = SQLiteStore(settings.db_path)
+    assert store.count() == 100
+    assert Spool(settings.resolved_spool_dir).count() == 0
