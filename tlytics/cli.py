@@ -30,20 +30,27 @@ ENVIRONMENT_VARIABLES = {
 }
 
 
+# argparse shows an ArgumentTypeError's text as it is; other errors become "invalid <name> value".
 def _port(text: str) -> int:
-    port = int(text)
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
     if not 0 <= port <= 65535:
-        raise ValueError(f"port out of range: {port}")
+        raise argparse.ArgumentTypeError(f"port out of range 0-65535: {port}")
     return port
 
 
 def _duration(text: str) -> float:
-    return parse_duration_s(text)
+    try:
+        return parse_duration_s(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _sync(text: str) -> str:
     if text not in ("normal", "full"):
-        raise ValueError("must be normal or full")
+        raise argparse.ArgumentTypeError(f"must be normal or full, not {text!r}")
     return text
 
 
@@ -88,7 +95,7 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str]) -> tuple[Settin
             kind = action.type if callable(action.type) else str
             try:
                 defaults[action.dest] = kind(environ[variable])
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
                 parser.error(f"environment variable {variable}={environ[variable]!r}: {exc}")
     parser.set_defaults(**defaults)
     args = parser.parse_args(list(argv))

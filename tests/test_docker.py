@@ -1,0 +1,126 @@
+"""No Docker engine runs here, so these keep docker/ consistent with the code it packages:
+port, environment variable names, entry point, health check, and that the files the
+Dockerfile copies are enough to build the package."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import free_port
+from tlytics.cli import ENVIRONMENT_VARIABLES
+from tlytics.ingest.settings import DEFAULT_PORT
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
+COMPOSE = yaml.safe_load((ROOT / "docker" / "docker-compose.yml").read_text())
+SERVICE = COMPOSE["services"]["tlytics"]
+
+
+def instruction(name: str) -> list[str]:
+    """Arguments of every `NAME ...` instruction, continuation lines joined."""
+    joined = DOCKERFILE.replace("\\\n", " ")
+    return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.*)$", joined, re.MULTILINE)]
+
+
+def dockerfile_env() -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for line in instruction("ENV"):
+        pairs.update(dict(re.findall(r"(\w+)=(\S+)", line)))
+    return pairs
+
+
+def test_base_image_is_slim_python_311() -> None:
+    (base,) = instruction("FROM")
+    assert re.fullmatch(r"python:3\.11(\.\d+)?-slim(-\w+)?", base)
+
+
+def test_runs_as_non_root_with_data_volume() -> None:
+    (user,) = instruction("USER")
+    assert user not in ("root", "0")
+    assert json.loads(instruction("VOLUME")[0]) == ["/data"]
+    assert dockerfile_env()["TLYTICS_DB"] == "/data/analytics.sqlite"
+
+
+def test_ports_agree_with_the_cli_default() -> None:
+    (exposed,) = instruction("EXPOSE")
+    assert int(exposed) == DEFAULT_PORT == int(dockerfile_env()["TLYTICS_PORT"])
+    assert SERVICE["ports"] == [f"{DEFAULT_PORT}:{DEFAULT_PORT}"]
+    assert int(SERVICE["environment"]["TLYTICS_PORT"]) == DEFAULT_PORT
+
+
+def test_every_tlytics_variable_is_one_the_cli_reads() -> None:
+    known = set(ENVIRONMENT_VARIABLES.values())
+    used = {k for k in dockerfile_env() if k.startswith("TLYTICS_")} | {
+        k for k in SERVICE["environment"] if k.startswith("TLYTICS_")
+    }
+    assert used and used <= known, used - known
+
+
+def test_entry_point_is_the_console_script() -> None:
+    assert json.loads(instruction("ENTRYPOINT")[0]) == ["tlytics"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    module, function = scripts["tlytics"].split(":")
+    imported = __import__(module, fromlist=[function])
+    assert callable(getattr(imported, function))
+
+
+def test_compose_matches_the_original() -> None:
+    assert SERVICE["volumes"] == ["./data:/data"]
+    assert SERVICE["restart"] == "unless-stopped"
+    dockerfile_check = json.loads(instruction("HEALTHCHECK")[0].split("CMD", 1)[1])
+    assert SERVICE["healthcheck"]["test"] == ["CMD", *dockerfile_check]
+    assert (ROOT / SERVICE["build"]["dockerfile"]).resolve() == (ROOT / "docker" / "Dockerfile")
+
+
+def run_healthcheck(port: int) -> int:
+    env = {**os.environ, "TLYTICS_PORT": str(port)}
+    (check,) = instruction("HEALTHCHECK")
+    command = json.loads(check.split("CMD", 1)[1])
+    assert command[0] == "python"
+    return subprocess.run([sys.executable, *command[1:]], env=env, timeout=30, capture_output=True).returncode
+
+
+def test_healthcheck_command_passes_on_a_live_server_and_fails_without(server_factory: Any) -> None:
+    server = server_factory().start()
+    assert run_healthcheck(server.port) == 0
+    assert run_healthcheck(free_port()) == 1
+
+
+def test_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> None:
+    context = tmp_path / "context"
+    context.mkdir()
+    for line in instruction("COPY"):
+        *sources, _ = line.split()
+        for source in sources:
+            path = ROOT / source
+            if path.is_dir():
+                shutil.copytree(path, context / source, ignore=shutil.ignore_patterns("__pycache__"))
+            else:
+                shutil.copy(path, context / source)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(context)],
+        check=True, timeout=240, capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("tlytics-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+        assert "tlytics = tlytics.cli:main" in archive.read(entry_points).decode()
+    assert "tlytics/ingest/app.py" in names and "tlytics/healthcheck.py" in names
+
+
+@pytest.mark.parametrize("ignored", [".venv", ".git", "*.db"])
+def test_dockerignore_keeps_local_state_out(ignored: str) -> None:
+    assert ignored in (ROOT / ".dockerignore").read_text().split()

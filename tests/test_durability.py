@@ -1,0 +1,141 @@
+"""Crash and restart: every acknowledged event is stored exactly once, whatever the stop.
+
+A real server subprocess takes a stream of batches from several threads; it is killed with
+SIGKILL at a random moment (no cleanup runs), restarted on the same db and spool, and the
+events it acknowledged are counted in /view.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import ServerProcess, http_json
+
+
+class Sender:
+    """Threads posting batches of fresh-id events until stopped; records what got a 200."""
+
+    def __init__(self, url: str, *, threads: int = 4, batch_size: int = 50) -> None:
+        self.url = url
+        self.batch_size = batch_size
+        self.acknowledged: set[str] = set()
+        self.sent: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def start(self) -> Sender:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _run(self, n: int) -> None:
+        deadline = time.monotonic() + 60  # bounded even if nobody stops us
+        path = "/events" if n % 2 else "/batch"
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            ids = [str(uuid.uuid4()) for _ in range(self.batch_size)]
+            events = [{"id": i, "key": "crash_test", "data": {"thread": n}} for i in ids]
+            # A duplicate inside the request must still count once.
+            events.append(dict(events[0]))
+            body: Any = events if path == "/events" else {"events": events}
+            with self._lock:
+                self.sent.update(ids)
+            try:
+                status, _ = http_json("POST", self.url + path, body, timeout_s=5.0)
+            except OSError:
+                return  # the server is gone
+            if status == 200:
+                with self._lock:
+                    self.acknowledged.update(ids)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+def assert_exactly_once(server: ServerProcess, acknowledged: set[str], sent: set[str]) -> None:
+    health = server.wait_drained()
+    stored = server.stored_ids()
+    print(f"acknowledged={len(acknowledged)} sent={len(sent)} stored={len(stored)}")
+    assert len(stored) == len(set(stored)), "an event is stored twice"
+    assert health["stored_events"] == len(stored)
+    missing = acknowledged - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
+    assert set(stored) <= sent, "the store holds events nobody sent"
+
+
+@pytest.mark.parametrize(
+    ("flush", "kill_after_s"),
+    [
+        ("50ms", 0.3),   # writer draining constantly: kill lands inside store/spool work
+        ("50ms", 1.1),
+        ("1s", 0.7),     # mostly still in the spool at kill time
+        ("10s", 1.5),    # nothing drained yet: all of it comes back from the spool
+        ("200ms", None),  # a random moment
+    ],
+)
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(server_factory: Any, flush: str, kill_after_s: float | None) -> None:
+    server = server_factory(flush=flush).start()
+    sender = Sender(server.url).start()
+    time.sleep(kill_after_s if kill_after_s is not None else random.uniform(0.2, 1.5))
+    server.kill()
+    sender.stop()
+    assert len(sender.acknowledged) > 0, "the stream never got going"
+
+    restarted = server_factory(server.db_path, flush="50ms").start()
+    assert_exactly_once(restarted, sender.acknowledged, sender.sent)
+
+
+def test_repeated_kills_on_one_store(server_factory: Any, tmp_path: Any) -> None:
+    db_path = tmp_path / "repeated.db"
+    acknowledged: set[str] = set()
+    sent: set[str] = set()
+    for round_number in range(3):
+        server = server_factory(db_path, flush="100ms").start()
+        sender = Sender(server.url, threads=2).start()
+        time.sleep(0.3 + 0.3 * round_number)
+        server.kill()
+        sender.stop()
+        acknowledged |= sender.acknowledged
+        sent |= sender.sent
+    final = server_factory(db_path, flush="50ms").start()
+    assert_exactly_once(final, acknowledged, sent)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_clean_stop_keeps_everything_and_restart_adds_nothing(server_factory: Any, sig: int) -> None:
+    # A long flush period: at stop time the events are only in the spool; the clean stop
+    # drains them into the store.
+    server = server_factory(flush="1h").start()
+    sender = Sender(server.url, threads=2)
+    sender.start()
+    time.sleep(0.5)
+    sender.stop()
+    assert server.stop(sig) == 0
+    assert "stopped" in server.log()
+
+    restarted = server_factory(server.db_path, flush="1h").start()
+    _, health = http_json("GET", restarted.url + "/health")
+    assert health["spool_entries"] == 0, "the clean stop should have drained the spool"
+    assert health["stored_events"] == len(sender.acknowledged)
+    stored = restarted.stored_ids()
+    assert sorted(stored) == sorted(sender.acknowledged)
+
+
+def test_sigterm_during_requests_answers_them(server_factory: Any) -> None:
+    server = server_factory(flush="1h").start()
+    sender = Sender(server.url, threads=4).start()
+    time.sleep(0.4)
+    server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    sender.stop()
+    assert server.process.wait(timeout=30) == 0  # type: ignore[union-attr]
+    restarted = server_factory(server.db_path, flush="50ms").start()
+    assert_exactly_once(restarted, sender.acknowledged, sender.sent)
