@@ -177,3 +177,24 @@ async def test_unknown_path_and_wrong_method_are_json(client: Any) -> None:
     assert wrong.status == 405
     assert "POST" in wrong.headers["Allow"]
     assert "not allowed" in (await wrong.json())["error"]
+
+
+async def test_spool_failure_is_503_with_retry_after_and_accepts_nothing(
+    client: Any, app: web.Application, monkeypatch: Any
+) -> None:
+    from tlytics.errors import SpoolError
+    from tlytics.ingest.keys import SPOOL
+
+    def broken(values: Any) -> Any:
+        raise SpoolError("disk I/O error (injected)")
+
+    monkeypatch.setattr(app[SPOOL], "append_many", broken)
+    response = await client.post("/events", json=[ev(), ev()])
+    assert response.status == 503
+    assert response.headers["Retry-After"] == "1"
+    assert "retry later" in (await response.json())["error"]
+    monkeypatch.undo()
+    await app_flush(app)
+    assert store_count(app) == 0
+    # It recovers by itself once the spool works again.
+    assert (await client.post("/events", json=[ev()])).status == 200
