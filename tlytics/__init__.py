@@ -1,11 +1,16 @@
 """Tlytics: a self-hosted analytics event pipeline where an acknowledged event is never lost
 and never stored twice."""
 
+from tlytics.client import Client, Config, Event, EventsRejected
 from tlytics.errors import DeliveryError, InvalidEvent, SpoolError, SpoolFull, StoreError, TlyticsError
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Client",
+    "Config",
+    "Event",
+    "EventsRejected",
     "DeliveryError",
     "InvalidEvent",
     "SpoolError",

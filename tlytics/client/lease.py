@@ -1,0 +1,50 @@
+"""Which process sends: several processes may share one spool directory, and only the holder
+of an exclusive lock on `sender.lock` ships its entries, so no two senders post the same
+entry at once. The operating system drops the lock when its holder dies, so another process
+takes over by itself."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+
+class SenderLease:
+    """A non-blocking, process-wide exclusive lock on a file."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_acquire(self) -> bool:
+        if self._fd is not None:
+            return True
+        fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def forget_after_fork(self) -> None:
+        """In a forked child: drop the inherited descriptor without unlocking.
+
+        flock belongs to the open file shared with the parent; unlocking here would take the
+        parent's lease away while its sender is still running.
+        """
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
