@@ -25,6 +25,7 @@ import orjson
 import structlog
 
 from tlytics.client.config import Config, Event, seconds
+from tlytics.client.forksafe import ForkSafeSpool
 from tlytics.client.lease import SenderLease
 from tlytics.client.sender import EventsRejected, Sender, SenderStats, dead_letter_record, deliver
 from tlytics.client.transport import Outcome, Transport, classify
@@ -66,8 +67,8 @@ class Client:
         self.config = config or Config()
         self._spool_dir = Path(self.config.spool_dir)
         self._spool_dir.mkdir(parents=True, exist_ok=True)
-        self._spool = Spool(self._spool_dir / "queue")
-        self._dead_letter = Spool(self._spool_dir / "dead-letter")
+        self._spool = ForkSafeSpool(Spool(self._spool_dir / "queue"))
+        self._dead_letter = ForkSafeSpool(Spool(self._spool_dir / "dead-letter"))
         self._write_through = seconds(self.config.spool_interval) == 0
         self.dropped = 0
         self._reset_process_state()

@@ -22,7 +22,7 @@ from tlytics.client.config import Config, seconds
 from tlytics.client.lease import SenderLease
 from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, TlyticsError
-from tlytics.spool import Spool
+from tlytics.client.forksafe import ForkSafeSpool
 
 log = structlog.get_logger("tlytics.client")
 
@@ -55,7 +55,7 @@ def dead_letter_record(reply: Reply, events: list[Any]) -> bytes:
 def deliver(
     transport: Transport,
     events: list[Any],
-    dead_letter: Spool,
+    dead_letter: ForkSafeSpool,
     report: Callable[[TlyticsError], None],
     stats: SenderStats,
 ) -> Reply:
@@ -98,8 +98,8 @@ class Sender:
     def __init__(
         self,
         *,
-        spool: Spool,
-        dead_letter: Spool,
+        spool: ForkSafeSpool,
+        dead_letter: ForkSafeSpool,
         config: Config,
         lease: SenderLease,
         report: Callable[[TlyticsError], None],
@@ -186,3 +186,6 @@ class Sender:
                     self._wake.wait(delay)
         finally:
             transport.close()
+            if self._stop.is_set():
+                # Let another client or process send for this spool from now on.
+                self._lease.release()
