@@ -198,3 +198,16 @@ async def test_spool_failure_is_503_with_retry_after_and_accepts_nothing(
     assert store_count(app) == 0
     # It recovers by itself once the spool works again.
     assert (await client.post("/events", json=[ev()])).status == 200
+
+
+async def test_lookup_says_which_ids_are_stored(client: Any, app: web.Application) -> None:
+    stored_id, unknown_id = str(uuid.uuid4()), str(uuid.uuid4())
+    await client.post("/events", json=[ev(id=stored_id)])
+    await app_flush(app)
+    response = await client.post("/lookup", json={"ids": [unknown_id, stored_id.upper()]})
+    assert response.status == 200
+    assert await response.json() == {"present": [stored_id]}
+    bad = await client.post("/lookup", json={"ids": [stored_id, "nope"]})
+    assert bad.status == 400
+    assert (await bad.json())["index"] == 1
+    assert (await client.post("/lookup", json={"ids": "x"})).status == 400

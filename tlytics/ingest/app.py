@@ -66,6 +66,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/batch", handlers.post_batch)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/view", handlers.view)
+    app.router.add_post("/lookup", handlers.lookup)
     return app
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from typing import Any
 
 import orjson
@@ -131,6 +132,30 @@ async def view(request: web.Request) -> web.Response:
             "total_pages": -(-result.total // page_size),
         }
     )
+
+
+LOOKUP_MAX_IDS = 10_000
+
+
+async def lookup(request: web.Request) -> web.Response:
+    """POST /lookup {"ids": [...]}: which of these event ids are stored (for replay tools)."""
+    payload = await _read_json(request)
+    ids = payload.get("ids") if isinstance(payload, dict) else None
+    if not isinstance(ids, list):
+        raise ApiError(400, '"ids" must be a JSON array of UUID strings', field="ids")
+    if len(ids) > LOOKUP_MAX_IDS:
+        raise ApiError(413, f"at most {LOOKUP_MAX_IDS} ids per lookup", limit=LOOKUP_MAX_IDS)
+    raw_ids: list[bytes] = []
+    for index, value in enumerate(ids):
+        try:
+            raw_ids.append(uuid.UUID(value).bytes if isinstance(value, str) else b"")
+        except ValueError:
+            raw_ids.append(b"")
+        if not raw_ids[-1]:
+            raise ApiError(400, "id must be a UUID string", index=index, field="ids")
+    store = request.app[STORE]
+    found = await asyncio.get_running_loop().run_in_executor(request.app[READER], store.existing_ids, raw_ids)
+    return json_response({"present": [str(uuid.UUID(bytes=raw)) for raw in raw_ids if raw in found]})
 
 
 async def health(request: web.Request) -> web.Response:

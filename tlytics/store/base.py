@@ -44,6 +44,10 @@ class Store(Protocol):
         """Events newest first (timestamp, then id, descending); `page` counts from 1."""
         ...
 
+    def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
+        """Which of `ids` (16-byte UUIDs) are stored."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...

@@ -143,6 +143,20 @@ class SQLiteStore:
             raise StoreError(f"page read failed: {exc}") from exc
         return Page(total=total, events=[_stored_event(row) for row in rows])
 
+    def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
+        found: set[bytes] = set()
+        try:
+            with self._reader_lock:
+                # Chunks stay under SQLite's limit on bound parameters.
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    query = f"SELECT id FROM events WHERE id IN ({marks})"
+                    found.update(row[0] for row in self._reader.execute(query, chunk))
+        except apsw.Error as exc:
+            raise StoreError(f"id lookup failed: {exc}") from exc
+        return found
+
     def close(self) -> None:
         for connection in (self._reader, self._writer):
             try:

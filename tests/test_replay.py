@@ -1,0 +1,124 @@
+"""tlytics-replay: from a client spool, a server spool, an NDJSON file and stdin; dry runs,
+bad lines, and re-runs that store nothing twice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+from click.testing import CliRunner
+
+from tlytics import Client, Config
+from tlytics.replay import main as replay
+
+NDJSON_LINES = [
+    b'{"key": "a", "data": {"n": 1}}',
+    b'{"key": "b", "timestamp": "2025-08-25T10:00:00Z"}',
+    b'{"key": "a", "data": {"n": 1}}',  # the same line again: a second, distinct event
+    b"this is not json",
+    b'{"key": ""}',
+    b"",
+    b'{"key": "c", "id": "0190f7c4-1234-7abc-8def-0123456789ab"}',
+]
+
+
+def write_ndjson(path: Path) -> Path:
+    path.write_bytes(b"\n".join(NDJSON_LINES) + b"\n")
+    return path
+
+
+def run(args: list[str], stdin: bytes | None = None) -> Any:
+    return CliRunner().invoke(replay, args, input=stdin)
+
+
+def test_ndjson_replay_reports_bad_lines_and_reruns_store_nothing_twice(server_factory: Any, tmp_path: Path) -> None:
+    server = server_factory().start()
+    events_file = write_ndjson(tmp_path / "events.ndjson")
+
+    first = run(["--server", server.url, "--file", str(events_file)])
+    assert first.exit_code == 1, first.output  # invalid lines make the run a failure
+    assert "read 6, sent 4, already present 0, invalid 2, failed 0" in first.stdout
+    assert f"{events_file}:4: invalid JSON" in first.stderr
+    assert f"{events_file}:5: key must not be empty (key)" in first.stderr
+    server.wait_drained()
+    assert len(server.stored_ids()) == 4
+
+    second = run(["--server", server.url, "--file", str(events_file)])
+    assert "read 6, sent 0, already present 4, invalid 2, failed 0" in second.stdout
+    server.wait_drained()
+    assert len(server.stored_ids()) == 4
+
+
+def test_stdin_and_dry_run(server_factory: Any, tmp_path: Path) -> None:
+    server = server_factory().start()
+    good = b'{"key": "from_stdin"}\n{"key": "again"}\n'
+    dry = run(["--dry-run", "-"], stdin=good)
+    assert dry.exit_code == 0
+    assert "dry run: read 2, valid 2, invalid 0" in dry.stdout
+    server.wait_drained()
+    assert server.stored_ids() == []  # a dry run sends nothing
+
+    sent = run(["--server", server.url, "-"], stdin=good)
+    assert sent.exit_code == 0, sent.output
+    assert "sent 2" in sent.stdout
+    server.wait_drained()
+    assert len(server.stored_ids()) == 2
+
+
+def test_client_spool_replay(server_factory: Any, tmp_path: Path) -> None:
+    server = server_factory()  # not started: the client can only spool
+    spool = tmp_path / "client-spool"
+    client = Client(Config(server_url=server.url, spool_dir=spool, flush_period=3600, retry_max_delay=60))
+    ids = {client.emit("offline", {"n": n}) for n in range(250)}
+    client.close(timeout=0.2)
+
+    server.start()
+    result = run(["--server", server.url, "--spool", str(spool), "--batch-size", "100"])
+    assert result.exit_code == 0, result.output
+    assert "read 250, sent 250, already present 0, invalid 0, failed 0" in result.stdout
+    server.wait_drained()
+    assert set(server.stored_ids()) == ids
+
+    again = run(["--server", server.url, "--spool", str(spool)])
+    assert "sent 0, already present 250" in again.stdout
+
+
+def test_server_spool_replay_to_another_server(server_factory: Any, tmp_path: Path) -> None:
+    from tlytics.spool import Spool
+
+    spool_dir = tmp_path / "old-server.db.spool"
+    entry = {"received_at": 1, "events": [[uuid.uuid4().hex, "k", 1_700_000_000_000_000, {"x": 1}] for _ in range(3)]}
+    Spool(spool_dir).append(orjson.dumps(entry))
+    server = server_factory().start()
+    result = run(["--server", server.url, "--spool", str(spool_dir)])
+    assert result.exit_code == 0, result.output
+    server.wait_drained()
+    assert sorted(server.stored_ids()) == sorted(str(uuid.UUID(hex=e[0])) for e in entry["events"])
+
+
+def test_server_down_is_a_failure_with_nonzero_exit(tmp_path: Path) -> None:
+    from tests.conftest import free_port
+
+    result = run(["--server", f"http://127.0.0.1:{free_port()}", "-", "--timeout", "0.5"], stdin=b'{"key": "x"}\n')
+    assert result.exit_code == 1
+    assert "failed 1" in result.stdout
+
+
+def test_usage_errors() -> None:
+    assert run(["--server", "http://127.0.0.1:1"]).exit_code == 2  # no source
+    both = run(["--server", "http://127.0.0.1:1", "--file", "x", "-"])
+    assert both.exit_code == 2 and "exactly one source" in both.output
+
+
+def test_console_script_is_installed(tmp_path: Path) -> None:
+    events_file = write_ndjson(tmp_path / "events.ndjson")
+    script = Path(sys.executable).with_name("tlytics-replay")
+    completed = subprocess.run(
+        [str(script), "--dry-run", "--file", str(events_file)], capture_output=True, text=True, timeout=60
+    )
+    assert completed.returncode == 1
+    assert "dry run: read 6, valid 4, invalid 2" in completed.stdout

@@ -1,0 +1,258 @@
+"""`tlytics-replay`: resend events left in a spool directory (a client's, or a server's) or an
+NDJSON file (or stdin) to a server, in batches, with a progress bar and a summary.
+
+Re-running it is harmless: events keep their ids, and a line without an id gets one derived
+from its content, so the server's unique id dedupes a second run. Before each batch it asks
+the server which ids it already stores (`POST /lookup`), sends only the others, and counts
+those as "already present". The source is only read, never changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import click
+import orjson
+
+from tlytics.client.transport import Outcome, Transport, backoff_delay_s, classify, retry_after_s
+from tlytics.errors import DeliveryError, InvalidEvent
+from tlytics.events import normalize_event
+from tlytics.spool import Spool
+from tlytics.timefmt import format_rfc3339_us
+
+SEND_ATTEMPTS = 5
+
+
+@dataclass
+class Found:
+    """One event read from the source, with where it came from (for error messages)."""
+
+    where: str
+    event: dict[str, Any]
+
+
+@dataclass
+class Summary:
+    read: int = 0
+    sent: int = 0
+    already_present: int = 0
+    invalid: int = 0
+    failed: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.invalid == 0 and self.failed == 0
+
+
+def _derived_id(line: bytes, occurrence: int) -> str:
+    """A stable id for an id-less line: the same file replayed twice gives the same ids."""
+    digest = bytearray(hashlib.sha256(line + b"\0" + str(occurrence).encode()).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom
+    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 9562 variant
+    return str(uuid.UUID(bytes=bytes(digest)))
+
+
+def read_ndjson(stream: IO[bytes], name: str, summary: Summary) -> Iterator[Found]:
+    seen: Counter[bytes] = Counter()
+    for number, line in enumerate(stream, start=1):
+        line = line.strip()
+        if not line:
+            continue
+        where = f"{name}:{number}"
+        try:
+            event = orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            summary.invalid += 1
+            summary.problems.append(f"{where}: invalid JSON: {exc.msg}")
+            continue
+        if isinstance(event, dict) and event.get("id") is None:
+            seen[line] += 1
+            event = {**event, "id": _derived_id(line, seen[line])}
+        yield Found(where, event)
+
+
+def _events_of_spool_entry(value: bytes) -> list[dict[str, Any]]:
+    entry = orjson.loads(value)
+    if isinstance(entry, list):  # a client spool entry: a list of events
+        return entry
+    if isinstance(entry, dict) and "received_at" in entry:  # a server spool entry
+        return [
+            {"id": str(uuid.UUID(hex=id_hex)), "key": key, "timestamp": format_rfc3339_us(ts), "data": data}
+            for id_hex, key, ts, data in entry["events"]
+        ]
+    if isinstance(entry, dict) and "events" in entry:  # a client dead-letter record
+        return list(entry["events"])
+    raise ValueError("not a Tlytics spool entry")
+
+
+def read_spool(directory: Path, summary: Summary) -> Iterator[Found]:
+    queue_dir = directory / "queue" if (directory / "queue").is_dir() else directory
+    if not (queue_dir / "cache.db").exists():
+        raise click.UsageError(f"{directory} holds no Tlytics spool (no cache.db)")
+    spool = Spool(queue_dir)
+    try:
+        for key, value in spool.peek(sys.maxsize):
+            try:
+                events = _events_of_spool_entry(value)
+            except (ValueError, TypeError, KeyError) as exc:
+                summary.invalid += 1
+                summary.problems.append(f"{queue_dir} entry {key}: unreadable: {exc}")
+                continue
+            for position, event in enumerate(events):
+                yield Found(f"{queue_dir} entry {key} event {position}", event)
+    finally:
+        spool.close()
+
+
+def _validated(found: Found, summary: Summary) -> dict[str, Any] | None:
+    try:
+        normalize_event(found.event, 0, 0)
+    except InvalidEvent as exc:
+        summary.invalid += 1
+        field_note = f" ({exc.field})" if exc.field else ""
+        summary.problems.append(f"{found.where}: {exc.message}{field_note}")
+        return None
+    return found.event
+
+
+class Replayer:
+    def __init__(self, transport: Transport, summary: Summary, max_retry_delay_s: float = 10.0) -> None:
+        self._transport = transport
+        self._summary = summary
+        self._max_retry_delay_s = max_retry_delay_s
+        self._lookup_supported = True
+
+    def _request(self, path: str, body: bytes) -> Any:
+        """POST with retries on connection errors and retryable answers; returns the reply."""
+        reply = None
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                reply = self._transport.request("POST", path, body)
+            except DeliveryError as exc:
+                last = str(exc)
+            else:
+                if classify(reply.status) is not Outcome.RETRY:
+                    return reply
+                last = f"server answered {reply.status}"
+            if attempt < SEND_ATTEMPTS:
+                asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
+                time.sleep(asked if asked is not None else backoff_delay_s(attempt, max_delay_s=self._max_retry_delay_s))
+        raise DeliveryError(f"gave up after {SEND_ATTEMPTS} attempts: {last}")
+
+    def _present(self, ids: list[str]) -> set[str]:
+        if not self._lookup_supported:
+            return set()
+        reply = self._request("/lookup", orjson.dumps({"ids": ids}))
+        if reply.status in (404, 405):  # an older server: just send, ids still dedupe
+            self._lookup_supported = False
+            return set()
+        answer = reply.json()
+        if reply.status != 200 or not isinstance(answer, dict):
+            return set()
+        return set(answer.get("present", []))
+
+    def send(self, batch: list[Found]) -> None:
+        summary = self._summary
+        try:
+            present = self._present([found.event["id"] for found in batch])
+        except DeliveryError as exc:
+            summary.failed += len(batch)
+            summary.problems.append(f"lookup failed: {exc}")
+            return
+        summary.already_present += sum(1 for found in batch if found.event["id"] in present)
+        pending = [found for found in batch if found.event["id"] not in present]
+        while pending:
+            try:
+                reply = self._request("/batch", orjson.dumps({"events": [f.event for f in pending]}))
+            except DeliveryError as exc:
+                summary.failed += len(pending)
+                summary.problems.append(f"{len(pending)} events not delivered: {exc}")
+                return
+            if classify(reply.status) is Outcome.DELIVERED:
+                summary.sent += len(pending)
+                return
+            answer = reply.json() if reply.json() is not None else {}
+            index = answer.get("index") if isinstance(answer, dict) else None
+            if isinstance(index, int) and 0 <= index < len(pending):
+                rejected = pending.pop(index)
+                summary.failed += 1
+                summary.problems.append(f"{rejected.where}: rejected by the server: {answer.get('error')}")
+                continue
+            summary.failed += len(pending)
+            summary.problems.append(f"{len(pending)} events rejected with {reply.status}: {answer}")
+            return
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--server", metavar="URL", envvar="TLYTICS_SERVER", help="Server base URL, e.g. http://127.0.0.1:8081 [TLYTICS_SERVER]")
+@click.option("--spool", "spool_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A client spool_dir (or a server's spool directory).")
+@click.option("--file", "file_name", metavar="PATH", help="An NDJSON file, one event per line; - for stdin.")
+@click.argument("stdin_marker", required=False, metavar="[-]")
+@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000), help="Events per request.")
+@click.option("--dry-run", is_flag=True, help="Only read and validate; send nothing.")
+@click.option("--write-key", envvar="TLYTICS_WRITE_KEY", help="Sent as Authorization: Bearer [TLYTICS_WRITE_KEY].")
+@click.option("--timeout", default=30.0, show_default=True, help="Seconds per request.")
+def main(
+    server: str | None,
+    spool_dir: Path | None,
+    file_name: str | None,
+    stdin_marker: str | None,
+    batch_size: int,
+    dry_run: bool,
+    write_key: str | None,
+    timeout: float,
+) -> None:
+    """Resend events from a spool, an NDJSON file or stdin (-) to a Tlytics server."""
+    if stdin_marker not in (None, "-"):
+        raise click.UsageError(f"unexpected argument {stdin_marker!r}; use - for stdin")
+    sources = [s for s in (spool_dir, file_name, stdin_marker) if s is not None]
+    if len(sources) != 1:
+        raise click.UsageError("give exactly one source: --spool DIR, --file PATH, or - for stdin")
+    if not dry_run and not server:
+        raise click.UsageError("--server is required (or --dry-run)")
+
+    summary = Summary()
+    if spool_dir is not None:
+        found_events = list(read_spool(spool_dir, summary))
+    elif file_name not in (None, "-"):
+        path = Path(str(file_name))
+        if not path.is_file():
+            raise click.UsageError(f"no such file: {path}")
+        with path.open("rb") as stream:
+            found_events = list(read_ndjson(stream, str(path), summary))
+    else:
+        found_events = list(read_ndjson(sys.stdin.buffer, "stdin", summary))
+    summary.read = len(found_events) + summary.invalid
+
+    valid = [found for found in found_events if _validated(found, summary) is not None]
+    replayer = None
+    if not dry_run:
+        assert server is not None
+        transport = Transport(server, timeout_s=timeout, write_key=write_key, gzip_min_bytes=4096)
+        replayer = Replayer(transport, summary)
+    with click.progressbar(length=len(valid), label="replaying" if replayer else "checking", file=sys.stderr) as bar:
+        for start in range(0, len(valid), batch_size):
+            batch = valid[start : start + batch_size]
+            if replayer is not None:
+                replayer.send(batch)
+            bar.update(len(batch))
+
+    for problem in summary.problems:
+        click.echo(problem, err=True)
+    if dry_run:
+        click.echo(f"dry run: read {summary.read}, valid {len(valid)}, invalid {summary.invalid}")
+    else:
+        click.echo(
+            f"read {summary.read}, sent {summary.sent}, already present {summary.already_present},"
+            f" invalid {summary.invalid}, failed {summary.failed}"
+        )
+    sys.exit(0 if summary.ok else 1)
