@@ -11,7 +11,7 @@ import structlog
 from aiohttp import web
 
 from tlytics.ingest import handlers
-from tlytics.ingest.keys import COMMITTER, EVENTS_ACCEPTED, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
+from tlytics.ingest.keys import COMMITTER, COUNTERS, IngestCounters, EVENTS_ACCEPTED, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_error
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.writer import Writer
@@ -61,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
         client_max_size=settings.max_body_bytes, middlewares=[errors_and_access_log]
     )
     app[SETTINGS] = settings
+    app[COUNTERS] = IngestCounters()
     app.cleanup_ctx.extend([_spool_ctx, _store_ctx, _writer_ctx, _committer_ctx])
     app.router.add_post("/events", handlers.post_events)
     app.router.add_post("/batch", handlers.post_batch)

@@ -14,7 +14,7 @@ from aiohttp import web
 from tlytics import __version__
 from tlytics.errors import InvalidEvent, SpoolError, SpoolFull
 from tlytics.events import normalize_events
-from tlytics.ingest.keys import COMMITTER, EVENTS_ACCEPTED, READER, SETTINGS, SPOOL, STORE, WRITER
+from tlytics.ingest.keys import COMMITTER, COUNTERS, EVENTS_ACCEPTED, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.timefmt import format_rfc3339_us
 
@@ -73,6 +73,9 @@ async def _accept(request: web.Request, raw_events: list[Any]) -> web.Response:
                 f"cannot accept durably now, retry later: {exc}",
                 headers={"Retry-After": RETRY_AFTER_S},
             ) from None
+    counters = request.app[COUNTERS]
+    counters.accepted_requests += 1
+    counters.accepted_events += len(events)
     request[EVENTS_ACCEPTED] = len(events)
     return json_response(
         {"message": f"Successfully queued {len(events)} events", "count": len(events)}
@@ -181,5 +184,7 @@ async def health(request: web.Request) -> web.Response:
             "spool_bytes": spool_bytes,
             "stored_events": stored_events,
             "writer_last_error": writer.last_error,
+            "accepted_events": app[COUNTERS].accepted_events,
+            "accepted_requests": app[COUNTERS].accepted_requests,
         }
     )

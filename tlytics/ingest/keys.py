@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from aiohttp import web
 
@@ -11,7 +12,16 @@ from tlytics.ingest.writer import Writer
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import Store
 
+@dataclass
+class IngestCounters:
+    """Since start: what the server acknowledged (a 200 was sent for it)."""
+
+    accepted_requests: int = 0
+    accepted_events: int = 0
+
+
 SETTINGS = web.AppKey("settings", Settings)
+COUNTERS = web.AppKey("counters", IngestCounters)
 SPOOL = web.AppKey("spool", Spool)
 QUARANTINE = web.AppKey("quarantine", Spool)
 STORE = web.AppKey("store", Store)

@@ -1,0 +1,262 @@
+"""Ingest benchmark: the real `tlytics` server under wrk on 127.0.0.1, against a bare
+aiohttp+orjson ceiling measured in the same run, plus the client's emit() and delivery.
+
+    python -m bench.ingest                 # full run (about 5 minutes)
+    python -m bench.ingest --duration 10   # a quick look
+
+Prints a table and writes bench/results/ingest-<timestamp>.json. Needs Debian's wrk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+LUA = Path(__file__).with_name("post.lua")
+RESULTS = Path(__file__).with_name("results")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get_json(url: str, timeout_s: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            get_json(url + "/health", 1.0)
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def peak_rss_mb(pid: int) -> float:
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmHWM:\s+(\d+) kB", status)
+    return int(match.group(1)) / 1024 if match else float("nan")
+
+
+def run_wrk(url: str, events_per_request: int, duration_s: int, connections: int, threads: int) -> dict[str, Any]:
+    completed = subprocess.run(
+        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s", "-s", str(LUA),
+         url, "--", str(events_per_request), "/events"],
+        capture_output=True, text=True, timeout=duration_s + 120, check=True,
+    )
+    line = next(l for l in completed.stdout.splitlines() if l.startswith("WRK_RESULT "))
+    return dict(json.loads(line.removeprefix("WRK_RESULT ")))
+
+
+class Sampler(threading.Thread):
+    """Polls /health once a second: spool backlog and stored count over time."""
+
+    def __init__(self, url: str, started: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.started = url, started
+        self.samples: list[dict[str, Any]] = []
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            try:
+                health = get_json(self.url + "/health", 5.0)
+            except OSError:
+                continue
+            self.samples.append({
+                "t_s": round(time.monotonic() - self.started, 1),
+                "spool_entries": health["spool_entries"],
+                "spool_mb": round(health["spool_bytes"] / 2**20, 1),
+                "stored": health["stored_events"],
+            })
+
+
+def bench_ceiling(events_per_request: int, duration_s: int, args: argparse.Namespace) -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen([sys.executable, "-m", "bench.ceiling", str(port)], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(url, process)
+        wrk = run_wrk(url, events_per_request, duration_s, args.connections, args.threads)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    seconds = wrk["duration_us"] / 1e6
+    return {"requests_per_s": wrk["ok"] / seconds, "events_per_s": wrk["ok"] * events_per_request / seconds,
+            "p50_ms": wrk["p50_us"] / 1000, "p99_ms": wrk["p99_us"] / 1000, "wrk": wrk}
+
+
+def bench_tlytics(events_per_request: int, duration_s: int, args: argparse.Namespace, spool_sync: str = "normal") -> dict[str, Any]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-"))
+    command = [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port),
+               "--db", str(workdir / "bench.db"), "--spool-sync", spool_sync, "--flush", args.flush,
+               "--log-level", args.log_level]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_healthy(url, process)
+        started = time.monotonic()
+        sampler = Sampler(url, started)
+        sampler.start()
+        wrk = run_wrk(url, events_per_request, duration_s, args.connections, args.threads)
+        load_ended = time.monotonic()
+        health: dict[str, Any] = {}
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            health = get_json(url + "/health")
+            if health["spool_entries"] == 0 and health["stored_events"] >= health["accepted_events"]:
+                break
+            time.sleep(0.1)
+        drained = time.monotonic()
+        sampler.stop.set()
+        rss_mb = peak_rss_mb(process.pid)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        shutil.rmtree(workdir, ignore_errors=True)
+    load_s = wrk["duration_us"] / 1e6
+    acknowledged_events = wrk["ok"] * events_per_request
+    return {
+        "spool_sync": spool_sync,
+        "acknowledged_requests_per_s": wrk["ok"] / load_s,
+        "acknowledged_events_per_s": acknowledged_events / load_s,
+        "stored_events_per_s_end_to_end": health["stored_events"] / (drained - started),
+        "drain_after_load_s": round(drained - load_ended, 2),
+        "p50_ms": wrk["p50_us"] / 1000,
+        "p99_ms": wrk["p99_us"] / 1000,
+        "peak_rss_mb": round(rss_mb, 1),
+        "acknowledged_events_wrk": acknowledged_events,
+        "acknowledged_events_server": health["accepted_events"],
+        "stored_events": health["stored_events"],
+        # wrk cannot count answers to requests still in flight when it stops; the server can.
+        "stored_equals_acknowledged": health["stored_events"] == health["accepted_events"],
+        "non_200": wrk["not_ok"],
+        "backlog": sampler.samples,
+        "wrk": wrk,
+    }
+
+
+def bench_client(args: argparse.Namespace) -> dict[str, Any]:
+    sys.path.insert(0, str(ROOT))
+    from tlytics import Client, Config
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-client-"))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), "--db", str(workdir / "c.db"),
+         "--flush", args.flush, "--log-level", "warning"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_healthy(url, process)
+        n = args.client_events
+        data = {"user_id": "123", "source": "web"}
+        # Latency: every call timed (perf_counter_ns itself costs ~0.1 µs).
+        client = Client(Config(server_url=url, spool_dir=workdir / "lat-spool", flush_period=1.0))
+        latencies = []
+        for _ in range(n):
+            t0 = time.perf_counter_ns()
+            client.emit("bench_emit", data)
+            latencies.append(time.perf_counter_ns() - t0)
+        client.flush(120)
+        client.close(5)
+        latencies.sort()
+        # Throughput and delivery: emit n events as fast as possible, then wait for the acks.
+        client = Client(Config(server_url=url, spool_dir=workdir / "rate-spool", flush_period=1.0))
+        t0 = time.perf_counter()
+        for _ in range(n):
+            client.emit("bench_emit", data)
+        emit_s = time.perf_counter() - t0
+        delivered = client.flush(300)
+        delivery_s = time.perf_counter() - t0
+        client.close(5)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {
+        "events": n,
+        "emit_p50_us": latencies[n // 2] / 1000,
+        "emit_p99_us": latencies[int(n * 0.99)] / 1000,
+        "emit_max_us": latencies[-1] / 1000,
+        "emits_per_s": n / emit_s,
+        "delivered_all": delivered,
+        "delivery_events_per_s": n / delivery_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=30, help="seconds per load run (default 30)")
+    parser.add_argument("--sustained", type=int, default=60, help="seconds of the sustained 100-event run (default 60)")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (one leaves the most CPU to the server)")
+    parser.add_argument("--flush", default="1s", help="server flush period")
+    parser.add_argument("--log-level", default="warning", help="server log level (info logs every request)")
+    parser.add_argument("--client-events", type=int, default=200_000)
+    parser.add_argument("--only", choices=["server", "client"], help="run one part only")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None and args.only != "client":
+        sys.exit("wrk is not installed: apt-get install -y wrk")
+
+    results: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "options": vars(args),
+    }
+    if args.only != "client":
+        for n, duration in ((100, args.sustained), (1, args.duration)):
+            ceiling = bench_ceiling(n, args.duration, args)
+            ours = bench_tlytics(n, duration, args)
+            results[f"events_{n}"] = {"ceiling": ceiling, "tlytics": ours,
+                                      "ratio_acknowledged_events": ours["acknowledged_events_per_s"] / ceiling["events_per_s"],
+                                      "ratio_stored_events": ours["stored_events_per_s_end_to_end"] / ceiling["events_per_s"]}
+            print(f"{n:>3} events/request  ceiling {ceiling['events_per_s']:>10,.0f} ev/s  {ceiling['requests_per_s']:>8,.0f} req/s")
+            print(f"{'':19}tlytics ack {ours['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {ours['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
+                  f"  ratio ack {results[f'events_{n}']['ratio_acknowledged_events']:.2f} stored {results[f'events_{n}']['ratio_stored_events']:.2f}"
+                  f"  p50 {ours['p50_ms']:.1f} ms p99 {ours['p99_ms']:.1f} ms  RSS {ours['peak_rss_mb']} MB"
+                  f"  stored==acked {ours['stored_equals_acknowledged']}", flush=True)
+        full = bench_tlytics(100, args.duration, args, spool_sync="full")
+        normal = results["events_100"]["tlytics"]
+        results["spool_sync_full"] = {"tlytics": full, "ratio_to_normal_acknowledged": full["acknowledged_events_per_s"] / normal["acknowledged_events_per_s"]}
+        print(f"spool-sync full     ack {full['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {full['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
+              f"  ratio to normal {results['spool_sync_full']['ratio_to_normal_acknowledged']:.2f}  p99 {full['p99_ms']:.1f} ms", flush=True)
+    if args.only != "server":
+        client = bench_client(args)
+        results["client"] = client
+        print(f"client  emit p50 {client['emit_p50_us']:.2f} µs  p99 {client['emit_p99_us']:.2f} µs  {client['emits_per_s']:,.0f} emits/s"
+              f"  delivery {client['delivery_events_per_s']:,.0f} ev/s", flush=True)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"results: {out}")
+
+
+if __name__ == "__main__":
+    main()
