@@ -28,7 +28,9 @@ from tlytics.ingest.keys import SPOOL, STORE, WRITER
 def settings(tmp_path: Path) -> Settings:
     # A long flush period: tests decide when the writer drains (app_flush), so they can look
     # at the spool and the store in between.
-    return Settings(db_path=tmp_path / "analytics.db", flush_period_s=3600.0, port=8081)
+    # The writer on a thread keeps these in-process tests fast; the subprocess servers (and
+    # test_writer's process tests) run the default writer process.
+    return Settings(db_path=tmp_path / "analytics.db", flush_period_s=3600.0, port=8081, writer_process=False)
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +16,8 @@ from structlog.testing import capture_logs
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings, create_app
-from tlytics.ingest.writer import Writer
+from tlytics.ingest.writer import ProcessDrainer, ThreadDrainer, Writer
+from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import Spool
 from tlytics.store import SQLiteStore, StoreRow
 
@@ -40,11 +43,12 @@ class FlakyStore(SQLiteStore):
         return super().insert(rows)
 
 
-def make_writer(tmp_path: Path, store: SQLiteStore, **options: Any) -> tuple[Writer, Spool, Spool]:
+def make_writer(tmp_path: Path, store: SQLiteStore, batch_max_events: int = 5000, **options: Any) -> tuple[Writer, Spool, Spool]:
     spool = Spool(tmp_path / "spool")
     quarantine = Spool(tmp_path / "spool" / "quarantine")
     options.setdefault("flush_period_s", 3600.0)
-    return Writer(spool, store, quarantine, **options), spool, quarantine
+    drainer = ThreadDrainer(spool, store, quarantine, max_events=batch_max_events)
+    return Writer(drainer, **options), spool, quarantine
 
 
 async def test_failing_batch_is_kept_logged_and_retried(tmp_path: Path) -> None:
@@ -102,7 +106,7 @@ async def test_corrupt_entry_is_quarantined_not_a_wedge(tmp_path: Path) -> None:
 
 
 async def test_periodic_flush_stores_without_being_asked(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=0.1))
+    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=0.1, writer_process=False))
     client = await aiohttp_client(app)
     await client.post("/events", json=[{"key": "a"}] * 3)
     deadline = time.monotonic() + 10
@@ -116,7 +120,7 @@ async def test_periodic_flush_stores_without_being_asked(aiohttp_client: Any, tm
 
 
 async def test_backlog_threshold_wakes_writer_before_its_period(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600, backlog_threshold_events=50))
+    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600, backlog_threshold_events=50, writer_process=False))
     client = await aiohttp_client(app)
     await client.post("/events", json=[{"key": "a"}] * 10)
     await asyncio.sleep(0.3)
@@ -139,3 +143,35 @@ async def test_shutdown_drains_what_is_spooled(aiohttp_client: Any, tmp_path: Pa
     store = SQLiteStore(settings.db_path)
     assert store.count() == 100
     assert Spool(settings.resolved_spool_dir).count() == 0
+
+
+def worker_settings(tmp_path: Path) -> WorkerSettings:
+    return WorkerSettings(db_path=tmp_path / "a.db", spool_dir=tmp_path / "spool", sync="normal", max_entries=1000, max_events=1000)
+
+
+async def test_writer_process_drains_on_another_core(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.append_many([entry(100) for _ in range(25)])
+    writer = Writer(ProcessDrainer(worker_settings(tmp_path)), flush_period_s=3600)
+    assert await writer.flush(timeout_s=60)
+    assert writer.worker_pid not in (0, os.getpid())
+    await writer.close(drain_timeout_s=5)
+    assert SQLiteStore(tmp_path / "a.db").count() == 2500
+    assert spool.count() == 0
+
+
+async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.append_many([entry(10) for _ in range(3)])
+    writer = Writer(ProcessDrainer(worker_settings(tmp_path)), flush_period_s=3600)
+    assert await writer.flush(timeout_s=60)
+    first_pid = writer.worker_pid
+    os.kill(first_pid, signal.SIGKILL)
+    spool.append_many([entry(10) for _ in range(3)])
+    with capture_logs() as logs:
+        assert await writer.flush(timeout_s=60) is False  # the dead pool fails one call...
+        assert await writer.flush(timeout_s=60) is True  # ...and a new process takes over
+    assert writer.worker_pid != first_pid
+    assert any(log["event"] == "writer_process_died_restarting" for log in logs)
+    await writer.close(drain_timeout_s=5)
+    assert SQLiteStore(tmp_path / "a.db").count() == 60

@@ -27,6 +27,7 @@ ENVIRONMENT_VARIABLES = {
     "--spool-sync": "TLYTICS_SPOOL_SYNC",
     "--flush": "TLYTICS_FLUSH",
     "--log-level": "TLYTICS_LOG_LEVEL",
+    "--writer": "TLYTICS_WRITER",
 }
 
 
@@ -46,6 +47,12 @@ def _duration(text: str) -> float:
         return parse_duration_s(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _writer(text: str) -> str:
+    if text not in ("process", "thread"):
+        raise argparse.ArgumentTypeError(f"must be process or thread, not {text!r}")
+    return text
 
 
 def _sync(text: str) -> str:
@@ -79,6 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--flush", _duration, DEFAULT_FLUSH_PERIOD_S, "writer flush period, e.g. 500ms, 5s, 1m (default 5s)")
     add("--log-level", str, "info", "debug, info, warning or error (default info)")
+    add(
+        "--writer",
+        _writer,
+        "process",
+        "where the writer's SQLite work runs: process (its own process, the second core) or"
+        " thread (default process)",
+    )
     return parser
 
 
@@ -106,6 +120,8 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str]) -> tuple[Settin
         spool_dir=args.spool,
         spool_sync=args.spool_sync,
         flush_period_s=args.flush,
+        writer_process=args.writer == "process",
+        log_level=str(args.log_level),
     )
     return settings, str(args.log_level)
 

@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 from tlytics.errors import InvalidEvent
-from tlytics.ids import uuid7_bytes
+from tlytics.ids import BLOCK_MAX, uuid7_block, uuid7_int
 from tlytics.timefmt import parse_rfc3339_us
 
 KEY_MAX_CHARS = 200
@@ -42,8 +42,11 @@ def check_key(key: object, index: int | None = None) -> str:
     return key
 
 
-def normalize_event(raw: object, index: int, now_us: int) -> NormalizedEvent:
-    """Validate one decoded JSON event and return its normalized form."""
+def normalize_event(raw: object, index: int, now_us: int, new_id_hex: str | None = None) -> NormalizedEvent:
+    """Validate one decoded JSON event and return its normalized form.
+
+    `new_id_hex` is the id to give the event when it has none (default: a fresh UUIDv7).
+    """
     if not isinstance(raw, dict):
         raise InvalidEvent("event must be a JSON object", index=index)
     unknown = raw.keys() - KNOWN_FIELDS
@@ -56,7 +59,7 @@ def normalize_event(raw: object, index: int, now_us: int) -> NormalizedEvent:
 
     event_id = raw.get("id")
     if event_id is None:
-        id_hex = uuid7_bytes().hex()
+        id_hex = new_id_hex if new_id_hex is not None else f"{uuid7_int():032x}"
     elif isinstance(event_id, str) and _UUID.match(event_id):
         id_hex = event_id.replace("-", "").lower()
     else:
@@ -86,4 +89,9 @@ def normalize_event(raw: object, index: int, now_us: int) -> NormalizedEvent:
 
 def normalize_events(raws: list[Any], now_us: int) -> list[NormalizedEvent]:
     """Validate a whole request's events; the first invalid one rejects them all."""
-    return [normalize_event(raw, index, now_us) for index, raw in enumerate(raws)]
+    if not raws or len(raws) > BLOCK_MAX:
+        return [normalize_event(raw, index, now_us) for index, raw in enumerate(raws)]
+    first_id = uuid7_block(len(raws))
+    return [
+        normalize_event(raw, index, now_us, f"{first_id + index:032x}") for index, raw in enumerate(raws)
+    ]

@@ -14,7 +14,8 @@ from tlytics.ingest import handlers
 from tlytics.ingest.keys import COMMITTER, COUNTERS, IngestCounters, EVENTS_ACCEPTED, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_error
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.writer import Writer
+from tlytics.ingest.writer import Drainer, ProcessDrainer, ThreadDrainer, Writer
+from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import SQLiteStore
 
@@ -95,13 +96,30 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    drainer: Drainer
+    if settings.writer_process:
+        drainer = ProcessDrainer(
+            WorkerSettings(
+                db_path=settings.db_path,
+                spool_dir=settings.resolved_spool_dir,
+                sync=settings.spool_sync,
+                max_entries=settings.writer_batch_max_entries,
+                max_events=settings.writer_batch_max_events,
+                log_level=settings.log_level,
+            )
+        )
+    else:
+        drainer = ThreadDrainer(
+            app[SPOOL],
+            app[STORE],
+            app[QUARANTINE],
+            max_entries=settings.writer_batch_max_entries,
+            max_events=settings.writer_batch_max_events,
+        )
     writer = Writer(
-        app[SPOOL],
-        app[STORE],
-        app[QUARANTINE],
+        drainer,
         flush_period_s=settings.flush_period_s,
         backlog_threshold_events=settings.backlog_threshold_events,
-        batch_max_events=settings.writer_batch_max_events,
     )
     app[WRITER] = writer
     writer.start()

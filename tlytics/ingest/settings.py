@@ -30,6 +30,11 @@ class Settings:
     # The writer wakes before its period once this many events wait in the spool.
     backlog_threshold_events: int = 20_000
     writer_batch_max_events: int = 5_000
+    writer_batch_max_entries: int = 1_000
+    # The writer's SQLite work in a process of its own (uses the second core); False keeps it
+    # on a thread of the server process.
+    writer_process: bool = True
+    log_level: str = "info"
     # On shutdown the writer drains for at most this long; the rest waits in the spool.
     shutdown_drain_s: float = 10.0
 

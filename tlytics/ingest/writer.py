@@ -1,7 +1,9 @@
 """The writer: drains the spool into the store, one store transaction per batch.
 
-All SQLite work happens in `drain_batch`, a plain function run on one dedicated thread that
-owns the store's write connection; the coroutine around it only decides when to drain. Spool
+All SQLite work happens in `drain_batch`, a plain function run by a Drainer: in a separate
+process by default (ProcessDrainer), so the store's work runs on the second core instead of
+competing with the HTTP handlers for the GIL, or on one dedicated thread (ThreadDrainer).
+Either owns the store's write connection; the coroutine around it only decides when to drain. Spool
 entries are removed only after the store committed their events, so a crash between the two
 replays them, and the unique id makes the replay harmless. A failing batch stays in the spool
 and is retried with backoff; it is never dropped.
@@ -10,14 +12,21 @@ and is retried with backoff; it is never dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
+import multiprocessing
+import os
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import Protocol
 
 import orjson
 import structlog
 
+from tlytics.ingest import writer_process
+from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import Spool
 from tlytics.store import Store, StoreRow
 
@@ -32,6 +41,7 @@ class DrainResult:
     events: int
     inserted: int
     quarantined: int
+    pid: int = 0  # the process that did the work
 
 
 def decode_entry(value: bytes) -> list[StoreRow]:
@@ -71,7 +81,67 @@ def drain_batch(
     inserted = store.insert(rows) if rows else 0
     if keys:
         spool.remove(keys)
-    return DrainResult(entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined)
+    return DrainResult(
+        entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined, pid=os.getpid()
+    )
+
+
+class Drainer(Protocol):
+    """Runs drain_batch somewhere other than the event loop."""
+
+    async def drain_batch(self) -> DrainResult: ...
+
+    async def close(self) -> None: ...
+
+
+class ThreadDrainer:
+    """drain_batch on one dedicated thread of this process."""
+
+    def __init__(self, spool: Spool, store: Store, quarantine: Spool, *, max_entries: int = 1_000, max_events: int = 5_000) -> None:
+        self._call = functools.partial(
+            drain_batch, spool, store, quarantine, max_entries=max_entries, max_events=max_events
+        )
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+
+    async def drain_batch(self) -> DrainResult:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._call)
+
+    async def close(self) -> None:
+        self._executor.shutdown(wait=True)
+
+
+class ProcessDrainer:
+    """drain_batch in a writer process of its own, restarted if it dies.
+
+    If the server is killed, the worker sees its task pipe close and exits after the batch in
+    hand; a batch it finishes is committed before its spool entries are removed, so the crash
+    rule holds whichever process dies when.
+    """
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self._settings = settings
+        self._executor = self._new_executor()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
+            initializer=writer_process.initialize,
+            initargs=(self._settings,),
+        )
+
+    async def drain_batch(self) -> DrainResult:
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, writer_process.drain)
+        except BrokenProcessPool:
+            log.error("writer_process_died_restarting")
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._new_executor()
+            raise
+
+    async def close(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
+
 
 
 class Writer:
@@ -79,25 +149,16 @@ class Writer:
 
     def __init__(
         self,
-        spool: Spool,
-        store: Store,
-        quarantine: Spool,
+        drainer: Drainer,
         *,
         flush_period_s: float,
         backlog_threshold_events: int = 20_000,
-        batch_max_events: int = 5_000,
-        batch_max_entries: int = 1_000,
         retry_delay_max_s: float = 5.0,
     ) -> None:
-        self._spool = spool
-        self._store = store
-        self._quarantine = quarantine
+        self._drainer = drainer
         self._flush_period_s = flush_period_s
         self._backlog_threshold_events = backlog_threshold_events
-        self._batch_max_events = batch_max_events
-        self._batch_max_entries = batch_max_entries
         self._retry_delay_max_s = retry_delay_max_s
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
         self._wake = asyncio.Event()
         self._drain_lock = asyncio.Lock()
         self._backlog_events = 0
@@ -107,6 +168,7 @@ class Writer:
         self.last_error: str | None = None
         self.batches_written = 0
         self.events_inserted = 0
+        self.worker_pid = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="writer")
@@ -130,22 +192,12 @@ class Writer:
 
     async def drain(self, *, deadline: float | None) -> bool:
         """Drain until the spool is empty or `deadline` (monotonic) passes; False on a failure."""
-        loop = asyncio.get_running_loop()
         async with self._drain_lock:
             self._backlog_events = 0
             while deadline is None or time.monotonic() < deadline:
                 started = time.perf_counter()
                 try:
-                    result = await loop.run_in_executor(
-                        self._executor,
-                        lambda: drain_batch(
-                            self._spool,
-                            self._store,
-                            self._quarantine,
-                            max_entries=self._batch_max_entries,
-                            max_events=self._batch_max_events,
-                        ),
-                    )
+                    result = await self._drainer.drain_batch()
                 except Exception as exc:
                     self.consecutive_failures += 1
                     self.last_error = str(exc)
@@ -158,6 +210,7 @@ class Writer:
                     return False
                 self.consecutive_failures = 0
                 self.last_error = None
+                self.worker_pid = result.pid
                 if result.entries == 0 and result.quarantined == 0:
                     return True
                 self.batches_written += 1
@@ -191,4 +244,4 @@ class Writer:
         try:
             await self.flush(drain_timeout_s)
         finally:
-            self._executor.shutdown(wait=True)
+            await self._drainer.close()

@@ -21,6 +21,7 @@ from tlytics.errors import SpoolError, SpoolFull
 SpoolSync = Literal["normal", "full"]
 
 _SQLITE_SYNCHRONOUS = {"normal": 1, "full": 2}
+_MODE_RAW = 1  # diskcache.core.MODE_RAW
 # Larger than any entry we accept, so diskcache never writes a value to a side file.
 _NEVER_A_SIDE_FILE = 1 << 40
 
@@ -71,12 +72,20 @@ class Spool:
         """Return up to `max_entries` of the oldest entries as (key, value), leaving them in place."""
         entries: list[tuple[int, bytes]] = []
         try:
-            for key in self._cache.iterkeys():
-                if len(entries) >= max_entries or not isinstance(key, int):
-                    break
-                value = self._cache.get(key)
-                if isinstance(value, bytes):  # None: removed meanwhile by another process
+            # One query for the whole batch; a get() per key cost a round trip per entry.
+            # Integer keys are the queue's (push); values are raw blobs since side files are off.
+            rows = self._cache._sql(
+                "SELECT key, mode, value FROM Cache WHERE raw = 1 AND key >= 0"
+                " AND typeof(key) = 'integer' ORDER BY key LIMIT ?",
+                (max_entries,),
+            ).fetchall()
+            for key, mode, value in rows:
+                if mode == _MODE_RAW and isinstance(value, bytes):
                     entries.append((key, value))
+                else:  # written by another configuration: let diskcache decode it
+                    decoded = self._cache.get(key)
+                    if isinstance(decoded, bytes):
+                        entries.append((key, decoded))
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise SpoolError(f"spool read failed: {exc}") from exc
         return entries

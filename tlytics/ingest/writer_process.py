@@ -1,0 +1,52 @@
+"""The body of the writer process: opens its own store (the only write connection) and spool
+at start, then runs drain_batch whenever the server asks. Module state is per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tlytics.spool import Spool, SpoolSync
+from tlytics.store import SQLiteStore
+
+if TYPE_CHECKING:
+    from tlytics.ingest.writer import DrainResult
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What the writer process needs to open its resources (sent to it pickled)."""
+
+    db_path: Path
+    spool_dir: Path
+    sync: SpoolSync
+    max_entries: int
+    max_events: int
+    log_level: str = "info"
+
+
+_settings: WorkerSettings | None = None
+_spool: Spool | None = None
+_quarantine: Spool | None = None
+_store: SQLiteStore | None = None
+
+
+def initialize(settings: WorkerSettings) -> None:
+    global _settings, _spool, _quarantine, _store
+    from tlytics.logs import configure_logging
+
+    configure_logging(settings.log_level)
+    _settings = settings
+    _spool = Spool(settings.spool_dir, sync=settings.sync)
+    _quarantine = Spool(settings.spool_dir / "quarantine", sync=settings.sync)
+    _store = SQLiteStore(settings.db_path, synchronous=settings.sync)
+
+
+def drain() -> DrainResult:
+    from tlytics.ingest.writer import drain_batch
+
+    assert _settings is not None and _spool is not None and _quarantine is not None and _store is not None
+    return drain_batch(
+        _spool, _store, _quarantine, max_entries=_settings.max_entries, max_events=_settings.max_events
+    )
