@@ -114,3 +114,21 @@ async def test_group_commit_refuses_after_close(tmp_path: Path) -> None:
     await committer.close()
     with pytest.raises(SpoolError):
         await committer.append(b"late", 1)
+
+
+def test_fast_append_matches_diskcache_push(tmp_path: Path) -> None:
+    import diskcache
+
+    spool = Spool(tmp_path / "spool")
+    keys = spool.append_many([b"a", b"b"])
+    spool.remove([keys[0]])
+    more = spool.append_many([b"c"])
+    assert more[0] == keys[1] + 1
+    # diskcache itself reads what we wrote, and its own push continues the same queue.
+    cache = diskcache.Cache(str(tmp_path / "spool"))
+    assert [cache[k] for k in (keys[1], more[0])] == [b"b", b"c"]
+    assert cache.push(b"d") == more[0] + 1
+    assert len(cache) == 3
+    assert [v for _, v in spool.peek(10)] == [b"b", b"c", b"d"]
+    spool.remove(list(cache.iterkeys()))
+    assert len(cache) == 0 and spool.count() == 0

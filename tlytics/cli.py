@@ -4,6 +4,7 @@ wins), configure logging, and run the server until SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -17,6 +18,8 @@ from tlytics.ingest import Settings, create_app
 from tlytics.ingest.settings import DEFAULT_DB, DEFAULT_FLUSH_PERIOD_S, DEFAULT_HOST, DEFAULT_PORT
 from tlytics.logs import configure_logging
 from tlytics.timefmt import parse_duration_s
+
+SWITCH_INTERVAL_S = 0.0005
 
 # flag → environment variable; also read by the Docker consistency test.
 ENVIRONMENT_VARIABLES = {
@@ -126,10 +129,23 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str]) -> tuple[Settin
     return settings, str(args.log_level)
 
 
+def _new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop where it is installed (it is a dependency on Linux and macOS): a faster loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     settings, log_level = parse_settings(sys.argv[1:] if argv is None else argv, dict(os.environ))
     configure_logging(log_level)
     log = structlog.get_logger("tlytics")
+    # The spool thread needs the GIL back right after each group commit to release its
+    # waiters; with the default 5 ms switch interval it waited behind the busy event loop and
+    # group commits were capped near 100/s. 0.5 ms keeps that hand-off short.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     app = create_app(settings)
 
     async def announce(_: web.Application) -> None:
@@ -153,5 +169,6 @@ def main(argv: Sequence[str] | None = None) -> None:
         access_log=None,
         print=None,
         shutdown_timeout=30.0,
+        loop=_new_event_loop(),
     )
     log.info("stopped")

@@ -128,7 +128,11 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _committer_ctx(app: web.Application) -> AsyncIterator[None]:
-    committer = GroupCommitter(app[SPOOL], on_committed=app[WRITER].notify_appended)
+    committer = GroupCommitter(
+        app[SPOOL],
+        on_committed=app[WRITER].notify_appended,
+        commit_in_loop=app[SETTINGS].spool_sync == "normal",
+    )
     app[COMMITTER] = committer
     committer.start()
     yield

@@ -22,9 +22,15 @@ class GroupCommitter:
         spool: Spool,
         *,
         on_committed: Callable[[int], None] | None = None,
+        commit_in_loop: bool = False,
     ) -> None:
         self._spool = spool
         self._on_committed = on_committed
+        # In the loop's own thread a group commit (no fsync) takes a fraction of a millisecond.
+        # On a worker thread it took several: SQLite releases the GIL at every step, and each
+        # time the thread waited for the busy event loop to hand it back. With fsync (spool
+        # sync "full") the thread is still right: the loop must not stall on the disk.
+        self._commit_in_loop = commit_in_loop
         # One thread owns the spool's append connection; the loop never waits on disk.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-append")
         self._pending: list[tuple[bytes, int, asyncio.Future[None]]] = []
@@ -53,11 +59,15 @@ class GroupCommitter:
                 await self._wakeup.wait()
                 self._wakeup.clear()
                 continue
+            if self._commit_in_loop:
+                await asyncio.sleep(0)  # let handlers that are ready now join this group
             group, self._pending = self._pending, []
             try:
-                await loop.run_in_executor(
-                    self._executor, self._spool.append_many, [entry for entry, _, _ in group]
-                )
+                entries = [entry for entry, _, _ in group]
+                if self._commit_in_loop:
+                    self._spool.append_many(entries)
+                else:
+                    await loop.run_in_executor(self._executor, self._spool.append_many, entries)
             except Exception as exc:
                 error = exc if isinstance(exc, SpoolError) else SpoolError(str(exc))
                 for _, _, future in group:
