@@ -122,3 +122,19 @@ async def test_unsupported_content_encoding_is_not_a_500(client: Any) -> None:
         headers={"Content-Type": "application/json", "Content-Encoding": "br"},
     )
     assert 400 <= response.status < 500
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'[{"key": "a", "data": {"s": "\xff"}}]', "invalid JSON"),
+        (b'[{"key": "bad\xfe"}]', "invalid JSON"),
+        (b'[{"key": "a\\n"}]', "control characters"),
+        (b'[{"key": "a", "id": "0190f7c4-1234-7abc-8def-0123456789ab\\n"}]', "UUID"),
+    ],
+)
+async def test_invalid_utf8_and_trailing_newlines_are_refused(client: Any, app: web.Application, raw: bytes, message: str) -> None:
+    response = await client.post("/events", data=raw, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert message in (await response.json())["error"]
+    assert spool_count(app) == 0

@@ -18,9 +18,10 @@ KEY_MAX_CHARS = 200
 KNOWN_FIELDS = frozenset({"id", "key", "timestamp", "data"})
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_UUID = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
-)
+# \Z, not $: $ also matches before a trailing newline.
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
+KEY_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*\Z"
+_UUID = re.compile(UUID_PATTERN)
 
 NormalizedEvent = list[Any]  # [id_hex: str, key: str, timestamp_us: int, data: dict]
 

@@ -22,10 +22,10 @@ from contextlib import suppress
 from dataclasses import dataclass
 from typing import Protocol
 
-import orjson
 import structlog
 
 from tlytics.ingest import writer_process
+from tlytics.ingest.codec import decode_spool_entry
 from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import Spool
 from tlytics.store import Store, StoreRow
@@ -45,12 +45,14 @@ class DrainResult:
 
 
 def decode_entry(value: bytes) -> list[StoreRow]:
-    """Turn one spool entry (as written by the ingest handlers) into store rows."""
-    entry = orjson.loads(value)
-    received_at_us = int(entry["received_at"])
+    """Turn one spool entry (as written by the ingest handlers) into store rows.
+
+    `data` stays the JSON text it was spooled as; it is not decoded and re-encoded.
+    """
+    received_at_us, events = decode_spool_entry(value)
     return [
-        (bytes.fromhex(id_hex), key, int(timestamp_us), received_at_us, orjson.dumps(data).decode())
-        for id_hex, key, timestamp_us, data in entry["events"]
+        (bytes.fromhex(id_hex), key, timestamp_us, received_at_us, bytes(data).decode())
+        for id_hex, key, timestamp_us, data in events
     ]
 
 
