@@ -66,7 +66,7 @@ def drain_batch(
     keys: list[int] = []
     rows: list[StoreRow] = []
     quarantined = 0
-    for key, value in spool.peek(max_entries):
+    for key, value in spool.iter_oldest(max_entries):
         try:
             entry_rows = decode_entry(value)
         except (ValueError, TypeError, KeyError) as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -100,25 +100,32 @@ class Spool:
 
     def peek(self, max_entries: int) -> list[tuple[int, bytes]]:
         """Return up to `max_entries` of the oldest entries as (key, value), leaving them in place."""
-        entries: list[tuple[int, bytes]] = []
+        return list(self.iter_oldest(max_entries))
+
+    def iter_oldest(self, max_entries: int) -> Iterator[tuple[int, bytes]]:
+        """Yield up to `max_entries` of the oldest entries, oldest first, reading each only when
+        asked for: a caller that stops early (the writer, once it has enough events) does not
+        pay for reading the rest. Nothing is removed."""
         try:
             # One query for the whole batch; a get() per key cost a round trip per entry.
             # Integer keys are the queue's (push); values are raw blobs since side files are off.
-            rows = self._cache._sql(
+            cursor = self._cache._sql(
                 "SELECT key, mode, value FROM Cache WHERE raw = 1 AND key >= 0"
                 " AND typeof(key) = 'integer' ORDER BY key LIMIT ?",
                 (max_entries,),
-            ).fetchall()
-            for key, mode, value in rows:
-                if mode == _MODE_RAW and isinstance(value, bytes):
-                    entries.append((key, value))
-                else:  # written by another configuration: let diskcache decode it
-                    decoded = self._cache.get(key)
-                    if isinstance(decoded, bytes):
-                        entries.append((key, decoded))
+            )
+            try:
+                for key, mode, value in cursor:
+                    if mode == _MODE_RAW and isinstance(value, bytes):
+                        yield key, value
+                    else:  # written by another configuration: let diskcache decode it
+                        decoded = self._cache.get(key)
+                        if isinstance(decoded, bytes):
+                            yield key, decoded
+            finally:
+                cursor.close()
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise SpoolError(f"spool read failed: {exc}") from exc
-        return entries
 
     def remove(self, keys: Iterable[int]) -> None:
         """Remove entries by key in one transaction; keys already gone are ignored."""
