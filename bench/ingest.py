@@ -61,6 +61,29 @@ def peak_rss_mb(pid: int) -> float:
     return int(match.group(1)) / 1024 if match else float("nan")
 
 
+def child_pids(pid: int) -> list[int]:
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            children.append(int(stat.parent.name))
+    return children
+
+
+def peak_rss_with_children_mb(pid: int) -> tuple[float, float]:
+    """Peak RSS of the server and of its children (the writer process)."""
+    children = 0.0
+    for child in child_pids(pid):
+        try:
+            children += peak_rss_mb(child)
+        except OSError:
+            pass
+    return peak_rss_mb(pid), children
+
+
 def run_wrk(url: str, events_per_request: int, duration_s: int, connections: int, threads: int) -> dict[str, Any]:
     completed = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s", "-s", str(LUA),
@@ -134,7 +157,7 @@ def bench_tlytics(events_per_request: int, duration_s: int, args: argparse.Names
             time.sleep(0.1)
         drained = time.monotonic()
         sampler.stop.set()
-        rss_mb = peak_rss_mb(process.pid)
+        rss_mb, writer_rss_mb = peak_rss_with_children_mb(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
@@ -150,6 +173,7 @@ def bench_tlytics(events_per_request: int, duration_s: int, args: argparse.Names
         "p50_ms": wrk["p50_us"] / 1000,
         "p99_ms": wrk["p99_us"] / 1000,
         "peak_rss_mb": round(rss_mb, 1),
+        "peak_rss_writer_process_mb": round(writer_rss_mb, 1),
         "acknowledged_events_wrk": acknowledged_events,
         "acknowledged_events_server": health["accepted_events"],
         "stored_events": health["stored_events"],
@@ -240,7 +264,7 @@ def main() -> None:
             print(f"{n:>3} events/request  ceiling {ceiling['events_per_s']:>10,.0f} ev/s  {ceiling['requests_per_s']:>8,.0f} req/s")
             print(f"{'':19}tlytics ack {ours['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {ours['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
                   f"  ratio ack {results[f'events_{n}']['ratio_acknowledged_events']:.2f} stored {results[f'events_{n}']['ratio_stored_events']:.2f}"
-                  f"  p50 {ours['p50_ms']:.1f} ms p99 {ours['p99_ms']:.1f} ms  RSS {ours['peak_rss_mb']} MB"
+                  f"  p50 {ours['p50_ms']:.1f} ms p99 {ours['p99_ms']:.1f} ms  RSS {ours['peak_rss_mb']} + {ours['peak_rss_writer_process_mb']} MB"
                   f"  stored==acked {ours['stored_equals_acknowledged']}", flush=True)
         full = bench_tlytics(100, args.duration, args, spool_sync="full")
         normal = results["events_100"]["tlytics"]

@@ -30,13 +30,20 @@ def parse_rfc3339_us(text: str) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
+_last_second: list[tuple[int, str]] = [(-1, "")]
+
+
 def format_rfc3339_us(micros: int) -> str:
     """Format UTC microseconds as RFC 3339 with `Z`, fractions only when there are any."""
-    moment = _EPOCH + timedelta(microseconds=micros)
-    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        text += f".{moment.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    second, fraction = divmod(micros, 1_000_000)
+    # Consecutive events mostly share their second: format the date and time once per second.
+    cached_second, prefix = _last_second[0]
+    if cached_second != second:
+        prefix = (_EPOCH + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second[0] = (second, prefix)
+    if fraction:
+        return f"{prefix}.{fraction:06d}".rstrip("0") + "Z"
+    return prefix + "Z"
 
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")

@@ -31,7 +31,7 @@ from tlytics.client.sender import EventsRejected, Sender, SenderStats, dead_lett
 from tlytics.client.transport import Outcome, Transport, classify
 from tlytics.errors import DeliveryError, InvalidEvent, SpoolFull, TlyticsError
 from tlytics.events import check_key
-from tlytics.ids import uuid7_bytes
+from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
 from tlytics.timefmt import format_rfc3339_us, parse_rfc3339_us
 
@@ -43,8 +43,8 @@ _Pending = tuple[str, str, int | str, Mapping[str, Any]]
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 
-def _canonical_id(raw: bytes) -> str:
-    h = raw.hex()
+def _canonical_id(value: int) -> str:
+    h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -150,7 +150,7 @@ class Client:
         else:
             pending_timestamp = self._checked_timestamp(timestamp)
         if event_id is None:
-            event_id = _canonical_id(uuid7_bytes())
+            event_id = _canonical_id(uuid7_int())
         if data is None:
             data = {}
         elif not isinstance(data, Mapping):

@@ -11,7 +11,8 @@ from __future__ import annotations
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 from tlytics.spool import Spool
 
@@ -25,6 +26,12 @@ class ForkSafeSpool:
         self._spool = spool
         self._lock = threading.RLock()
         _registry.add(self)
+
+    @contextmanager
+    def locked(self) -> Iterator[Spool]:
+        """The Spool itself, for several calls (or a lazy read) under one hold of the lock."""
+        with self._lock:
+            yield self._spool
 
     def append(self, value: bytes) -> int:
         with self._lock:

@@ -122,18 +122,25 @@ class Sender:
     def _next_batch(self) -> tuple[list[int], list[Any]]:
         keys: list[int] = []
         events: list[Any] = []
-        for key, value in self._spool.peek(self._config.max_batch):
-            try:
-                entry_events = orjson.loads(value)
-            except orjson.JSONDecodeError:
-                # Not ours to interpret; keep the bytes where a person can find them.
-                self._dead_letter.append(value)
-                self._spool.remove([key])
-                continue
-            if keys and len(events) + len(entry_events) > self._config.max_batch:
-                break
-            keys.append(key)
-            events.extend(entry_events)
+        unreadable: list[tuple[int, bytes]] = []
+        with self._spool.locked() as spool:
+            # Lazily, oldest first, and only as many entries as one request takes.
+            for key, value in spool.iter_oldest(self._config.max_batch):
+                try:
+                    entry_events = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    unreadable.append((key, value))
+                    continue
+                if keys and len(events) + len(entry_events) > self._config.max_batch:
+                    break
+                keys.append(key)
+                events.extend(entry_events)
+                if len(events) >= self._config.max_batch:
+                    break
+        for key, value in unreadable:
+            # Not ours to interpret; keep the bytes where a person can find them.
+            self._dead_letter.append(value)
+            self._spool.remove([key])
         return keys, events
 
     def run(self) -> None:

@@ -29,7 +29,7 @@ class Settings:
     max_events_per_request: int = 10_000
     # The writer wakes before its period once this many events wait in the spool.
     backlog_threshold_events: int = 20_000
-    writer_batch_max_events: int = 5_000
+    writer_batch_max_events: int = 20_000
     writer_batch_max_entries: int = 1_000
     # The writer's SQLite work in a process of its own (uses the second core); False keeps it
     # on a thread of the server process.
