@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -14,12 +15,11 @@ from typing import Any
 import structlog
 from aiohttp import web
 
+from tlytics.errors import TlyticsError
 from tlytics.ingest import Settings, create_app
 from tlytics.ingest.settings import DEFAULT_DB, DEFAULT_FLUSH_PERIOD_S, DEFAULT_HOST, DEFAULT_PORT
 from tlytics.logs import configure_logging
 from tlytics.timefmt import parse_duration_s
-
-SWITCH_INTERVAL_S = 0.0005
 
 # flag → environment variable; also read by the Docker consistency test.
 ENVIRONMENT_VARIABLES = {
@@ -31,7 +31,15 @@ ENVIRONMENT_VARIABLES = {
     "--flush": "TLYTICS_FLUSH",
     "--log-level": "TLYTICS_LOG_LEVEL",
     "--writer": "TLYTICS_WRITER",
+    "--max-body": "TLYTICS_MAX_BODY",
+    "--max-events": "TLYTICS_MAX_EVENTS",
+    "--max-event-size": "TLYTICS_MAX_EVENT_SIZE",
+    "--spool-max": "TLYTICS_SPOOL_MAX",
+    "--write-key": "TLYTICS_WRITE_KEYS",
+    "--read-key": "TLYTICS_READ_KEYS",
 }
+# Repeatable flags whose environment variable is a comma-separated list.
+LIST_FLAGS = {"--write-key", "--read-key"}
 
 
 # argparse shows an ArgumentTypeError's text as it is; other errors become "invalid <name> value".
@@ -55,6 +63,36 @@ def _duration(text: str) -> float:
 def _writer(text: str) -> str:
     if text not in ("process", "thread"):
         raise argparse.ArgumentTypeError(f"must be process or thread, not {text!r}")
+    return text
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def _size(text: str) -> int:
+    """Bytes: 1048576, 10MiB, 1GiB, 500kB."""
+    match = re.fullmatch(r"\s*(\d+)\s*([a-zA-Z]*)\s*", text)
+    if match is None or match[2].lower() not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (use e.g. 1048576, 10MiB, 1GiB)")
+    value = int(match[1]) * _SIZE_UNITS[match[2].lower()]
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"size must be positive: {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def _key(text: str) -> str:
+    if len(text) < 16 or any(c.isspace() or c == "," for c in text):
+        raise argparse.ArgumentTypeError("an API key needs 16+ characters, without spaces or commas")
     return text
 
 
@@ -96,6 +134,12 @@ def build_parser() -> argparse.ArgumentParser:
         "where the writer's SQLite work runs: process (its own process, the second core) or"
         " thread (default process)",
     )
+    add("--max-body", _size, 10 * 1024**2, "largest request body, after gzip decompression (default 10MiB)")
+    add("--max-events", _count, 10_000, "most events in one request (default 10000)")
+    add("--max-event-size", _size, 1024**2, "largest encoded event (default 1MiB)")
+    add("--spool-max", _size, 1024**3, "spool size at which requests get 503 + Retry-After (default 1GiB)")
+    add("--write-key", _key, None, "API key for POST /events and /batch; repeatable (env: comma-separated)", action="append")
+    add("--read-key", _key, None, "API key for /view and other reads; repeatable (env: comma-separated)", action="append")
     return parser
 
 
@@ -111,11 +155,21 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str]) -> tuple[Settin
         if variable in environ:
             kind = action.type if callable(action.type) else str
             try:
-                defaults[action.dest] = kind(environ[variable])
+                if flag in LIST_FLAGS:
+                    defaults[action.dest] = [kind(v.strip()) for v in environ[variable].split(",") if v.strip()]
+                else:
+                    defaults[action.dest] = kind(environ[variable])
             except (ValueError, TypeError, argparse.ArgumentTypeError) as exc:
-                parser.error(f"environment variable {variable}={environ[variable]!r}: {exc}")
+                # Never echo a key back: the value may be a secret.
+                shown = "…" if flag in LIST_FLAGS else repr(environ[variable])
+                parser.error(f"environment variable {variable}={shown}: {exc}")
+    # A repeatable flag's default would be appended to, not replaced: apply those afterwards.
+    list_defaults = {dest: defaults.pop(dest) for dest in ("write_key", "read_key") if dest in defaults}
     parser.set_defaults(**defaults)
     args = parser.parse_args(list(argv))
+    for dest, value in list_defaults.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
     settings = Settings(
         host=args.host,
         port=args.port,
@@ -125,6 +179,12 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str]) -> tuple[Settin
         flush_period_s=args.flush,
         writer_process=args.writer == "process",
         log_level=str(args.log_level),
+        max_body_bytes=args.max_body,
+        max_events_per_request=args.max_events,
+        max_event_bytes=args.max_event_size,
+        spool_max_bytes=args.spool_max,
+        write_keys=tuple(args.write_key or ()),
+        read_keys=tuple(args.read_key or ()),
     )
     return settings, str(args.log_level)
 
@@ -142,10 +202,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings, log_level = parse_settings(sys.argv[1:] if argv is None else argv, dict(os.environ))
     configure_logging(log_level)
     log = structlog.get_logger("tlytics")
-    # The spool thread needs the GIL back right after each group commit to release its
-    # waiters; with the default 5 ms switch interval it waited behind the busy event loop and
-    # group commits were capped near 100/s. 0.5 ms keeps that hand-off short.
-    sys.setswitchinterval(SWITCH_INTERVAL_S)
     app = create_app(settings)
 
     async def announce(_: web.Application) -> None:
@@ -162,13 +218,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     app.on_startup.append(announce)
     # aiohttp handles SIGINT/SIGTERM: stop accepting, let in-flight requests finish, then run
     # the cleanup contexts (committer, then writer's final drain, then store and spool).
-    web.run_app(
-        app,
-        host=settings.host,
-        port=settings.port,
-        access_log=None,
-        print=None,
-        shutdown_timeout=30.0,
-        loop=_new_event_loop(),
-    )
+    try:
+        web.run_app(
+            app,
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=None,
+            shutdown_timeout=30.0,
+            loop=_new_event_loop(),
+        )
+    except (TlyticsError, OSError) as exc:  # the store in use, the port taken, a bad path
+        log.error("cannot_start", error=str(exc))
+        sys.stderr.write(f"tlytics: {exc}\n")
+        sys.exit(1)
     log.info("stopped")

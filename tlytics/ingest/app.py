@@ -3,6 +3,7 @@ cleanup context (opened in order at start, closed in reverse at shutdown)."""
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,10 +12,13 @@ import structlog
 from aiohttp import web
 
 from tlytics.ingest import handlers
-from tlytics.ingest.keys import COMMITTER, COUNTERS, IngestCounters, EVENTS_ACCEPTED, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
+from tlytics.ingest.instance_lock import InstanceLock
+from tlytics.ingest.auth import ENDPOINT_ACCESS, require_access
+from tlytics.ingest.metrics import Metrics
+from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, IngestCounters, EVENTS_ACCEPTED, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_error
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.writer import Drainer, ProcessDrainer, ThreadDrainer, Writer
+from tlytics.ingest.writer import DrainResult, Drainer, ProcessDrainer, ThreadDrainer, Writer
 from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import SQLiteStore
@@ -30,6 +34,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     started = time.perf_counter()
     response: web.StreamResponse
     try:
+        require_access(request)
         response = await handler(request)
     except ApiError as exc:
         response = exc.response()
@@ -44,6 +49,14 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     except Exception:
         log.exception("request_failed", method=request.method, path=request.path)
         response = json_error(500, "internal error; the request was not accepted")
+    metrics = request.app[METRICS]
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else "unmatched"
+    metrics.request_seconds.labels(request.method, route, str(response.status)).observe(
+        time.perf_counter() - started
+    )
+    if response.status >= 400 and ENDPOINT_ACCESS.get((request.method, request.path)) == "write":
+        metrics.rejected(response.status)
     log.info(
         "request",
         method=request.method,
@@ -63,19 +76,48 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[COUNTERS] = IngestCounters()
-    app.cleanup_ctx.extend([_spool_ctx, _store_ctx, _writer_ctx, _committer_ctx])
+    app[METRICS] = Metrics()
+    app.cleanup_ctx.extend([_instance_lock_ctx, _spool_ctx, _store_ctx, _writer_ctx, _committer_ctx])
+    app.on_startup.append(_warn_if_open)
     app.router.add_post("/events", handlers.post_events)
     app.router.add_post("/batch", handlers.post_batch)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/view", handlers.view)
     app.router.add_post("/lookup", handlers.lookup)
+    app.router.add_get("/metrics", handlers.metrics)
     return app
+
+
+async def _instance_lock_ctx(app: web.Application) -> AsyncIterator[None]:
+    lock = InstanceLock(app[SETTINGS].db_path)
+    lock.acquire()
+    yield
+    lock.release()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def _warn_if_open(app: web.Application) -> None:
+    settings = app[SETTINGS]
+    if _is_loopback(settings.host):
+        return
+    if not settings.write_keys:
+        log.warning("no_write_keys", host=settings.host, hint="anyone who reaches this address can post events; set --write-key")
+    if not settings.read_keys:
+        log.warning("no_read_keys", host=settings.host, hint="anyone who reaches this address can read events; set --read-key")
 
 
 async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     spool_dir = settings.resolved_spool_dir
-    app[SPOOL] = Spool(spool_dir, sync=settings.spool_sync)
+    app[SPOOL] = Spool(spool_dir, sync=settings.spool_sync, max_bytes=settings.spool_max_bytes)
     app[QUARANTINE] = Spool(spool_dir / "quarantine", sync=settings.spool_sync)
     yield
     app[QUARANTINE].close()
@@ -116,10 +158,21 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
             max_entries=settings.writer_batch_max_entries,
             max_events=settings.writer_batch_max_events,
         )
+    metrics = app[METRICS]
+
+    def count_batch(result: DrainResult | None) -> None:
+        if result is None:
+            metrics.writer_failures.inc()
+            return
+        metrics.writer_batches.inc()
+        metrics.events_stored.inc(result.inserted)
+        metrics.duplicates_ignored.inc(result.events - result.inserted)
+
     writer = Writer(
         drainer,
         flush_period_s=settings.flush_period_s,
         backlog_threshold_events=settings.backlog_threshold_events,
+        on_batch=count_batch,
     )
     app[WRITER] = writer
     writer.start()

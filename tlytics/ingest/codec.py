@@ -54,7 +54,13 @@ def _data(raw: Raw) -> Raw | None:
     return raw if view[0] == _OPEN_BRACE else None
 
 
-def fast_spool_entry(body: bytes, *, batch: bool, now_us: int, max_events: int) -> tuple[bytes, int] | None:
+# Room for an event's other fields, so the size check here is never looser than the reference's.
+_EVENT_OVERHEAD_BYTES = 512
+
+
+def fast_spool_entry(
+    body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int = 1 << 40
+) -> tuple[bytes, int] | None:
     """Return (spool entry, event count) for a valid request body, or None to take the slow path."""
     try:
         # msgspec checks JSON syntax inside a Raw value but not its UTF-8: check it here, or an
@@ -83,7 +89,7 @@ def fast_spool_entry(body: bytes, *, batch: bool, now_us: int, max_events: int) 
             except ValueError:
                 return None
         data = _data(event.data)
-        if data is None:
+        if data is None or len(data) + len(event.key) + _EVENT_OVERHEAD_BYTES > max_event_bytes:
             return None
         rows.append((id_hex, event.key, timestamp_us, data))
     return _encoder.encode({"received_at": now_us, "events": rows}), count

@@ -10,12 +10,13 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tlytics import __version__
-from tlytics.errors import InvalidEvent, SpoolError, SpoolFull
+from tlytics.errors import InvalidEvent, SpoolError, SpoolFull, StoreError
 from tlytics.events import normalize_events
 from tlytics.ingest.codec import fast_spool_entry
-from tlytics.ingest.keys import COMMITTER, COUNTERS, EVENTS_ACCEPTED, READER, SETTINGS, SPOOL, STORE, WRITER
+from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, EVENTS_ACCEPTED, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.timefmt import format_rfc3339_us
 
@@ -51,7 +52,9 @@ async def _read_json(request: web.Request) -> Any:
     return _parse_json(await _read_body(request))
 
 
-def _reference_spool_entry(body: bytes, *, batch: bool, now_us: int, max_events: int) -> tuple[bytes, int]:
+def _reference_spool_entry(
+    body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int
+) -> tuple[bytes, int]:
     """The reference rules (tlytics.events): slower, and they say exactly what is wrong."""
     payload = _parse_json(body)
     if batch:
@@ -74,16 +77,26 @@ def _reference_spool_entry(body: bytes, *, batch: bool, now_us: int, max_events:
         events = normalize_events(raw_events, now_us)
     except InvalidEvent as exc:
         raise ApiError(400, exc.message, **exc.location()) from None
+    for index, raw in enumerate(raw_events):
+        size = len(orjson.dumps(raw))
+        if size > max_event_bytes:
+            raise ApiError(
+                413,
+                f"event is {size} bytes encoded, more than {max_event_bytes}",
+                index=index,
+                limit=max_event_bytes,
+            )
     return orjson.dumps({"received_at": now_us, "events": events}), len(events)
 
 
 async def _accept(request: web.Request, *, batch: bool) -> web.Response:
     body = await _read_body(request)
-    max_events = request.app[SETTINGS].max_events_per_request
+    settings = request.app[SETTINGS]
+    limits = {"max_events": settings.max_events_per_request, "max_event_bytes": settings.max_event_bytes}
     now_us = time.time_ns() // 1000
-    accepted = fast_spool_entry(body, batch=batch, now_us=now_us, max_events=max_events)
+    accepted = fast_spool_entry(body, batch=batch, now_us=now_us, **limits)
     if accepted is None:
-        accepted = _reference_spool_entry(body, batch=batch, now_us=now_us, max_events=max_events)
+        accepted = _reference_spool_entry(body, batch=batch, now_us=now_us, **limits)
     entry, count = accepted
     if count:
         try:
@@ -98,6 +111,7 @@ async def _accept(request: web.Request, *, batch: bool) -> web.Response:
                 f"cannot accept durably now, retry later: {exc}",
                 headers={"Retry-After": RETRY_AFTER_S},
             ) from None
+    request.app[METRICS].events_accepted.inc(count)
     counters = request.app[COUNTERS]
     counters.accepted_requests += 1
     counters.accepted_events += count
@@ -176,29 +190,67 @@ async def lookup(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
-    """GET /health: liveness plus what an operator wants to see first."""
+    """GET /health: 200 while the server can accept events durably, else 503 (so a load
+    balancer or Docker's health check sees it), with what an operator wants to see first."""
     app = request.app
+    settings = app[SETTINGS]
     spool = app[SPOOL]
     store = app[STORE]
     writer = app[WRITER]
+    committer = app[COMMITTER]
     loop = asyncio.get_running_loop()
 
-    def read_figures() -> tuple[int, int, int]:
-        return spool.count(), spool.size_bytes(), store.count()
+    def read_figures() -> tuple[int, int, float, int | None, str | None]:
+        try:
+            stored: int | None = store.count()
+            store_error = None
+        except StoreError as exc:
+            stored, store_error = None, str(exc)
+        return spool.count(), spool.size_bytes(), spool.oldest_age_s(), stored, store_error
 
-    spool_entries, spool_bytes, stored_events = await loop.run_in_executor(
-        app[READER], read_figures
-    )
+    try:
+        spool_entries, spool_bytes, lag_s, stored_events, store_error = await loop.run_in_executor(
+            app[READER], read_figures
+        )
+    except SpoolError as exc:
+        return json_response({"status": "unavailable", "port": settings.port, "error": str(exc)}, status=503)
+    problems = []
+    if spool_bytes >= settings.spool_max_bytes:
+        problems.append(f"spool is full ({spool_bytes} of {settings.spool_max_bytes} bytes)")
+    if committer.failing_since is not None:
+        problems.append(f"spool writes are failing: {committer.last_error}")
     return json_response(
         {
-            "status": "healthy",
-            "port": app[SETTINGS].port,
+            "status": "unavailable" if problems else "healthy",
+            "port": settings.port,
             "version": __version__,
+            "problems": problems,
             "spool_entries": spool_entries,
             "spool_bytes": spool_bytes,
-            "stored_events": stored_events,
+            "spool_max_bytes": settings.spool_max_bytes,
+            "writer_lag_s": round(lag_s, 3),
             "writer_last_error": writer.last_error,
+            "store": "ok" if store_error is None else store_error,
+            "stored_events": stored_events,
             "accepted_events": app[COUNTERS].accepted_events,
             "accepted_requests": app[COUNTERS].accepted_requests,
-        }
+        },
+        status=503 if problems else 200,
+        headers={"Retry-After": RETRY_AFTER_S} if problems else None,
     )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """GET /metrics: Prometheus text format."""
+    app = request.app
+    spool = app[SPOOL]
+    figures = app[METRICS]
+
+    def refresh() -> bytes:
+        figures.spool_entries.set(spool.count())
+        figures.spool_bytes.set(spool.size_bytes())
+        figures.writer_lag_seconds.set(spool.oldest_age_s())
+        return generate_latest(figures.registry)
+
+    body = await asyncio.get_running_loop().run_in_executor(app[READER], refresh)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

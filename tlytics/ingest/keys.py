@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.writer import Writer
 from tlytics.spool import GroupCommitter, Spool
@@ -21,6 +22,7 @@ class IngestCounters:
 
 
 SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
 COUNTERS = web.AppKey("counters", IngestCounters)
 SPOOL = web.AppKey("spool", Spool)
 QUARANTINE = web.AppKey("quarantine", Spool)

@@ -25,8 +25,14 @@ class Settings:
     spool_dir: Path | None = None
     spool_sync: SpoolSync = "normal"
     flush_period_s: float = DEFAULT_FLUSH_PERIOD_S
-    max_body_bytes: int = 10 * 1024 * 1024
+    max_body_bytes: int = 10 * 1024 * 1024  # after gzip decompression
     max_events_per_request: int = 10_000
+    max_event_bytes: int = 1024 * 1024
+    # At this spool size requests are refused with 503 + Retry-After until the writer catches up.
+    spool_max_bytes: int = 1024 * 1024 * 1024
+    # API keys: when any write key is set, posting events needs one; likewise reading.
+    write_keys: tuple[str, ...] = ()
+    read_keys: tuple[str, ...] = ()
     # The writer wakes before its period once this many events wait in the spool.
     backlog_threshold_events: int = 20_000
     writer_batch_max_events: int = 20_000

@@ -19,6 +19,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import suppress
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -156,8 +157,11 @@ class Writer:
         flush_period_s: float,
         backlog_threshold_events: int = 20_000,
         retry_delay_max_s: float = 5.0,
+        on_batch: Callable[[DrainResult | None], None] | None = None,
     ) -> None:
         self._drainer = drainer
+        # Told of every batch written (None for a failed one), e.g. to count it in metrics.
+        self._on_batch = on_batch
         self._flush_period_s = flush_period_s
         self._backlog_threshold_events = backlog_threshold_events
         self._retry_delay_max_s = retry_delay_max_s
@@ -203,6 +207,8 @@ class Writer:
                 except Exception as exc:
                     self.consecutive_failures += 1
                     self.last_error = str(exc)
+                    if self._on_batch is not None:
+                        self._on_batch(None)
                     log.error(
                         "writer_batch_failed",
                         error=str(exc),
@@ -217,6 +223,8 @@ class Writer:
                     return True
                 self.batches_written += 1
                 self.events_inserted += result.inserted
+                if self._on_batch is not None:
+                    self._on_batch(result)
                 log.debug(
                     "writer_batch",
                     entries=result.entries,

@@ -6,6 +6,7 @@ instead of N. Each waiter is released only after the transaction holding its ent
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
@@ -37,6 +38,9 @@ class GroupCommitter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        # When the last group failed to commit (monotonic), for /health; None once one succeeds.
+        self.failing_since: float | None = None
+        self.last_error: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="spool-group-commit")
@@ -70,10 +74,15 @@ class GroupCommitter:
                     await loop.run_in_executor(self._executor, self._spool.append_many, entries)
             except Exception as exc:
                 error = exc if isinstance(exc, SpoolError) else SpoolError(str(exc))
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self.last_error = str(error)
                 for _, _, future in group:
                     if not future.done():
                         future.set_exception(error)
                 continue
+            self.failing_since = None
+            self.last_error = None
             for _, _, future in group:
                 if not future.done():
                     future.set_result(None)

@@ -150,6 +150,17 @@ class Spool:
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise SpoolError(f"spool remove failed: {exc}") from exc
 
+    def oldest_age_s(self) -> float:
+        """Seconds since the oldest waiting entry was appended; 0 when empty."""
+        try:
+            rows = self._cache._sql(
+                "SELECT store_time FROM Cache WHERE raw = 1 AND key >= 0"
+                " AND typeof(key) = 'integer' ORDER BY key LIMIT 1"
+            ).fetchall()
+        except (sqlite3.Error, diskcache.Timeout) as exc:
+            raise SpoolError(f"spool read failed: {exc}") from exc
+        return max(0.0, time.time() - rows[0][0]) if rows else 0.0
+
     def count(self) -> int:
         """Number of entries waiting."""
         return int(len(self._cache))

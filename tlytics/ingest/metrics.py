@@ -1,0 +1,49 @@
+"""Prometheus metrics (`GET /metrics`) with prometheus-client, in a registry per application
+(no process globals, so several apps in one process, as in tests, do not mix their figures)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REJECTION_REASONS = {
+    400: "invalid",
+    401: "unauthorized",
+    413: "too_large",
+    415: "unsupported_media_type",
+    503: "unavailable",
+}
+
+
+class Metrics:
+    """Every figure the server exports."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        registry = self.registry
+        self.events_accepted = Counter(
+            "tlytics_events_accepted", "Events acknowledged (committed to the spool)", registry=registry
+        )
+        self.requests_rejected = Counter(
+            "tlytics_requests_rejected", "Ingest requests refused, by reason", ["reason"], registry=registry
+        )
+        self.events_stored = Counter("tlytics_events_stored", "Events inserted into the store", registry=registry)
+        self.duplicates_ignored = Counter(
+            "tlytics_duplicates_ignored", "Events not inserted because their id was already stored", registry=registry
+        )
+        self.writer_batches = Counter("tlytics_writer_batches", "Store transactions written", registry=registry)
+        self.writer_failures = Counter("tlytics_writer_failures", "Writer batches that failed (retried)", registry=registry)
+        self.spool_entries = Gauge("tlytics_spool_entries", "Requests waiting in the spool", registry=registry)
+        self.spool_bytes = Gauge("tlytics_spool_bytes", "Size of the spool on disk", registry=registry)
+        self.writer_lag_seconds = Gauge(
+            "tlytics_writer_lag_seconds", "Age of the oldest spooled request", registry=registry
+        )
+        self.request_seconds = Histogram(
+            "tlytics_request_duration_seconds",
+            "Time to answer a request",
+            ["method", "route", "status"],
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=registry,
+        )
+
+    def rejected(self, status: int) -> None:
+        self.requests_rejected.labels(REJECTION_REASONS.get(status, "other")).inc()
