@@ -11,7 +11,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
-from tlytics.errors import SpoolError
+from tlytics.errors import SpoolError, SpoolFull
 from tlytics.spool.spool import Spool
 
 
@@ -74,9 +74,11 @@ class GroupCommitter:
                     await loop.run_in_executor(self._executor, self._spool.append_many, entries)
             except Exception as exc:
                 error = exc if isinstance(exc, SpoolError) else SpoolError(str(exc))
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
-                self.last_error = str(error)
+                # A full spool is backpressure, not a failure: it clears as the writer drains.
+                if not isinstance(error, SpoolFull):
+                    if self.failing_since is None:
+                        self.failing_since = time.monotonic()
+                    self.last_error = str(error)
                 for _, _, future in group:
                     if not future.done():
                         future.set_exception(error)
