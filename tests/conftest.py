@@ -78,7 +78,15 @@ def http_json(method: str, url: str, body: Any = None, timeout_s: float = 10.0) 
 class ServerProcess:
     """A real `python -m tlytics` on 127.0.0.1 and a free port."""
 
-    def __init__(self, db_path: Path, *, flush: str = "100ms", extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        flush: str = "100ms",
+        extra_env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.extra_args = extra_args or []
         self.db_path = db_path
         self.flush = flush
         self.port = free_port()
@@ -92,7 +100,7 @@ class ServerProcess:
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(self.port),
-             "--db", str(self.db_path), "--flush", self.flush],
+             "--db", str(self.db_path), "--flush", self.flush, *self.extra_args],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

@@ -117,7 +117,12 @@ async def _warn_if_open(app: web.Application) -> None:
 async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     spool_dir = settings.resolved_spool_dir
-    app[SPOOL] = Spool(spool_dir, sync=settings.spool_sync, max_bytes=settings.spool_max_bytes)
+    app[SPOOL] = Spool(
+        spool_dir,
+        sync=settings.spool_sync,
+        max_bytes=settings.spool_max_bytes,
+        min_free_bytes=settings.spool_min_free_bytes,
+    )
     app[QUARANTINE] = Spool(spool_dir / "quarantine", sync=settings.spool_sync)
     yield
     app[QUARANTINE].close()

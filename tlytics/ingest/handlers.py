@@ -200,23 +200,26 @@ async def health(request: web.Request) -> web.Response:
     committer = app[COMMITTER]
     loop = asyncio.get_running_loop()
 
-    def read_figures() -> tuple[int, int, float, int | None, str | None]:
+    def read_figures() -> tuple[int, int, float, int, int | None, str | None]:
         try:
             stored: int | None = store.count()
             store_error = None
         except StoreError as exc:
             stored, store_error = None, str(exc)
-        return spool.count(), spool.size_bytes(), spool.oldest_age_s(), stored, store_error
+        figures = spool.count(), spool.size_bytes(), spool.oldest_age_s(), spool.disk_free_bytes()
+        return *figures, stored, store_error
 
     try:
-        spool_entries, spool_bytes, lag_s, stored_events, store_error = await loop.run_in_executor(
+        spool_entries, spool_bytes, lag_s, spool_free, stored_events, store_error = await loop.run_in_executor(
             app[READER], read_figures
         )
-    except SpoolError as exc:
+    except (SpoolError, OSError) as exc:
         return json_response({"status": "unavailable", "port": settings.port, "error": str(exc)}, status=503)
     problems = []
     if spool_bytes >= settings.spool_max_bytes:
         problems.append(f"spool is full ({spool_bytes} of {settings.spool_max_bytes} bytes)")
+    if settings.spool_min_free_bytes and spool_free < settings.spool_min_free_bytes:
+        problems.append(f"spool disk is full ({spool_free} bytes free, {settings.spool_min_free_bytes} kept in reserve)")
     if committer.failing_since is not None:
         problems.append(f"spool writes are failing: {committer.last_error}")
     return json_response(
@@ -228,6 +231,7 @@ async def health(request: web.Request) -> web.Response:
             "spool_entries": spool_entries,
             "spool_bytes": spool_bytes,
             "spool_max_bytes": settings.spool_max_bytes,
+            "spool_disk_free_bytes": spool_free,
             "writer_lag_s": round(lag_s, 3),
             "writer_last_error": writer.last_error,
             "store": "ok" if store_error is None else store_error,

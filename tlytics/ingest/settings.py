@@ -30,6 +30,8 @@ class Settings:
     max_event_bytes: int = 1024 * 1024
     # At this spool size requests are refused with 503 + Retry-After until the writer catches up.
     spool_max_bytes: int = 1024 * 1024 * 1024
+    # Likewise while the spool's disk has less than this free (room for the writer to drain).
+    spool_min_free_bytes: int = 64 * 1024 * 1024
     # API keys: when any write key is set, posting events needs one; likewise reading.
     write_keys: tuple[str, ...] = ()
     read_keys: tuple[str, ...] = ()

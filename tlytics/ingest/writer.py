@@ -84,6 +84,8 @@ def drain_batch(
     inserted = store.insert(rows) if rows else 0
     if keys:
         spool.remove(keys)
+    elif not quarantined:
+        spool.checkpoint()  # drained: let the spool's WAL shrink back
     return DrainResult(
         entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined, pid=os.getpid()
     )

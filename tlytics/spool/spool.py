@@ -9,6 +9,7 @@ values of 32 KB and more by default.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -23,6 +24,7 @@ SpoolSync = Literal["normal", "full"]
 
 _SQLITE_SYNCHRONOUS = {"normal": 1, "full": 2}
 _MODE_RAW = 1  # diskcache.core.MODE_RAW
+_WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 # diskcache's table (version 5), used directly on the hot paths; checked at open.
 _CACHE_COLUMNS = {
     "rowid", "key", "raw", "store_time", "expire_time", "access_time",
@@ -50,6 +52,7 @@ class Spool:
         *,
         sync: SpoolSync = "normal",
         max_bytes: int | None = None,
+        min_free_bytes: int = 0,
         busy_timeout_s: float = 30.0,
     ) -> None:
         if sync not in _SQLITE_SYNCHRONOUS:
@@ -57,6 +60,10 @@ class Spool:
         self.directory = Path(directory)
         self.sync = sync
         self.max_bytes = max_bytes
+        # Appends stop while the disk has less than this free: removing entries needs a little
+        # room too (SQLite writes the deletion to its WAL), and a spool that filled its disk
+        # to the last byte could never be drained again.
+        self.min_free_bytes = min_free_bytes
         try:
             self._cache = diskcache.Cache(
                 str(self.directory),
@@ -65,6 +72,8 @@ class Spool:
                 eviction_policy="none",
                 disk_min_file_size=_NEVER_A_SIDE_FILE,
                 sqlite_synchronous=_SQLITE_SYNCHRONOUS[sync],
+                # Give the disk back after a burst: the WAL is cut to this size once checkpointed.
+                sqlite_journal_size_limit=_WAL_SIZE_LIMIT_BYTES,
             )
             columns = {row[1] for row in self._cache._sql("PRAGMA table_info(Cache)").fetchall()}
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
@@ -80,6 +89,10 @@ class Spool:
         """Append several entries in one transaction (one disk sync for all); return their keys."""
         if self.max_bytes is not None and self.size_bytes() >= self.max_bytes:
             raise SpoolFull(f"spool holds {self.size_bytes()} bytes, its limit is {self.max_bytes}")
+        if self.min_free_bytes:
+            free = self.disk_free_bytes()
+            if free < self.min_free_bytes + sum(len(value) for value in values):
+                raise SpoolFull(f"disk has {free} bytes free; {self.min_free_bytes} are kept in reserve")
         try:
             with self._cache.transact():
                 if not self._known_layout:
@@ -150,6 +163,14 @@ class Spool:
         except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
             raise SpoolError(f"spool remove failed: {exc}") from exc
 
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file without waiting for anyone, so the WAL can be
+        reset (and cut to its size limit); the writer calls it when it emptied the spool."""
+        try:
+            self._cache._sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except (sqlite3.Error, diskcache.Timeout) as exc:
+            raise SpoolError(f"spool checkpoint failed: {exc}") from exc
+
     def oldest_age_s(self) -> float:
         """Seconds since the oldest waiting entry was appended; 0 when empty."""
         try:
@@ -160,6 +181,11 @@ class Spool:
         except (sqlite3.Error, diskcache.Timeout) as exc:
             raise SpoolError(f"spool read failed: {exc}") from exc
         return max(0.0, time.time() - rows[0][0]) if rows else 0.0
+
+    def disk_free_bytes(self) -> int:
+        """Bytes free on the spool's file system (for an unprivileged process)."""
+        stats = os.statvfs(self.directory)
+        return stats.f_bavail * stats.f_frsize
 
     def count(self) -> int:
         """Number of entries waiting."""
