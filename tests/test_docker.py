@@ -119,6 +119,7 @@ def test_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> None:
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "tlytics = tlytics.cli:main" in archive.read(entry_points).decode()
     assert "tlytics/ingest/app.py" in names and "tlytics/healthcheck.py" in names
+    assert "tlytics/ingest/openapi.json" in names  # package data the server serves
 
 
 @pytest.mark.parametrize("ignored", [".venv", ".git", "*.db"])

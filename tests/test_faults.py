@@ -130,3 +130,37 @@ def test_idle_and_slow_connections_do_not_stop_other_clients(server_factory: Any
     finally:
         for sock in idle:
             sock.close()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def test_writer_process_dies_with_a_killed_server(server_factory: Any) -> None:
+    server = server_factory(flush="50ms").start()
+    http_json("POST", server.url + "/events", [{"key": "wake the writer"}])
+    server.wait_drained()
+    assert server.process is not None
+    workers = _children(server.process.pid)
+    assert workers, "no writer process found"
+    server.kill()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(_running(pid) for pid in workers):
+        time.sleep(0.05)
+    alive = [pid for pid in workers if _running(pid)]
+    assert not alive, f"writer process outlived the server: {alive}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited, it only waits to be reaped

@@ -4,6 +4,7 @@ cleanup context (opened in order at start, closed in reverse at shutdown)."""
 from __future__ import annotations
 
 import ipaddress
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -85,6 +86,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/view", handlers.view)
     app.router.add_post("/lookup", handlers.lookup)
     app.router.add_get("/metrics", handlers.metrics)
+    app.router.add_get("/openapi.json", handlers.openapi)
     return app
 
 
@@ -153,6 +155,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
                 max_entries=settings.writer_batch_max_entries,
                 max_events=settings.writer_batch_max_events,
                 log_level=settings.log_level,
+                parent_pid=os.getpid(),
             )
         )
     else:

@@ -4,6 +4,7 @@ in `tlytics.events`, durability in the spool and the writer."""
 from __future__ import annotations
 
 import asyncio
+from importlib import resources
 import time
 import uuid
 from typing import Any
@@ -258,3 +259,11 @@ async def metrics(request: web.Request) -> web.Response:
 
     body = await asyncio.get_running_loop().run_in_executor(app[READER], refresh)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+_OPENAPI = resources.files("tlytics.ingest").joinpath("openapi.json")
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """GET /openapi.json: the API's contract (also what the schemathesis test checks against)."""
+    return web.Response(body=_OPENAPI.read_bytes(), content_type="application/json")

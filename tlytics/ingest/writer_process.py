@@ -3,6 +3,9 @@ at start, then runs drain_batch whenever the server asks. Module state is per pr
 
 from __future__ import annotations
 
+import ctypes
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,18 +27,33 @@ class WorkerSettings:
     max_entries: int
     max_events: int
     log_level: str = "info"
+    parent_pid: int = 0  # the server; the writer exits when it is gone
 
 
+_PR_SET_PDEATHSIG = 1
 _settings: WorkerSettings | None = None
 _spool: Spool | None = None
 _quarantine: Spool | None = None
 _store: SQLiteStore | None = None
 
 
+def _die_with_parent(parent_pid: int) -> None:
+    """Be killed when the server dies (Linux), so a restarted server never finds this writer
+    still at work; a batch cut short by that is rolled back by SQLite and stays spooled."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return  # not Linux: the worker still exits once the server's pipe closes
+    if parent_pid and os.getppid() != parent_pid:  # the server died before prctl took effect
+        os._exit(0)
+
+
 def initialize(settings: WorkerSettings) -> None:
     global _settings, _spool, _quarantine, _store
     from tlytics.logs import configure_logging
 
+    _die_with_parent(settings.parent_pid)
     configure_logging(settings.log_level)
     _settings = settings
     _spool = Spool(settings.spool_dir, sync=settings.sync)

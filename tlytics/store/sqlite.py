@@ -64,10 +64,12 @@ _CONNECTION_PRACTICES: tuple[Callable[[apsw.Connection], None], ...] = (
 def _connect(path: str, synchronous: Synchronous, *, readonly: bool = False) -> apsw.Connection:
     flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
     connection = apsw.Connection(path, flags=flags)
+    # First: wait out another connection's short write locks instead of failing at once (the
+    # practices below already take locks; after a SIGKILL the old writer process may still be
+    # finishing its last batch).
+    connection.set_busy_timeout(10_000)
     for practice in _CONNECTION_PRACTICES:
         practice(connection)
-    # Waits out the other connection's short write locks instead of failing at once.
-    connection.set_busy_timeout(10_000)
     connection.pragma("synchronous", synchronous.upper())
     return connection
 
