@@ -1,0 +1,90 @@
+"""`GET /view` on a big store: fills a store with N events straight through the Store
+interface (not HTTP, to save time), starts the real server on it, and times the first page,
+a deep page, and the total.
+
+    python -m bench.view                  # 10M events (about 1.5 GB on disk, a minute or two)
+    python -m bench.view --events 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from bench.ingest import ROOT, RESULTS, free_port, wait_healthy
+from tlytics.ids import uuid7_int
+from tlytics.store import SQLiteStore
+
+
+def fill(db_path: Path, events: int, batch: int = 50_000) -> float:
+    store = SQLiteStore(db_path)
+    started = time.perf_counter()
+    base_us = 1_700_000_000_000_000
+    data = '{"user_id":"u1","path":"/products/1","referrer":"https://example.com/"}'
+    for start in range(0, events, batch):
+        rows = [
+            (uuid7_int().to_bytes(16, "big"), f"key_{n % 20}", base_us + n * 1000, base_us + n * 1000, data)
+            for n in range(start, min(start + batch, events))
+        ]
+        store.insert(rows)
+    store.close()
+    return time.perf_counter() - started
+
+
+def time_get(url: str, repeats: int) -> dict[str, float]:
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with urllib.request.urlopen(url, timeout=60) as response:
+            response.read()
+        samples.append((time.perf_counter() - started) * 1000)
+    samples.sort()
+    return {"p50_ms": statistics.median(samples), "p99_ms": samples[int(len(samples) * 0.99) - 1]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--repeats", type=int, default=200)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="tlytics-view-bench-"))
+    try:
+        fill_s = fill(workdir / "view.db", args.events)
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), "--db",
+             str(workdir / "view.db"), "--log-level", "warning"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_healthy(url, process, timeout_s=120)
+            results = {
+                "events": args.events,
+                "fill_rows_per_s": args.events / fill_s,
+                "view_first_page": time_get(f"{url}/view", args.repeats),
+                "view_first_page_1000": time_get(f"{url}/view?page_size=1000", max(20, args.repeats // 10)),
+                "view_page_100": time_get(f"{url}/view?page=100", args.repeats),
+                "view_deep_page_middle": time_get(f"{url}/view?page={args.events // 20}", 5),
+            }
+        finally:
+            process.send_signal(signal.SIGTERM)
+            process.wait(60)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"view-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
