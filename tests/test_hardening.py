@@ -83,6 +83,8 @@ async def test_write_and_read_keys_are_separate(aiohttp_client: Any, tmp_path: P
     assert (await client.get("/view")).status == 401
     assert (await client.get("/view", headers=write)).status == 401  # a write key never reads
     assert (await client.get("/view", headers=read)).status == 200
+    assert (await client.get("/export", headers=write)).status == 401
+    assert (await client.get("/export", headers=read)).status == 200
     assert (await client.post("/lookup", json={"ids": []}, headers=write)).status == 401
     assert (await client.get("/metrics", headers=write)).status == 401
     assert (await client.get("/metrics", headers=read)).status == 200

@@ -106,7 +106,9 @@ async def test_view_is_newest_first_by_timestamp_then_id(client: Any, app: web.A
 
 async def test_view_pagination_edges(client: Any, app: web.Application) -> None:
     empty = await (await client.get("/view")).json()
-    assert empty == {"events": [], "total": 0, "page": 1, "page_size": 10, "total_pages": 0}
+    assert empty == {
+        "events": [], "total": 0, "page": 1, "page_size": 10, "total_pages": 0, "next_cursor": None, "order": "desc",
+    }
 
     events = [ev(f"k{i:02d}", timestamp=f"2025-01-01T00:00:{i:02d}Z") for i in range(25)]
     await client.post("/events", json=events)

@@ -84,6 +84,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/batch", handlers.post_batch)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/view", handlers.view)
+    app.router.add_get("/export", handlers.export)
     app.router.add_post("/lookup", handlers.lookup)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/openapi.json", handlers.openapi)

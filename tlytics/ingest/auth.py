@@ -23,6 +23,7 @@ ENDPOINT_ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/events"): "write",
     ("POST", "/batch"): "write",
     ("GET", "/view"): "read",
+    ("GET", "/export"): "read",
     ("POST", "/lookup"): "read",
     ("GET", "/metrics"): "read",
 }

@@ -4,6 +4,9 @@ in `tlytics.events`, durability in the spool and the writer."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import functools
+import io
 from importlib import resources
 import time
 import uuid
@@ -17,8 +20,10 @@ from tlytics import __version__
 from tlytics.errors import InvalidEvent, SpoolError, SpoolFull, StoreError
 from tlytics.events import normalize_events
 from tlytics.ingest.codec import fast_spool_entry
+from tlytics.ingest.query import encode_cursor, read_query
 from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, EVENTS_ACCEPTED, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_response
+from tlytics.store import StoredEvent
 from tlytics.timefmt import format_rfc3339_us
 
 PAGE_SIZE_DEFAULT = 10
@@ -138,32 +143,89 @@ def _positive_int(text: str | None, default: int) -> int:
     return value if value >= 1 else default
 
 
+def _event_json(event: StoredEvent) -> dict[str, Any]:
+    return {
+        "id": event.id,
+        "key": event.key,
+        "timestamp": format_rfc3339_us(event.timestamp_us),
+        # Stored JSON goes out as it is, without a decode and re-encode.
+        "data": orjson.Fragment(event.data_json),
+        "received_at": format_rfc3339_us(event.received_at_us),
+    }
+
+
 async def view(request: web.Request) -> web.Response:
-    """GET /view?page=&page_size=: stored events, newest first."""
+    """GET /view: stored events, newest first, by page or by cursor, optionally filtered."""
     page = _positive_int(request.query.get("page"), 1)
     page_size = min(_positive_int(request.query.get("page_size"), PAGE_SIZE_DEFAULT), PAGE_SIZE_MAX)
+    query = read_query(request)
     store = request.app[STORE]
     loop = asyncio.get_running_loop()
-    result = await loop.run_in_executor(request.app[READER], store.page, page, page_size)
+    result = await loop.run_in_executor(
+        request.app[READER],
+        functools.partial(
+            store.page, page, page_size, where=query.where, after=query.after, ascending=query.ascending
+        ),
+    )
     return json_response(
         {
-            "events": [
-                {
-                    "id": event.id,
-                    "key": event.key,
-                    "timestamp": format_rfc3339_us(event.timestamp_us),
-                    # Stored JSON goes out as it is, without a decode and re-encode.
-                    "data": orjson.Fragment(event.data_json),
-                    "received_at": format_rfc3339_us(event.received_at_us),
-                }
-                for event in result.events
-            ],
+            "events": [_event_json(event) for event in result.events],
             "total": result.total,
             "page": page,
             "page_size": page_size,
             "total_pages": -(-result.total // page_size),
+            "next_cursor": encode_cursor(result.next_position) if result.next_position else None,
+            "order": "asc" if query.ascending else "desc",
         }
     )
+
+
+EXPORT_CHUNK = 5_000
+_CSV_COLUMNS = ["id", "key", "timestamp", "received_at", "data"]
+
+
+async def export(request: web.Request) -> web.StreamResponse:
+    """GET /export?format=ndjson|csv: every matching event, streamed in constant memory."""
+    export_format = request.query.get("format", "ndjson")
+    if export_format not in ("ndjson", "csv"):
+        raise ApiError(400, "format must be ndjson or csv", field="format")
+    query = read_query(request)
+    store = request.app[STORE]
+    loop = asyncio.get_running_loop()
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "application/x-ndjson" if export_format == "ndjson" else "text/csv; charset=utf-8",
+            "Content-Disposition": f'attachment; filename="tlytics-export.{export_format}"',
+        }
+    )
+    await response.prepare(request)
+    if export_format == "csv":
+        await response.write((",".join(_CSV_COLUMNS) + "\r\n").encode())
+    after = query.after
+    while True:
+        result = await loop.run_in_executor(
+            request.app[READER],
+            functools.partial(store.page, 1, EXPORT_CHUNK, where=query.where, after=after, ascending=query.ascending),
+        )
+        await response.write(_export_chunk(result.events, export_format))
+        if result.next_position is None:
+            break
+        after = result.next_position
+    await response.write_eof()
+    return response
+
+
+def _export_chunk(events: list[StoredEvent], export_format: str) -> bytes:
+    if export_format == "ndjson":
+        return b"".join(orjson.dumps(_event_json(event)) + b"\n" for event in events)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    for event in events:
+        writer.writerow([
+            event.id, event.key, format_rfc3339_us(event.timestamp_us),
+            format_rfc3339_us(event.received_at_us), event.data_json,
+        ])
+    return buffer.getvalue().encode()
 
 
 LOOKUP_MAX_IDS = 10_000

@@ -4,7 +4,7 @@ Everything the server needs from a store is in `Store`, so a PostgreSQL or Click
 is a new module implementing it, not a rewrite of the ingest path.
 """
 
-from tlytics.store.base import Page, Store, StoredEvent, StoreRow
+from tlytics.store.base import EventFilter, Page, Position, Store, StoredEvent, StoreRow
 from tlytics.store.sqlite import SQLiteStore
 
-__all__ = ["Page", "SQLiteStore", "Store", "StoreRow", "StoredEvent"]
+__all__ = ["EventFilter", "Page", "Position", "SQLiteStore", "Store", "StoreRow", "StoredEvent"]

@@ -22,11 +22,36 @@ class StoredEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class EventFilter:
+    """Which events a read selects; every condition must hold."""
+
+    keys: tuple[str, ...] = ()
+    since_us: int | None = None  # inclusive
+    until_us: int | None = None  # exclusive
+    # (path inside data, e.g. "user_id" or "a.b", value): the property equals the value,
+    # compared as text, or as a number when the value reads as one.
+    where: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.keys or self.where) and self.since_us is None and self.until_us is None
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a page ended, for keyset pagination: the last event's timestamp and id."""
+
+    timestamp_us: int
+    id: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Page:
-    """One page of events and the store's total, read from one snapshot."""
+    """One page of events, the total matching, and where the next page starts (None: no more)."""
 
     total: int
     events: list[StoredEvent]
+    next_position: Position | None = None
 
 
 class Store(Protocol):
@@ -40,8 +65,17 @@ class Store(Protocol):
         """Number of events stored."""
         ...
 
-    def page(self, page: int, page_size: int) -> Page:
-        """Events newest first (timestamp, then id, descending); `page` counts from 1."""
+    def page(
+        self,
+        page: int,
+        page_size: int,
+        *,
+        where: EventFilter = EventFilter(),
+        after: Position | None = None,
+        ascending: bool = False,
+    ) -> Page:
+        """Matching events newest first (timestamp, then id; `ascending` reverses), either the
+        `page`-th page (from 1) or, with `after`, the page that follows that position."""
         ...
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:

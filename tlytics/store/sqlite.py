@@ -12,13 +12,13 @@ import threading
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import apsw
 import apsw.bestpractice
 
 from tlytics.errors import StoreError
-from tlytics.store.base import Page, StoredEvent, StoreRow
+from tlytics.store.base import EventFilter, Page, Position, StoredEvent, StoreRow
 
 Synchronous = Literal["normal", "full"]
 
@@ -47,10 +47,6 @@ _INSERT = (
 )
 _BUMP_COUNT = "UPDATE counters SET value = value + ? WHERE name = 'events'"
 _COUNT = "SELECT value FROM counters WHERE name = 'events'"
-_PAGE = (
-    "SELECT id, key, ts, received_at, data FROM events"
-    " ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?"
-)
 
 _CONNECTION_PRACTICES: tuple[Callable[[apsw.Connection], None], ...] = (
     apsw.bestpractice.connection_wal,
@@ -72,6 +68,44 @@ def _connect(path: str, synchronous: Synchronous, *, readonly: bool = False) -> 
         practice(connection)
     connection.pragma("synchronous", synchronous.upper())
     return connection
+
+
+def _conditions(where: EventFilter) -> tuple[list[str], list[Any]]:
+    """SQL conditions (ANDed) and their parameters for a filter."""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if where.keys:
+        conditions.append(f"key IN ({','.join('?' * len(where.keys))})")
+        params += where.keys
+    if where.since_us is not None:
+        conditions.append("ts >= ?")
+        params.append(where.since_us)
+    if where.until_us is not None:
+        conditions.append("ts < ?")
+        params.append(where.until_us)
+    for path, value in where.where:
+        json_path = "$." + path
+        number = _as_number(value)
+        if number is None:
+            conditions.append("json_extract(data, ?) = ?")
+            params += [json_path, value]
+        else:
+            # 123 matches {"user_id": 123} and {"user_id": "123"}.
+            conditions.append("(json_extract(data, ?) = ? OR json_extract(data, ?) = ?)")
+            params += [json_path, value, json_path, number]
+    return conditions, params
+
+
+def _as_number(text: str) -> int | float | None:
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 def _stored_event(row: tuple[Any, ...]) -> StoredEvent:
@@ -134,16 +168,46 @@ class SQLiteStore:
         except apsw.Error as exc:
             raise StoreError(f"count failed: {exc}") from exc
 
-    def page(self, page: int, page_size: int) -> Page:
-        offset = (page - 1) * page_size
+    def page(
+        self,
+        page: int,
+        page_size: int,
+        *,
+        where: EventFilter = EventFilter(),
+        after: Position | None = None,
+        ascending: bool = False,
+    ) -> Page:
+        conditions, params = _conditions(where)
+        if after is not None:
+            # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
+            conditions.append(f"(ts, id) {'>' if ascending else '<'} (?, ?)")
+            params += [after.timestamp_us, after.id]
+        sql_where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        direction = "ASC" if ascending else "DESC"
+        offset = 0 if after is not None else (page - 1) * page_size
+        query = (
+            f"SELECT id, key, ts, received_at, data FROM events{sql_where}"
+            f" ORDER BY ts {direction}, id {direction} LIMIT ? OFFSET ?"
+        )
         try:
             # One read transaction, so the total and the rows come from the same snapshot.
             with self._reader_lock, self._reader:
-                total = int(self._reader.execute(_COUNT).get)
-                rows = self._reader.execute(_PAGE, (page_size, offset)).fetchall()
+                if where.is_empty:
+                    total = int(self._reader.execute(_COUNT).get)
+                else:
+                    filter_where, filter_params = _conditions(where)
+                    count_query = "SELECT count(*) FROM events WHERE " + " AND ".join(filter_where)
+                    total = int(self._reader.execute(count_query, filter_params).get)
+                # One row more than asked tells whether a next page exists.
+                rows = self._reader.execute(query, [*params, page_size + 1, offset]).fetchall()
         except apsw.Error as exc:
             raise StoreError(f"page read failed: {exc}") from exc
-        return Page(total=total, events=[_stored_event(row) for row in rows])
+        next_position = None
+        if len(rows) > page_size:
+            rows = rows[:page_size]
+            last = rows[-1]
+            next_position = Position(timestamp_us=cast(int, last[2]), id=cast(bytes, last[0]))
+        return Page(total=total, events=[_stored_event(row) for row in rows], next_position=next_position)
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
