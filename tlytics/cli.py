@@ -36,6 +36,7 @@ ENVIRONMENT_VARIABLES = {
     "--max-event-size": "TLYTICS_MAX_EVENT_SIZE",
     "--spool-max": "TLYTICS_SPOOL_MAX",
     "--spool-min-free": "TLYTICS_SPOOL_MIN_FREE",
+    "--retention": "TLYTICS_RETENTION",
     "--write-key": "TLYTICS_WRITE_KEYS",
     "--read-key": "TLYTICS_READ_KEYS",
 }
@@ -140,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-event-size", _size, 1024**2, "largest encoded event (default 1MiB)")
     add("--spool-max", _size, 1024**3, "spool size at which requests get 503 + Retry-After (default 1GiB)")
     add("--spool-min-free", _size, 64 * 1024**2, "free disk kept in reserve; below it requests get 503 (default 64MiB)")
+    add("--retention", _duration, None, "delete events older than this, e.g. 90d (default: keep all)")
     add("--write-key", _key, None, "API key for POST /events and /batch; repeatable (env: comma-separated)", action="append")
     add("--read-key", _key, None, "API key for /view and other reads; repeatable (env: comma-separated)", action="append")
     return parser
@@ -186,6 +188,7 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str]) -> tuple[Settin
         max_event_bytes=args.max_event_size,
         spool_max_bytes=args.spool_max,
         spool_min_free_bytes=args.spool_min_free,
+        retention_s=args.retention or None,
         write_keys=tuple(args.write_key or ()),
         read_keys=tuple(args.read_key or ()),
     )

@@ -46,12 +46,15 @@ def format_rfc3339_us(micros: int) -> str:
     return prefix + "Z"
 
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Go's units, plus d and w for retention periods such as 90d.
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d|w)")
+_UNIT_SECONDS = {
+    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+}
 
 
 def parse_duration_s(text: str) -> float:
-    """Parse `500ms`, `5s`, `1m30s` (Go's syntax) or plain seconds (`2.5`) into seconds."""
+    """Parse `500ms`, `5s`, `1m30s` (Go's syntax), `90d`, or plain seconds (`2.5`) into seconds."""
     text = text.strip()
     try:
         seconds = float(text)

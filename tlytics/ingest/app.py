@@ -81,6 +81,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.extend([_instance_lock_ctx, _spool_ctx, _store_ctx, _writer_ctx, _committer_ctx])
     app.on_startup.append(_warn_if_open)
     app.router.add_post("/events", handlers.post_events)
+    app.router.add_delete("/events", handlers.erase_events)
     app.router.add_post("/batch", handlers.post_batch)
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/view", handlers.view)
@@ -182,6 +183,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
         flush_period_s=settings.flush_period_s,
         backlog_threshold_events=settings.backlog_threshold_events,
         on_batch=count_batch,
+        retention_s=settings.retention_s,
     )
     app[WRITER] = writer
     writer.start()

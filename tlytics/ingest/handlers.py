@@ -13,6 +13,7 @@ import uuid
 from typing import Any
 
 import orjson
+import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -25,6 +26,8 @@ from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, EVENTS_ACCEPTED, R
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.store import StoredEvent
 from tlytics.timefmt import format_rfc3339_us
+
+log = structlog.get_logger("tlytics.ingest")
 
 PAGE_SIZE_DEFAULT = 10
 PAGE_SIZE_MAX = 1000
@@ -178,6 +181,28 @@ async def view(request: web.Request) -> web.Response:
             "order": "asc" if query.ascending else "desc",
         }
     )
+
+
+async def erase_events(request: web.Request) -> web.Response:
+    """DELETE /events?where=data.user_id:123: erase matching events for good."""
+    query = read_query(request)
+    if query.where.is_empty:
+        raise ApiError(
+            400,
+            "say which events to erase: where=data.<property>:<value>, key, since or until",
+            field="where",
+        )
+    deleted = await request.app[WRITER].erase(query.where)
+    # The audit line names the kind of filter, not its values (they are often personal data).
+    log.info(
+        "events_erased",
+        deleted=deleted,
+        where_properties=[path for path, _ in query.where.where],
+        keys=len(query.where.keys),
+        since=query.where.since_us is not None,
+        until=query.where.until_us is not None,
+    )
+    return json_response({"deleted": deleted})
 
 
 EXPORT_CHUNK = 5_000

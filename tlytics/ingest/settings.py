@@ -33,6 +33,8 @@ class Settings:
     # Likewise while the spool's disk has less than this free (room for the writer to drain).
     spool_min_free_bytes: int = 64 * 1024 * 1024
     # API keys: when any write key is set, posting events needs one; likewise reading.
+    # Events older than this (by timestamp) are deleted in the background; None keeps them.
+    retention_s: float | None = None
     write_keys: tuple[str, ...] = ()
     read_keys: tuple[str, ...] = ()
     # The writer wakes before its period once this many events wait in the spool.

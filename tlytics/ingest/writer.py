@@ -29,7 +29,7 @@ from tlytics.ingest import writer_process
 from tlytics.ingest.codec import decode_spool_entry
 from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import Spool
-from tlytics.store import Store, StoreRow
+from tlytics.store import EventFilter, Store, StoreRow
 
 log = structlog.get_logger("tlytics.writer")
 
@@ -96,6 +96,8 @@ class Drainer(Protocol):
 
     async def drain_batch(self) -> DrainResult: ...
 
+    async def delete_matching(self, where: EventFilter, max_rows: int, remember_ids: bool) -> int: ...
+
     async def close(self) -> None: ...
 
 
@@ -106,10 +108,15 @@ class ThreadDrainer:
         self._call = functools.partial(
             drain_batch, spool, store, quarantine, max_entries=max_entries, max_events=max_events
         )
+        self._store = store
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
 
     async def drain_batch(self) -> DrainResult:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._call)
+
+    async def delete_matching(self, where: EventFilter, max_rows: int, remember_ids: bool) -> int:
+        call = functools.partial(self._store.delete_matching, where, max_rows=max_rows, remember_ids=remember_ids)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def close(self) -> None:
         self._executor.shutdown(wait=True)
@@ -144,9 +151,18 @@ class ProcessDrainer:
             self._executor = self._new_executor()
             raise
 
+    async def delete_matching(self, where: EventFilter, max_rows: int, remember_ids: bool) -> int:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, writer_process.delete_matching, where, max_rows, remember_ids
+        )
+
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
 
+
+
+RETENTION_CHUNK = 2_000
+ERASE_CHUNK = 5_000
 
 
 class Writer:
@@ -160,7 +176,9 @@ class Writer:
         backlog_threshold_events: int = 20_000,
         retry_delay_max_s: float = 5.0,
         on_batch: Callable[[DrainResult | None], None] | None = None,
+        retention_s: float | None = None,
     ) -> None:
+        self._retention_s = retention_s
         self._drainer = drainer
         # Told of every batch written (None for a failed one), e.g. to count it in metrics.
         self._on_batch = on_batch
@@ -191,6 +209,8 @@ class Writer:
         # Drain at once on start: entries left by a crash are replayed before anything else.
         while not self._stopping:
             ok = await self.drain(deadline=None)
+            if ok and self._retention_s:
+                await self._apply_retention()
             delay = self._flush_period_s
             if not ok:
                 delay = min(self._retry_delay_max_s, 0.1 * 2 ** min(self.consecutive_failures, 10))
@@ -237,6 +257,40 @@ class Writer:
                 if self._stopping and deadline is None:
                     return True
             return False  # the deadline passed with entries still spooled
+
+    async def _apply_retention(self) -> None:
+        """Delete events older than the retention period, in small transactions so ingest
+        never waits long for the store."""
+        assert self._retention_s is not None
+        cutoff_us = int((time.time() - self._retention_s) * 1_000_000)
+        deleted = 0
+        try:
+            for _ in range(1_000):  # bounded per round; the next round continues
+                chunk = await self._drainer.delete_matching(
+                    EventFilter(until_us=cutoff_us), RETENTION_CHUNK, False
+                )
+                deleted += chunk
+                if chunk < RETENTION_CHUNK or self._stopping:
+                    break
+                await asyncio.sleep(0)
+        except Exception as exc:
+            log.error("retention_failed", error=str(exc))
+        if deleted:
+            log.info("retention_deleted", events=deleted, older_than_s=self._retention_s)
+
+    async def erase(self, where: EventFilter) -> int:
+        """Delete every stored event matching `where`, for good (their ids are remembered).
+
+        The spool is drained first, so matching events acknowledged before the erasure cannot
+        be stored after it.
+        """
+        await self.flush()
+        deleted = 0
+        while True:
+            chunk = await self._drainer.delete_matching(where, ERASE_CHUNK, True)
+            deleted += chunk
+            if chunk < ERASE_CHUNK:
+                return deleted
 
     async def flush(self, timeout_s: float = 30.0) -> bool:
         """Drain everything spooled so far; True when the spool was emptied without failure."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tlytics.spool import Spool, SpoolSync
-from tlytics.store import SQLiteStore
+from tlytics.store import EventFilter, SQLiteStore
 
 if TYPE_CHECKING:
     from tlytics.ingest.writer import DrainResult
@@ -68,3 +68,8 @@ def drain() -> DrainResult:
     return drain_batch(
         _spool, _store, _quarantine, max_entries=_settings.max_entries, max_events=_settings.max_events
     )
+
+
+def delete_matching(where: EventFilter, max_rows: int, remember_ids: bool) -> int:
+    assert _store is not None
+    return _store.delete_matching(where, max_rows=max_rows, remember_ids=remember_ids)

@@ -78,6 +78,11 @@ class Store(Protocol):
         `page`-th page (from 1) or, with `after`, the page that follows that position."""
         ...
 
+    def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
+        """Delete up to `max_rows` matching events in one transaction; return how many.
+        With `remember_ids` (erasure), those ids are never stored again."""
+        ...
+
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
         """Which of `ids` (16-byte UUIDs) are stored."""
         ...
