@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from aiohttp import web
 
-from tlytics.ingest import handlers
+from tlytics.ingest import handlers, stats
 from tlytics.ingest.instance_lock import InstanceLock
 from tlytics.ingest.auth import ENDPOINT_ACCESS, require_access
 from tlytics.ingest.metrics import Metrics
@@ -86,6 +86,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/health", handlers.health)
     app.router.add_get("/view", handlers.view)
     app.router.add_get("/export", handlers.export)
+    app.router.add_get("/stats", stats.stats)
+    app.router.add_get("/keys", stats.keys)
     app.router.add_post("/lookup", handlers.lookup)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/openapi.json", handlers.openapi)

@@ -24,6 +24,8 @@ ENDPOINT_ACCESS: dict[tuple[str, str], Access] = {
     ("POST", "/batch"): "write",
     ("GET", "/view"): "read",
     ("GET", "/export"): "read",
+    ("GET", "/stats"): "read",
+    ("GET", "/keys"): "read",
     ("DELETE", "/events"): "read",  # erasure: the issue asks for a read key
     ("POST", "/lookup"): "read",
     ("GET", "/metrics"): "read",

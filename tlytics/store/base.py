@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 # (id as 16 bytes, key, timestamp µs UTC, received_at µs UTC, data as JSON text)
 StoreRow = tuple[bytes, str, int, int, str]
@@ -81,6 +81,20 @@ class Store(Protocol):
     def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
         """Delete up to `max_rows` matching events in one transaction; return how many.
         With `remember_ids` (erasure), those ids are never stored again."""
+        ...
+
+    def keys_summary(self) -> list[tuple[str, int, int, int]]:
+        """(key, count, first timestamp µs, last timestamp µs) for every key, most events first."""
+        ...
+
+    def bucket_counts(
+        self, starts_us: Sequence[int], end_us: int, where: EventFilter, unique_path: str | None
+    ) -> list[tuple[int, int | None]]:
+        """(count, distinct values of data.`unique_path` or None) per bucket [start, next start)."""
+        ...
+
+    def breakdown(self, where: EventFilter, path: str, limit: int) -> tuple[list[tuple[Any, int]], int]:
+        """The `limit` most frequent values of data.`path` among matching events, and their total."""
         ...
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:

@@ -247,6 +247,55 @@ class SQLiteStore:
             self._erased.update(ids)
         return len(ids)
 
+    def keys_summary(self) -> list[tuple[str, int, int, int]]:
+        """(key, count, first timestamp µs, last timestamp µs) for every key, most events first."""
+        try:
+            with self._reader_lock:
+                rows = self._reader.execute(
+                    "SELECT key, count(*), min(ts), max(ts) FROM events GROUP BY key ORDER BY count(*) DESC, key"
+                ).fetchall()
+        except apsw.Error as exc:
+            raise StoreError(f"keys read failed: {exc}") from exc
+        return [(str(k), cast(int, c), cast(int, first), cast(int, last)) for k, c, first, last in rows]
+
+    def bucket_counts(
+        self, starts_us: Sequence[int], end_us: int, where: EventFilter, unique_path: str | None
+    ) -> list[tuple[int, int | None]]:
+        """(count, distinct values of `unique_path` or None) for each bucket [start, next start)."""
+        conditions, params = _conditions(where)
+        extra = "".join(f" AND {c}" for c in conditions)
+        bounds = list(zip(starts_us, [*starts_us[1:], end_us]))
+        unique_sql = ", count(DISTINCT json_extract(data, ?))" if unique_path else ""
+        query = f"SELECT count(*){unique_sql} FROM events WHERE ts >= ? AND ts < ?{extra}"
+        results: list[tuple[int, int | None]] = []
+        try:
+            with self._reader_lock, self._reader:
+                for start, end in bounds:
+                    head = ["$." + unique_path] if unique_path else []
+                    row = self._reader.execute(query, [*head, start, end, *params]).fetchone()
+                    assert row is not None
+                    results.append((cast(int, row[0]), cast(int, row[1]) if unique_path else None))
+        except apsw.Error as exc:
+            raise StoreError(f"stats read failed: {exc}") from exc
+        return results
+
+    def breakdown(self, where: EventFilter, path: str, limit: int) -> tuple[list[tuple[Any, int]], int]:
+        """The `limit` most frequent values of data.`path` among matching events, and their total."""
+        conditions, params = _conditions(where)
+        sql_where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        try:
+            with self._reader_lock, self._reader:
+                top = self._reader.execute(
+                    f"SELECT json_extract(data, ?) AS value, count(*) AS n FROM events{sql_where}"
+                    " GROUP BY value ORDER BY n DESC, value LIMIT ?",
+                    ["$." + path, *params, limit],
+                ).fetchall()
+                total = self._reader.execute(f"SELECT count(*) FROM events{sql_where}", params).fetchone()
+        except apsw.Error as exc:
+            raise StoreError(f"breakdown read failed: {exc}") from exc
+        assert total is not None
+        return [(value, cast(int, n)) for value, n in top], cast(int, total[0])
+
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()
         try:

@@ -1,0 +1,101 @@
+"""GET /stats (buckets in a time zone, filled, unique, breakdown) and GET /keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.conftest import app_flush
+
+
+def ev(key: str, timestamp: str, **data: Any) -> dict[str, Any]:
+    return {"key": key, "timestamp": timestamp, "data": data}
+
+
+@pytest.fixture
+async def filled(client: Any, app: web.Application) -> Any:
+    events = [
+        ev("page_view", "2025-03-01T10:00:00Z", user_id=1, page="/home"),
+        ev("page_view", "2025-03-01T23:30:00Z", user_id=2, page="/home"),  # Mar 2, 00:30 in Paris
+        ev("page_view", "2025-03-03T08:00:00Z", user_id=1, page="/pricing"),
+        ev("signup", "2025-03-03T09:00:00Z", user_id=3, page="/signup"),
+        ev("page_view", "2025-03-03T09:30:00Z", user_id=1, page="/docs"),
+        ev("page_view", "2025-03-03T09:45:00Z", user_id=4, page="/home"),
+    ]
+    assert (await client.post("/events", json=events)).status == 200
+    await app_flush(app)
+    return client
+
+
+async def stats(client: Any, **params: Any) -> Any:
+    response = await client.get("/stats", params=params)
+    assert response.status == 200, await response.text()
+    return await response.json()
+
+
+async def test_daily_buckets_are_filled_between_since_and_until(filled: Any) -> None:
+    body = await stats(filled, interval="day", since="2025-03-01T00:00:00Z", until="2025-03-05T00:00:00Z")
+    assert body["interval"] == "day" and body["tz"] == "UTC"
+    assert [(b["start"], b["count"]) for b in body["buckets"]] == [
+        ("2025-03-01T00:00:00Z", 2), ("2025-03-02T00:00:00Z", 0), ("2025-03-03T00:00:00Z", 4), ("2025-03-04T00:00:00Z", 0),
+    ]
+
+
+async def test_buckets_follow_the_time_zone(filled: Any) -> None:
+    body = await stats(filled, interval="day", tz="Europe/Paris", since="2025-03-01T00:00:00+01:00", until="2025-03-04T00:00:00+01:00")
+    assert [(b["start"], b["count"]) for b in body["buckets"]] == [
+        ("2025-03-01T00:00:00+01:00", 1), ("2025-03-02T00:00:00+01:00", 1), ("2025-03-03T00:00:00+01:00", 4),
+    ]
+
+
+async def test_day_buckets_across_a_dst_change_start_at_local_midnight(client: Any) -> None:
+    body = await stats(client, interval="day", tz="Europe/Paris", since="2025-03-29T00:00:00+01:00", until="2025-04-01T00:00:00+02:00")
+    assert [b["start"] for b in body["buckets"]] == [
+        "2025-03-29T00:00:00+01:00", "2025-03-30T00:00:00+01:00", "2025-03-31T00:00:00+02:00",
+    ]
+
+
+async def test_unique_and_breakdown_and_filters(filled: Any) -> None:
+    body = await stats(
+        filled, interval="day", since="2025-03-03T00:00:00Z", until="2025-03-04T00:00:00Z",
+        unique="data.user_id", breakdown="data.page", limit=2, key="page_view",
+    )
+    (bucket,) = body["buckets"]
+    assert bucket["count"] == 3 and bucket["unique"] == 2
+    assert body["breakdown"] == [
+        {"value": "/docs", "count": 1}, {"value": "/home", "count": 1}, {"value": None, "other": True, "count": 1},
+    ]
+
+
+async def test_hourly_buckets(filled: Any) -> None:
+    body = await stats(filled, interval="hour", since="2025-03-03T08:00:00Z", until="2025-03-03T10:00:00Z")
+    assert [b["count"] for b in body["buckets"]] == [1, 3]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"interval": "fortnight"}, "interval"),
+        ({"tz": "Mars/Olympus"}, "tz"),
+        ({"unique": "user_id"}, "unique"),
+        ({"breakdown": "data."}, "breakdown"),
+        ({"limit": "0", "breakdown": "data.page"}, "limit"),
+        ({"interval": "minute", "since": "2025-01-01T00:00:00Z", "until": "2025-02-01T00:00:00Z"}, "interval"),
+        ({"since": "2025-02-01T00:00:00Z", "until": "2025-01-01T00:00:00Z"}, "since"),
+    ],
+)
+async def test_bad_stats_parameters(client: Any, params: dict[str, str], field: str) -> None:
+    response = await client.get("/stats", params=params)
+    assert response.status == 400
+    assert (await response.json())["field"] == field
+
+
+async def test_keys_summary(filled: Any) -> None:
+    response = await filled.get("/keys")
+    assert response.status == 200
+    assert (await response.json())["keys"] == [
+        {"key": "page_view", "count": 5, "first_seen": "2025-03-01T10:00:00Z", "last_seen": "2025-03-03T09:45:00Z"},
+        {"key": "signup", "count": 1, "first_seen": "2025-03-03T09:00:00Z", "last_seen": "2025-03-03T09:00:00Z"},
+    ]

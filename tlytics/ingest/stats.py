@@ -1,0 +1,162 @@
+"""GET /stats and GET /keys: counts over time in a time zone, distinct values, breakdowns.
+
+Buckets are laid out in the requested IANA zone (a day in Europe/Paris starts at local
+midnight, whatever the DST), counted between `since` and `until` with empty buckets filled.
+They are counted from the events table with the (ts, id) index, one range per bucket; a
+rollup table maintained by the writer would make big stores fast (not done yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import re
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aiohttp import web
+
+from tlytics.ingest.keys import READER, STORE
+from tlytics.ingest.query import read_query
+from tlytics.ingest.responses import ApiError, json_response
+from tlytics.timefmt import format_rfc3339_us
+
+INTERVALS = ("minute", "hour", "day", "week", "month")
+MAX_BUCKETS = 2_000
+_PATH = re.compile(r"data\.(?P<path>[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\Z")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _us(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _floor(moment: datetime, interval: str) -> datetime:
+    if interval == "minute":
+        return moment.replace(second=0, microsecond=0)
+    if interval == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    day = moment.replace(hour=0, minute=0, second=0, microsecond=0)
+    if interval == "day":
+        return day
+    if interval == "week":  # ISO weeks start on Monday
+        return day - timedelta(days=day.weekday())
+    return day.replace(day=1)
+
+
+def _next(moment: datetime, interval: str, zone: ZoneInfo) -> datetime:
+    if interval in ("minute", "hour"):
+        # Step in absolute time: an hour is an hour, across DST changes too.
+        step = timedelta(minutes=1) if interval == "minute" else timedelta(hours=1)
+        return (moment.astimezone(timezone.utc) + step).astimezone(zone)
+    if interval == "day":
+        following = moment.replace(tzinfo=None) + timedelta(days=1)
+    elif interval == "week":
+        following = moment.replace(tzinfo=None) + timedelta(days=7)
+    else:
+        year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+        following = moment.replace(tzinfo=None, year=year, month=month)
+    return following.replace(tzinfo=zone)  # local midnight, whatever the offset that day
+
+
+def bucket_starts(since_us: int, until_us: int, interval: str, zone: ZoneInfo) -> list[datetime]:
+    start = _floor((_EPOCH + timedelta(microseconds=since_us)).astimezone(zone), interval)
+    starts: list[datetime] = []
+    moment = start
+    while _us(moment) < until_us:
+        starts.append(moment)
+        if len(starts) > MAX_BUCKETS:
+            raise ApiError(400, f"more than {MAX_BUCKETS} buckets: choose a longer interval or a shorter range", field="interval")
+        moment = _next(moment, interval, zone)
+    return starts
+
+
+def _format_local(moment: datetime) -> str:
+    text = moment.isoformat(timespec="seconds")
+    return text.replace("+00:00", "Z") if text.endswith("+00:00") else text
+
+
+def _property(request: web.Request, name: str) -> str | None:
+    text = request.query.get(name)
+    if not text:
+        return None
+    match = _PATH.match(text)
+    if match is None:
+        raise ApiError(400, f"{name} must look like data.<property>, e.g. data.user_id", field=name)
+    return match["path"]
+
+
+async def stats(request: web.Request) -> web.Response:
+    """GET /stats?interval=day&tz=Europe/Paris&since=...&until=...[&unique=data.x][&breakdown=data.y&limit=10]"""
+    interval = request.query.get("interval", "day")
+    if interval not in INTERVALS:
+        raise ApiError(400, f"interval must be one of {', '.join(INTERVALS)}", field="interval")
+    tz_name = request.query.get("tz", "UTC")
+    try:
+        zone = ZoneInfo(tz_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(400, f"unknown time zone {tz_name!r} (use an IANA name such as Europe/Paris)", field="tz") from None
+    query = read_query(request)
+    unique_path = _property(request, "unique")
+    breakdown_path = _property(request, "breakdown")
+    try:
+        limit = int(request.query.get("limit", "10"))
+    except ValueError:
+        raise ApiError(400, "limit must be a whole number", field="limit") from None
+    if not 1 <= limit <= 1000:
+        raise ApiError(400, "limit must be between 1 and 1000", field="limit")
+    now_us = _us(datetime.now(timezone.utc))
+    until_us = query.where.until_us if query.where.until_us is not None else now_us
+    since_us = query.where.since_us
+    if since_us is None:
+        since_us = until_us - {"minute": 3_600, "hour": 86_400, "day": 30 * 86_400, "week": 182 * 86_400, "month": 365 * 86_400}[interval] * 1_000_000
+    if since_us >= until_us:
+        raise ApiError(400, "since must be before until", field="since")
+    starts = bucket_starts(since_us, until_us, interval, zone)
+    starts_us = [max(_us(start), since_us) for start in starts]
+    store = request.app[STORE]
+    loop = asyncio.get_running_loop()
+    counts = await loop.run_in_executor(
+        request.app[READER], store.bucket_counts, starts_us, until_us, query.where, unique_path
+    )
+    buckets = []
+    for start, (count, unique) in zip(starts, counts):
+        bucket: dict[str, object] = {"start": _format_local(start), "count": count}
+        if unique is not None:
+            bucket["unique"] = unique
+        buckets.append(bucket)
+    body: dict[str, object] = {
+        "interval": interval,
+        "tz": tz_name,
+        "since": format_rfc3339_us(since_us),
+        "until": format_rfc3339_us(until_us),
+        "buckets": buckets,
+    }
+    if breakdown_path is not None:
+        window = query.where.__class__(
+            keys=query.where.keys, since_us=since_us, until_us=until_us, where=query.where.where
+        )
+        top, total = await loop.run_in_executor(
+            request.app[READER], functools.partial(store.breakdown, window, breakdown_path, limit)
+        )
+        breakdown: list[dict[str, object]] = [{"value": value, "count": n} for value, n in top]
+        rest = total - sum(n for _, n in top)
+        if rest > 0:
+            breakdown.append({"value": None, "other": True, "count": rest})
+        body["breakdown"] = breakdown
+    return json_response(body)
+
+
+async def keys(request: web.Request) -> web.Response:
+    """GET /keys: every key with its count and first and last timestamps."""
+    store = request.app[STORE]
+    rows = await asyncio.get_running_loop().run_in_executor(request.app[READER], store.keys_summary)
+    return json_response(
+        {
+            "keys": [
+                {"key": key, "count": count, "first_seen": format_rfc3339_us(first), "last_seen": format_rfc3339_us(last)}
+                for key, count, first, last in rows
+            ]
+        }
+    )
