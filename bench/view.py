@@ -25,10 +25,13 @@ from tlytics.ids import uuid7_int
 from tlytics.store import SQLiteStore
 
 
+BASE_US = 1_700_000_000_000_000
+
+
 def fill(db_path: Path, events: int, batch: int = 50_000) -> float:
     store = SQLiteStore(db_path)
     started = time.perf_counter()
-    base_us = 1_700_000_000_000_000
+    base_us = BASE_US
     data = '{"user_id":"u1","path":"/products/1","referrer":"https://example.com/"}'
     for start in range(0, events, batch):
         rows = [
@@ -38,6 +41,19 @@ def fill(db_path: Path, events: int, batch: int = 50_000) -> float:
         store.insert(rows)
     store.close()
     return time.perf_counter() - started
+
+
+def _iso(n: int) -> str:
+    """The timestamp of the n-th filled event (one per millisecond from BASE_US)."""
+    from tlytics.timefmt import format_rfc3339_us
+
+    return format_rfc3339_us(BASE_US + max(n, 0) * 1000)
+
+
+def middle_cursor(url: str, events: int) -> str:
+    """A cursor half way down the store, found with an `until` seek."""
+    with urllib.request.urlopen(f"{url}/view?until={_iso(events // 2)}&page_size=10", timeout=60) as response:
+        return str(json.loads(response.read())["next_cursor"])
 
 
 def time_get(url: str, repeats: int) -> dict[str, float]:
@@ -75,6 +91,11 @@ def main() -> None:
                 "view_first_page_1000": time_get(f"{url}/view?page_size=1000", max(20, args.repeats // 10)),
                 "view_page_100": time_get(f"{url}/view?page=100", args.repeats),
                 "view_deep_page_middle": time_get(f"{url}/view?page={args.events // 20}", 5),
+                "view_cursor_middle": time_get(f"{url}/view?cursor={middle_cursor(url, args.events)}", args.repeats),
+                "stats_daily_30_days": time_get(
+                    f"{url}/stats?interval=day&since={_iso(args.events - 30 * 86_400_000)}&until={_iso(args.events)}", 5
+                ),
+                "keys": time_get(f"{url}/keys", 3),
             }
         finally:
             process.send_signal(signal.SIGTERM)

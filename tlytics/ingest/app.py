@@ -88,6 +88,8 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/export", handlers.export)
     app.router.add_get("/stats", stats.stats)
     app.router.add_get("/keys", stats.keys)
+    app.router.add_get("/", handlers.dashboard)
+    app.router.add_static("/static", handlers.STATIC_DIR, name="static")
     app.router.add_post("/lookup", handlers.lookup)
     app.router.add_get("/metrics", handlers.metrics)
     app.router.add_get("/openapi.json", handlers.openapi)

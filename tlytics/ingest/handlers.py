@@ -8,6 +8,7 @@ import csv
 import functools
 import io
 from importlib import resources
+from pathlib import Path
 import time
 import uuid
 from typing import Any
@@ -349,6 +350,12 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 _OPENAPI = resources.files("tlytics.ingest").joinpath("openapi.json")
+STATIC_DIR = Path(__file__).with_name("static")
+
+
+async def dashboard(request: web.Request) -> web.Response:
+    """GET /: the dashboard page (its data comes from the read endpoints, with the read key)."""
+    return web.Response(body=(STATIC_DIR / "dashboard.html").read_bytes(), content_type="text/html")
 
 
 async def openapi(request: web.Request) -> web.Response:
