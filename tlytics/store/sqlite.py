@@ -42,7 +42,32 @@ _MIGRATIONS: list[str] = [
     """
     CREATE TABLE erased_ids (id BLOB PRIMARY KEY) WITHOUT ROWID;
     """,
+    # 3: rollups kept by the writer in each insert transaction, so /stats and /keys do not
+    # scan millions of events: counts per key and 15-minute bucket (every UTC offset in use is
+    # a multiple of 15 minutes, so local hours and days are unions of buckets), and per key.
+    """
+    CREATE TABLE rollup_15m (key TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
+                             PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+    CREATE TABLE key_stats (key TEXT PRIMARY KEY, count INTEGER NOT NULL,
+                            first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO rollup_15m (key, bucket, count)
+        SELECT key, ts / 900000000 - (ts < 0 AND ts % 900000000 != 0), count(*) FROM events GROUP BY 1, 2;
+    INSERT INTO key_stats (key, count, first_ts, last_ts)
+        SELECT key, count(*), min(ts), max(ts) FROM events GROUP BY key;
+    """,
 ]
+BUCKET_US = 900_000_000  # 15 minutes
+# Floor division for negative timestamps too (SQLite's / truncates toward zero).
+_BUCKET_SQL = "(ts / 900000000 - (ts < 0 AND ts % 900000000 != 0))"
+_ROLL_UP_NEW_ROWS = (
+    f"INSERT INTO rollup_15m (key, bucket, count) SELECT key, {_BUCKET_SQL}, count(*) FROM events"
+    " WHERE seq > ? GROUP BY 1, 2 ON CONFLICT (bucket, key) DO UPDATE SET count = count + excluded.count"
+)
+_KEY_STATS_NEW_ROWS = (
+    "INSERT INTO key_stats (key, count, first_ts, last_ts) SELECT key, count(*), min(ts), max(ts) FROM events"
+    " WHERE seq > ? GROUP BY key ON CONFLICT (key) DO UPDATE SET count = count + excluded.count,"
+    " first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+)
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 _INSERT = (
@@ -163,11 +188,16 @@ class SQLiteStore:
             rows = [row for row in rows if row[0] not in self._erased]
         try:
             with self._writer:
+                last_seq = self._writer.execute("SELECT max(seq) FROM events").get or 0
                 before = self._writer.total_changes()
                 self._writer.executemany(_INSERT, rows)
                 inserted = int(self._writer.total_changes() - before)
                 if inserted:
                     self._writer.execute(_BUMP_COUNT, (inserted,))
+                    # Only the rows this transaction added (duplicates were not), aggregated
+                    # in SQLite: the rollups always agree with the events table.
+                    self._writer.execute(_ROLL_UP_NEW_ROWS, (last_seq,))
+                    self._writer.execute(_KEY_STATS_NEW_ROWS, (last_seq,))
             return inserted
         except apsw.Error as exc:
             raise StoreError(f"insert of {len(rows)} events failed: {exc}") from exc
@@ -235,6 +265,7 @@ class SQLiteStore:
                 ]
                 if not ids:
                     return 0
+                self._roll_down(ids)
                 self._writer.executemany("DELETE FROM events WHERE id = ?", [(event_id,) for event_id in ids])
                 self._writer.execute(_BUMP_COUNT, (-len(ids),))
                 if remember_ids:
@@ -252,7 +283,7 @@ class SQLiteStore:
         try:
             with self._reader_lock:
                 rows = self._reader.execute(
-                    "SELECT key, count(*), min(ts), max(ts) FROM events GROUP BY key ORDER BY count(*) DESC, key"
+                    "SELECT key, count, first_ts, last_ts FROM key_stats WHERE count > 0 ORDER BY count DESC, key"
                 ).fetchall()
         except apsw.Error as exc:
             raise StoreError(f"keys read failed: {exc}") from exc
@@ -262,9 +293,11 @@ class SQLiteStore:
         self, starts_us: Sequence[int], end_us: int, where: EventFilter, unique_path: str | None
     ) -> list[tuple[int, int | None]]:
         """(count, distinct values of `unique_path` or None) for each bucket [start, next start)."""
+        bounds = list(zip(starts_us, [*starts_us[1:], end_us]))
+        if not where.where and unique_path is None and all(b % BUCKET_US == 0 for b in (*starts_us, end_us)):
+            return self._rollup_counts(bounds, where)
         conditions, params = _conditions(where)
         extra = "".join(f" AND {c}" for c in conditions)
-        bounds = list(zip(starts_us, [*starts_us[1:], end_us]))
         unique_sql = ", count(DISTINCT json_extract(data, ?))" if unique_path else ""
         query = f"SELECT count(*){unique_sql} FROM events WHERE ts >= ? AND ts < ?{extra}"
         results: list[tuple[int, int | None]] = []
@@ -275,6 +308,37 @@ class SQLiteStore:
                     row = self._reader.execute(query, [*head, start, end, *params]).fetchone()
                     assert row is not None
                     results.append((cast(int, row[0]), cast(int, row[1]) if unique_path else None))
+        except apsw.Error as exc:
+            raise StoreError(f"stats read failed: {exc}") from exc
+        return results
+
+    def _rollup_counts(self, bounds: list[tuple[int, int]], where: EventFilter) -> list[tuple[int, int | None]]:
+        """Bucket counts from rollup_15m: every bound is on a 15-minute boundary, and the
+        filter is keys and times only (which the rollup can answer)."""
+        key_condition = f" AND key IN ({','.join('?' * len(where.keys))})" if where.keys else ""
+        query = f"SELECT coalesce(sum(count), 0) FROM rollup_15m WHERE bucket >= ? AND bucket < ?{key_condition}"
+        results: list[tuple[int, int | None]] = []
+        try:
+            with self._reader_lock, self._reader:
+                for start, end in bounds:
+                    low, high = start, end
+                    if where.since_us is not None:
+                        low = max(low, where.since_us)
+                    if where.until_us is not None:
+                        high = min(high, where.until_us)
+                    if low >= high:
+                        results.append((0, None))
+                        continue
+                    if low % BUCKET_US or high % BUCKET_US:  # a filter bound inside the bucket
+                        conditions, params = _conditions(where)
+                        extra = "".join(f" AND {c}" for c in conditions)
+                        row = self._reader.execute(
+                            f"SELECT count(*) FROM events WHERE ts >= ? AND ts < ?{extra}", [low, high, *params]
+                        ).fetchone()
+                    else:
+                        row = self._reader.execute(query, [low // BUCKET_US, high // BUCKET_US, *where.keys]).fetchone()
+                    assert row is not None
+                    results.append((cast(int, row[0]), None))
         except apsw.Error as exc:
             raise StoreError(f"stats read failed: {exc}") from exc
         return results
@@ -295,6 +359,24 @@ class SQLiteStore:
             raise StoreError(f"breakdown read failed: {exc}") from exc
         assert total is not None
         return [(value, cast(int, n)) for value, n in top], cast(int, total[0])
+
+    def _roll_down(self, ids: Sequence[bytes]) -> None:
+        """Take events about to be deleted out of the rollups (inside the delete's transaction).
+
+        key_stats keeps first_ts/last_ts: they say when a key was first and last seen, which
+        stays true after its events are deleted.
+        """
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for key, bucket, count in self._writer.execute(
+                f"SELECT key, {_BUCKET_SQL}, count(*) FROM events WHERE id IN ({marks}) GROUP BY 1, 2", chunk
+            ).fetchall():
+                self._writer.execute(
+                    "UPDATE rollup_15m SET count = count - ? WHERE bucket = ? AND key = ?", (count, bucket, key)
+                )
+                self._writer.execute("UPDATE key_stats SET count = count - ? WHERE key = ?", (count, key))
+        self._writer.execute("DELETE FROM rollup_15m WHERE count <= 0")
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()

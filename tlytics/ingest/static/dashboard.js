@@ -6,6 +6,13 @@ keyInput.value = localStorage.getItem("tlytics-read-key") || "";
 keyInput.addEventListener("change", () => { localStorage.setItem("tlytics-read-key", keyInput.value); refresh(); });
 
 const RANGES = { minute: 3600, hour: 86400, day: 30 * 86400, week: 182 * 86400 };
+const QUARTER_HOUR_MS = 15 * 60 * 1000;
+
+// Ranges on 15-minute boundaries let the server answer from its rollup table.
+function alignedRange(seconds) {
+  const until = new Date(Math.ceil(Date.now() / QUARTER_HOUR_MS) * QUARTER_HOUR_MS);
+  return [new Date(until.getTime() - seconds * 1000), until];
+}
 let chart = null;
 
 async function api(path) {
@@ -35,8 +42,7 @@ function fillTable(id, rows) {
 
 async function drawChart() {
   const interval = document.getElementById("interval").value;
-  const until = new Date();
-  const since = new Date(until.getTime() - RANGES[interval] * 1000);
+  const [since, until] = alignedRange(RANGES[interval]);
   const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
   const params = new URLSearchParams({ interval, tz, since: since.toISOString(), until: until.toISOString() });
   const stats = await api("/stats?" + params);
@@ -60,8 +66,7 @@ async function refresh() {
     fillTable("latest", view.events.map((e) => [e.timestamp, e.key, JSON.stringify(e.data)]));
     const property = document.getElementById("breakdown-property").value.trim();
     if (property) {
-      const until = new Date();
-      const since = new Date(until.getTime() - 30 * 86400 * 1000);
+      const [since, until] = alignedRange(30 * 86400);
       const params = new URLSearchParams({ interval: "month", breakdown: property, limit: "10", since: since.toISOString(), until: until.toISOString() });
       const stats = await api("/stats?" + params);
       fillTable("breakdown", (stats.breakdown || []).map((b) => [b.other ? "(other)" : JSON.stringify(b.value), b.count.toLocaleString()]));
