@@ -19,6 +19,7 @@ from aiohttp import web
 from tlytics.ingest.keys import READER, STORE
 from tlytics.ingest.query import read_query
 from tlytics.ingest.responses import ApiError, json_response
+from tlytics.store import EventFilter
 from tlytics.timefmt import format_rfc3339_us
 
 INTERVALS = ("minute", "hour", "day", "week", "month")
@@ -114,11 +115,15 @@ async def stats(request: web.Request) -> web.Response:
     if since_us >= until_us:
         raise ApiError(400, "since must be before until", field="since")
     starts = bucket_starts(since_us, until_us, interval, zone)
-    starts_us = [max(_us(start), since_us) for start in starts]
+    # Whole buckets, clipped to [since, until) by the filter: the store can then answer the
+    # whole 15-minute parts from its rollup.
+    window = EventFilter(keys=query.where.keys, since_us=since_us, until_us=until_us, where=query.where.where)
+    edges_us = [_us(start) for start in starts]
+    end_us = _us(_next(starts[-1], interval, zone))
     store = request.app[STORE]
     loop = asyncio.get_running_loop()
     counts = await loop.run_in_executor(
-        request.app[READER], store.bucket_counts, starts_us, until_us, query.where, unique_path
+        request.app[READER], store.bucket_counts, edges_us, end_us, window, unique_path
     )
     buckets = []
     for start, (count, unique) in zip(starts, counts):
@@ -134,9 +139,6 @@ async def stats(request: web.Request) -> web.Response:
         "buckets": buckets,
     }
     if breakdown_path is not None:
-        window = query.where.__class__(
-            keys=query.where.keys, since_us=since_us, until_us=until_us, where=query.where.where
-        )
         top, total = await loop.run_in_executor(
             request.app[READER], functools.partial(store.breakdown, window, breakdown_path, limit)
         )

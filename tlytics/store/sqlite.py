@@ -294,7 +294,7 @@ class SQLiteStore:
     ) -> list[tuple[int, int | None]]:
         """(count, distinct values of `unique_path` or None) for each bucket [start, next start)."""
         bounds = list(zip(starts_us, [*starts_us[1:], end_us]))
-        if not where.where and unique_path is None and all(b % BUCKET_US == 0 for b in (*starts_us, end_us)):
+        if not where.where and unique_path is None:
             return self._rollup_counts(bounds, where)
         conditions, params = _conditions(where)
         extra = "".join(f" AND {c}" for c in conditions)
@@ -313,32 +313,39 @@ class SQLiteStore:
         return results
 
     def _rollup_counts(self, bounds: list[tuple[int, int]], where: EventFilter) -> list[tuple[int, int | None]]:
-        """Bucket counts from rollup_15m: every bound is on a 15-minute boundary, and the
-        filter is keys and times only (which the rollup can answer)."""
-        key_condition = f" AND key IN ({','.join('?' * len(where.keys))})" if where.keys else ""
-        query = f"SELECT coalesce(sum(count), 0) FROM rollup_15m WHERE bucket >= ? AND bucket < ?{key_condition}"
+        """Bucket counts from rollup_15m for a filter of keys and times only: the whole
+        15-minute buckets inside each range come from the rollup, the ragged edges (less than
+        15 minutes each) are counted from the events."""
+        keys = list(where.keys)
+        key_condition = f" AND key IN ({','.join('?' * len(keys))})" if keys else ""
+        rollup_query = f"SELECT coalesce(sum(count), 0) FROM rollup_15m WHERE bucket >= ? AND bucket < ?{key_condition}"
+        raw_query = f"SELECT count(*) FROM events WHERE ts >= ? AND ts < ?{key_condition}"
+
+        def count(query: str, low: int, high: int) -> int:
+            row = self._reader.execute(query, [low, high, *keys]).fetchone()
+            assert row is not None
+            return cast(int, row[0])
+
         results: list[tuple[int, int | None]] = []
         try:
             with self._reader_lock, self._reader:
                 for start, end in bounds:
-                    low, high = start, end
-                    if where.since_us is not None:
-                        low = max(low, where.since_us)
-                    if where.until_us is not None:
-                        high = min(high, where.until_us)
+                    low = start if where.since_us is None else max(start, where.since_us)
+                    high = end if where.until_us is None else min(end, where.until_us)
                     if low >= high:
                         results.append((0, None))
                         continue
-                    if low % BUCKET_US or high % BUCKET_US:  # a filter bound inside the bucket
-                        conditions, params = _conditions(where)
-                        extra = "".join(f" AND {c}" for c in conditions)
-                        row = self._reader.execute(
-                            f"SELECT count(*) FROM events WHERE ts >= ? AND ts < ?{extra}", [low, high, *params]
-                        ).fetchone()
+                    first_whole = -(-low // BUCKET_US)  # ceil
+                    last_whole = high // BUCKET_US
+                    if first_whole >= last_whole:
+                        total = count(raw_query, low, high)
                     else:
-                        row = self._reader.execute(query, [low // BUCKET_US, high // BUCKET_US, *where.keys]).fetchone()
-                    assert row is not None
-                    results.append((cast(int, row[0]), None))
+                        total = count(rollup_query, first_whole, last_whole)
+                        if low < first_whole * BUCKET_US:
+                            total += count(raw_query, low, first_whole * BUCKET_US)
+                        if last_whole * BUCKET_US < high:
+                            total += count(raw_query, last_whole * BUCKET_US, high)
+                    results.append((total, None))
         except apsw.Error as exc:
             raise StoreError(f"stats read failed: {exc}") from exc
         return results
