@@ -104,6 +104,7 @@ class ServerProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
+            start_new_session=True,  # its own process group, as under a terminal or systemd
         )
         deadline = time.monotonic() + wait_s
         while time.monotonic() < deadline:

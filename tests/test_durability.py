@@ -130,6 +130,27 @@ def test_clean_stop_keeps_everything_and_restart_adds_nothing(server_factory: An
     assert sorted(stored) == sorted(sender.acknowledged)
 
 
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_whole_process_group_stops_cleanly(server_factory: Any, sig: int) -> None:
+    # A terminal's Ctrl-C (and systemd's stop) signal every process of the group, the writer
+    # process included: the server must still finish with its final drain.
+    import os
+
+    server = server_factory(flush="1h").start()
+    sender = Sender(server.url, threads=2).start()
+    time.sleep(0.5)
+    sender.stop()
+    assert server.process is not None
+    os.killpg(os.getpgid(server.process.pid), sig)
+    assert server.process.wait(timeout=30) == 0
+    log = server.log()
+    assert "writer_process_died" not in log and "writer_batch_failed" not in log, log[-2000:]
+    restarted = server_factory(server.db_path, flush="1h").start()
+    _, health = http_json("GET", restarted.url + "/health")
+    assert health["spool_entries"] == 0, "the final drain did not run"
+    assert health["stored_events"] == len(sender.acknowledged)
+
+
 def test_sigterm_during_requests_answers_them(server_factory: Any) -> None:
     server = server_factory(flush="1h").start()
     sender = Sender(server.url, threads=4).start()

@@ -54,6 +54,10 @@ def initialize(settings: WorkerSettings) -> None:
     from tlytics.logs import configure_logging
 
     _die_with_parent(settings.parent_pid)
+    # Ctrl-C in a terminal (and systemd's stop) signal the whole process group: the server
+    # decides when this process stops, after its final drain, so the writer ignores them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings.log_level)
     _settings = settings
     _spool = Spool(settings.spool_dir, sync=settings.sync)
