@@ -186,12 +186,7 @@ class Client:
         """
         pending = self._pending_from(event, data)
         record = _event_dict(pending)
-        transport = Transport(
-            self.config.server_url,
-            timeout_s=seconds(self.config.timeout),
-            write_key=self.config.write_key,
-            gzip_min_bytes=self.config.gzip_min_bytes,
-        )
+        transport = Transport.for_config(self.config)
         rejected: list[TlyticsError] = []
         try:
             reply = deliver(transport, [record], self._dead_letter, rejected.append, self.stats)

@@ -144,12 +144,7 @@ class Sender:
         return keys, events
 
     def run(self) -> None:
-        transport = Transport(
-            self._config.server_url,
-            timeout_s=seconds(self._config.timeout),
-            write_key=self._config.write_key,
-            gzip_min_bytes=self._config.gzip_min_bytes,
-        )
+        transport = Transport.for_config(self._config)
         attempt = 0
         try:
             while not self._stop.is_set():

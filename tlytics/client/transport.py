@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import orjson
 
+from tlytics.client.config import Config, seconds
 from tlytics.errors import DeliveryError
 
 
@@ -89,6 +90,16 @@ class Transport:
         if write_key:
             self._headers["Authorization"] = f"Bearer {write_key}"
         self._connection: http.client.HTTPConnection | None = None
+
+    @classmethod
+    def for_config(cls, config: Config) -> Transport:
+        """A transport with a client Config's URL, timeout, write key and gzip threshold."""
+        return cls(
+            config.server_url,
+            timeout_s=seconds(config.timeout),
+            write_key=config.write_key,
+            gzip_min_bytes=config.gzip_min_bytes,
+        )
 
     def _connect(self) -> http.client.HTTPConnection:
         if self._connection is None:
