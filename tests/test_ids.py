@@ -6,12 +6,12 @@ import threading
 import time
 import uuid
 
-from tlytics.ids import uuid7, uuid7_bytes
+from tlytics.ids import uuid7_bytes, uuid7_int
 
 
 def test_version_variant_and_time() -> None:
     before_ms = time.time_ns() // 1_000_000
-    value = uuid7()
+    value = uuid.UUID(int=uuid7_int())
     after_ms = time.time_ns() // 1_000_000
     assert value.version == 7
     assert value.variant == uuid.RFC_4122

@@ -17,7 +17,6 @@ import os
 import random
 import threading
 import time
-import uuid
 
 _lock = threading.Lock()
 _random = random.Random(os.urandom(32))
@@ -76,12 +75,3 @@ def uuid7_bytes() -> bytes:
     """Return a new UUIDv7 as 16 bytes."""
     return uuid7_int().to_bytes(16, "big")
 
-
-def uuid7() -> uuid.UUID:
-    """Return a new UUIDv7."""
-    return uuid.UUID(int=uuid7_int())
-
-
-def uuid7_str() -> str:
-    """Return a new UUIDv7 in canonical 36-character form."""
-    return str(uuid.UUID(int=uuid7_int()))

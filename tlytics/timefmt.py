@@ -25,9 +25,18 @@ def parse_rfc3339_us(text: str) -> int:
     fraction = (match["fraction"] or "").ljust(6, "0")[:6]
     offset = match["offset"]
     offset = "+00:00" if offset in ("Z", "z") else offset
-    moment = datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}")
+    return datetime_to_us(datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}"))
+
+
+def datetime_to_us(moment: datetime) -> int:
+    """A timezone-aware datetime as microseconds since the epoch (exact, no float rounding)."""
     delta = moment - _EPOCH
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def us_to_datetime(micros: int) -> datetime:
+    """Microseconds since the epoch as a UTC datetime."""
+    return _EPOCH + timedelta(microseconds=micros)
 
 
 _last_second: list[tuple[int, str]] = [(-1, "")]

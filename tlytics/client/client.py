@@ -16,7 +16,7 @@ import time
 import weakref
 from collections import deque
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,7 +33,7 @@ from tlytics.errors import DeliveryError, InvalidEvent, SpoolFull, TlyticsError
 from tlytics.events import check_key
 from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
-from tlytics.timefmt import format_rfc3339_us, parse_rfc3339_us
+from tlytics.timefmt import datetime_to_us, format_rfc3339_us, parse_rfc3339_us
 
 log = structlog.get_logger("tlytics.client")
 
@@ -169,8 +169,7 @@ class Client:
         if isinstance(timestamp, datetime):
             if timestamp.tzinfo is None:
                 raise InvalidEvent("timestamp must be timezone-aware", field="timestamp")
-            delta = timestamp.astimezone(timezone.utc) - datetime(1970, 1, 1, tzinfo=timezone.utc)
-            return format_rfc3339_us((delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds)
+            return format_rfc3339_us(datetime_to_us(timestamp))
         try:
             parse_rfc3339_us(timestamp)
         except ValueError as exc:

@@ -16,7 +16,9 @@ from tlytics.ingest.responses import ApiError
 from tlytics.store import EventFilter, Position
 from tlytics.timefmt import parse_rfc3339_us
 
-_WHERE = re.compile(r"data\.(?P<path>[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*):(?P<value>.*)\Z", re.DOTALL)
+# `data.<property>` with nested properties as `data.a.b`; also used by /stats.
+DATA_PROPERTY = r"data\.(?P<path>[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)"
+_WHERE = re.compile(DATA_PROPERTY + r":(?P<value>.*)\Z", re.DOTALL)
 
 
 @dataclass(frozen=True)

@@ -17,22 +17,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from aiohttp import web
 
 from tlytics.ingest.keys import READER, STORE
-from tlytics.ingest.query import read_query
+from tlytics.ingest.query import DATA_PROPERTY, read_query
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.store import EventFilter
-from tlytics.timefmt import format_rfc3339_us
+from tlytics.timefmt import datetime_to_us, format_rfc3339_us, us_to_datetime
 
 INTERVALS = ("minute", "hour", "day", "week", "month")
 MAX_BUCKETS = 2_000
-_PATH = re.compile(r"data\.(?P<path>[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\Z")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
-def _us(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
+_PATH = re.compile(DATA_PROPERTY + r"\Z")
 def _floor(moment: datetime, interval: str) -> datetime:
     if interval == "minute":
         return moment.replace(second=0, microsecond=0)
@@ -62,10 +54,10 @@ def _next(moment: datetime, interval: str, zone: ZoneInfo) -> datetime:
 
 
 def bucket_starts(since_us: int, until_us: int, interval: str, zone: ZoneInfo) -> list[datetime]:
-    start = _floor((_EPOCH + timedelta(microseconds=since_us)).astimezone(zone), interval)
+    start = _floor(us_to_datetime(since_us).astimezone(zone), interval)
     starts: list[datetime] = []
     moment = start
-    while _us(moment) < until_us:
+    while datetime_to_us(moment) < until_us:
         starts.append(moment)
         if len(starts) > MAX_BUCKETS:
             raise ApiError(400, f"more than {MAX_BUCKETS} buckets: choose a longer interval or a shorter range", field="interval")
@@ -107,7 +99,7 @@ async def stats(request: web.Request) -> web.Response:
         raise ApiError(400, "limit must be a whole number", field="limit") from None
     if not 1 <= limit <= 1000:
         raise ApiError(400, "limit must be between 1 and 1000", field="limit")
-    now_us = _us(datetime.now(timezone.utc))
+    now_us = datetime_to_us(datetime.now(timezone.utc))
     until_us = query.where.until_us if query.where.until_us is not None else now_us
     since_us = query.where.since_us
     if since_us is None:
@@ -118,8 +110,8 @@ async def stats(request: web.Request) -> web.Response:
     # Whole buckets, clipped to [since, until) by the filter: the store can then answer the
     # whole 15-minute parts from its rollup.
     window = EventFilter(keys=query.where.keys, since_us=since_us, until_us=until_us, where=query.where.where)
-    edges_us = [_us(start) for start in starts]
-    end_us = _us(_next(starts[-1], interval, zone))
+    edges_us = [datetime_to_us(start) for start in starts]
+    end_us = datetime_to_us(_next(starts[-1], interval, zone))
     store = request.app[STORE]
     loop = asyncio.get_running_loop()
     counts = await loop.run_in_executor(

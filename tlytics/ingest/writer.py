@@ -192,8 +192,6 @@ class Writer:
         self._stopping = False
         self.consecutive_failures = 0
         self.last_error: str | None = None
-        self.batches_written = 0
-        self.events_inserted = 0
         self.worker_pid = 0
 
     def start(self) -> None:
@@ -243,8 +241,6 @@ class Writer:
                 self.worker_pid = result.pid
                 if result.entries == 0 and result.quarantined == 0:
                     return True
-                self.batches_written += 1
-                self.events_inserted += result.inserted
                 if self._on_batch is not None:
                     self._on_batch(result)
                 log.debug(
