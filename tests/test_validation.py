@@ -34,6 +34,19 @@ BAD_EVENTS: list[tuple[Any, str, int | None, str | None]] = [
     ([{"key": "a", "id": 12345}], "UUID", 0, "id"),
     ([{"key": "a", "id": "0190f7c41234-7abc-8def-0123456789ab0"}], "UUID", 0, "id"),
     ([{"key": "a", "timestmap": "2025-08-25T10:00:00Z"}], "unknown field 'timestmap'", 0, "timestmap"),
+    # Keys that look like other keys, or like nothing at all.
+    ([GOOD, {"key": "admin\u202egnp.exe"}], "U+202E", 1, "key"),
+    ([{"key": "zero\u200bwidth"}], "U+200B", 0, "key"),
+    ([{"key": "\ufeffbom"}], "U+FEFF", 0, "key"),
+    ([{"key": "line\u2028sep"}], "U+2028", 0, "key"),
+    ([{"key": "para\u2029sep"}], "U+2029", 0, "key"),
+    ([{"key": "soft\u00adhyphen"}], "U+00AD", 0, "key"),
+    ([{"key": " \u3000\u00a0 "}], "only whitespace", 0, "key"),
+    # Timestamps whose UTC instant falls outside the years 0001-9999 could not be printed back.
+    ([GOOD, {"key": "a", "timestamp": "9999-12-31T23:59:59-12:00"}], "0001-9999", 1, "timestamp"),
+    ([{"key": "a", "timestamp": "9999-12-31T23:30:00-00:31"}], "0001-9999", 0, "timestamp"),
+    ([{"key": "a", "timestamp": "0001-01-01T00:00:00+00:01"}], "0001-9999", 0, "timestamp"),
+    ([{"key": "a", "timestamp": "0000-12-31T23:59:59Z"}], "timestamp", 0, "timestamp"),
 ]
 
 
@@ -67,7 +80,7 @@ async def test_bad_event_rejects_whole_request(
         ("/batch", b'{"evnts": []}', '"events" must be a JSON array'),
         ("/batch", b'{"events": {"key": "a"}}', '"events" must be a JSON array'),
         ("/batch", b"{bad json}", "invalid JSON"),
-        ("/events", b"[NaN]", "invalid JSON"),
+        ("/events", b"[NaN]", "NaN, which is not JSON"),
     ],
 )
 async def test_malformed_bodies_are_400(client: Any, app: web.Application, path: str, raw: bytes, message: str) -> None:
@@ -138,3 +151,76 @@ async def test_invalid_utf8_and_trailing_newlines_are_refused(client: Any, app: 
     assert response.status == 400
     assert message in (await response.json())["error"]
     assert spool_count(app) == 0
+
+
+# JSON that no reader could take back as it was meant, sent as raw text (a JSON library would
+# not write it). Each is refused on both paths, naming the event and the field.
+UNREADABLE_DATA = [
+    (b'{"a":1,"a":2}', "has the key 'a' twice"),
+    (b'{"a":{"b":true,"b":false}}', "has the key 'b' twice"),
+    (b'{"n":1e400}', "beyond a double's range"),
+    (b'{"n":[1,-1.5E999]}', "beyond a double's range"),
+    (b'{"n":NaN}', "NaN, which is not JSON"),
+    (b'{"s":"\\udc00 lone"}', "not Unicode"),
+    (b'{"x":' + b"[" * 200 + b"]" * 200 + b"}", "nests deeper than 128"),
+    (b'{"x":' + b'{"y":' * 995 + b"1" + b"}" * 995 + b"}", "nests deeper than 128"),
+    (b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nests deeper than 128"),
+]
+
+
+@pytest.mark.parametrize("path", ["/events", "/batch"])
+@pytest.mark.parametrize(("data", "message"), UNREADABLE_DATA)
+async def test_unreadable_data_is_refused_with_index_and_nothing_is_kept(
+    client: Any, app: web.Application, path: str, data: bytes, message: str
+) -> None:
+    events = b'[{"key":"ok"},{"key":"ok2","data":{"fine":1}},{"key":"bad","data":' + data + b"}]"
+    body = events if path == "/events" else b'{"events":' + events + b"}"
+    response = await client.post(path, data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400, await response.text()
+    error = await response.json()
+    assert message in error["error"]
+    assert (error["index"], error["field"]) == (2, "data")
+    assert spool_count(app) == 0
+
+
+async def test_an_event_field_given_twice_is_refused(client: Any, app: web.Application) -> None:
+    body = b'[{"key":"ok"},{"key":"signup","key":"payment"}]'
+    response = await client.post("/events", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    error = await response.json()
+    assert "'key' twice" in error["error"] and error["index"] == 1
+    assert spool_count(app) == 0
+
+
+async def test_nesting_at_the_limit_is_accepted(client: Any, app: web.Application) -> None:
+    data = b'{"x":' + b"[" * 127 + b"]" * 127 + b"}"
+    response = await client.post("/events", data=b'[{"key":"deep","data":' + data + b"}]", headers={"Content-Type": "application/json"})
+    assert response.status == 200, await response.text()
+
+
+async def test_a_deep_lookup_body_is_a_400(client: Any) -> None:
+    body = b'{"ids":' + b"[" * 50_000 + b"]" * 50_000 + b"}"
+    response = await client.post("/lookup", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    assert "nests deeper" in (await response.json())["error"]
+
+
+def test_every_refused_key_character_class_is_complete() -> None:
+    import re
+    import sys
+    import unicodedata
+
+    from tlytics.events import _REFUSED_KEY_CHARS, REFUSED_KEY_CATEGORIES
+
+    if unicodedata.unidata_version != "14.0.0":
+        pytest.skip(f"the refused list is Unicode 14's; this Python has {unicodedata.unidata_version}")
+    missing = [
+        f"U+{code:04X}" for code in range(sys.maxunicode + 1)
+        if unicodedata.category(chr(code)) in REFUSED_KEY_CATEGORIES and not _REFUSED_KEY_CHARS.match(chr(code))
+    ]
+    wrongly = [
+        f"U+{code:04X}" for code in range(sys.maxunicode + 1)
+        if _REFUSED_KEY_CHARS.match(chr(code)) and unicodedata.category(chr(code)) not in REFUSED_KEY_CATEGORIES
+    ]
+    assert missing == [] and wrongly == []
+    assert re.match(r"\w", "é")  # letters of every script stay allowed

@@ -10,14 +10,26 @@ class TlyticsError(Exception):
     """Root of every error Tlytics raises on purpose."""
 
 
-class InvalidEvent(TlyticsError, ValueError):
+class InvalidRequest(TlyticsError, ValueError):
+    """A request body the endpoint cannot take (bad JSON, wrong shape); `details` say where."""
+
+    def __init__(self, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
+class RequestTooLarge(InvalidRequest):
+    """A request with more events, or an event with more bytes, than the server takes."""
+
+
+class InvalidEvent(InvalidRequest):
     """An event (or the request carrying it) breaks the data model; says where."""
 
     def __init__(self, message: str, *, index: int | None = None, field: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
         self.index = index
         self.field = field
+        super().__init__(message, **self.location())
 
     def location(self) -> dict[str, Any]:
         """Where the problem is: `index` of the event and `field`, where known."""

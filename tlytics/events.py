@@ -1,8 +1,9 @@
-"""Validation and normalization of incoming events, in one pass per event.
+"""Validation and normalization of incoming events, in one pass per event: the reference rules.
 
 An accepted event becomes a compact list `[id_hex, key, timestamp_us, data]`: the server
 assigns a UUIDv7 when `id` is absent and "now" when `timestamp` is absent, so what is spooled
 is final and a replay of the spool inserts exactly the same rows (the unique id dedupes it).
+What JSON inside `data` may hold is `tlytics.jsontext`'s to say.
 """
 
 from __future__ import annotations
@@ -12,15 +13,38 @@ from typing import Any
 
 from tlytics.errors import InvalidEvent
 from tlytics.ids import BLOCK_MAX, uuid7_block, uuid7_int
+from tlytics.jsontext import DEPTH_MAX, JsonProblem, problem
 from tlytics.timefmt import parse_rfc3339_us
 
 KEY_MAX_CHARS = 200
 KNOWN_FIELDS = frozenset({"id", "key", "timestamp", "data"})
+# An event's size, one definition for every path: its canonical `data` text and its key in
+# UTF-8, plus room for the id, the timestamp and the punctuation of its spool entry.
+EVENT_OVERHEAD_BYTES = 64
 
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+def event_size_bytes(key: str, data: bytes) -> int:
+    """The size of an event whose canonical `data` text is `data` (see EVENT_OVERHEAD_BYTES)."""
+    return len(data) + len(key.encode("utf-8", "surrogatepass")) + EVENT_OVERHEAD_BYTES
+
+
+# Refused in keys: control characters (Cc), invisible format characters (Cf: U+200B, U+202E
+# right-to-left override, U+FEFF…), line and paragraph separators (Zl, Zp) and lone
+# surrogates (Cs): each makes two different keys look alike, or a key look like another.
+# Written out (Unicode 14, Python 3.11's) rather than scanned from unicodedata at import,
+# which costs 80 ms in every process that imports the client; a test checks it is complete.
+REFUSED_KEY_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_REFUSED_IN_KEY = (
+    r"\x00-\x1f\x7f-\x9f\xad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2\u180e"
+    r"\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ud800-\udfff\ufeff\ufff9-\ufffb"
+    r"\U000110bd\U000110cd\U00013430-\U00013438\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0001\U000e0020-\U000e007f"
+)
+_REFUSED_KEY_CHARS = re.compile(f"[{_REFUSED_IN_KEY}]")
 # \Z, not $: $ also matches before a trailing newline.
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
-KEY_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*\Z"
+# A key has a visible character and none of the refused ones.
+KEY_PATTERN = f"^(?!\\s*\\Z)[^{_REFUSED_IN_KEY}]*\\Z"
 _UUID = re.compile(UUID_PATTERN)
 
 NormalizedEvent = list[Any]  # [id_hex: str, key: str, timestamp_us: int, data: dict]
@@ -38,16 +62,27 @@ def check_key(key: object, index: int | None = None) -> str:
         raise InvalidEvent(
             f"key is longer than {KEY_MAX_CHARS} characters", index=index, field="key"
         )
-    if _CONTROL_CHARS.search(key):
-        raise InvalidEvent("key must not contain control characters", index=index, field="key")
+    refused = _REFUSED_KEY_CHARS.search(key)
+    if refused:
+        raise InvalidEvent(
+            f"key must not contain control characters, invisible formatting characters or"
+            f" line separators (found U+{ord(refused[0]):04X})",
+            index=index,
+            field="key",
+        )
+    if key.isspace():
+        raise InvalidEvent("key must not be only whitespace", index=index, field="key")
     return key
 
 
 def normalize_event(raw: object, index: int, now_us: int, new_id_hex: str | None = None) -> NormalizedEvent:
     """Validate one decoded JSON event and return its normalized form.
 
-    `new_id_hex` is the id to give the event when it has none (default: a fresh UUIDv7).
+    `raw` comes from `tlytics.jsontext.parse_checked` (or any JSON reader); `new_id_hex` is
+    the id to give the event when it has none (default: a fresh UUIDv7).
     """
+    if isinstance(raw, JsonProblem):  # e.g. the event has a field twice
+        raise InvalidEvent(f"event {raw.message}", index=index)
     if not isinstance(raw, dict):
         raise InvalidEvent("event must be a JSON object", index=index)
     unknown = raw.keys() - KNOWN_FIELDS
@@ -80,10 +115,16 @@ def normalize_event(raw: object, index: int, now_us: int, new_id_hex: str | None
         )
 
     data = raw.get("data")
+    if isinstance(data, JsonProblem):
+        raise InvalidEvent(f"data {data.message}", index=index, field="data")
     if data is None:
         data = {}
     elif not isinstance(data, dict):
         raise InvalidEvent("data must be a JSON object", index=index, field="data")
+    else:
+        data_problem = problem(data, DEPTH_MAX)
+        if data_problem is not None:
+            raise InvalidEvent(f"data {data_problem}", index=index, field="data")
 
     return [id_hex, key, timestamp_us, data]
 

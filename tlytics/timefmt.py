@@ -11,6 +11,10 @@ _RFC3339 = re.compile(
     r"(?:\.(?P<fraction>\d{1,9}))?(?P<offset>[Zz]|[+-]\d{2}:\d{2})\Z"
 )
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+# The instants every reader can hold and print (a 4-digit year in UTC): an accepted timestamp
+# lies between these, inclusive, so it can always be read, formatted and posted back.
+MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
 
 
 def parse_rfc3339_us(text: str) -> int:
@@ -25,7 +29,18 @@ def parse_rfc3339_us(text: str) -> int:
     fraction = (match["fraction"] or "").ljust(6, "0")[:6]
     offset = match["offset"]
     offset = "+00:00" if offset in ("Z", "z") else offset
-    return datetime_to_us(datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}"))
+    micros = datetime_to_us(datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}"))
+    check_in_range_us(micros)
+    return micros
+
+
+def check_in_range_us(micros: int) -> int:
+    """Return `micros` if its UTC instant lies in years 0001-9999, else raise ValueError."""
+    if not MIN_US <= micros <= MAX_US:
+        raise ValueError(
+            "outside the years 0001-9999 in UTC (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)"
+        )
+    return micros
 
 
 def datetime_to_us(moment: datetime) -> int:
@@ -48,7 +63,12 @@ def format_rfc3339_us(micros: int) -> str:
     # Consecutive events mostly share their second: format the date and time once per second.
     cached_second, prefix = _last_second[0]
     if cached_second != second:
-        prefix = (_EPOCH + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%S")
+        moment = _EPOCH + timedelta(seconds=second)
+        # Not strftime: glibc's %Y does not pad years below 1000 to four digits.
+        prefix = (
+            f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
+            f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}"
+        )
         _last_second[0] = (second, prefix)
     if fraction:
         return f"{prefix}.{fraction:06d}".rstrip("0") + "Z"

@@ -1,28 +1,35 @@
-"""The fast path of ingest: decode, validate and normalize a request in one pass, and build
-its spool entry, with msgspec.
+"""A request body in, its spool entry out: the fast path first, the reference rules second.
 
-msgspec checks types, lengths and unknown fields in C while decoding, and keeps each event's
-`data` as the raw JSON bytes it arrived as (`msgspec.Raw`): it is checked to be an object and
-stored as it is, never decoded and re-encoded. Anything this path does not accept returns
-None and the request goes through `tlytics.events`, the reference rules, which then says
-precisely what is wrong and where; so this path may only ever accept a subset of what the
-reference accepts, never more. One deliberate difference: a number inside `data` beyond a
-double's range (say 1e400) is valid JSON and is kept verbatim here, where orjson would refuse it.
+The fast path decodes, validates and normalizes a request in one pass with msgspec, which
+checks types, lengths and unknown fields in C and keeps each event's `data` as the raw JSON
+bytes it arrived as (`msgspec.Raw`), never decoded and re-encoded. It takes only requests it
+can prove valid; anything else goes through the reference rules (`tlytics.events`,
+`tlytics.jsontext`), slower, which either accept it or say precisely what is wrong and where.
+Both build the entry with `encode_spool_entry` from the canonical `data` text, so an event
+gives the same spool bytes whichever path took it (a property test checks this), and both
+measure an event with `tlytics.events.event_size_bytes`.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Raw, Struct
 
-from tlytics.events import KEY_MAX_CHARS, KEY_PATTERN, UUID_PATTERN
+from tlytics.errors import InvalidEvent, InvalidRequest, RequestTooLarge
+from tlytics.events import KEY_MAX_CHARS, KEY_PATTERN, UUID_PATTERN, event_size_bytes, normalize_events
 from tlytics.ids import BLOCK_MAX, uuid7_block, uuid7_int
+from tlytics.jsontext import DEPTH_MAX, at_most_depth, canonical, parse_checked, problem
 from tlytics.timefmt import parse_rfc3339_us
 
 _OPEN_BRACE = 0x7B
 _EMPTY_OBJECT = Raw(b"{}")
+# An event's key takes at most 4 bytes per character: below this, no event can be too large.
+_KEY_MAX_BYTES = 4 * KEY_MAX_CHARS
+
+SpoolRow = tuple[str, str, int, Raw]  # (id as 32 hex digits, key, timestamp µs, canonical data)
 
 
 class _EventIn(Struct, forbid_unknown_fields=True):
@@ -43,37 +50,83 @@ class _EntryOut(Struct, array_like=False):
 
 _array_decoder = msgspec.json.Decoder(list[_EventIn])
 _batch_decoder = msgspec.json.Decoder(_BatchIn)
+_any_decoder = msgspec.json.Decoder()
+_raw_fields_decoder = msgspec.json.Decoder(dict[str, Raw])
+_raw_events_decoder = msgspec.json.Decoder(list[dict[str, Raw]])
 _entry_decoder = msgspec.json.Decoder(_EntryOut)
 _encoder = msgspec.json.Encoder()
 
 
-def _data(raw: Raw) -> Raw | None:
-    view = memoryview(raw)
-    if not view or (len(view) == 4 and view.tobytes() == b"null"):
-        return _EMPTY_OBJECT
-    return raw if view[0] == _OPEN_BRACE else None
+def encode_spool_entry(received_at_us: int, rows: list[SpoolRow]) -> bytes:
+    """The spool entry of one accepted request (the only place it is built)."""
+    return _encoder.encode({"received_at": received_at_us, "events": rows})
 
 
-# Room for an event's other fields, so the size check here is never looser than the reference's.
-_EVENT_OVERHEAD_BYTES = 512
+def decode_spool_entry(value: bytes) -> tuple[int, list[SpoolRow]]:
+    """(received_at µs, [(id_hex, key, timestamp µs, data as raw JSON)]) of one spool entry.
+
+    Raises ValueError for an entry that is not in this shape.
+    """
+    try:
+        entry = _entry_decoder.decode(value)
+    except msgspec.DecodeError as exc:
+        raise ValueError(str(exc)) from exc
+    return entry.received_at, entry.events
+
+
+def spool_entry(
+    body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int
+) -> tuple[bytes, int]:
+    """(spool entry, event count) of a valid request body; raises InvalidRequest (InvalidEvent,
+    RequestTooLarge) saying what is wrong and where."""
+    limits = {"batch": batch, "now_us": now_us, "max_events": max_events, "max_event_bytes": max_event_bytes}
+    accepted = fast_spool_entry(body, **limits)  # type: ignore[arg-type]
+    return accepted if accepted is not None else reference_spool_entry(body, **limits)  # type: ignore[arg-type]
+
+
+def _is_canonical(text: bytes) -> bool:
+    """Whether JSON text is canonical and holds nothing `jsontext` refuses, proven in C: it
+    must decode (no 1e400, no lone surrogate) and encode back to the very same bytes (so no
+    key appears twice, no number or string is spelt in a second way). False means "not
+    proven", not "invalid"."""
+    try:
+        return _encoder.encode(_any_decoder.decode(text)) == text
+    except (msgspec.DecodeError, RecursionError):
+        return False
 
 
 def fast_spool_entry(
     body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int = 1 << 40
 ) -> tuple[bytes, int] | None:
-    """Return (spool entry, event count) for a valid request body, or None to take the slow path."""
+    """Return (spool entry, event count) for a request body proven valid, or None to take the
+    reference path."""
     try:
         # msgspec checks JSON syntax inside a Raw value but not its UTF-8: check it here, or an
         # acknowledged event could hold bytes the store cannot take as text.
         body.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if not _is_canonical(body):
+        # Whitespace is the usual reason (pretty-printed JSON): the whitespace-free text may
+        # still be proven; anything else (1E2, \u00e9, a duplicate key) is for the reference.
+        try:
+            body = canonical(body)
+        except (msgspec.DecodeError, RecursionError):
+            return None
+        if not _is_canonical(body):
+            return None
+    try:
         events = _batch_decoder.decode(body).events if batch else _array_decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError):  # ValidationError is a DecodeError
+    except msgspec.DecodeError:  # ValidationError is a DecodeError
         return None
     count = len(events)
     if count > max_events:
         return None
+    # Containers outside the events' data: the body's array (and batch object), each event.
+    outside_data = count + (2 if batch else 1)
+    check_each_depth = body.count(b"{") + body.count(b"[") - outside_data > DEPTH_MAX
     first_id = uuid7_block(count) if 0 < count <= BLOCK_MAX else None
-    rows: list[tuple[str, str, int, Raw]] = []
+    rows: list[SpoolRow] = []
     for index, event in enumerate(events):
         if event.id is not None:
             id_hex = event.id.replace("-", "").lower()
@@ -89,19 +142,105 @@ def fast_spool_entry(
             except ValueError:
                 return None
         data = _data(event.data)
-        if data is None or len(data) + len(event.key) + _EVENT_OVERHEAD_BYTES > max_event_bytes:
+        if data is None or (check_each_depth and not at_most_depth(data)):
+            return None
+        if len(data) + _KEY_MAX_BYTES + 64 > max_event_bytes and event_size_bytes(event.key, data) > max_event_bytes:
             return None
         rows.append((id_hex, event.key, timestamp_us, data))
-    return _encoder.encode({"received_at": now_us, "events": rows}), count
+    return encode_spool_entry(now_us, rows), count
 
 
-def decode_spool_entry(value: bytes) -> tuple[int, list[tuple[str, str, int, Raw]]]:
-    """(received_at µs, [(id_hex, key, timestamp µs, data as raw JSON)]) of one spool entry.
+def _data(raw: Raw) -> Raw | None:
+    view = memoryview(raw)
+    if not view or (len(view) == 4 and view.tobytes() == b"null"):
+        return _EMPTY_OBJECT
+    return raw if view[0] == _OPEN_BRACE else None
 
-    Raises ValueError for an entry that is not in this shape.
-    """
+
+def reference_spool_entry(
+    body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int
+) -> tuple[bytes, int]:
+    """The reference rules: slower, and they say exactly what is wrong and where."""
+    payload = parse_body(body, batch=batch)
+    if batch:
+        if not isinstance(payload, dict):
+            shape_problem = problem(payload)
+            raise InvalidRequest(f"body {shape_problem}" if shape_problem else 'body must be a JSON object {"events": [...]}')
+        raw_events = payload.get("events")
+        if not isinstance(raw_events, list):
+            raise InvalidRequest('"events" must be a JSON array of events', field="events")
+    else:
+        if not isinstance(payload, list):
+            raise InvalidRequest("body must be a JSON array of events")
+        raw_events = payload
+    if len(raw_events) > max_events:
+        raise RequestTooLarge(
+            f"too many events in one request: {len(raw_events)} (at most {max_events})", limit=max_events
+        )
+    events = normalize_events(raw_events, now_us)
+    # Valid now, so msgspec can split the body into each event's raw `data` text.
+    compact = canonical(body)
+    if batch:
+        compact = bytes(_raw_fields_decoder.decode(compact)["events"])
+    rows: list[SpoolRow] = []
+    for index, (event, fields) in enumerate(zip(events, _raw_events_decoder.decode(compact))):
+        id_hex, key, timestamp_us, _ = event
+        data = _data(fields.get("data", Raw(b"")))
+        assert data is not None  # normalize_events checked it is an object
+        size = event_size_bytes(key, data)
+        if size > max_event_bytes:
+            raise RequestTooLarge(
+                f"event is {size} bytes (its data and key), more than {max_event_bytes}",
+                index=index,
+                limit=max_event_bytes,
+            )
+        rows.append((id_hex, key, timestamp_us, Raw(bytes(data))))
+    return encode_spool_entry(now_us, rows), len(rows)
+
+
+def parse_body(body: bytes, *, batch: bool = False) -> Any:
+    """Parse a request body with `tlytics.jsontext.parse_checked`; raises InvalidRequest with
+    the position of bad syntax, or InvalidEvent naming the event nested too deep."""
     try:
-        entry = _entry_decoder.decode(value)
-    except msgspec.DecodeError as exc:
-        raise ValueError(str(exc)) from exc
-    return entry.received_at, entry.events
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("invalid JSON: the body is not UTF-8 text", position=exc.start) from None
+    try:
+        return parse_checked(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidRequest(f"invalid JSON: {exc.msg}", position=exc.pos) from None
+    except RecursionError:
+        # Deeper than Python's own reader goes, so far past DEPTH_MAX: say which event.
+        index = _first_too_deep_event(body, batch=batch)
+        message = f"data nests deeper than {DEPTH_MAX} levels"
+        if index is None:
+            raise InvalidRequest(f"JSON nests deeper than {DEPTH_MAX} levels") from None
+        raise InvalidEvent(message, index=index, field="data") from None
+
+
+def _first_too_deep_event(body: bytes, *, batch: bool) -> int | None:
+    """Index of the first event nested too deep (events are the elements of the outermost
+    array, or of the array at the second level of a batch object), or None."""
+    event_level = 2 if batch else 1
+    depth = 0
+    index = 0
+    in_string = escaped = False
+    for byte in body:  # a byte loop over pathological input only: never on the usual paths
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in b"[{":
+            depth += 1
+            if depth > DEPTH_MAX + event_level + 1:  # the data's own level is the event's + 1
+                return index
+        elif byte in b"]}":
+            depth -= 1
+        elif byte == 0x2C and depth == event_level:  # a comma between two events
+            index += 1
+    return None

@@ -19,9 +19,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tlytics import __version__
-from tlytics.errors import InvalidEvent, SpoolError, SpoolFull, StoreError
-from tlytics.events import normalize_events
-from tlytics.ingest.codec import fast_spool_entry
+from tlytics.errors import InvalidRequest, RequestTooLarge, SpoolError, SpoolFull, StoreError
+from tlytics.ingest.codec import parse_body, spool_entry
 from tlytics.ingest.query import encode_cursor, read_query
 from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, EVENTS_ACCEPTED, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_response
@@ -53,61 +52,33 @@ async def _read_body(request: web.Request) -> bytes:
 
 def _parse_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"invalid JSON: {exc.msg}", position=exc.pos) from None
+        return parse_body(body)
+    except InvalidRequest as exc:
+        raise _api_error(exc) from None
+
+
+def _api_error(exc: InvalidRequest) -> ApiError:
+    """The answer to a request body the server refuses: 413 when too large, else 400."""
+    return ApiError(413 if isinstance(exc, RequestTooLarge) else 400, exc.message, **exc.details)
 
 
 async def _read_json(request: web.Request) -> Any:
     return _parse_json(await _read_body(request))
 
 
-def _reference_spool_entry(
-    body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int
-) -> tuple[bytes, int]:
-    """The reference rules (tlytics.events): slower, and they say exactly what is wrong."""
-    payload = _parse_json(body)
-    if batch:
-        if not isinstance(payload, dict):
-            raise ApiError(400, 'body must be a JSON object {"events": [...]}')
-        raw_events = payload.get("events")
-        if not isinstance(raw_events, list):
-            raise ApiError(400, '"events" must be a JSON array of events', field="events")
-    else:
-        if not isinstance(payload, list):
-            raise ApiError(400, "body must be a JSON array of events")
-        raw_events = payload
-    if len(raw_events) > max_events:
-        raise ApiError(
-            413,
-            f"too many events in one request: {len(raw_events)} (at most {max_events})",
-            limit=max_events,
-        )
-    try:
-        events = normalize_events(raw_events, now_us)
-    except InvalidEvent as exc:
-        raise ApiError(400, exc.message, **exc.location()) from None
-    for index, raw in enumerate(raw_events):
-        size = len(orjson.dumps(raw))
-        if size > max_event_bytes:
-            raise ApiError(
-                413,
-                f"event is {size} bytes encoded, more than {max_event_bytes}",
-                index=index,
-                limit=max_event_bytes,
-            )
-    return orjson.dumps({"received_at": now_us, "events": events}), len(events)
-
-
 async def _accept(request: web.Request, *, batch: bool) -> web.Response:
     body = await _read_body(request)
     settings = request.app[SETTINGS]
-    limits = {"max_events": settings.max_events_per_request, "max_event_bytes": settings.max_event_bytes}
-    now_us = time.time_ns() // 1000
-    accepted = fast_spool_entry(body, batch=batch, now_us=now_us, **limits)
-    if accepted is None:
-        accepted = _reference_spool_entry(body, batch=batch, now_us=now_us, **limits)
-    entry, count = accepted
+    try:
+        entry, count = spool_entry(
+            body,
+            batch=batch,
+            now_us=time.time_ns() // 1000,
+            max_events=settings.max_events_per_request,
+            max_event_bytes=settings.max_event_bytes,
+        )
+    except InvalidRequest as exc:
+        raise _api_error(exc) from None
     if count:
         try:
             await request.app[COMMITTER].append(entry, count)
