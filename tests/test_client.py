@@ -281,7 +281,31 @@ def test_emit_validates_cheaply_and_rejects_what_could_never_be_stored(tmp_path:
 
     with pytest.raises(InvalidEvent):
         client.emit(Event(key="a", timestamp=datetime(2025, 1, 1)))  # naive
+    for bad in ("a\u202eb", "\u200b", "   "):  # invisible, or nothing to see
+        with pytest.raises(InvalidEvent):
+            client.emit(bad)
     assert client.pending() == 0
+    client.close(0.1)
+
+
+def test_emit_refuses_timestamps_the_server_could_not_print_back(tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    client = Client(fast_config("http://127.0.0.1:9", tmp_path / "s"))
+    minus_12 = timezone(timedelta(hours=-12))
+    plus_1 = timezone(timedelta(hours=1))
+    for bad in (
+        "9999-12-31T23:59:59-12:00",
+        "0001-01-01T00:00:00+01:00",
+        datetime(9999, 12, 31, 23, 0, tzinfo=minus_12),
+        datetime(1, 1, 1, 0, 30, tzinfo=plus_1),
+    ):
+        with pytest.raises(InvalidEvent) as caught:
+            client.emit(Event(key="a", timestamp=bad))
+        assert caught.value.field == "timestamp" and "0001-9999" in caught.value.message
+    for good in ("9999-12-31T23:59:59.999999Z", datetime(1, 1, 1, tzinfo=timezone.utc), "0999-06-01T00:00:00Z"):
+        client.emit(Event(key="a", timestamp=good))
+    assert client.pending() == 3
     client.close(0.1)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import apsw
 import pytest
@@ -59,3 +60,64 @@ def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
     (tmp_path / "dir.db").mkdir()
     with pytest.raises(StoreError):
         SQLiteStore(tmp_path / "dir.db")
+
+
+def _store_as_version_3_left_it(path: Path, rows: list[tuple[bytes, str, int, int, str]]) -> None:
+    """A store written by the version before timestamps were range-checked and data made
+    canonical: schema 3, with whatever rows that version accepted."""
+    from tlytics.store.sqlite import _KEY_STATS_NEW_ROWS, _MIGRATIONS, _ROLL_UP_NEW_ROWS
+
+    connection = apsw.Connection(str(path))
+    with connection:
+        for number, script in enumerate(_MIGRATIONS[:3], start=1):
+            assert isinstance(script, str)
+            connection.execute(script)
+            connection.pragma("user_version", number)
+        connection.executemany("INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?)", rows)
+        connection.execute("UPDATE counters SET value = ? WHERE name = 'events'", (len(rows),))
+        connection.execute(_ROLL_UP_NEW_ROWS, (0,))
+        connection.execute(_KEY_STATS_NEW_ROWS, (0,))
+    connection.close()
+
+
+async def test_a_store_holding_unreadable_rows_is_repaired_and_every_read_answers(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    import orjson
+
+    from tlytics.ingest import Settings, create_app
+
+    year_10000 = 253_402_300_800_000_000 + 3_600_000_000  # what 9999-12-31T23:59:59-12:00 became
+    year_999 = -30_628_713_600_000_000
+    ok = 1_735_689_600_000_000  # 2025-01-01
+    path = tmp_path / "analytics.db"
+    _store_as_version_3_left_it(path, [
+        (uuid.UUID(int=1).bytes, "late", year_10000, ok, '{"a": 1}'),
+        (uuid.UUID(int=2).bytes, "late", ok, ok, '{\n  "pretty": [1, 2],\n  "s": "two  spaces"\n}'),
+        (uuid.UUID(int=3).bytes, "old", year_999, ok, "{}"),
+        (uuid.UUID(int=4).bytes, "early", -62_135_596_800_000_001, ok, "{}"),
+    ])
+    client = await aiohttp_client(create_app(Settings(db_path=path, flush_period_s=3600.0, writer_process=False)))
+    for endpoint in ("/view", "/keys", "/export?format=ndjson", "/export?format=csv",
+                     "/stats?interval=month&since=0001-01-01T00:00:00Z&until=0003-01-01T00:00:00Z"):
+        response = await client.get(endpoint)
+        assert response.status == 200, (endpoint, await response.text())
+    view = await (await client.get("/view")).json()
+    assert view["total"] == 2
+    assert [(e["key"], e["timestamp"], e["data"]) for e in view["events"]] == [
+        ("late", "2025-01-01T00:00:00Z", {"pretty": [1, 2], "s": "two  spaces"}),
+        ("old", "0999-06-01T00:00:00Z", {}),
+    ]
+    export = await (await client.get("/export?format=ndjson")).read()
+    lines = export.splitlines()
+    assert len(lines) == 2 and b'"data":{"pretty":[1,2],"s":"two  spaces"}' in export
+    keys = {k["key"]: k for k in (await (await client.get("/keys")).json())["keys"]}
+    assert keys["late"]["count"] == 1 and keys["late"]["last_seen"] == "2025-01-01T00:00:00Z"
+    assert "early" not in keys
+    for line in lines:  # what the server gives out, it takes back
+        event = orjson.loads(line)
+        del event["received_at"]
+        assert (await client.post("/events", json=[event])).status == 200
+    connection = apsw.Connection(str(path))
+    kept = connection.execute("SELECT key, ts FROM unreadable_events ORDER BY seq").fetchall()
+    assert kept == [("late", year_10000), ("early", -62_135_596_800_000_001)]

@@ -33,7 +33,7 @@ from tlytics.errors import DeliveryError, InvalidEvent, SpoolFull, TlyticsError
 from tlytics.events import check_key
 from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
-from tlytics.timefmt import datetime_to_us, format_rfc3339_us, parse_rfc3339_us
+from tlytics.timefmt import check_in_range_us, datetime_to_us, format_rfc3339_us, parse_rfc3339_us
 
 log = structlog.get_logger("tlytics.client")
 
@@ -166,13 +166,16 @@ class Client:
 
     @staticmethod
     def _checked_timestamp(timestamp: datetime | str) -> str:
-        if isinstance(timestamp, datetime):
-            if timestamp.tzinfo is None:
-                raise InvalidEvent("timestamp must be timezone-aware", field="timestamp")
-            return format_rfc3339_us(datetime_to_us(timestamp))
+        # The server's rules, here: an event it would refuse must not wait in the spool.
         try:
+            if isinstance(timestamp, datetime):
+                if timestamp.tzinfo is None:
+                    raise InvalidEvent("timestamp must be timezone-aware", field="timestamp")
+                return format_rfc3339_us(check_in_range_us(datetime_to_us(timestamp)))
             parse_rfc3339_us(timestamp)
         except ValueError as exc:
+            if isinstance(exc, InvalidEvent):
+                raise
             raise InvalidEvent(f"timestamp is {exc}", field="timestamp") from None
         return timestamp
 

@@ -18,11 +18,39 @@ import apsw
 import apsw.bestpractice
 
 from tlytics.errors import StoreError
+from tlytics.jsontext import canonical
+from tlytics.timefmt import MAX_US, MIN_US
 from tlytics.store.base import EventFilter, Page, Position, StoredEvent, StoreRow
 
 Synchronous = Literal["normal", "full"]
+BUCKET_US = 900_000_000  # 15 minutes: the rollups' bucket
 
-_MIGRATIONS: list[str] = [
+def _canonicalize_stored_data(connection: apsw.Connection) -> None:
+    """Migration 5: store `data` in its canonical text (no whitespace between tokens), as
+    every version from this one does; earlier ones kept it as sent, so a pretty-printed
+    body was exported across several NDJSON lines. Tokens themselves are not touched."""
+    query = (
+        "SELECT seq, data FROM events WHERE seq > ? AND (instr(data, ' ') OR instr(data, char(10))"
+        " OR instr(data, char(13)) OR instr(data, char(9))) ORDER BY seq LIMIT 1000"
+    )
+    last_seq = -1
+    while True:
+        rows = connection.execute(query, (last_seq,)).fetchall()
+        if not rows:
+            return
+        updates = []
+        for seq, data in rows:
+            try:
+                compact = canonical(cast(str, data).encode()).decode()
+            except (ValueError, RecursionError):
+                continue  # not JSON this version can read: left as it is
+            if compact != data:
+                updates.append((compact, seq))
+        connection.executemany("UPDATE events SET data = ? WHERE seq = ?", updates)
+        last_seq = cast(int, rows[-1][0])
+
+
+_MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [
     # 1: events, keyed by an internal rowid (rows carry JSON, too big for WITHOUT ROWID),
     # unique on the client's id, and indexed for "newest first" paging.
     """
@@ -55,8 +83,28 @@ _MIGRATIONS: list[str] = [
     INSERT INTO key_stats (key, count, first_ts, last_ts)
         SELECT key, count(*), min(ts), max(ts) FROM events GROUP BY key;
     """,
+    # 4: events whose timestamp lies outside the years 0001-9999 (UTC), which earlier versions
+    # accepted and no reader can format, move out of the way (kept for a person to look at),
+    # and the rollups and the counter forget them, so every read answers again.
+    f"""
+    CREATE TABLE unreadable_events (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, key TEXT NOT NULL,
+        ts INTEGER NOT NULL, received_at INTEGER NOT NULL, data TEXT NOT NULL, reason TEXT NOT NULL);
+    INSERT INTO unreadable_events (seq, id, key, ts, received_at, data, reason)
+        SELECT seq, id, key, ts, received_at, data, 'timestamp outside the years 0001-9999' FROM events
+        WHERE ts < {MIN_US} OR ts > {MAX_US};
+    DELETE FROM events WHERE ts < {MIN_US} OR ts > {MAX_US};
+    UPDATE counters SET value = value - (SELECT count(*) FROM unreadable_events) WHERE name = 'events';
+    UPDATE key_stats SET count = count - (SELECT count(*) FROM unreadable_events u WHERE u.key = key_stats.key)
+        WHERE key IN (SELECT key FROM unreadable_events);
+    UPDATE key_stats SET
+        first_ts = coalesce((SELECT min(ts) FROM events e WHERE e.key = key_stats.key), max(first_ts, {MIN_US})),
+        last_ts = coalesce((SELECT max(ts) FROM events e WHERE e.key = key_stats.key), min(last_ts, {MAX_US}))
+        WHERE first_ts < {MIN_US} OR last_ts > {MAX_US} OR first_ts > {MAX_US} OR last_ts < {MIN_US};
+    DELETE FROM rollup_15m WHERE bucket < {MIN_US // BUCKET_US} OR bucket > {MAX_US // BUCKET_US};
+    """,
+    # 5: data in its canonical text.
+    _canonicalize_stored_data,
 ]
-BUCKET_US = 900_000_000  # 15 minutes
 # Floor division for negative timestamps too (SQLite's / truncates toward zero).
 _BUCKET_SQL = "(ts / 900000000 - (ts < 0 AND ts % 900000000 != 0))"
 _ROLL_UP_NEW_ROWS = (
@@ -175,8 +223,11 @@ class SQLiteStore:
                     f"{self.path} has schema version {version}, newer than this Tlytics"
                     f" ({SCHEMA_VERSION}); upgrade Tlytics"
                 )
-            for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
-                self._writer.execute(script)
+            for number, migration in enumerate(_MIGRATIONS[version:], start=version + 1):
+                if isinstance(migration, str):
+                    self._writer.execute(migration)
+                else:
+                    migration(self._writer)
                 self._writer.pragma("user_version", number)
 
     @property
