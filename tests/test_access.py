@@ -1,6 +1,6 @@
 """Access control is deny by default: the test walks every route the router serves, with every
 method (HEAD and OPTIONS included), with no key, a wrong key, the write key and the read key;
-percent-encoded paths; a route added without a level."""
+percent-encoded paths; a route added without a level; and the security headers on answers."""
 
 from __future__ import annotations
 
@@ -254,3 +254,23 @@ async def test_rejected_ingest_is_counted_by_the_route_level(keyed: tuple[Any, w
     figures = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line and not line.startswith("#")}
     assert figures['tlytics_requests_rejected_total{reason="unauthorized"}'] == 1
 
+
+async def test_every_answer_carries_the_security_headers(keyed: tuple[Any, web.Application]) -> None:
+    client, app = keyed
+    answers = [await client.request(route.method, sample_path(route)) for route in app.router.routes()]
+    answers += [
+        await client.get("/no-such-endpoint"),
+        await client.put("/view"),
+        await client.options("/"),
+        await client.get("/static/no-such-file.js"),
+        await client.post("/events", data=b"[", headers={**CREDENTIALS["the write key"], "Content-Type": "application/json"}),
+    ]
+    for response in answers:
+        where = f"{response.method} {response.url.path} {response.status}"
+        assert response.headers["X-Content-Type-Options"] == "nosniff", where
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], where
+        assert response.headers["X-Frame-Options"] == "DENY", where
+    dashboard = await client.get("/")
+    policy = dict(part.strip().partition(" ")[::2] for part in dashboard.headers["Content-Security-Policy"].split(";"))
+    assert policy["script-src"] == "'self'"  # no inline script, no eval
+    assert "'unsafe-inline'" not in dashboard.headers["Content-Security-Policy"]
