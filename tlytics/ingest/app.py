@@ -126,7 +126,8 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 async def _instance_lock_ctx(app: web.Application) -> AsyncIterator[None]:
-    lock = InstanceLock(app[SETTINGS].db_path)
+    settings = app[SETTINGS]
+    lock = InstanceLock(settings.db_path, settings.resolved_spool_dir)
     lock.acquire()
     yield
     lock.release()
