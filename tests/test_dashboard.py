@@ -1,11 +1,12 @@
 """The dashboard in a real headless browser (Debian's chromium + chromedriver, driven by
 selenium): it loads, draws the chart from real data, fills its tables, logs no console
-error. The screenshot is kept in test-artifacts/dashboard.png."""
+error, and runs under its Content-Security-Policy without a single violation. The screenshot is kept in test-artifacts/dashboard.png."""
 
 from __future__ import annotations
 
 import shutil
 import time
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,15 @@ from typing import Any
 import pytest
 
 from tests.conftest import http_json
+
+# Registered before any script of the page runs (through the DevTools protocol, which the
+# page's CSP does not govern): every CSP violation the page causes is recorded.
+RECORD_CSP_VIOLATIONS = """
+window.cspViolations = [];
+document.addEventListener("securitypolicyviolation", (event) => {
+  window.cspViolations.push(event.violatedDirective + " " + (event.blockedURI || "inline") + " " + event.sourceFile + ":" + event.lineNumber);
+});
+"""
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
@@ -38,6 +48,12 @@ def test_dashboard_loads_and_draws_real_data(server_factory: Any) -> None:
     ]
     assert http_json("POST", server.url + "/events", events)[0] == 200
     server.wait_drained()
+    with urllib.request.urlopen(server.url + "/", timeout=10) as page:
+        policy = page.headers["Content-Security-Policy"]
+        assert page.headers["X-Frame-Options"] == "DENY"
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -49,6 +65,7 @@ def test_dashboard_loads_and_draws_real_data(server_factory: Any) -> None:
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
         driver.set_page_load_timeout(30)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": RECORD_CSP_VIOLATIONS})
         driver.get(server.url + "/")
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and driver.execute_script("return document.body.dataset.loaded") != "true":
@@ -64,6 +81,7 @@ def test_dashboard_loads_and_draws_real_data(server_factory: Any) -> None:
         assert len(driver.find_elements("css selector", "#breakdown tbody tr")) == 4
         ARTIFACTS.mkdir(exist_ok=True)
         driver.save_screenshot(str(ARTIFACTS / "dashboard.png"))
+        assert driver.execute_script("return window.cspViolations") == []
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
         assert not errors, errors
     finally:

@@ -1,5 +1,5 @@
 """Fault injection against real server processes: repeated SIGKILL under load, a full disk,
-a corrupted spool entry, a second server on the same store, and idle connections."""
+a corrupted spool entry, a second server on the same store or spool, and idle connections."""
 
 from __future__ import annotations
 
@@ -112,6 +112,55 @@ def test_second_server_on_the_same_store_is_refused(server_factory: Any, tmp_pat
     assert str(first.process.pid) in second.stderr  # type: ignore[union-attr]
     status, _ = http_json("GET", first.url + "/health")
     assert status == 200
+
+
+def test_second_server_on_the_same_spool_with_another_store_is_refused(server_factory: Any, tmp_path: Path) -> None:
+    # The first server drains slowly, so its acknowledged events wait in the spool: a second
+    # server on that spool (its own store, a fast flush) would move them into its own store.
+    spool = tmp_path / "shared.spool"
+    first = server_factory(tmp_path / "first.db", flush="3s", extra_args=["--spool", str(spool)]).start()
+    acknowledged: list[str] = []
+    for _ in range(10):
+        ids = [str(uuid.uuid4()) for _ in range(50)]
+        status, _ = http_json("POST", first.url + "/events", [{"id": i, "key": "first"} for i in ids])
+        assert status == 200
+        acknowledged.extend(ids)
+    second = subprocess.Popen(
+        [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", "0",
+         "--db", str(tmp_path / "second.db"), "--spool", str(spool), "--flush", "20ms"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _, stderr = second.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        second.kill()
+        second.communicate(timeout=10)
+        raise AssertionError("a second server started on a spool that another server holds") from None
+    assert second.returncode == 1
+    assert f"the spool {spool} is in use by another Tlytics server" in stderr
+    assert f"pid {first.process.pid}" in stderr  # type: ignore[union-attr]
+    first.wait_drained(timeout_s=60)
+    assert sorted(first.stored_ids()) == sorted(acknowledged)
+
+
+def test_a_refused_spool_leaves_the_store_free(tmp_path: Path) -> None:
+    from tlytics.errors import SpoolError
+    from tlytics.ingest.instance_lock import InstanceLock
+
+    holder = InstanceLock(tmp_path / "a.db", tmp_path / "shared.spool")
+    holder.acquire()
+    try:
+        with pytest.raises(SpoolError, match=f"pid {os.getpid()}"):
+            InstanceLock(tmp_path / "b.db", tmp_path / "shared.spool").acquire()
+        # The failed attempt released the store it had locked first: b.db is free.
+        other = InstanceLock(tmp_path / "b.db", tmp_path / "b.spool")
+        other.acquire()
+        other.release()
+    finally:
+        holder.release()
+    again = InstanceLock(tmp_path / "b.db", tmp_path / "shared.spool")
+    again.acquire()  # released locks are free again, for a restart
+    again.release()
 
 
 def test_idle_and_slow_connections_do_not_stop_other_clients(server_factory: Any) -> None:

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from tlytics.ingest import handlers, stats
 from tlytics.ingest.instance_lock import InstanceLock
-from tlytics.ingest.auth import ENDPOINT_ACCESS, require_access
+from tlytics.ingest.auth import ROUTE_ACCESS, Access, RouteAccess, request_access, require_access
 from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, IngestCounters, EVENTS_ACCEPTED, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.responses import ApiError, json_error
@@ -56,7 +56,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     metrics.request_seconds.labels(request.method, route, str(response.status)).observe(
         time.perf_counter() - started
     )
-    if response.status >= 400 and ENDPOINT_ACCESS.get((request.method, request.path)) == "write":
+    if response.status >= 400 and request_access(request) == "write":
         metrics.rejected(response.status)
     log.info(
         "request",
@@ -80,24 +80,54 @@ def create_app(settings: Settings) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.extend([_instance_lock_ctx, _spool_ctx, _store_ctx, _writer_ctx, _committer_ctx])
     app.on_startup.append(_warn_if_open)
-    app.router.add_post("/events", handlers.post_events)
-    app.router.add_delete("/events", handlers.erase_events)
-    app.router.add_post("/batch", handlers.post_batch)
-    app.router.add_get("/health", handlers.health)
-    app.router.add_get("/view", handlers.view)
-    app.router.add_get("/export", handlers.export)
-    app.router.add_get("/stats", stats.stats)
-    app.router.add_get("/keys", stats.keys)
-    app.router.add_get("/", handlers.dashboard)
-    app.router.add_static("/static", handlers.STATIC_DIR, name="static")
-    app.router.add_post("/lookup", handlers.lookup)
-    app.router.add_get("/metrics", handlers.metrics)
-    app.router.add_get("/openapi.json", handlers.openapi)
+    app.on_response_prepare.append(_security_headers)
+    route_access = RouteAccess()
+    app[ROUTE_ACCESS] = route_access
+
+    def add(method: str, path: str, handler: Handler, *, access: Access) -> None:
+        # HEAD answers what GET answers (status, headers, Content-Length), so it is added
+        # here, with the same level, instead of implicitly by aiohttp.
+        for each_method in ("GET", "HEAD") if method == "GET" else (method,):
+            route_access.declare(app.router.add_route(each_method, path, handler), access)
+
+    add("POST", "/events", handlers.post_events, access="write")
+    add("DELETE", "/events", handlers.erase_events, access="read")  # erasure: scopes come later
+    add("POST", "/batch", handlers.post_batch, access="write")
+    add("GET", "/health", handlers.health, access="open")
+    add("GET", "/view", handlers.view, access="read")
+    add("GET", "/export", handlers.export, access="read")
+    add("GET", "/stats", stats.stats, access="read")
+    add("GET", "/keys", stats.keys, access="read")
+    add("GET", "/", handlers.dashboard, access="open")
+    for static_route in app.router.add_static("/static", handlers.STATIC_DIR, name="static"):
+        route_access.declare(static_route, "open")  # the dashboard's own files, no data
+    add("POST", "/lookup", handlers.lookup, access="read")
+    add("GET", "/metrics", handlers.metrics, access="read")
+    add("GET", "/openapi.json", handlers.openapi, access="open")
     return app
 
 
+# On every answer, static files and errors included. The policy is the dashboard's: its
+# scripts and styles are files of its own (no inline script or style), it fetches only this
+# server, and no other site may frame it (clickjacking with a pasted read key). JSON answers
+# get it too, which costs nothing and covers any HTML served under /static.
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
+        " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers.update(SECURITY_HEADERS)
+
+
 async def _instance_lock_ctx(app: web.Application) -> AsyncIterator[None]:
-    lock = InstanceLock(app[SETTINGS].db_path)
+    settings = app[SETTINGS]
+    lock = InstanceLock(settings.db_path, settings.resolved_spool_dir)
     lock.acquire()
     yield
     lock.release()

@@ -1,42 +1,70 @@
-"""One server per store: an exclusive lock on `<db>.lock`, held for the server's lifetime.
+"""One server per store and per spool: exclusive locks on `<db>.lock` and `<spool>/.lock`,
+held for the server's lifetime.
 
-Two servers on one database and spool would each run a writer and each answer for the same
-spool; the second one is refused with a clear message instead. The operating system drops
-the lock when the holder dies, even by SIGKILL, so a restart never finds a stale lock.
+Two servers on one database would each run a writer; two servers on one spool (even with
+different databases) would each drain the other's acknowledged events into their own store.
+The second one is refused with a clear message naming the resource and the holder's pid
+instead. The operating system drops the locks when the holder dies, even by SIGKILL, so a
+restart never finds a stale lock.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from tlytics.errors import StoreError
+from tlytics.errors import SpoolError, StoreError, TlyticsError
+
+
+@dataclass(frozen=True)
+class _Resource:
+    name: str  # what the message calls it
+    path: Path
+    lock_path: Path
+    flag: str  # the option that gives this server another one
+    error: type[TlyticsError]
 
 
 class InstanceLock:
-    def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
-        self._fd: int | None = None
+    def __init__(self, db_path: Path, spool_dir: Path) -> None:
+        self._resources = (
+            _Resource("store", db_path, db_path.with_name(db_path.name + ".lock"), "--db", StoreError),
+            # Inside the spool directory, so the lock follows the directory however it is named
+            # (a relative path, a symlink) and whichever database it is paired with.
+            _Resource("spool", spool_dir, spool_dir / ".lock", "--spool", SpoolError),
+        )
+        self._fds: list[int] = []
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        """Lock the store, then the spool; raise StoreError or SpoolError if either is held."""
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise StoreError(
-                f"{self.path.with_suffix('')} is in use by another Tlytics server (pid {holder});"
-                " stop it first, or give this one another --db"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
-        self._fd = fd
+            for resource in self._resources:
+                self._fds.append(_lock(resource))
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        for fd in reversed(self._fds):
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._fds.clear()
+
+
+def _lock(resource: _Resource) -> int:
+    resource.lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(resource.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise resource.error(
+            f"the {resource.name} {resource.path} is in use by another Tlytics server (pid {holder});"
+            f" stop it first, or give this one another {resource.flag}"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, str(os.getpid()).encode())
+    return fd

@@ -1,0 +1,276 @@
+"""Access control is deny by default: the test walks every route the router serves, with every
+method (HEAD and OPTIONS included), with no key, a wrong key, the write key and the read key;
+percent-encoded paths; a route added without a level; and the security headers on answers."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from structlog.testing import capture_logs
+
+from tests.conftest import app_flush, spool_count
+from tlytics.ingest import Settings, create_app
+from tlytics.ingest.auth import ROUTE_ACCESS
+
+WRITE_KEY = "w" * 24
+READ_KEY = "r" * 24
+WRONG_KEY = "x" * 24
+CREDENTIALS: dict[str, dict[str, str]] = {
+    "no key": {},
+    "a wrong key": {"Authorization": f"Bearer {WRONG_KEY}"},
+    "the write key": {"Authorization": f"Bearer {WRITE_KEY}"},
+    "the read key": {"Authorization": f"Bearer {READ_KEY}"},
+}
+# Which credentials each level lets through.
+ALLOWED = {
+    "open": set(CREDENTIALS),
+    "write": {"the write key"},
+    "read": {"the read key"},
+}
+# The level the product promises for each (method, route); HEAD always has its GET's level.
+PROMISED = {
+    ("POST", "/events"): "write",
+    ("POST", "/batch"): "write",
+    ("GET", "/view"): "read",
+    ("GET", "/export"): "read",
+    ("GET", "/stats"): "read",
+    ("GET", "/keys"): "read",
+    ("POST", "/lookup"): "read",
+    ("GET", "/metrics"): "read",
+    ("DELETE", "/events"): "read",
+    ("GET", "/health"): "open",
+    ("GET", "/"): "open",
+    ("GET", "/openapi.json"): "open",
+    ("GET", "/static"): "open",
+}
+
+
+@pytest.fixture
+async def keyed(aiohttp_client: Any, tmp_path: Path) -> tuple[Any, web.Application]:
+    app = create_app(
+        Settings(
+            db_path=tmp_path / "a.db",
+            flush_period_s=3600.0,
+            writer_process=False,
+            write_keys=(WRITE_KEY,),
+            read_keys=(READ_KEY,),
+        )
+    )
+    return await aiohttp_client(app), app
+
+
+def undeclared_routes(app: web.Application) -> list[str]:
+    """Every route the router serves that declared no access level."""
+    levels = app[ROUTE_ACCESS]
+    return [
+        f"{route.method} {route.resource.canonical if route.resource else '?'}"
+        for route in app.router.routes()
+        if levels.level(route) is None
+    ]
+
+
+def sample_path(route: web.AbstractRoute) -> str:
+    """A path that reaches `route`."""
+    assert route.resource is not None
+    if isinstance(route.resource, web.StaticResource):
+        return route.resource.canonical + "/dashboard.js"
+    info = route.resource.get_info()
+    assert "path" in info, f"add a sample path for {route.resource!r} to this test"
+    return str(info["path"])
+
+
+async def raw_request(port: int, method: str, target: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    """Send `target` byte for byte (no client-side normalization); return status, headers, body."""
+    lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), timeout=10)
+    try:
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        answer = await asyncio.wait_for(reader.read(), timeout=30)  # until the server closes
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    parsed = {}
+    for line in header_lines:
+        name, _, value = line.partition(":")
+        parsed[name.strip().lower()] = value.strip()
+    return int(status_line.split(" ")[1]), parsed, body
+
+
+async def test_every_route_declares_an_access_level(keyed: tuple[Any, web.Application]) -> None:
+    _, app = keyed
+    assert undeclared_routes(app) == []
+    declared = {}
+    for route in app.router.routes():
+        assert route.resource is not None
+        declared[(route.method, route.resource.canonical)] = app[ROUTE_ACCESS].level(route)
+    for (method, path), level in PROMISED.items():
+        assert declared.get((method, path)) == level, (method, path)
+        if method == "GET":
+            assert declared.get(("HEAD", path)) == level, ("HEAD", path)
+
+
+async def test_every_route_and_method_with_every_key(keyed: tuple[Any, web.Application]) -> None:
+    client, app = keyed
+    checked = 0
+    for route in app.router.routes():
+        level = app[ROUTE_ACCESS].level(route)
+        assert level is not None, f"{route.method} {sample_path(route)} has no access level"
+        for name, headers in CREDENTIALS.items():
+            response = await client.request(
+                route.method, sample_path(route), data=b"[]",
+                headers={**headers, "Content-Type": "application/json"},
+            )
+            what = f"{route.method} {sample_path(route)} with {name} ({level})"
+            assert response.status < 500, what
+            if name in ALLOWED[level]:
+                assert response.status not in (401, 403), what
+            else:
+                assert response.status == 401, what
+                assert response.headers["WWW-Authenticate"].startswith("Bearer"), what
+                if route.method != "HEAD":
+                    assert f"needs a {level} key" in (await response.json())["error"], what
+            checked += 1
+    assert checked >= 4 * 20  # GET and HEAD of every read route, and the rest
+
+
+async def test_options_answers_nothing_on_any_path(keyed: tuple[Any, web.Application]) -> None:
+    client, app = keyed
+    for route in app.router.routes():
+        for headers in CREDENTIALS.values():
+            response = await client.options(sample_path(route), headers=headers)
+            assert response.status == 405, sample_path(route)
+            assert set(await response.json()) == {"error"}
+    assert (await client.options("/no-such-path")).status == 404
+
+
+async def test_head_without_a_read_key_reveals_nothing(keyed: tuple[Any, web.Application]) -> None:
+    client, app = keyed
+    write = CREDENTIALS["the write key"]
+    stored = [{"key": "signup", "data": {"email": "alice@example.com", "pad": "x" * 500}}]
+    assert (await client.post("/events", json=stored, headers=write)).status == 200
+    await app_flush(app)
+    for path in ("/view", "/export", "/keys", "/stats", "/metrics"):
+        unauthorized = await client.get(path + "?where=data.email:nobody@example.com")
+        assert unauthorized.status == 401
+        lengths = set()
+        for email in ("alice@example.com", "nobody@example.com"):
+            for headers in (CREDENTIALS["no key"], CREDENTIALS["a wrong key"], write):
+                head = await client.head(f"{path}?where=data.email:{email}", headers=headers)
+                assert head.status == 401, (path, email)
+                assert await head.read() == b""
+                lengths.add(head.headers["Content-Length"])
+        # HEAD is the 401 answer, whether alice exists or not.
+        assert lengths == {unauthorized.headers["Content-Length"]}, path
+    head = await client.head("/view?where=data.email:alice@example.com", headers=CREDENTIALS["the read key"])
+    assert head.status == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "target"),
+    [
+        ("GET", "/%76iew"),
+        ("HEAD", "/%76iew"),
+        ("GET", "/%76%69%65%77?page_size=1000"),
+        ("GET", "/%65xport?format=ndjson"),
+        ("GET", "/%6Beys"),
+        ("HEAD", "/%73tats"),
+        ("GET", "/%6detrics"),
+        ("GET", "/view/"),
+        ("GET", "/VIEW"),
+        ("GET", "//view"),
+        ("GET", "/./view"),
+        ("GET", "/static/../view"),
+        ("GET", "/static/%2e%2e/view"),
+        ("GET", "http://127.0.0.1/view"),
+    ],
+)
+async def test_encoded_and_odd_paths_are_refused_without_a_key(
+    keyed: tuple[Any, web.Application], method: str, target: str
+) -> None:
+    client, _ = keyed
+    status, headers, body = await raw_request(client.port, method, target)
+    assert status in (401, 404), (target, status, body)
+    assert headers["content-type"].startswith("application/json")
+    status, _, _ = await raw_request(client.port, method, target, CREDENTIALS["the write key"])
+    assert status in (401, 404), target
+
+
+async def test_write_routes_refuse_encoded_paths_without_the_write_key(keyed: tuple[Any, web.Application]) -> None:
+    client, app = keyed
+    for target in ("/%65vents", "/b%61tch"):
+        status, _, body = await raw_request(client.port, "POST", target, CREDENTIALS["the read key"])
+        assert status == 401, (target, body)
+    assert spool_count(app) == 0
+
+
+async def test_a_route_without_a_level_is_refused_for_every_method(aiohttp_client: Any, tmp_path: Path) -> None:
+    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False))
+    calls = []
+
+    async def forgotten(request: web.Request) -> web.Response:
+        calls.append(request.method)
+        return web.json_response({"secret": 42})
+
+    app.router.add_get("/forgotten", forgotten)  # no access=: a programming error
+    app.router.add_post("/forgotten", forgotten)
+    assert sorted(undeclared_routes(app)) == ["GET /forgotten", "HEAD /forgotten", "POST /forgotten"]
+    client = await aiohttp_client(app)
+    with capture_logs() as logs:
+        for method in ("GET", "HEAD", "POST"):
+            response = await client.request(method, "/forgotten")
+            assert response.status == 403, method
+            if method != "HEAD":
+                assert "no declared access level" in (await response.json())["error"]
+    assert calls == []
+    assert [log["route"] for log in logs if log["event"] == "route_without_access_level"] == [
+        "GET /forgotten", "HEAD /forgotten", "POST /forgotten"
+    ]
+
+
+async def test_unmatched_requests_keep_their_json_404_and_405(keyed: tuple[Any, web.Application]) -> None:
+    client, _ = keyed
+    missing = await client.get("/no-such-endpoint")
+    assert missing.status == 404
+    assert "no such endpoint" in (await missing.json())["error"]
+    wrong_method = await client.put("/view")
+    assert wrong_method.status == 405
+    assert set(wrong_method.headers["Allow"].split(",")) == {"GET", "HEAD"}
+    assert "not allowed" in (await wrong_method.json())["error"]
+
+
+async def test_rejected_ingest_is_counted_by_the_route_level(keyed: tuple[Any, web.Application]) -> None:
+    client, _ = keyed
+    read = CREDENTIALS["the read key"]
+    await client.post("/events", json=[{"key": "a"}])  # write route, no key: a rejected ingest
+    await client.get("/view")  # read route, no key: not an ingest
+    await client.head("/keys")
+    metrics = await (await client.get("/metrics", headers=read)).text()
+    figures = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line and not line.startswith("#")}
+    assert figures['tlytics_requests_rejected_total{reason="unauthorized"}'] == 1
+
+
+async def test_every_answer_carries_the_security_headers(keyed: tuple[Any, web.Application]) -> None:
+    client, app = keyed
+    answers = [await client.request(route.method, sample_path(route)) for route in app.router.routes()]
+    answers += [
+        await client.get("/no-such-endpoint"),
+        await client.put("/view"),
+        await client.options("/"),
+        await client.get("/static/no-such-file.js"),
+        await client.post("/events", data=b"[", headers={**CREDENTIALS["the write key"], "Content-Type": "application/json"}),
+    ]
+    for response in answers:
+        where = f"{response.method} {response.url.path} {response.status}"
+        assert response.headers["X-Content-Type-Options"] == "nosniff", where
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"], where
+        assert response.headers["X-Frame-Options"] == "DENY", where
+    dashboard = await client.get("/")
+    policy = dict(part.strip().partition(" ")[::2] for part in dashboard.headers["Content-Security-Policy"].split(";"))
+    assert policy["script-src"] == "'self'"  # no inline script, no eval
+    assert "'unsafe-inline'" not in dashboard.headers["Content-Security-Policy"]
