@@ -74,7 +74,7 @@ def test_fast_path_accepts_a_subset_of_the_reference_and_spools_the_same(body: b
 
 
 def test_fast_path_handles_what_clients_send() -> None:
-    events = [{"key": "page_view", "id": ID, "data": {"user": "u1", "n": 3, "f": 2.5, "s": "é 漢字", "l": [1, None]}}]
+    events = [{"key": "café ☕ 漢字", "id": ID, "data": {"user": "u1", "n": 3, "f": 2.5, "s": "é 漢字", "l": [1, None]}}]
     compact = orjson.dumps(events)
     pretty = json.dumps(events, ensure_ascii=False, indent=2).encode()  # whitespace only
     spaced = json.dumps(events, ensure_ascii=False).encode()  # Python's ", " and ": "

@@ -43,8 +43,6 @@ _REFUSED_IN_KEY = (
 _REFUSED_KEY_CHARS = re.compile(f"[{_REFUSED_IN_KEY}]")
 # \Z, not $: $ also matches before a trailing newline.
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
-# A key has a visible character and none of the refused ones.
-KEY_PATTERN = f"^(?!\\s*\\Z)[^{_REFUSED_IN_KEY}]*\\Z"
 _UUID = re.compile(UUID_PATTERN)
 
 NormalizedEvent = list[Any]  # [id_hex: str, key: str, timestamp_us: int, data: dict]

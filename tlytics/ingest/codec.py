@@ -19,7 +19,7 @@ import msgspec
 from msgspec import Meta, Raw, Struct
 
 from tlytics.errors import InvalidEvent, InvalidRequest, RequestTooLarge
-from tlytics.events import KEY_MAX_CHARS, KEY_PATTERN, UUID_PATTERN, event_size_bytes, normalize_events
+from tlytics.events import EVENT_OVERHEAD_BYTES, KEY_MAX_CHARS, UUID_PATTERN, event_size_bytes, normalize_events
 from tlytics.ids import BLOCK_MAX, uuid7_block, uuid7_int
 from tlytics.jsontext import DEPTH_MAX, at_most_depth, canonical, parse_checked, problem
 from tlytics.timefmt import parse_rfc3339_us
@@ -33,7 +33,9 @@ SpoolRow = tuple[str, str, int, Raw]  # (id as 32 hex digits, key, timestamp µs
 
 
 class _EventIn(Struct, forbid_unknown_fields=True):
-    key: Annotated[str, Meta(min_length=1, max_length=KEY_MAX_CHARS, pattern=KEY_PATTERN)]
+    # No `pattern` for the key: msgspec runs a Python regex per value, which cost more than
+    # half of this path; `str.isprintable` in the loop below proves the same, in C.
+    key: Annotated[str, Meta(min_length=1, max_length=KEY_MAX_CHARS)]
     id: Annotated[str, Meta(pattern=UUID_PATTERN)] | None = None
     timestamp: str | None = None
     data: Raw = Raw(b"")
@@ -84,15 +86,22 @@ def spool_entry(
     return accepted if accepted is not None else reference_spool_entry(body, **limits)  # type: ignore[arg-type]
 
 
-def _is_canonical(text: bytes) -> bool:
-    """Whether JSON text is canonical and holds nothing `jsontext` refuses, proven in C: it
-    must decode (no 1e400, no lone surrogate) and encode back to the very same bytes (so no
-    key appears twice, no number or string is spelt in a second way). False means "not
-    proven", not "invalid"."""
+def _proven_tree(body: bytes) -> tuple[bytes, Any] | None:
+    """(canonical body, its decoded value) when the body is proven to hold nothing
+    `jsontext` refuses, in C: it decodes (no 1e400, no lone surrogate, no giant integer) and
+    its value encodes back to the very same bytes as its whitespace-free text (so no key
+    appears twice: a dict keeps one of them, and the text would be longer). None means "not
+    proven" (also for a number or string spelt another way, say 1E2 or \u00e9), not "invalid"."""
     try:
-        return _encoder.encode(_any_decoder.decode(text)) == text
-    except (msgspec.DecodeError, RecursionError):
-        return False
+        tree = _any_decoder.decode(body)
+        encoded = _encoder.encode(tree)
+        if encoded == body:
+            return body, tree
+        # Whitespace is the usual difference (pretty-printed JSON): remove it and compare again.
+        compact = canonical(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    return (compact, tree) if encoded == compact else None
 
 
 def fast_spool_entry(
@@ -100,34 +109,32 @@ def fast_spool_entry(
 ) -> tuple[bytes, int] | None:
     """Return (spool entry, event count) for a request body proven valid, or None to take the
     reference path."""
-    try:
-        # msgspec checks JSON syntax inside a Raw value but not its UTF-8: check it here, or an
-        # acknowledged event could hold bytes the store cannot take as text.
-        body.decode("utf-8")
-    except UnicodeDecodeError:
+    # The whole body is decoded here (strings included), so its UTF-8 is checked too: an
+    # acknowledged event never holds bytes the store cannot take as text.
+    proven = _proven_tree(body)
+    if proven is None:
         return None
-    if not _is_canonical(body):
-        # Whitespace is the usual reason (pretty-printed JSON): the whitespace-free text may
-        # still be proven; anything else (1E2, \u00e9, a duplicate key) is for the reference.
-        try:
-            body = canonical(body)
-        except (msgspec.DecodeError, RecursionError):
-            return None
-        if not _is_canonical(body):
-            return None
+    body, tree = proven
     try:
         events = _batch_decoder.decode(body).events if batch else _array_decoder.decode(body)
     except msgspec.DecodeError:  # ValidationError is a DecodeError
         return None
+    trees: list[dict[str, Any]] = tree["events"] if batch else tree
     count = len(events)
     if count > max_events:
         return None
     # Containers outside the events' data: the body's array (and batch object), each event.
     outside_data = count + (2 if batch else 1)
     check_each_depth = body.count(b"{") + body.count(b"[") - outside_data > DEPTH_MAX
+    # Below this many bytes of data, no event can be too large, whatever its key.
+    surely_small = max_event_bytes - _KEY_MAX_BYTES - EVENT_OVERHEAD_BYTES
     first_id = uuid7_block(count) if 0 < count <= BLOCK_MAX else None
     rows: list[SpoolRow] = []
     for index, event in enumerate(events):
+        # Printable (no Cc, Cf, Cs, Zl, Zp, nor any space but ' ') and not all spaces is a
+        # subset of what check_key accepts; other keys are for the reference to judge.
+        if not event.key.isprintable() or event.key.isspace():
+            return None
         if event.id is not None:
             id_hex = event.id.replace("-", "").lower()
         elif first_id is not None:
@@ -141,16 +148,23 @@ def fast_spool_entry(
                 timestamp_us = parse_rfc3339_us(event.timestamp)
             except ValueError:
                 return None
-        data = _data(event.data)
-        if data is None or (check_each_depth and not at_most_depth(data)):
-            return None
-        if len(data) + _KEY_MAX_BYTES + 64 > max_event_bytes and event_size_bytes(event.key, data) > max_event_bytes:
+        data_value = trees[index].get("data")
+        if data_value is None:
+            data = _EMPTY_OBJECT
+        elif type(data_value) is dict:
+            data = event.data
+            if check_each_depth and not at_most_depth(data):
+                return None
+            if len(data) > surely_small and event_size_bytes(event.key, data) > max_event_bytes:
+                return None
+        else:
             return None
         rows.append((id_hex, event.key, timestamp_us, data))
     return encode_spool_entry(now_us, rows), count
 
 
 def _data(raw: Raw) -> Raw | None:
+    """An event's `data` as spooled: absent or null is {}; None when it is not an object."""
     view = memoryview(raw)
     if not view or (len(view) == 4 and view.tobytes() == b"null"):
         return _EMPTY_OBJECT
