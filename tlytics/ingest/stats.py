@@ -62,15 +62,15 @@ def bucket_starts(since_us: int, until_us: int, interval: str, zone: ZoneInfo) -
     """The local starts of the buckets covering [since, until), and the end of the last one.
 
     Near either end of the calendar, a bucket (in that zone) may start before year 1 or end
-    after year 9999, where datetime cannot go: a 400 naming the end that is too close.
+    after year 9999, where datetime cannot go: a 400 naming the parameter whose bucket would.
     """
     try:
         start = _floor(us_to_datetime(since_us).astimezone(zone), interval)
     except (OverflowError, ValueError):
         raise ApiError(
             400,
-            f"since is too close to the start of the calendar ({_CALENDAR}): its {interval} in {zone.key}"
-            " would start before it; choose a later since, a shorter interval or another tz",
+            f"since is too close to an end of the calendar ({_CALENDAR}): its {interval} in {zone.key}"
+            " would fall outside it; choose another since, a shorter interval or another tz",
             field="since",
         ) from None
     starts: list[datetime] = []
