@@ -17,7 +17,6 @@ from typing import Any
 import orjson
 import structlog
 from aiohttp import web
-from aiohttp.http_exceptions import PayloadEncodingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tlytics import __version__
@@ -72,10 +71,6 @@ async def _read_body(request: web.Request) -> bytes:
             408, f"the request body did not arrive within {settings.body_timeout_s:g} s",
             headers={"Connection": "close"},
         ) from None
-    except (ConnectionResetError, PayloadEncodingError) as exc:
-        log.warning("client_body_incomplete", method=request.method, path=request.path,
-                    remote=request.remote, error=str(exc))
-        raise ApiError(400, "the request body ended before it was complete") from None
     if encoding in _BODY_DECODINGS:
         return _decode_body(body, encoding, max_bytes)
     return body
