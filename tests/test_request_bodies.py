@@ -129,3 +129,14 @@ async def test_a_client_that_stops_mid_body_is_dropped_as_a_client_error(aiohttp
     metrics = await (await client.get("/metrics")).text()
     assert 'status="500"' not in metrics and 'status="408"' in metrics
     assert 'tlytics_requests_rejected_total{reason="body_timeout"} 1.0' in metrics
+
+
+def test_body_timeout_setting_from_flag_and_environment(capsys: Any) -> None:
+    from tlytics.cli import parse_settings
+
+    assert parse_settings([], {})[0].body_timeout_s == 30.0
+    assert parse_settings([], {"TLYTICS_BODY_TIMEOUT": "2s"})[0].body_timeout_s == 2.0
+    assert parse_settings(["--body-timeout", "500ms"], {"TLYTICS_BODY_TIMEOUT": "2s"})[0].body_timeout_s == 0.5
+    with pytest.raises(SystemExit):
+        parse_settings(["--body-timeout", "0"], {})
+    assert "must be longer than 0" in capsys.readouterr().err
