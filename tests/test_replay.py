@@ -122,3 +122,52 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
     )
     assert completed.returncode == 1
     assert "dry run: read 6, valid 4, invalid 2" in completed.stdout
+
+
+def test_the_servers_own_export_replays_to_the_same_events(server_factory: Any, tmp_path: Path) -> None:
+    import urllib.request
+
+    from tests.conftest import http_json
+
+    source = server_factory(tmp_path / "source.db").start()
+    events = [
+        {"id": str(uuid.uuid4()), "key": f"k{n % 3}", "timestamp": f"2025-08-25T10:00:{n:02d}.{n:06d}+02:00",
+         "data": {"n": n, "nested": {"list": [1, "two", None, True]}, "text": "é\n\"q\""}}
+        for n in range(1, 40)
+    ]
+    assert http_json("POST", source.url + "/events", events)[0] == 200
+    source.wait_drained()
+
+    def export() -> list[dict[str, Any]]:
+        with urllib.request.urlopen(source.url + "/export?format=ndjson&order=asc", timeout=30) as response:
+            return [orjson.loads(line) for line in response.read().splitlines()]
+
+    def essence(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return [(row["id"], row["key"], row["timestamp"], row["data"]) for row in rows]
+
+    before = export()
+    assert len(before) == len(events)
+    export_file = tmp_path / "export.ndjson"
+    export_file.write_bytes(b"".join(orjson.dumps(event) + b"\n" for event in before))
+
+    # Into a fresh server: every line is accepted as it is (received_at is the server's).
+    target = server_factory(tmp_path / "target.db").start()
+    result = run(["--server", target.url, "--file", str(export_file)])
+    assert result.exit_code == 0, result.output
+    assert f"read {len(events)}, sent {len(events)}, already present 0, invalid 0, failed 0" in result.stdout
+    target.wait_drained()
+
+    # And back into the source after erasing a key there: erased ids stay erased (by design),
+    # the rest were never gone, so nothing is sent twice.
+    status, erased = http_json("DELETE", source.url + "/events?key=k0")
+    assert status == 200 and erased["deleted"] == 13
+
+    with urllib.request.urlopen(target.url + "/export?format=ndjson&order=asc", timeout=30) as response:
+        after = [orjson.loads(line) for line in response.read().splitlines()]
+
+    assert essence(after) == essence(before)
+    again = run(["--server", source.url, "--file", str(export_file)])
+    assert again.exit_code == 0, again.output
+    assert "sent 13, already present 26, invalid 0, failed 0" in again.stdout
+    source.wait_drained()
+    assert essence(export()) == [row for row in essence(before) if row[1] != "k0"]

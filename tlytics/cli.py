@@ -17,7 +17,7 @@ from aiohttp import web
 
 from tlytics.errors import TlyticsError
 from tlytics.ingest import Settings, create_app
-from tlytics.ingest.settings import DEFAULT_DB, DEFAULT_FLUSH_PERIOD_S, DEFAULT_HOST, DEFAULT_PORT
+from tlytics.ingest.settings import DEFAULT_BODY_TIMEOUT_S, DEFAULT_DB, DEFAULT_FLUSH_PERIOD_S, DEFAULT_HOST, DEFAULT_PORT
 from tlytics.logs import configure_logging
 from tlytics.timefmt import parse_duration_s
 
@@ -34,6 +34,7 @@ ENVIRONMENT_VARIABLES = {
     "--max-body": "TLYTICS_MAX_BODY",
     "--max-events": "TLYTICS_MAX_EVENTS",
     "--max-event-size": "TLYTICS_MAX_EVENT_SIZE",
+    "--body-timeout": "TLYTICS_BODY_TIMEOUT",
     "--spool-max": "TLYTICS_SPOOL_MAX",
     "--spool-min-free": "TLYTICS_SPOOL_MIN_FREE",
     "--retention": "TLYTICS_RETENTION",
@@ -60,6 +61,13 @@ def _duration(text: str) -> float:
         return parse_duration_s(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _body_timeout(text: str) -> float:
+    seconds = _duration(text)
+    if seconds <= 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0: {text!r}")
+    return seconds
 
 
 def _writer(text: str) -> str:
@@ -139,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-body", _size, 10 * 1024**2, "largest request body, after gzip decompression (default 10MiB)")
     add("--max-events", _count, 10_000, "most events in one request (default 10000)")
     add("--max-event-size", _size, 1024**2, "largest encoded event (default 1MiB)")
+    add(
+        "--body-timeout",
+        _body_timeout,
+        DEFAULT_BODY_TIMEOUT_S,
+        f"time for a request body to arrive; a slower client is dropped (default {DEFAULT_BODY_TIMEOUT_S:g}s)",
+    )
     add("--spool-max", _size, 1024**3, "spool size at which requests get 503 + Retry-After (default 1GiB)")
     add("--spool-min-free", _size, 64 * 1024**2, "free disk kept in reserve; below it requests get 503 (default 64MiB)")
     add("--retention", _duration, None, "delete events older than this, e.g. 90d (default: keep all)")
@@ -186,6 +200,7 @@ def parse_settings(argv: Sequence[str], environ: dict[str, str]) -> tuple[Settin
         max_body_bytes=args.max_body,
         max_events_per_request=args.max_events,
         max_event_bytes=args.max_event_size,
+        body_timeout_s=args.body_timeout,
         spool_max_bytes=args.spool_max,
         spool_min_free_bytes=args.spool_min_free,
         retention_s=args.retention or None,

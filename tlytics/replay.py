@@ -77,6 +77,10 @@ def read_ndjson(stream: IO[bytes], name: str, summary: Summary) -> Iterator[Foun
         if isinstance(event, dict) and event.get("id") is None:
             seen[line] += 1
             event = {**event, "id": _derived_id(line, seen[line])}
+        if isinstance(event, dict) and "received_at" in event:
+            # A line of the server's own /export: when the server received the event is the
+            # server's to say, not a field of the event.
+            event = {name: value for name, value in event.items() if name != "received_at"}
         yield Found(where, event)
 
 
@@ -195,7 +199,7 @@ class Replayer:
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--server", metavar="URL", envvar="TLYTICS_SERVER", help="Server base URL, e.g. http://127.0.0.1:8081 [TLYTICS_SERVER]")
 @click.option("--spool", "spool_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A client spool_dir (or a server's spool directory).")
-@click.option("--file", "file_name", metavar="PATH", help="An NDJSON file, one event per line; - for stdin.")
+@click.option("--file", "file_name", metavar="PATH", help="An NDJSON file, one event per line (a server's /export?format=ndjson too); - for stdin.")
 @click.argument("stdin_marker", required=False, metavar="[-]")
 @click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000), help="Events per request.")
 @click.option("--dry-run", is_flag=True, help="Only read and validate; send nothing.")

@@ -73,7 +73,10 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
 def create_app(settings: Settings) -> web.Application:
     """Build the Tlytics server application for `settings`."""
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[errors_and_access_log]
+        client_max_size=settings.max_body_bytes, middlewares=[errors_and_access_log],
+        # Request bodies are decoded by the handlers (handlers._read_body): aiohttp's own
+        # decoding answers a corrupt or unsupported body with a plain-text 400 or a 500.
+        handler_args={"auto_decompress": False},
     )
     app[SETTINGS] = settings
     app[COUNTERS] = IngestCounters()

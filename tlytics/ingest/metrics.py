@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 REJECTION_REASONS = {
     400: "invalid",
     401: "unauthorized",
+    408: "body_timeout",
     413: "too_large",
     415: "unsupported_media_type",
     503: "unavailable",
@@ -34,6 +35,10 @@ class Metrics:
         self.writer_failures = Counter("tlytics_writer_failures", "Writer batches that failed (retried)", registry=registry)
         self.spool_entries = Gauge("tlytics_spool_entries", "Requests waiting in the spool", registry=registry)
         self.spool_bytes = Gauge("tlytics_spool_bytes", "Size of the spool on disk", registry=registry)
+        self.quarantined_entries = Gauge(
+            "tlytics_quarantined_entries", "Unreadable spool entries set aside (need an operator)", registry=registry
+        )
+        self.quarantine_bytes = Gauge("tlytics_quarantine_bytes", "Size of the quarantine on disk", registry=registry)
         self.writer_lag_seconds = Gauge(
             "tlytics_writer_lag_seconds", "Age of the oldest spooled request", registry=registry
         )

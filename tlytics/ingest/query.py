@@ -1,7 +1,10 @@
-"""Query parameters shared by the read endpoints (/view, /export): filters, order and cursor.
+"""Query parameters shared by the read endpoints (/view, /export, /stats, DELETE /events):
+filters, order, cursor and paging.
 
-A bad filter is a 400 naming the parameter, never a silently ignored condition; `page` and
-`page_size` keep the original API's forgiving defaults.
+A bad filter is a 400 naming the parameter, never a silently ignored condition, and every value
+is checked here, before it reaches the store: a number the store cannot hold (SQLite's integers
+are 64 bits) is a 400 too, not an OverflowError deep in a query. `page` and `page_size` keep the
+original API's forgiving defaults.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ from aiohttp import web
 
 from tlytics.ingest.responses import ApiError
 from tlytics.store import EventFilter, Position
+from tlytics.store.base import PropertyMatch
 from tlytics.timefmt import parse_rfc3339_us
 
 # `data.<property>` with nested properties as `data.a.b`; also used by /stats.
 DATA_PROPERTY = r"data\.(?P<path>[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)"
 _WHERE = re.compile(DATA_PROPERTY + r":(?P<value>.*)\Z", re.DOTALL)
+_INT64 = range(-(2**63), 2**63)
+
+PAGE_SIZE_DEFAULT = 10
+PAGE_SIZE_MAX = 1000
+# Far beyond any store, and small enough for every JSON reader (JavaScript's safe integers).
+PAGE_MAX = 2**53 - 1
 
 
 @dataclass(frozen=True)
@@ -47,10 +57,13 @@ def decode_cursor(text: str) -> Position:
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
         timestamp, id_hex = raw.split(":")
+        # Digits only: int() would also take "+1", " 1" or "1_0", which no cursor holds.
+        if not re.fullmatch(r"-?[0-9]{1,19}", timestamp):
+            raise ValueError(timestamp)
         position = Position(timestamp_us=int(timestamp), id=bytes.fromhex(id_hex))
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "cursor is not one this server gave out", field="cursor") from None
-    if len(position.id) != 16:
+    if len(position.id) != 16 or position.timestamp_us not in _INT64:
         raise ApiError(400, "cursor is not one this server gave out", field="cursor")
     return position
 
@@ -60,12 +73,15 @@ def read_query(request: web.Request) -> ReadQuery:
     keys = tuple(request.query.getall("key", []))
     if any(not key for key in keys):
         raise ApiError(400, "key must not be empty", field="key")
-    where: list[tuple[str, str]] = []
+    where: list[tuple[str, PropertyMatch]] = []
     for condition in request.query.getall("where", []):
         match = _WHERE.match(condition)
         if match is None:
             raise ApiError(400, "where must look like data.<property>:<value>, e.g. data.user_id:123", field="where")
-        where.append((match["path"], match["value"]))
+        try:
+            where.append((match["path"], PropertyMatch.parse(match["value"])))
+        except ValueError as exc:
+            raise ApiError(400, f"where value: {exc}", field="where") from None
     order = request.query.get("order", "desc")
     if order not in ("desc", "asc"):
         raise ApiError(400, "order must be desc or asc", field="order")
@@ -77,3 +93,23 @@ def read_query(request: web.Request) -> ReadQuery:
         ascending=order == "asc",
         after=decode_cursor(cursor) if cursor else None,
     )
+
+
+def _forgiving_positive_int(text: str | None, default: int) -> int:
+    """The original API's rule: anything that is not a whole number from 1 means the default.
+    A number too long to matter is returned as PAGE_MAX + 1 (without converting thousands of
+    digits)."""
+    digits = (text or "").strip().removeprefix("+").lstrip("0")
+    if not digits.isascii() or not digits.isdigit():
+        return default
+    return int(digits) if len(digits) <= 20 else PAGE_MAX + 1
+
+
+def page_and_size(request: web.Request) -> tuple[int, int]:
+    """`page` (from 1) and `page_size` (1 to PAGE_SIZE_MAX; larger means the maximum); a page
+    number past PAGE_MAX is a 400: the answer echoes it, and no JSON reader holds it exactly."""
+    page = _forgiving_positive_int(request.query.get("page"), 1)
+    if page > PAGE_MAX:
+        raise ApiError(400, f"page must be at most {PAGE_MAX}", field="page")
+    page_size = min(_forgiving_positive_int(request.query.get("page_size"), PAGE_SIZE_DEFAULT), PAGE_SIZE_MAX)
+    return page, page_size

@@ -12,6 +12,7 @@ DEFAULT_HOST = "0.0.0.0"
 DEFAULT_PORT = 8081
 DEFAULT_DB = "./analytics.db"
 DEFAULT_FLUSH_PERIOD_S = 5.0
+DEFAULT_BODY_TIMEOUT_S = 30.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,6 +29,8 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024  # after gzip decompression
     max_events_per_request: int = 10_000
     max_event_bytes: int = 1024 * 1024
+    # A request body must arrive within this long, else the client is dropped (408).
+    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
     # At this spool size requests are refused with 503 + Retry-After until the writer catches up.
     spool_max_bytes: int = 1024 * 1024 * 1024
     # Likewise while the spool's disk has less than this free (room for the writer to drain).

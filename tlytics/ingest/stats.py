@@ -25,6 +25,11 @@ from tlytics.timefmt import datetime_to_us, format_rfc3339_us, us_to_datetime
 INTERVALS = ("minute", "hour", "day", "week", "month")
 MAX_BUCKETS = 2_000
 _PATH = re.compile(DATA_PROPERTY + r"\Z")
+# The calendar every API timestamp lies in; datetime arithmetic past it raises.
+_FIRST_US = datetime_to_us(datetime(1, 1, 1, tzinfo=timezone.utc))
+_CALENDAR = "0001-01-01 … 9999-12-31"
+
+
 def _floor(moment: datetime, interval: str) -> datetime:
     if interval == "minute":
         return moment.replace(second=0, microsecond=0)
@@ -53,16 +58,37 @@ def _next(moment: datetime, interval: str, zone: ZoneInfo) -> datetime:
     return following.replace(tzinfo=zone)  # local midnight, whatever the offset that day
 
 
-def bucket_starts(since_us: int, until_us: int, interval: str, zone: ZoneInfo) -> list[datetime]:
-    start = _floor(us_to_datetime(since_us).astimezone(zone), interval)
+def bucket_starts(since_us: int, until_us: int, interval: str, zone: ZoneInfo) -> tuple[list[datetime], datetime]:
+    """The local starts of the buckets covering [since, until), and the end of the last one.
+
+    Near either end of the calendar, a bucket (in that zone) may start before year 1 or end
+    after year 9999, where datetime cannot go: a 400 naming the parameter whose bucket would.
+    """
+    try:
+        start = _floor(us_to_datetime(since_us).astimezone(zone), interval)
+    except (OverflowError, ValueError):
+        raise ApiError(
+            400,
+            f"since is too close to an end of the calendar ({_CALENDAR}): its {interval} in {zone.key}"
+            " would fall outside it; choose another since, a shorter interval or another tz",
+            field="since",
+        ) from None
     starts: list[datetime] = []
     moment = start
-    while datetime_to_us(moment) < until_us:
-        starts.append(moment)
-        if len(starts) > MAX_BUCKETS:
-            raise ApiError(400, f"more than {MAX_BUCKETS} buckets: choose a longer interval or a shorter range", field="interval")
-        moment = _next(moment, interval, zone)
-    return starts
+    try:
+        while datetime_to_us(moment) < until_us:
+            starts.append(moment)
+            if len(starts) > MAX_BUCKETS:
+                raise ApiError(400, f"more than {MAX_BUCKETS} buckets: choose a longer interval or a shorter range", field="interval")
+            moment = _next(moment, interval, zone)
+    except (OverflowError, ValueError):
+        raise ApiError(
+            400,
+            f"until is too close to the end of the calendar ({_CALENDAR}): its {interval} in {zone.key}"
+            " would end after it; choose an earlier until, a shorter interval or another tz",
+            field="until",
+        ) from None
+    return starts, moment
 
 
 def _format_local(moment: datetime) -> str:
@@ -88,7 +114,7 @@ async def stats(request: web.Request) -> web.Response:
     tz_name = request.query.get("tz", "UTC")
     try:
         zone = ZoneInfo(tz_name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ApiError(400, f"unknown time zone {tz_name!r} (use an IANA name such as Europe/Paris)", field="tz") from None
     query = read_query(request)
     unique_path = _property(request, "unique")
@@ -103,15 +129,16 @@ async def stats(request: web.Request) -> web.Response:
     until_us = query.where.until_us if query.where.until_us is not None else now_us
     since_us = query.where.since_us
     if since_us is None:
-        since_us = until_us - {"minute": 3_600, "hour": 86_400, "day": 30 * 86_400, "week": 182 * 86_400, "month": 365 * 86_400}[interval] * 1_000_000
+        default_range_s = {"minute": 3_600, "hour": 86_400, "day": 30 * 86_400, "week": 182 * 86_400, "month": 365 * 86_400}[interval]
+        since_us = max(until_us - default_range_s * 1_000_000, _FIRST_US)
     if since_us >= until_us:
         raise ApiError(400, "since must be before until", field="since")
-    starts = bucket_starts(since_us, until_us, interval, zone)
+    starts, end = bucket_starts(since_us, until_us, interval, zone)
     # Whole buckets, clipped to [since, until) by the filter: the store can then answer the
     # whole 15-minute parts from its rollup.
     window = EventFilter(keys=query.where.keys, since_us=since_us, until_us=until_us, where=query.where.where)
     edges_us = [datetime_to_us(start) for start in starts]
-    end_us = datetime_to_us(_next(starts[-1], interval, zone))
+    end_us = datetime_to_us(end)
     store = request.app[STORE]
     loop = asyncio.get_running_loop()
     counts = await loop.run_in_executor(
@@ -131,14 +158,16 @@ async def stats(request: web.Request) -> web.Response:
         "buckets": buckets,
     }
     if breakdown_path is not None:
-        top, total = await loop.run_in_executor(
+        found = await loop.run_in_executor(
             request.app[READER], functools.partial(store.breakdown, window, breakdown_path, limit)
         )
-        breakdown: list[dict[str, object]] = [{"value": value, "count": n} for value, n in top]
-        rest = total - sum(n for _, n in top)
+        breakdown: list[dict[str, object]] = [{"value": value, "count": n} for value, n in found.top]
+        rest = found.total - found.missing - sum(n for _, n in found.top)
         if rest > 0:
             breakdown.append({"value": None, "other": True, "count": rest})
         body["breakdown"] = breakdown
+        # Events without the property: apart, so they never crowd out real values.
+        body["missing"] = found.missing
     return json_response(body)
 
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
+
+import orjson
 
 # (id as 16 bytes, key, timestamp µs UTC, received_at µs UTC, data as JSON text)
 StoreRow = tuple[bytes, str, int, int, str]
@@ -21,6 +25,59 @@ class StoredEvent:
     data_json: str
 
 
+# A JSON number as JSON writes it: `007`, `+1`, `.5` or `1_000` are strings, not numbers.
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?P<fraction>\.[0-9]+)?(?P<exponent>[eE][+-]?[0-9]+)?\Z")
+_INT64 = range(-(2**63), 2**63)
+
+ValueKind = Literal["true", "false", "null", "number", "string"]
+
+
+@dataclass(frozen=True, slots=True)
+class PropertyMatch:
+    """What `data.<path>:<value>` selects, typed as a JSON reader expects.
+
+    `true`, `false`, `null`: that JSON literal only. A JSON number: any JSON number of that
+    value (`1` matches `1` and `1.0`, never `true`), and also the string spelt exactly so
+    (`"1"`). `"…"` (JSON string syntax): only that string. Anything else: that string.
+    """
+
+    kind: ValueKind
+    # The string matched: the value's own text for "number" and "string".
+    text: str = ""
+    # For "number": the value to compare numerically, bound without overflow (an int within
+    # 64 bits, else a float); None when no finite number has that value (`1e400`), so only
+    # the string form can match.
+    number: int | float | None = None
+
+    @classmethod
+    def parse(cls, value: str) -> PropertyMatch:
+        """The match for a filter value; ValueError when a quoted value is not a JSON string."""
+        if value in ("true", "false", "null"):
+            return cls(kind=value)  # type: ignore[arg-type]  # narrowed by the test above
+        if value.startswith('"'):
+            text = None
+            if len(value) >= 2 and value.endswith('"'):  # orjson would also allow spaces around it
+                try:
+                    text = orjson.loads(value)
+                except orjson.JSONDecodeError:
+                    pass
+            if not isinstance(text, str):
+                raise ValueError('a quoted value must be one JSON string, e.g. "1"')
+            return cls(kind="string", text=text)
+        numeric = _JSON_NUMBER.match(value)
+        if numeric is None:
+            return cls(kind="string", text=value)
+        number: int | float | None = None
+        if numeric["fraction"] is None and numeric["exponent"] is None and len(value) <= 20:
+            number = int(value)
+        if number is None or number not in _INT64:
+            # SQLite holds integers beyond 64 bits as doubles: compare them as doubles too.
+            number = float(value)
+            if not math.isfinite(number):
+                number = None
+        return cls(kind="number", text=value, number=number)
+
+
 @dataclass(frozen=True, slots=True)
 class EventFilter:
     """Which events a read selects; every condition must hold."""
@@ -28,9 +85,8 @@ class EventFilter:
     keys: tuple[str, ...] = ()
     since_us: int | None = None  # inclusive
     until_us: int | None = None  # exclusive
-    # (path inside data, e.g. "user_id" or "a.b", value): the property equals the value,
-    # compared as text, or as a number when the value reads as one.
-    where: tuple[tuple[str, str], ...] = ()
+    # (path inside data, e.g. "user_id" or "a.b", what its value must be).
+    where: tuple[tuple[str, PropertyMatch], ...] = ()
 
     @property
     def is_empty(self) -> bool:
@@ -52,6 +108,17 @@ class Page:
     total: int
     events: list[StoredEvent]
     next_position: Position | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Breakdown:
+    """The most frequent values of a property (JSON values, most frequent first, with their
+    counts), the number of events considered, and how many of those lack the property (a
+    property present with JSON null is the value None, not missing)."""
+
+    top: list[tuple[Any, int]]
+    total: int
+    missing: int
 
 
 class Store(Protocol):
@@ -93,8 +160,9 @@ class Store(Protocol):
         """(count, distinct values of data.`unique_path` or None) per bucket [start, next start)."""
         ...
 
-    def breakdown(self, where: EventFilter, path: str, limit: int) -> tuple[list[tuple[Any, int]], int]:
-        """The `limit` most frequent values of data.`path` among matching events, and their total."""
+    def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
+        """The `limit` most frequent values of data.`path` among matching events, the number
+        of matching events, and how many of them lack the property."""
         ...
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:

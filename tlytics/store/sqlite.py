@@ -16,11 +16,12 @@ from typing import Any, Literal, cast
 
 import apsw
 import apsw.bestpractice
+import orjson
 
 from tlytics.errors import StoreError
 from tlytics.jsontext import canonical
+from tlytics.store.base import Breakdown, EventFilter, Page, PropertyMatch, Position, StoredEvent, StoreRow
 from tlytics.timefmt import MAX_US, MIN_US
-from tlytics.store.base import EventFilter, Page, Position, StoredEvent, StoreRow
 
 Synchronous = Literal["normal", "full"]
 BUCKET_US = 900_000_000  # 15 minutes: the rollups' bucket
@@ -117,6 +118,7 @@ _KEY_STATS_NEW_ROWS = (
     " first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+_INT64_MAX = 2**63 - 1
 
 _INSERT = (
     "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?)"
@@ -160,29 +162,41 @@ def _conditions(where: EventFilter) -> tuple[list[str], list[Any]]:
     if where.until_us is not None:
         conditions.append("ts < ?")
         params.append(where.until_us)
-    for path, value in where.where:
-        json_path = "$." + path
-        number = _as_number(value)
-        if number is None:
-            conditions.append("json_extract(data, ?) = ?")
-            params += [json_path, value]
-        else:
-            # 123 matches {"user_id": 123} and {"user_id": "123"}.
-            conditions.append("(json_extract(data, ?) = ? OR json_extract(data, ?) = ?)")
-            params += [json_path, value, json_path, number]
+    for path, match in where.where:
+        condition, values = _property_condition("$." + path, match)
+        conditions.append(condition)
+        params += values
     return conditions, params
 
 
-def _as_number(text: str) -> int | float | None:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return number if number == number and abs(number) != float("inf") else None
+def _property_condition(json_path: str, match: PropertyMatch) -> tuple[str, list[Any]]:
+    """SQL for one typed property match. json_extract alone cannot tell `true` from `1` nor
+    `null` from a missing property; json_type can."""
+    if match.kind in ("true", "false", "null"):
+        return "json_type(data, ?) = ?", [json_path, match.kind]
+    if match.kind == "number" and match.number is not None:
+        # Without affinity, SQLite never finds a text equal to a number: `IN (number, text)`
+        # matches a JSON number by value and a JSON string by its exact text.
+        return (
+            "(json_type(data, ?) IN ('integer', 'real', 'text') AND json_extract(data, ?) IN (?, ?))",
+            [json_path, json_path, match.number, match.text],
+        )
+    return "(json_type(data, ?) = 'text' AND json_extract(data, ?) = ?)", [json_path, json_path, match.text]
+
+
+# The JSON type of a property, with integers and reals as one kind (1 and 1.0 are one value);
+# NULL when the property is missing.
+_VALUE_KIND_SQL = "CASE json_type(data, ?1) WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' ELSE json_type(data, ?1) END"
+_JSON_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
+
+
+def _json_value(kind: str, value: Any) -> Any:
+    """A property's value, from its kind and json_extract's SQL value, as a JSON value."""
+    if kind in _JSON_LITERALS:
+        return _JSON_LITERALS[kind]
+    if kind in ("object", "array"):
+        return orjson.loads(value)  # json_extract gives containers as JSON text
+    return value
 
 
 def _stored_event(row: tuple[Any, ...]) -> StoredEvent:
@@ -276,7 +290,8 @@ class SQLiteStore:
             params += [after.timestamp_us, after.id]
         sql_where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         direction = "ASC" if ascending else "DESC"
-        offset = 0 if after is not None else (page - 1) * page_size
+        # A page beyond any store is simply past the end (SQLite's OFFSET is a 64-bit integer).
+        offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
         query = (
             f"SELECT id, key, ts, received_at, data FROM events{sql_where}"
             f" ORDER BY ts {direction}, id {direction} LIMIT ? OFFSET ?"
@@ -401,22 +416,32 @@ class SQLiteStore:
             raise StoreError(f"stats read failed: {exc}") from exc
         return results
 
-    def breakdown(self, where: EventFilter, path: str, limit: int) -> tuple[list[tuple[Any, int]], int]:
-        """The `limit` most frequent values of data.`path` among matching events, and their total."""
+    def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
+        """The `limit` most frequent values of data.`path` among matching events, the number of
+        matching events, and how many lack the property. Values are grouped by JSON type and
+        value, so `true` and `1`, or `"1"` and `1`, are told apart."""
         conditions, params = _conditions(where)
         sql_where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        present = " AND ".join([*conditions, "json_type(data, ?1) IS NOT NULL"])
         try:
             with self._reader_lock, self._reader:
+                # ?1 is the property's path; the filter's parameters follow it.
                 top = self._reader.execute(
-                    f"SELECT json_extract(data, ?) AS value, count(*) AS n FROM events{sql_where}"
-                    " GROUP BY value ORDER BY n DESC, value LIMIT ?",
+                    f"SELECT {_VALUE_KIND_SQL} AS kind, json_extract(data, ?1) AS value, count(*) AS n"
+                    f" FROM events WHERE {present} GROUP BY kind, value ORDER BY n DESC, kind, value LIMIT ?",
                     ["$." + path, *params, limit],
                 ).fetchall()
-                total = self._reader.execute(f"SELECT count(*) FROM events{sql_where}", params).fetchone()
+                total, missing = self._reader.execute(
+                    f"SELECT count(*), coalesce(sum(json_type(data, ?1) IS NULL), 0) FROM events{sql_where}",
+                    ["$." + path, *params],
+                ).fetchone() or (0, 0)
         except apsw.Error as exc:
             raise StoreError(f"breakdown read failed: {exc}") from exc
-        assert total is not None
-        return [(value, cast(int, n)) for value, n in top], cast(int, total[0])
+        return Breakdown(
+            top=[(_json_value(str(kind), value), cast(int, n)) for kind, value, n in top],
+            total=cast(int, total),
+            missing=cast(int, missing),
+        )
 
     def _roll_down(self, ids: Sequence[bytes]) -> None:
         """Take events about to be deleted out of the rollups (inside the delete's transaction).
