@@ -179,3 +179,20 @@ def test_what_the_client_sends_comes_back_exactly(
         client.close(timeout=5.0)
     server.wait_drained()
     assert_came_back(read_everything(server), batch)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(batch=st.lists(events(), min_size=1, max_size=6), style=st.sampled_from(["compact", "ascii"]))
+def test_what_tlytics_replay_sends_comes_back_exactly(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[dict[str, Any], int]], style: str
+) -> None:
+    from click.testing import CliRunner
+
+    from tlytics.replay import main as replay
+
+    source = tmp_path_factory.mktemp("replay") / "events.ndjson"
+    source.write_bytes(b"".join(spell(event, style) + b"\n" for event, _ in batch))
+    result = CliRunner().invoke(replay, ["--server", server.url, "--file", str(source)])
+    assert result.exit_code == 0, result.output
+    server.wait_drained()
+    assert_came_back(read_everything(server), batch)

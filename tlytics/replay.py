@@ -10,6 +10,7 @@ those as "already present". The source is only read, never changed.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 import time
 import uuid
@@ -25,6 +26,7 @@ import orjson
 from tlytics.client.transport import Outcome, Transport, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, InvalidEvent
 from tlytics.events import normalize_event
+from tlytics.jsontext import DEPTH_MAX, parse_checked
 from tlytics.spool import Spool
 from tlytics.timefmt import format_rfc3339_us
 
@@ -69,10 +71,10 @@ def read_ndjson(stream: IO[bytes], name: str, summary: Summary) -> Iterator[Foun
             continue
         where = f"{name}:{number}"
         try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
+            event = _read_json(line)
+        except ValueError as exc:  # also json.JSONDecodeError and UnicodeDecodeError
             summary.invalid += 1
-            summary.problems.append(f"{where}: invalid JSON: {exc.msg}")
+            summary.problems.append(f"{where}: invalid JSON: {exc}")
             continue
         if isinstance(event, dict) and event.get("id") is None:
             seen[line] += 1
@@ -84,8 +86,22 @@ def read_ndjson(stream: IO[bytes], name: str, summary: Summary) -> Iterator[Foun
         yield Found(where, event)
 
 
+def _read_json(text: bytes) -> Any:
+    """JSON read exactly as the server reads it (orjson would turn an integer beyond 64 bits
+    into a float, changing the data), with what the server refuses marked for validation."""
+    try:
+        return parse_checked(text.decode("utf-8"))
+    except RecursionError:
+        raise ValueError(f"nests deeper than {DEPTH_MAX} levels") from None
+
+
+def _json_bytes(value: Any) -> bytes:
+    """Compact JSON that keeps every integer exact (orjson refuses those beyond 64 bits)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
 def _events_of_spool_entry(value: bytes) -> list[dict[str, Any]]:
-    entry = orjson.loads(value)
+    entry = _read_json(value)
     if isinstance(entry, list):  # a client spool entry: a list of events
         return entry
     if isinstance(entry, dict) and "received_at" in entry:  # a server spool entry
@@ -176,7 +192,7 @@ class Replayer:
         pending = [found for found in batch if found.event["id"] not in present]
         while pending:
             try:
-                reply = self._request("/batch", orjson.dumps({"events": [f.event for f in pending]}))
+                reply = self._request("/batch", _json_bytes({"events": [f.event for f in pending]}))
             except DeliveryError as exc:
                 summary.failed += len(pending)
                 summary.problems.append(f"{len(pending)} events not delivered: {exc}")
