@@ -53,11 +53,15 @@ def initialize(settings: WorkerSettings) -> None:
     global _settings, _spool, _quarantine, _store
     from tlytics.logs import configure_logging
 
-    _die_with_parent(settings.parent_pid)
     # Ctrl-C in a terminal (and systemd's stop) signal the whole process group: the server
-    # decides when this process stops, after its final drain, so the writer ignores them.
+    # decides when this process stops, after its final drain, so the writer ignores them. The
+    # server spawned this process with them blocked (ProcessDrainer), so none could kill it
+    # while it was importing; one that came meanwhile is discarded by SIG_IGN, then unblock.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    _die_with_parent(settings.parent_pid)
     configure_logging(settings.log_level)
     _settings = settings
     _spool = Spool(settings.spool_dir, sync=settings.sync)
