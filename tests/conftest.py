@@ -7,12 +7,14 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +75,19 @@ def http_json(method: str, url: str, body: Any = None, timeout_s: float = 10.0) 
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read())
+
+
+@contextmanager
+def held_write_lock(db_path: Path) -> Iterator[None]:
+    """Hold the store's write lock from this process meanwhile, as a backup tool or a sqlite3
+    shell in another process can; the server's busy timeout runs out before it is released."""
+    connection = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        yield
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
 
 
 class ServerProcess:

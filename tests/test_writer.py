@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from structlog.testing import capture_logs
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings, create_app
+from tests.conftest import held_write_lock, http_json
 from tlytics.ingest.writer import ProcessDrainer, ThreadDrainer, Writer
 from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import Spool
@@ -160,6 +163,23 @@ async def test_writer_process_drains_on_another_core(tmp_path: Path) -> None:
     assert spool.count() == 0
 
 
+async def test_writer_process_survives_a_store_locked_while_it_starts(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.append_many([entry(10) for _ in range(2)])
+    db_path = tmp_path / "a.db"
+    with sqlite3.connect(db_path) as connection:  # a new store, not migrated yet
+        connection.execute("PRAGMA journal_mode=wal")
+    writer = Writer(ProcessDrainer(worker_settings(tmp_path)), flush_period_s=3600)
+    with capture_logs() as logs:
+        with held_write_lock(db_path):  # the writer process cannot migrate it meanwhile
+            assert await writer.flush(timeout_s=60) is False
+            assert "locked" in (writer.last_error or "")
+        assert await writer.flush(timeout_s=60) is True  # retried once the lock is gone
+    assert not any(log["event"] == "writer_process_died_restarting" for log in logs)
+    await writer.close(drain_timeout_s=5)
+    assert SQLiteStore(db_path).count() == 20
+
+
 async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.append_many([entry(10) for _ in range(3)])
@@ -175,3 +195,26 @@ async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: P
     assert any(log["event"] == "writer_process_died_restarting" for log in logs)
     await writer.close(drain_timeout_s=5)
     assert SQLiteStore(tmp_path / "a.db").count() == 60
+
+
+def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_factory: Any, tmp_path: Path) -> None:
+    db_path = tmp_path / "locked.db"
+    SQLiteStore(db_path).close()  # the schema is current, as any earlier run leaves it
+    events = [{"id": str(uuid.uuid4()), "key": "while_locked"} for _ in range(20)]
+    with held_write_lock(db_path):
+        server = server_factory(db_path, flush="100ms").start(wait_s=120)
+        assert http_json("POST", server.url + "/events", events, timeout_s=60)[0] == 200
+        # The writer process meets the lock and retries; nothing is stored meanwhile.
+        deadline = time.monotonic() + 120
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            _, health = http_json("GET", server.url + "/health", timeout_s=60)
+            if "locked" in (health["writer_last_error"] or ""):
+                break
+            time.sleep(0.1)
+        assert "locked" in (health["writer_last_error"] or ""), health
+        assert health["status"] == "healthy" and health["spool_entries"] == 1
+    health = server.wait_drained(timeout_s=120)
+    assert health["writer_last_error"] is None
+    assert sorted(server.stored_ids()) == sorted(event["id"] for event in events)
+    assert "writer_process_died" not in server.log()

@@ -66,18 +66,31 @@ def initialize(settings: WorkerSettings) -> None:
     _settings = settings
     _spool = Spool(settings.spool_dir, sync=settings.sync)
     _quarantine = Spool(settings.spool_dir / "quarantine", sync=settings.sync)
-    _store = SQLiteStore(settings.db_path, synchronous=settings.sync)
+    _store = None  # opened by the first call: see _opened_store
+
+
+def _opened_store() -> SQLiteStore:
+    """The store, opened on first use rather than in `initialize`.
+
+    Opening can fail while another process holds the store's write lock past the busy timeout;
+    in `initialize` that would kill this process (and the next one, and the next). Here it
+    fails one call like a busy insert does, and the writer retries it with backoff and logs it.
+    """
+    global _store
+    assert _settings is not None
+    if _store is None:
+        _store = SQLiteStore(_settings.db_path, synchronous=_settings.sync)
+    return _store
 
 
 def drain() -> DrainResult:
     from tlytics.ingest.writer import drain_batch
 
-    assert _settings is not None and _spool is not None and _quarantine is not None and _store is not None
+    assert _settings is not None and _spool is not None and _quarantine is not None
     return drain_batch(
-        _spool, _store, _quarantine, max_entries=_settings.max_entries, max_events=_settings.max_events
+        _spool, _opened_store(), _quarantine, max_entries=_settings.max_entries, max_events=_settings.max_events
     )
 
 
 def delete_matching(where: EventFilter, max_rows: int, remember_ids: bool) -> int:
-    assert _store is not None
-    return _store.delete_matching(where, max_rows=max_rows, remember_ids=remember_ids)
+    return _opened_store().delete_matching(where, max_rows=max_rows, remember_ids=remember_ids)
