@@ -13,16 +13,17 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from structlog.testing import capture_logs
 
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings, create_app
 from tests.conftest import held_write_lock, http_json
-from tlytics.ingest.writer import ProcessDrainer, ThreadDrainer, Writer
+from tlytics.ingest.writer import ErasureIncomplete, ProcessDrainer, ThreadDrainer, Writer
 from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import Spool
-from tlytics.store import SQLiteStore, StoreRow
+from tlytics.store import EventFilter, SQLiteStore, StoreRow
 
 
 def entry(n_events: int, key: str = "k") -> bytes:
@@ -195,6 +196,23 @@ async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: P
     assert any(log["event"] == "writer_process_died_restarting" for log in logs)
     await writer.close(drain_timeout_s=5)
     assert SQLiteStore(tmp_path / "a.db").count() == 60
+
+
+async def test_an_erasure_whose_drain_fails_erases_nothing(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "a.db", failures=0)
+    writer, spool, _ = make_writer(tmp_path, store)
+    spool.append(entry(3, key="erase_me"))
+    assert await writer.flush(timeout_s=5)
+    spool.append(entry(2, key="erase_me"))  # acknowledged, not stored yet
+    store.failures = 1  # the drain before the erasure fails; the deletion alone would work
+    with capture_logs(), pytest.raises(ErasureIncomplete) as raised:
+        await writer.erase(EventFilter(keys=("erase_me",)))
+    assert raised.value.deleted == 0
+    assert store.count() == 3  # not a partial erasure that the next drain would undo
+    assert await writer.erase(EventFilter(keys=("erase_me",))) == 5
+    assert await writer.flush(timeout_s=5)
+    assert (store.count(), spool.count()) == (0, 0)
+    await writer.close(drain_timeout_s=1)
 
 
 def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_factory: Any, tmp_path: Path) -> None:

@@ -26,6 +26,7 @@ from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from tlytics.errors import StoreError
 from tlytics.ingest import writer_process
 from tlytics.ingest.codec import decode_spool_entry
 from tlytics.ingest.writer_process import WorkerSettings
@@ -35,6 +36,14 @@ from tlytics.store import EventFilter, Store, StoreRow
 log = structlog.get_logger("tlytics.writer")
 
 T = TypeVar("T")
+
+
+class ErasureIncomplete(StoreError):
+    """An erasure stopped early: `deleted` events were erased for good, the others not yet."""
+
+    def __init__(self, message: str, *, deleted: int) -> None:
+        super().__init__(message)
+        self.deleted = deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,12 +314,23 @@ class Writer:
         """Delete every stored event matching `where`, for good (their ids are remembered).
 
         The spool is drained first, so matching events acknowledged before the erasure cannot
-        be stored after it.
+        be stored after it. If that drain fails or times out, nothing is erased: an erasure that
+        answered while matching events still waited in the spool would be undone by the next
+        drain. Raises ErasureIncomplete then, or when a chunk of the deletion fails; either way
+        a retry finishes the job (erased ids stay erased).
         """
-        await self.flush()
+        if not await self.flush():
+            raise ErasureIncomplete(
+                f"the spool could not be written to the store first ({self.last_error or 'timed out'});"
+                " nothing was erased",
+                deleted=0,
+            )
         deleted = 0
         while True:
-            chunk = await self._drainer.delete_matching(where, ERASE_CHUNK, True)
+            try:
+                chunk = await self._drainer.delete_matching(where, ERASE_CHUNK, True)
+            except (StoreError, BrokenProcessPool) as exc:
+                raise ErasureIncomplete(f"deleting failed: {exc}", deleted=deleted) from exc
             deleted += chunk
             if chunk < ERASE_CHUNK:
                 return deleted
