@@ -50,7 +50,7 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def initialize(settings: WorkerSettings) -> None:
-    global _settings, _spool, _quarantine, _store
+    global _settings, _spool, _quarantine
     from tlytics.logs import configure_logging
 
     # Ctrl-C in a terminal (and systemd's stop) signal the whole process group: the server
@@ -66,7 +66,6 @@ def initialize(settings: WorkerSettings) -> None:
     _settings = settings
     _spool = Spool(settings.spool_dir, sync=settings.sync)
     _quarantine = Spool(settings.spool_dir / "quarantine", sync=settings.sync)
-    _store = None  # opened by the first call: see _opened_store
 
 
 def _opened_store() -> SQLiteStore:
