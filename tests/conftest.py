@@ -110,7 +110,7 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = db_path.parent / f"server-{self.port}.log"
 
-    def start(self, *, wait_s: float = 20.0) -> ServerProcess:
+    def start(self, *, wait_s: float = 60.0) -> ServerProcess:
         env = {**os.environ, **self.extra_env}
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(

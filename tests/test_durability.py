@@ -58,6 +58,13 @@ class Sender:
                 with self._lock:
                     self.acknowledged.update(ids)
 
+    def wait_acknowledged(self, timeout_s: float = 30.0) -> Sender:
+        """Wait for the first 200: on a busy machine the stream can take a while to get going."""
+        deadline = time.monotonic() + timeout_s
+        while not self.acknowledged and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
@@ -87,7 +94,7 @@ def assert_exactly_once(server: ServerProcess, acknowledged: set[str], sent: set
 )
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(server_factory: Any, flush: str, kill_after_s: float | None) -> None:
     server = server_factory(flush=flush).start()
-    sender = Sender(server.url).start()
+    sender = Sender(server.url).start().wait_acknowledged()
     time.sleep(kill_after_s if kill_after_s is not None else random.uniform(0.2, 1.5))
     server.kill()
     sender.stop()
@@ -153,10 +160,7 @@ def _signal_group_when(server: ServerProcess, moment: str) -> Sender | None:
         return None
     sender = Sender(server.url, threads=2).start()
     if moment == "during_load":
-        deadline = time.monotonic() + 30
-        while not sender.acknowledged and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return sender
+        return sender.wait_acknowledged()
     time.sleep(0.5)  # "after_load": a pause, then the signal
     sender.stop()
     return sender
