@@ -7,12 +7,14 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +77,19 @@ def http_json(method: str, url: str, body: Any = None, timeout_s: float = 10.0) 
         return exc.code, json.loads(exc.read())
 
 
+@contextmanager
+def held_write_lock(db_path: Path) -> Iterator[None]:
+    """Hold the store's write lock from this process meanwhile, as a backup tool or a sqlite3
+    shell in another process can; the server's busy timeout runs out before it is released."""
+    connection = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        yield
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
 class ServerProcess:
     """A real `python -m tlytics` on 127.0.0.1 and a free port."""
 
@@ -95,7 +110,7 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = db_path.parent / f"server-{self.port}.log"
 
-    def start(self, *, wait_s: float = 20.0) -> ServerProcess:
+    def start(self, *, wait_s: float = 60.0) -> ServerProcess:
         env = {**os.environ, **self.extra_env}
         self._log = open(self.log_path, "ab")
         self.process = subprocess.Popen(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from tests.conftest import app_flush, http_json, store_count
+from tests.conftest import app_flush, held_write_lock, http_json, store_count
 from tlytics.ingest import Settings, create_app
 
 
@@ -84,6 +87,56 @@ def test_erasure_through_the_writer_process(server_factory: Any) -> None:
     status, body = http_json("DELETE", server.url + "/events?where=" + quote("data.user_id:7"))
     assert (status, body) == (200, {"deleted": 12})
     assert len(server.stored_ids()) == 1
+
+
+def erase_where(url: str, where: str) -> tuple[int, dict[str, str], Any]:
+    """DELETE /events?where=…; (status, headers, JSON body). Generous timeout: a busy store is
+    waited for (the busy timeout) before the answer."""
+    request = urllib.request.Request(f"{url}/events?where={quote(where)}", method="DELETE")
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, dict(response.headers), json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), json.loads(exc.read())
+
+
+def test_an_erasure_that_cannot_drain_the_spool_first_erases_nothing(server_factory: Any) -> None:
+    server = server_factory(flush="1h").start()  # the writer drains only when asked
+    stored = [user_event(5) for _ in range(3)]
+    other = user_event(6)
+    assert http_json("POST", server.url + "/events", [*stored, other])[0] == 200
+    # An erasure that matches nothing still drains the spool: these four are now in the store.
+    assert erase_where(server.url, "data.user_id:0")[::2] == (200, {"deleted": 0})
+    spooled = [user_event(5) for _ in range(2)]
+    assert http_json("POST", server.url + "/events", spooled)[0] == 200
+
+    with held_write_lock(server.db_path):
+        status, headers, body = erase_where(server.url, "data.user_id:5")
+    assert status == 503, body
+    assert int(headers["Retry-After"]) > 0
+    assert body["deleted"] == 0 and "retry" in body["error"]
+
+    # Nothing was erased (neither the stored three nor, later, the two that were spooled):
+    # the retry finds all five.
+    assert erase_where(server.url, "data.user_id:5")[::2] == (200, {"deleted": 5})
+    assert server.stop() == 0
+    restarted = server_factory(server.db_path, flush="50ms").start()
+    assert http_json("POST", restarted.url + "/events", [*stored, *spooled])[0] == 200  # a replay
+    restarted.wait_drained()
+    assert restarted.stored_ids() == [other["id"]]
+
+
+def test_an_erasure_on_a_busy_store_erases_nothing(server_factory: Any) -> None:
+    server = server_factory(flush="50ms").start()
+    assert http_json("POST", server.url + "/events", [user_event(9) for _ in range(4)])[0] == 200
+    server.wait_drained()
+    with held_write_lock(server.db_path):
+        status, headers, body = erase_where(server.url, "data.user_id:9")
+        assert status == 503, body
+        assert int(headers["Retry-After"]) > 0 and body["deleted"] == 0
+        assert len(server.stored_ids()) == 4  # reads go on meanwhile
+    assert erase_where(server.url, "data.user_id:9")[::2] == (200, {"deleted": 4})
+    assert server.stored_ids() == []
 
 
 def test_retention_flag() -> None:

@@ -5,21 +5,25 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sqlite3
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from structlog.testing import capture_logs
 
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings, create_app
-from tlytics.ingest.writer import ProcessDrainer, ThreadDrainer, Writer
+from tests.conftest import held_write_lock, http_json
+from tlytics.ingest.writer import ErasureIncomplete, ProcessDrainer, ThreadDrainer, Writer
 from tlytics.ingest.writer_process import WorkerSettings
 from tlytics.spool import Spool
-from tlytics.store import SQLiteStore, StoreRow
+from tlytics.store import EventFilter, SQLiteStore, StoreRow
 
 
 def entry(n_events: int, key: str = "k") -> bytes:
@@ -160,6 +164,23 @@ async def test_writer_process_drains_on_another_core(tmp_path: Path) -> None:
     assert spool.count() == 0
 
 
+async def test_writer_process_survives_a_store_locked_while_it_starts(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.append_many([entry(10) for _ in range(2)])
+    db_path = tmp_path / "a.db"
+    with sqlite3.connect(db_path) as connection:  # a new store, not migrated yet
+        connection.execute("PRAGMA journal_mode=wal")
+    writer = Writer(ProcessDrainer(worker_settings(tmp_path)), flush_period_s=3600)
+    with capture_logs() as logs:
+        with held_write_lock(db_path):  # the writer process cannot migrate it meanwhile
+            assert await writer.flush(timeout_s=60) is False
+            assert "locked" in (writer.last_error or "")
+        assert await writer.flush(timeout_s=60) is True  # retried once the lock is gone
+    assert not any(log["event"] == "writer_process_died_restarting" for log in logs)
+    await writer.close(drain_timeout_s=5)
+    assert SQLiteStore(db_path).count() == 20
+
+
 async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.append_many([entry(10) for _ in range(3)])
@@ -175,3 +196,48 @@ async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: P
     assert any(log["event"] == "writer_process_died_restarting" for log in logs)
     await writer.close(drain_timeout_s=5)
     assert SQLiteStore(tmp_path / "a.db").count() == 60
+
+
+async def test_an_erasure_whose_drain_fails_erases_nothing(tmp_path: Path) -> None:
+    store = FlakyStore(tmp_path / "a.db", failures=0)
+    writer, spool, _ = make_writer(tmp_path, store)
+    spool.append(entry(3, key="erase_me"))
+    assert await writer.flush(timeout_s=5)
+    spool.append(entry(2, key="erase_me"))  # acknowledged, not stored yet
+    store.failures = 1  # the drain before the erasure fails; the deletion alone would work
+    with capture_logs(), pytest.raises(ErasureIncomplete) as raised:
+        await writer.erase(EventFilter(keys=("erase_me",)))
+    assert raised.value.deleted == 0
+    assert store.count() == 3  # not a partial erasure that the next drain would undo
+    assert await writer.erase(EventFilter(keys=("erase_me",))) == 5
+    assert await writer.flush(timeout_s=5)
+    assert (store.count(), spool.count()) == (0, 0)
+    await writer.close(drain_timeout_s=1)
+
+
+def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_factory: Any, tmp_path: Path) -> None:
+    db_path = tmp_path / "locked.db"
+    SQLiteStore(db_path).close()  # the schema is current, as any earlier run leaves it
+    events = [{"id": str(uuid.uuid4()), "key": "while_locked"} for _ in range(20)]
+    with held_write_lock(db_path):
+        server = server_factory(db_path, flush="100ms").start(wait_s=120)
+        assert http_json("POST", server.url + "/events", events, timeout_s=60)[0] == 200
+        # The writer process meets the lock and retries; nothing is stored meanwhile.
+        deadline = time.monotonic() + 120
+        health: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            _, health = http_json("GET", server.url + "/health", timeout_s=60)
+            if "locked" in (health["writer_last_error"] or ""):
+                break
+            time.sleep(0.1)
+        assert "locked" in (health["writer_last_error"] or ""), health
+        assert health["status"] == "healthy" and health["spool_entries"] == 1
+    server.wait_drained(timeout_s=120)
+    assert sorted(server.stored_ids()) == sorted(event["id"] for event in events)
+    # The spool empties in the writer process a moment before the server hears of the success.
+    deadline = time.monotonic() + 60
+    while health["writer_last_error"] is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        _, health = http_json("GET", server.url + "/health", timeout_s=60)
+    assert health["writer_last_error"] is None
+    assert "writer_process_died" not in server.log()

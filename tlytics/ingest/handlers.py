@@ -26,6 +26,7 @@ from tlytics.ingest.query import encode_cursor, page_and_size, read_query
 from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, EVENTS_ACCEPTED, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.keys import QUARANTINE
 from tlytics.ingest.responses import ApiError, json_response
+from tlytics.ingest.writer import ErasureIncomplete
 from tlytics.store import Page, Position, StoredEvent
 from tlytics.timefmt import format_rfc3339_us
 
@@ -212,7 +213,16 @@ async def erase_events(request: web.Request) -> web.Response:
             "say which events to erase: where=data.<property>:<value>, key, since or until",
             field="where",
         )
-    deleted = await request.app[WRITER].erase(query.where)
+    try:
+        deleted = await request.app[WRITER].erase(query.where)
+    except ErasureIncomplete as exc:
+        log.warning("erasure_incomplete", deleted=exc.deleted, error=str(exc))
+        raise ApiError(
+            503,
+            f"cannot erase now, retry later: {exc}",
+            headers={"Retry-After": RETRY_AFTER_S},
+            deleted=exc.deleted,
+        ) from None
     # The audit line names the kind of filter, not its values (they are often personal data).
     log.info(
         "events_erased",

@@ -15,16 +15,18 @@ import asyncio
 import functools
 import multiprocessing
 import os
+import signal
 import time
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from contextlib import suppress
-from collections.abc import Callable
+from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import structlog
 
+from tlytics.errors import StoreError
 from tlytics.ingest import writer_process
 from tlytics.ingest.codec import decode_spool_entry
 from tlytics.ingest.writer_process import WorkerSettings
@@ -32,6 +34,16 @@ from tlytics.spool import Spool
 from tlytics.store import EventFilter, Store, StoreRow
 
 log = structlog.get_logger("tlytics.writer")
+
+T = TypeVar("T")
+
+
+class ErasureIncomplete(StoreError):
+    """An erasure stopped early: `deleted` events were erased for good, the others not yet."""
+
+    def __init__(self, message: str, *, deleted: int) -> None:
+        super().__init__(message)
+        self.deleted = deleted
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,12 +134,34 @@ class ThreadDrainer:
         self._executor.shutdown(wait=True)
 
 
+@contextmanager
+def _stop_signals_blocked() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread meanwhile, so a process spawned inside inherits
+    them blocked (the mask survives fork and exec) and cannot die of them before it ignores
+    them; what arrives meanwhile stays pending for this process and is handled afterwards.
+    CPython's resource tracker guards its own spawn this way (bpo-33613)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: no process group signals either
+        yield
+        return
+    stop_signals = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 class ProcessDrainer:
     """drain_batch in a writer process of its own, restarted if it dies.
 
     If the server is killed, the worker sees its task pipe close and exits after the batch in
     hand; a batch it finishes is committed before its spool entries are removed, so the crash
     rule holds whichever process dies when.
+
+    The pool spawns its process on the first submit (and a new pool after a crash), so every
+    submit goes through `_submit`, which spawns with the stop signals blocked: a Ctrl-C to the
+    whole process group while the new process is still importing must not kill it before the
+    server's final drain.
     """
 
     def __init__(self, settings: WorkerSettings) -> None:
@@ -142,9 +176,14 @@ class ProcessDrainer:
             initargs=(self._settings,),
         )
 
+    async def _submit(self, fn: Callable[..., T], *args: Any) -> T:
+        with _stop_signals_blocked():
+            future: Future[T] = self._executor.submit(fn, *args)
+        return await asyncio.wrap_future(future)
+
     async def drain_batch(self) -> DrainResult:
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, writer_process.drain)
+            return await self._submit(writer_process.drain)
         except BrokenProcessPool:
             log.error("writer_process_died_restarting")
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -152,13 +191,10 @@ class ProcessDrainer:
             raise
 
     async def delete_matching(self, where: EventFilter, max_rows: int, remember_ids: bool) -> int:
-        return await asyncio.get_running_loop().run_in_executor(
-            self._executor, writer_process.delete_matching, where, max_rows, remember_ids
-        )
+        return await self._submit(writer_process.delete_matching, where, max_rows, remember_ids)
 
     async def close(self) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown, True)
-
 
 
 RETENTION_CHUNK = 2_000
@@ -278,12 +314,23 @@ class Writer:
         """Delete every stored event matching `where`, for good (their ids are remembered).
 
         The spool is drained first, so matching events acknowledged before the erasure cannot
-        be stored after it.
+        be stored after it. If that drain fails or times out, nothing is erased: an erasure that
+        answered while matching events still waited in the spool would be undone by the next
+        drain. Raises ErasureIncomplete then, or when a chunk of the deletion fails; either way
+        a retry finishes the job (erased ids stay erased).
         """
-        await self.flush()
+        if not await self.flush():
+            raise ErasureIncomplete(
+                f"the spool could not be written to the store first ({self.last_error or 'timed out'});"
+                " nothing was erased",
+                deleted=0,
+            )
         deleted = 0
         while True:
-            chunk = await self._drainer.delete_matching(where, ERASE_CHUNK, True)
+            try:
+                chunk = await self._drainer.delete_matching(where, ERASE_CHUNK, True)
+            except (StoreError, BrokenProcessPool) as exc:
+                raise ErasureIncomplete(f"deleting failed: {exc}", deleted=deleted) from exc
             deleted += chunk
             if chunk < ERASE_CHUNK:
                 return deleted

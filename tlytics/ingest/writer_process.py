@@ -50,30 +50,46 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def initialize(settings: WorkerSettings) -> None:
-    global _settings, _spool, _quarantine, _store
+    global _settings, _spool, _quarantine
     from tlytics.logs import configure_logging
 
-    _die_with_parent(settings.parent_pid)
     # Ctrl-C in a terminal (and systemd's stop) signal the whole process group: the server
-    # decides when this process stops, after its final drain, so the writer ignores them.
+    # decides when this process stops, after its final drain, so the writer ignores them. The
+    # server spawned this process with them blocked (ProcessDrainer), so none could kill it
+    # while it was importing; one that came meanwhile is discarded by SIG_IGN, then unblock.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    _die_with_parent(settings.parent_pid)
     configure_logging(settings.log_level)
     _settings = settings
     _spool = Spool(settings.spool_dir, sync=settings.sync)
     _quarantine = Spool(settings.spool_dir / "quarantine", sync=settings.sync)
-    _store = SQLiteStore(settings.db_path, synchronous=settings.sync)
+
+
+def _opened_store() -> SQLiteStore:
+    """The store, opened on first use rather than in `initialize`.
+
+    Opening can fail while another process holds the store's write lock past the busy timeout;
+    in `initialize` that would kill this process (and the next one, and the next). Here it
+    fails one call like a busy insert does, and the writer retries it with backoff and logs it.
+    """
+    global _store
+    assert _settings is not None
+    if _store is None:
+        _store = SQLiteStore(_settings.db_path, synchronous=_settings.sync)
+    return _store
 
 
 def drain() -> DrainResult:
     from tlytics.ingest.writer import drain_batch
 
-    assert _settings is not None and _spool is not None and _quarantine is not None and _store is not None
+    assert _settings is not None and _spool is not None and _quarantine is not None
     return drain_batch(
-        _spool, _store, _quarantine, max_entries=_settings.max_entries, max_events=_settings.max_events
+        _spool, _opened_store(), _quarantine, max_entries=_settings.max_entries, max_events=_settings.max_events
     )
 
 
 def delete_matching(where: EventFilter, max_rows: int, remember_ids: bool) -> int:
-    assert _store is not None
-    return _store.delete_matching(where, max_rows=max_rows, remember_ids=remember_ids)
+    return _opened_store().delete_matching(where, max_rows=max_rows, remember_ids=remember_ids)

@@ -131,9 +131,11 @@ _CONNECTION_PRACTICES: tuple[Callable[[apsw.Connection], None], ...] = (
     apsw.bestpractice.connection_wal,
     apsw.bestpractice.connection_enable_foreign_keys,
     apsw.bestpractice.connection_dqs,
-    apsw.bestpractice.connection_optimize,
     apsw.bestpractice.connection_recursive_triggers,
 )
+
+
+BUSY_TIMEOUT_MS = 10_000
 
 
 def _connect(path: str, synchronous: Synchronous, *, readonly: bool = False) -> apsw.Connection:
@@ -142,11 +144,29 @@ def _connect(path: str, synchronous: Synchronous, *, readonly: bool = False) -> 
     # First: wait out another connection's short write locks instead of failing at once (the
     # practices below already take locks; after a SIGKILL the old writer process may still be
     # finishing its last batch).
-    connection.set_busy_timeout(10_000)
+    connection.set_busy_timeout(BUSY_TIMEOUT_MS)
     for practice in _CONNECTION_PRACTICES:
         practice(connection)
     connection.pragma("synchronous", synchronous.upper())
+    if not readonly:
+        _optimize_unless_busy(connection)
     return connection
+
+
+def _optimize_unless_busy(connection: apsw.Connection) -> None:
+    """apsw.bestpractice.connection_optimize, skipped while another process holds the write lock.
+
+    It may write planner statistics, so it needs that lock; it is only an optimization (the next
+    open runs it again), and waiting for it would keep a store whose schema is current from
+    opening at all while, say, a backup holds the lock: the server could not even spool.
+    """
+    connection.set_busy_timeout(100)
+    try:
+        apsw.bestpractice.connection_optimize(connection)
+    except apsw.BusyError:
+        pass
+    finally:
+        connection.set_busy_timeout(BUSY_TIMEOUT_MS)
 
 
 def _conditions(where: EventFilter) -> tuple[list[str], list[Any]]:
