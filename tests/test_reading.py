@@ -109,12 +109,12 @@ async def test_export_csv_columns_and_json_data(filled: Any) -> None:
 
 
 async def test_export_of_more_than_one_chunk(client: Any, app: web.Application) -> None:
-    from tlytics.ingest import handlers
+    from tlytics.ingest import export
 
     for start in range(0, 12_000, 4_000):
         await client.post("/events", json=[{"key": "bulk"}] * 4_000)
     await app_flush(app)
-    assert handlers.EXPORT_CHUNK < 12_000
+    assert export.EXPORT_CHUNK < 12_000
     body = await (await client.get("/export")).read()
     ids = [orjson.loads(line)["id"] for line in body.splitlines()]
     assert len(ids) == len(set(ids)) == 12_000

@@ -1,4 +1,5 @@
-"""Access control, deny by default: every route declares its level where it is added.
+"""Access control, deny by default: every route declares its level in the route table
+(`routes.py`), next to its path and handler.
 
 A route is `open` (anyone), `write` (posting events) or `read` (everything that reveals
 stored events or figures). The level belongs to the route object the router matched, not to

@@ -31,5 +31,3 @@ STORE = web.AppKey("store", Store)
 READER = web.AppKey("reader", ThreadPoolExecutor)
 WRITER = web.AppKey("writer", Writer)
 COMMITTER = web.AppKey("committer", GroupCommitter)
-# How many events a request accepted, for the canonical log line.
-EVENTS_ACCEPTED = web.RequestKey("events_accepted", int)

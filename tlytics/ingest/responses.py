@@ -25,7 +25,9 @@ def json_error(
 
 
 class ApiError(Exception):
-    """Raised by handlers to answer with a JSON error; the middleware turns it into a response."""
+    """An answer that is HTTP and nothing else (a query parameter, a key, a content type):
+    raised by handlers, answered as it is by the middleware. Errors with a meaning beyond HTTP
+    are the typed errors of `tlytics.errors`, mapped to their answers in `error_answers`."""
 
     def __init__(
         self, status: int, message: str, *, headers: Mapping[str, str] | None = None, **details: Any

@@ -8,15 +8,14 @@ rollup table maintained by the writer would make big stores fast (not done yet).
 
 from __future__ import annotations
 
-import asyncio
-import functools
 import re
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from tlytics.ingest.keys import READER, STORE
+from tlytics.ingest.keys import STORE
+from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.query import DATA_PROPERTY, read_query
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.store import EventFilter
@@ -140,10 +139,7 @@ async def stats(request: web.Request) -> web.Response:
     edges_us = [datetime_to_us(start) for start in starts]
     end_us = datetime_to_us(end)
     store = request.app[STORE]
-    loop = asyncio.get_running_loop()
-    counts = await loop.run_in_executor(
-        request.app[READER], store.bucket_counts, edges_us, end_us, window, unique_path
-    )
+    counts = await run_read(request, store.bucket_counts, edges_us, end_us, window, unique_path)
     buckets = []
     for start, (count, unique) in zip(starts, counts):
         bucket: dict[str, object] = {"start": _format_local(start), "count": count}
@@ -158,9 +154,7 @@ async def stats(request: web.Request) -> web.Response:
         "buckets": buckets,
     }
     if breakdown_path is not None:
-        found = await loop.run_in_executor(
-            request.app[READER], functools.partial(store.breakdown, window, breakdown_path, limit)
-        )
+        found = await run_read(request, store.breakdown, window, breakdown_path, limit)
         breakdown: list[dict[str, object]] = [{"value": value, "count": n} for value, n in found.top]
         rest = found.total - found.missing - sum(n for _, n in found.top)
         if rest > 0:
@@ -173,8 +167,7 @@ async def stats(request: web.Request) -> web.Response:
 
 async def keys(request: web.Request) -> web.Response:
     """GET /keys: every key with its count and first and last timestamps."""
-    store = request.app[STORE]
-    rows = await asyncio.get_running_loop().run_in_executor(request.app[READER], store.keys_summary)
+    rows = await run_read(request, request.app[STORE].keys_summary)
     return json_response(
         {
             "keys": [

@@ -1,0 +1,46 @@
+"""POST /events and POST /batch: parse → validate → spool → answer. The rules live in
+`tlytics.ingest.codec` (and `tlytics.events` behind it), durability in the spool: the 200 goes
+out only once the group committer has the request's entry on disk."""
+
+from __future__ import annotations
+
+import time
+
+import structlog
+from aiohttp import web
+
+from tlytics.ingest.bodies import read_body
+from tlytics.ingest.codec import spool_entry
+from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, SETTINGS
+from tlytics.ingest.responses import json_response
+
+
+async def _accept(request: web.Request, *, batch: bool) -> web.Response:
+    body = await read_body(request)
+    settings = request.app[SETTINGS]
+    # InvalidRequest (400/413) and SpoolError (503) propagate: error_answers maps them.
+    entry, count = spool_entry(
+        body,
+        batch=batch,
+        now_us=time.time_ns() // 1000,
+        max_events=settings.max_events_per_request,
+        max_event_bytes=settings.max_event_bytes,
+    )
+    if count:
+        await request.app[COMMITTER].append(entry, count)
+    request.app[METRICS].events_accepted.inc(count)
+    counters = request.app[COUNTERS]
+    counters.accepted_requests += 1
+    counters.accepted_events += count
+    structlog.contextvars.bind_contextvars(events_accepted=count)  # for the request's canonical line
+    return json_response({"message": f"Successfully queued {count} events", "count": count})
+
+
+async def post_events(request: web.Request) -> web.Response:
+    """POST /events: a JSON array of events."""
+    return await _accept(request, batch=False)
+
+
+async def post_batch(request: web.Request) -> web.Response:
+    """POST /batch: {"events": [...]}."""
+    return await _accept(request, batch=True)

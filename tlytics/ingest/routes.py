@@ -1,0 +1,60 @@
+"""The route table: every (method, path) the server answers, its handler and its access level,
+declared together in one place.
+
+A route missing here is a 404 or 405; a route added to the router any other way declares no
+level and is refused with a 403 (deny by default, see `auth`). A GET route also answers HEAD,
+at the same level, declared here rather than implicitly by aiohttp.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from tlytics.ingest import accept, erase, export, lookup, monitoring, stats, static_pages, view
+from tlytics.ingest.auth import ROUTE_ACCESS, Access, RouteAccess
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class Route:
+    """One endpoint: who may call it is part of its declaration."""
+
+    method: str
+    path: str
+    handler: Handler
+    access: Access
+
+
+ROUTES = (
+    Route("POST", "/events", accept.post_events, access="write"),
+    Route("DELETE", "/events", erase.erase_events, access="read"),  # erasure: scopes come later
+    Route("POST", "/batch", accept.post_batch, access="write"),
+    Route("GET", "/health", monitoring.health, access="open"),
+    Route("GET", "/view", view.view, access="read"),
+    Route("GET", "/export", export.export, access="read"),
+    Route("GET", "/stats", stats.stats, access="read"),
+    Route("GET", "/keys", stats.keys, access="read"),
+    Route("GET", "/", static_pages.dashboard, access="open"),
+    Route("POST", "/lookup", lookup.lookup, access="read"),
+    Route("GET", "/metrics", monitoring.metrics, access="read"),
+    Route("GET", "/openapi.json", static_pages.openapi, access="open"),
+)
+# The dashboard's own files (scripts, styles, the chart library): no data, open.
+STATIC_PREFIX = "/static"
+STATIC_ACCESS: Access = "open"
+
+
+def add_routes(app: web.Application) -> None:
+    """Add every route of the table to `app`'s router, each with its declared level."""
+    route_access = RouteAccess()
+    app[ROUTE_ACCESS] = route_access
+    for route in ROUTES:
+        # HEAD answers what GET answers (status, headers, Content-Length).
+        for method in ("GET", "HEAD") if route.method == "GET" else (route.method,):
+            route_access.declare(app.router.add_route(method, route.path, route.handler), route.access)
+    for static_route in app.router.add_static(STATIC_PREFIX, static_pages.STATIC_DIR, name="static"):
+        route_access.declare(static_route, STATIC_ACCESS)
