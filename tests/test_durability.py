@@ -17,69 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, http_json
-from tlytics.spool import Spool
-from tlytics.store import SQLiteStore
-
-
-class Sender:
-    """Threads posting batches of fresh-id events until stopped; records what got a 200."""
-
-    def __init__(self, url: str, *, threads: int = 4, batch_size: int = 50) -> None:
-        self.url = url
-        self.batch_size = batch_size
-        self.acknowledged: set[str] = set()
-        self.sent: set[str] = set()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
-
-    def start(self) -> Sender:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def _run(self, n: int) -> None:
-        deadline = time.monotonic() + 60  # bounded even if nobody stops us
-        path = "/events" if n % 2 else "/batch"
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            ids = [str(uuid.uuid4()) for _ in range(self.batch_size)]
-            events = [{"id": i, "key": "crash_test", "data": {"thread": n}} for i in ids]
-            # A duplicate inside the request must still count once.
-            events.append(dict(events[0]))
-            body: Any = events if path == "/events" else {"events": events}
-            with self._lock:
-                self.sent.update(ids)
-            try:
-                status, _ = http_json("POST", self.url + path, body, timeout_s=5.0)
-            except OSError:
-                return  # the server is gone
-            if status == 200:
-                with self._lock:
-                    self.acknowledged.update(ids)
-
-    def wait_acknowledged(self, timeout_s: float = 30.0) -> Sender:
-        """Wait for the first 200: on a busy machine the stream can take a while to get going."""
-        deadline = time.monotonic() + timeout_s
-        while not self.acknowledged and time.monotonic() < deadline:
-            time.sleep(0.01)
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=10)
-
-
-def assert_exactly_once(server: ServerProcess, acknowledged: set[str], sent: set[str]) -> None:
-    health = server.wait_drained()
-    stored = server.stored_ids()
-    print(f"acknowledged={len(acknowledged)} sent={len(sent)} stored={len(stored)}")
-    assert len(stored) == len(set(stored)), "an event is stored twice"
-    assert health["stored_events"] == len(stored)
-    missing = acknowledged - set(stored)
-    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
-    assert set(stored) <= sent, "the store holds events nobody sent"
+from tests.helpers import Sender, ServerProcess, assert_exactly_once, http_json
 
 
 @pytest.mark.parametrize(
@@ -142,11 +80,18 @@ def test_clean_stop_keeps_everything_and_restart_adds_nothing(server_factory: An
 
 def test_sigterm_during_requests_answers_them(server_factory: Any) -> None:
     server = server_factory(flush="1h").start()
-    sender = Sender(server.url, threads=4).start()
-    time.sleep(0.4)
+    sender = Sender(server.url, threads=4).start().wait_acknowledged()
+    time.sleep(0.2)
+    signalled_at = time.monotonic()
     server.process.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-    sender.stop()
     assert server.process.wait(timeout=30) == 0  # type: ignore[union-attr]
+    sender.stop()
+    # Requests the server was reading when the signal came are answered, and with a 200:
+    # a graceful stop finishes them (4 senders post back to back, so some are in flight).
+    statuses = {outcome for _, _, outcome in sender.answers}
+    assert statuses <= {200, "cut off"}, statuses
+    in_flight = [outcome for start, end, outcome in sender.answers if start < signalled_at < end]
+    assert 200 in in_flight, f"no request in flight at the signal was answered: {in_flight}"
     restarted = server_factory(server.db_path, flush="50ms").start()
     assert_exactly_once(restarted, sender.acknowledged, sender.sent)
 
@@ -168,7 +113,9 @@ def _signal_group_when(server: ServerProcess, moment: str) -> Sender | None:
 
 @pytest.mark.parametrize("moment", ["right_after_health", "during_load", "after_load"])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_group_signal_at_any_moment_drains_and_exits_cleanly(server_factory: Any, tmp_path: Any, sig: int, moment: str) -> None:
+def test_a_group_signal_at_any_moment_drains_and_exits_cleanly(
+    server_factory: Any, tmp_path: Any, open_store: Any, open_spool: Any, sig: int, moment: str
+) -> None:
     # A terminal's Ctrl-C (and systemd's stop) signal every process of the group, the writer
     # process included: the server must still finish with its final drain, whenever it comes.
     for attempt in range(3):  # the race was a window of a second or so: try it several times
@@ -183,12 +130,13 @@ def test_a_group_signal_at_any_moment_drains_and_exits_cleanly(server_factory: A
         log = server.log()
         for sign in ("Traceback", "KeyboardInterrupt", "writer_process_died", "writer_batch_failed"):
             assert sign not in log, log[-3000:]
-        assert Spool(db_path.with_name(db_path.name + ".spool")).count() == 0, "the final drain did not run"
+        assert open_spool(db_path.with_name(db_path.name + ".spool")).count() == 0, "the final drain did not run"
+        stored = open_store(db_path).count()
         if moment == "right_after_health":
-            assert SQLiteStore(db_path).count() == 5
+            assert stored == 5
             continue
         assert sender is not None
         if moment == "after_load":
-            assert SQLiteStore(db_path).count() == len(sender.acknowledged) > 0
+            assert stored == len(sender.acknowledged) > 0
         else:  # requests in flight at the signal are answered; their senders may not see it
-            assert SQLiteStore(db_path).count() >= len(sender.acknowledged) > 0
+            assert stored >= len(sender.acknowledged) > 0

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import ServerProcess, http_json
-from tests.test_durability import Sender, assert_exactly_once
+from tests.helpers import Sender, assert_exactly_once
 from tlytics.spool import Spool
 
 

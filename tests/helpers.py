@@ -1,0 +1,258 @@
+"""What the tests share besides fixtures: real servers in subprocesses, HTTP calls, a stream
+of events that records what was acknowledged, the exactly-once check, and a bounded poller.
+Test modules import from here (never from one another)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+
+from tlytics.ingest.keys import SPOOL, STORE, WRITER
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T | None], *, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "") -> T:
+    """Poll `check` until it returns something truthy and return that; fail after `timeout_s`.
+
+    Generous by default: a busy machine is slow, and a test that waits for something that is
+    going to happen only costs time when it fails.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout_s}s: {what or check}")
+        time.sleep(interval_s)
+
+
+def event(n: int, key: str = "page_view", **data: Any) -> dict[str, Any]:
+    """An event with a deterministic id and timestamp (n seconds into 2025), for read tests."""
+    return {"id": str(uuid.UUID(int=n + 1)), "key": key, "timestamp": f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}Z", "data": data}
+
+
+async def app_flush(app: web.Application) -> None:
+    """Drain the spool into the store now."""
+    assert await app[WRITER].flush(timeout_s=30.0)
+
+
+def spool_count(app: web.Application) -> int:
+    return app[SPOOL].count()
+
+
+def store_count(app: web.Application) -> int:
+    return app[STORE].count()
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def http_json(method: str, url: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, Any]:
+    """A blocking HTTP call for subprocess tests; returns (status, decoded JSON body)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@contextmanager
+def held_write_lock(db_path: Path) -> Iterator[None]:
+    """Hold the store's write lock from this process meanwhile, as a backup tool or a sqlite3
+    shell in another process can; the server's busy timeout runs out before it is released."""
+    connection = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        yield
+        connection.execute("ROLLBACK")
+    finally:
+        connection.close()
+
+
+class ServerProcess:
+    """A real `python -m tlytics` on 127.0.0.1 and a free port."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        *,
+        flush: str = "100ms",
+        extra_env: dict[str, str] | None = None,
+        extra_args: list[str] | None = None,
+    ) -> None:
+        self.extra_args = extra_args or []
+        self.db_path = db_path
+        self.flush = flush
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.extra_env = extra_env or {}
+        self.process: subprocess.Popen[bytes] | None = None
+        self.log_path = db_path.parent / f"server-{self.port}.log"
+
+    def start(self, *, wait_s: float = 60.0) -> ServerProcess:
+        env = {**os.environ, **self.extra_env}
+        self._log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(self.port),
+             "--db", str(self.db_path), "--flush", self.flush, *self.extra_args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group, as under a terminal or systemd
+        )
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            try:
+                status, _ = http_json("GET", f"{self.url}/health", timeout_s=1.0)
+                if status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.kill()
+        raise RuntimeError(f"server did not answer within {wait_s}s: {self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no cleanup of any kind runs."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self._close_log()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        """A clean stop by signal; returns the exit code."""
+        assert self.process is not None
+        self.process.send_signal(sig)
+        code = self.process.wait(timeout=timeout_s)
+        self._close_log()
+        return code
+
+    def _close_log(self) -> None:
+        log = getattr(self, "_log", None)
+        if log is not None and not log.closed:
+            log.close()
+
+    def wait_drained(self, timeout_s: float = 30.0) -> dict[str, Any]:
+        """Wait until the spool is empty; return the last /health body."""
+        deadline = time.monotonic() + timeout_s
+        body: dict[str, Any] = {}
+        while time.monotonic() < deadline:
+            _, body = http_json("GET", f"{self.url}/health")
+            if body["spool_entries"] == 0:
+                return body
+            time.sleep(0.05)
+        raise AssertionError(f"spool not drained in {timeout_s}s: {body}")
+
+    def stored_ids(self) -> list[str]:
+        """Every stored event id, read through /view page by page."""
+        ids: list[str] = []
+        page = 1
+        while page <= 10_000:
+            status, body = http_json("GET", f"{self.url}/view?page={page}&page_size=1000")
+            assert status == 200
+            ids.extend(event["id"] for event in body["events"])
+            if page >= body["total_pages"]:
+                break
+            page += 1
+        return ids
+
+
+
+class Sender:
+    """Threads posting batches of fresh-id events until stopped; records what got a 200."""
+
+    def __init__(self, url: str, *, threads: int = 4, batch_size: int = 50) -> None:
+        self.url = url
+        self.batch_size = batch_size
+        self.acknowledged: set[str] = set()
+        self.sent: set[str] = set()
+        # (monotonic start, end, HTTP status or "cut off") of every request that was sent
+        self.answers: list[tuple[float, float, int | str]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
+
+    def start(self) -> Sender:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def _run(self, n: int) -> None:
+        deadline = time.monotonic() + 60  # bounded even if nobody stops us
+        path = "/events" if n % 2 else "/batch"
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            ids = [str(uuid.uuid4()) for _ in range(self.batch_size)]
+            events = [{"id": i, "key": "crash_test", "data": {"thread": n}} for i in ids]
+            # A duplicate inside the request must still count once.
+            events.append(dict(events[0]))
+            body: Any = events if path == "/events" else {"events": events}
+            with self._lock:
+                self.sent.update(ids)
+            started = time.monotonic()
+            try:
+                status, _ = http_json("POST", self.url + path, body, timeout_s=5.0)
+            except urllib.error.URLError:
+                return  # refused or unreachable: the server is gone (nothing was read)
+            except OSError:
+                with self._lock:  # sent, then the connection broke before any answer
+                    self.answers.append((started, time.monotonic(), "cut off"))
+                return
+            with self._lock:
+                self.answers.append((started, time.monotonic(), status))
+                if status == 200:
+                    self.acknowledged.update(ids)
+
+    def wait_acknowledged(self, timeout_s: float = 30.0) -> Sender:
+        """Wait for the first 200: on a busy machine the stream can take a while to get going."""
+        deadline = time.monotonic() + timeout_s
+        while not self.acknowledged and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+
+
+def assert_exactly_once(server: ServerProcess, acknowledged: set[str], sent: set[str]) -> None:
+    health = server.wait_drained()
+    stored = server.stored_ids()
+    print(f"acknowledged={len(acknowledged)} sent={len(sent)} stored={len(stored)}")
+    assert len(stored) == len(set(stored)), "an event is stored twice"
+    assert health["stored_events"] == len(stored)
+    missing = acknowledged - set(stored)
+    assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
+    assert set(stored) <= sent, "the store holds events nobody sent"
+
+
