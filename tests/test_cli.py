@@ -74,7 +74,16 @@ def test_bad_values_exit_with_a_clear_message(
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("5s", 5.0), ("1m", 60.0), ("1m30s", 90.0), ("2h", 7200.0), ("2.5", 2.5), ("0", 0.0), ("1.5s", 1.5)],
+    [
+        ("500ms", 0.5),
+        ("5s", 5.0),
+        ("1m", 60.0),
+        ("1m30s", 90.0),
+        ("2h", 7200.0),
+        ("2.5", 2.5),
+        ("0", 0.0),
+        ("1.5s", 1.5),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration_s(text) == pytest.approx(seconds)
@@ -105,7 +114,14 @@ def test_python_dash_m_serves_and_help_lists_env_vars(tmp_path: Path, server_fac
     help_text = subprocess.run(
         [sys.executable, "-m", "tlytics", "--help"], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    for variable in ("TLYTICS_HOST", "TLYTICS_PORT", "TLYTICS_DB", "TLYTICS_SPOOL", "TLYTICS_SPOOL_SYNC", "TLYTICS_FLUSH"):
+    for variable in (
+        "TLYTICS_HOST",
+        "TLYTICS_PORT",
+        "TLYTICS_DB",
+        "TLYTICS_SPOOL",
+        "TLYTICS_SPOOL_SYNC",
+        "TLYTICS_FLUSH",
+    ):
         assert variable in help_text
     server = server_factory(extra_env={"TLYTICS_PORT": "1"}).start()  # type: ignore[operator]
     status, body = http_json("GET", server.url + "/health")
@@ -140,10 +156,23 @@ def test_every_default_is_the_documented_one() -> None:
 
 def test_every_setting_can_be_given_by_flag_or_environment() -> None:
     samples = {
-        "--host": "127.0.0.1", "--port": "9", "--db": "/d.db", "--spool": "/s", "--spool-sync": "full",
-        "--flush": "1s", "--log-level": "debug", "--writer": "thread", "--max-body": "2MiB",
-        "--max-events": "7", "--max-event-size": "1kB", "--body-timeout": "2s", "--spool-max": "5MiB",
-        "--spool-min-free": "1MiB", "--retention": "1d", "--write-key": "w" * 16, "--read-key": "r" * 16,
+        "--host": "127.0.0.1",
+        "--port": "9",
+        "--db": "/d.db",
+        "--spool": "/s",
+        "--spool-sync": "full",
+        "--flush": "1s",
+        "--log-level": "debug",
+        "--writer": "thread",
+        "--max-body": "2MiB",
+        "--max-events": "7",
+        "--max-event-size": "1kB",
+        "--body-timeout": "2s",
+        "--spool-max": "5MiB",
+        "--spool-min-free": "1MiB",
+        "--retention": "1d",
+        "--write-key": "w" * 16,
+        "--read-key": "r" * 16,
     }
     assert set(samples) == {option.flag for _, option in operator_options()}
     default = Settings()

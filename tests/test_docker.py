@@ -110,7 +110,9 @@ def test_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> None:
                 shutil.copy(path, context / source)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(context)],
-        check=True, timeout=240, capture_output=True,
+        check=True,
+        timeout=240,
+        capture_output=True,
     )
     (wheel,) = (tmp_path / "dist").glob("tlytics-*.whl")
     with zipfile.ZipFile(wheel) as archive:

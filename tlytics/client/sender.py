@@ -19,10 +19,10 @@ import orjson
 import structlog
 
 from tlytics.client.config import Config, seconds
+from tlytics.client.forksafe import ForkSafeSpool
 from tlytics.client.lease import SenderLease
 from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, EventsRejected, TlyticsError
-from tlytics.client.forksafe import ForkSafeSpool
 
 log = structlog.get_logger("tlytics.client")
 

@@ -175,7 +175,9 @@ class Settings:
 
 def operator_options() -> list[tuple[str, Option]]:
     """(field name, option) of every setting an operator can change, in declaration order."""
-    return [(field.name, field.metadata[_OPTION]) for field in dataclasses.fields(Settings) if _OPTION in field.metadata]
+    return [
+        (field.name, field.metadata[_OPTION]) for field in dataclasses.fields(Settings) if _OPTION in field.metadata
+    ]
 
 
 # Also read by `python -m tlytics.healthcheck`, which must not parse the command line.

@@ -28,14 +28,21 @@ _MODE_RAW = 1  # diskcache.core.MODE_RAW
 _WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 # diskcache's table (version 5), used directly on the hot paths; checked at open.
 _CACHE_COLUMNS = {
-    "rowid", "key", "raw", "store_time", "expire_time", "access_time",
-    "access_count", "tag", "size", "mode", "filename", "value",
+    "rowid",
+    "key",
+    "raw",
+    "store_time",
+    "expire_time",
+    "access_time",
+    "access_count",
+    "tag",
+    "size",
+    "mode",
+    "filename",
+    "value",
 }
 _FIRST_QUEUE_KEY = 500_000_000_000_000  # where Cache.push starts an integer-keyed queue
-_LAST_QUEUE_KEY = (
-    "SELECT key FROM Cache WHERE 0 < key AND key < 999999999999999 AND raw = 1"
-    " ORDER BY key DESC LIMIT 1"
-)
+_LAST_QUEUE_KEY = "SELECT key FROM Cache WHERE 0 < key AND key < 999999999999999 AND raw = 1 ORDER BY key DESC LIMIT 1"
 _INSERT_RAW = (
     "INSERT INTO Cache (key, raw, store_time, expire_time, access_time, access_count,"
     " tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
@@ -161,7 +168,9 @@ class Spool:
                 chunk = keys[start : start + _KEYS_PER_STATEMENT]
                 marks = ",".join("?" * len(chunk))
                 self._cache._sql(f"DELETE FROM Cache WHERE raw = 1 AND filename IS NULL AND key IN ({marks})", chunk)
-                leftovers = self._cache._sql(f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk).fetchall()
+                leftovers = self._cache._sql(
+                    f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk
+                ).fetchall()
                 for (key,) in leftovers:
                     self._cache.delete(key)
 
@@ -189,7 +198,7 @@ class Spool:
     def count(self) -> int:
         """Number of entries waiting."""
         with _spool_errors("count"):
-            return int(len(self._cache))
+            return len(self._cache)
 
     def size_bytes(self) -> int:
         """Bytes the spool takes on disk."""
