@@ -74,8 +74,7 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Set
         try:
             values[name] = _from_environment(option, environ[variable])
         except ValueError as exc:
-            # Never echo a key back: the value may be a secret.
-            shown = "…" if option.repeatable else repr(environ[variable])
+            shown = "…" if option.secret else repr(environ[variable])
             parser.error(f"environment variable {variable}={shown}: {exc}")
     flags = vars(parser.parse_args(list(argv)))
     values.update({name: tuple(value) if isinstance(value, list) else value for name, value in flags.items()})

@@ -33,6 +33,8 @@ class Option:
     default_text: str
     # A repeatable flag; its environment variable is a comma-separated list.
     repeatable: bool = False
+    # An error message never shows the value (an API key).
+    secret: bool = False
 
 
 def _option(
@@ -44,6 +46,7 @@ def _option(
     default: str | None,
     unset_means: str = "none",
     repeatable: bool = False,
+    secret: bool = False,
 ) -> Any:
     """A dataclass field set by `flag` and `variable`. `default` is text, parsed here like any
     value an operator gives, so the field's default and the one the help shows cannot differ;
@@ -55,6 +58,7 @@ def _option(
         help=help_text,
         default_text=unset_means if default is None else default,
         repeatable=repeatable,
+        secret=secret,
     )
     metadata = {_OPTION: option}
     if repeatable:
@@ -149,6 +153,7 @@ class Settings:
         "API key for POST /events and /batch; repeatable (env: comma-separated)",
         default=None,
         repeatable=True,
+        secret=True,
     )
     read_keys: tuple[str, ...] = _option(
         "--read-key",
@@ -157,6 +162,7 @@ class Settings:
         "API key for /view and other reads; repeatable (env: comma-separated)",
         default=None,
         repeatable=True,
+        secret=True,
     )
     # Tuning without a flag: tests set these directly.
     # The writer wakes before its period once this many events wait in the spool.
