@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,7 @@ import pytest
 
 from tests.conftest import http_json
 from tlytics.cli import parse_settings
+from tlytics.ingest.settings import Settings, operator_options
 from tlytics.timefmt import format_rfc3339_us, parse_duration_s, parse_rfc3339_us
 
 
@@ -71,7 +74,16 @@ def test_bad_values_exit_with_a_clear_message(
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("500ms", 0.5), ("5s", 5.0), ("1m", 60.0), ("1m30s", 90.0), ("2h", 7200.0), ("2.5", 2.5), ("0", 0.0), ("1.5s", 1.5)],
+    [
+        ("500ms", 0.5),
+        ("5s", 5.0),
+        ("1m", 60.0),
+        ("1m30s", 90.0),
+        ("2h", 7200.0),
+        ("2.5", 2.5),
+        ("0", 0.0),
+        ("1.5s", 1.5),
+    ],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration_s(text) == pytest.approx(seconds)
@@ -102,8 +114,100 @@ def test_python_dash_m_serves_and_help_lists_env_vars(tmp_path: Path, server_fac
     help_text = subprocess.run(
         [sys.executable, "-m", "tlytics", "--help"], capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    for variable in ("TLYTICS_HOST", "TLYTICS_PORT", "TLYTICS_DB", "TLYTICS_SPOOL", "TLYTICS_SPOOL_SYNC", "TLYTICS_FLUSH"):
+    for variable in (
+        "TLYTICS_HOST",
+        "TLYTICS_PORT",
+        "TLYTICS_DB",
+        "TLYTICS_SPOOL",
+        "TLYTICS_SPOOL_SYNC",
+        "TLYTICS_FLUSH",
+    ):
         assert variable in help_text
     server = server_factory(extra_env={"TLYTICS_PORT": "1"}).start()  # type: ignore[operator]
     status, body = http_json("GET", server.url + "/health")
     assert status == 200 and body["port"] == server.port  # the flag beat TLYTICS_PORT=1
+
+
+def test_every_default_is_the_documented_one() -> None:
+    parsed, _ = parse_settings([], {})
+    assert parsed == Settings()
+    assert pickle.loads(pickle.dumps(parsed)) == parsed  # handed whole to the writer process
+    expected = {
+        "host": "0.0.0.0",
+        "port": 8081,
+        "db_path": Path("analytics.db"),
+        "spool_dir": None,
+        "spool_sync": "normal",
+        "flush_period_s": 5.0,
+        "log_level": "info",
+        "writer_process": True,
+        "max_body_bytes": 10 * 1024 * 1024,
+        "max_events_per_request": 10_000,
+        "max_event_bytes": 1024 * 1024,
+        "body_timeout_s": 30.0,
+        "spool_max_bytes": 1024**3,
+        "spool_min_free_bytes": 64 * 1024**2,
+        "retention_s": None,
+        "write_keys": (),
+        "read_keys": (),
+    }
+    assert {name: getattr(parsed, name) for name, _ in operator_options()} == expected
+
+
+def test_every_setting_can_be_given_by_flag_or_environment() -> None:
+    samples = {
+        "--host": "127.0.0.1",
+        "--port": "9",
+        "--db": "/d.db",
+        "--spool": "/s",
+        "--spool-sync": "full",
+        "--flush": "1s",
+        "--log-level": "debug",
+        "--writer": "thread",
+        "--max-body": "2MiB",
+        "--max-events": "7",
+        "--max-event-size": "1kB",
+        "--body-timeout": "2s",
+        "--spool-max": "5MiB",
+        "--spool-min-free": "1MiB",
+        "--retention": "1d",
+        "--write-key": "w" * 16,
+        "--read-key": "r" * 16,
+    }
+    assert set(samples) == {option.flag for _, option in operator_options()}
+    default = Settings()
+    for name, option in operator_options():
+        by_flag, _ = parse_settings([option.flag, samples[option.flag]], {})
+        by_environment, _ = parse_settings([], {option.environment_variable: samples[option.flag]})
+        assert getattr(by_flag, name) == getattr(by_environment, name) != getattr(default, name), name
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "flag_value"),
+    [
+        ("TLYTICS_MAX_BODY", "lots", "1MiB"),
+        ("TLYTICS_WRITER", "fork", "thread"),
+        ("TLYTICS_LOG_LEVEL", "chatty", "debug"),
+        ("TLYTICS_BODY_TIMEOUT", "0", "1s"),
+        ("TLYTICS_MAX_EVENTS", "0", "5"),
+    ],
+)
+def test_a_bad_environment_value_is_named_even_when_a_flag_overrides_it(
+    variable: str, value: str, flag_value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    flag = next(option.flag for _, option in operator_options() if option.environment_variable == variable)
+    with pytest.raises(SystemExit) as exited:
+        parse_settings([flag, flag_value], {variable: value})
+    assert exited.value.code == 2
+    assert f"{variable}={value!r}" in capsys.readouterr().err
+
+
+def test_the_readme_configuration_table_matches_the_declarations() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    rows = re.findall(r"^\| `(--[a-z-]+)` \| `(TLYTICS_[A-Z_]+)` \| (.*) \|$", readme, re.MULTILINE)
+    table = {flag: (variable, default) for flag, variable, default in rows}
+    for _, option in operator_options():
+        variable, default = table.pop(option.flag)
+        assert variable == option.environment_variable
+        assert default.lstrip("`").startswith(option.default_text), (option.flag, default)
+    assert table == {}, "the README documents flags that do not exist"

@@ -19,8 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import free_port
-from tlytics.cli import ENVIRONMENT_VARIABLES
-from tlytics.ingest.settings import DEFAULT_PORT
+from tlytics.ingest.settings import DEFAULT_PORT, operator_options
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
@@ -61,7 +60,7 @@ def test_ports_agree_with_the_cli_default() -> None:
 
 
 def test_every_tlytics_variable_is_one_the_cli_reads() -> None:
-    known = set(ENVIRONMENT_VARIABLES.values())
+    known = {option.environment_variable for _, option in operator_options()}
     used = {k for k in dockerfile_env() if k.startswith("TLYTICS_")} | {
         k for k in SERVICE["environment"] if k.startswith("TLYTICS_")
     }
@@ -111,7 +110,9 @@ def test_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> None:
                 shutil.copy(path, context / source)
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(context)],
-        check=True, timeout=240, capture_output=True,
+        check=True,
+        timeout=240,
+        capture_output=True,
     )
     (wheel,) = (tmp_path / "dist").glob("tlytics-*.whl")
     with zipfile.ZipFile(wheel) as archive:

@@ -132,3 +132,52 @@ def test_fast_append_matches_diskcache_push(tmp_path: Path) -> None:
     assert [v for _, v in spool.peek(10)] == [b"b", b"c", b"d"]
     spool.remove(list(cache.iterkeys()))
     assert len(cache) == 0 and spool.count() == 0
+
+
+class BrokenCache:
+    """Stands in for diskcache.Cache on a disk that fails every call."""
+
+    def _fail(self, *args: object, **kwargs: object) -> object:
+        raise sqlite3.OperationalError("disk I/O error (injected)")
+
+    __len__ = _fail
+    volume = transact = _sql = close = get = push = _fail
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda spool: spool.append(b"x"),
+        lambda spool: spool.peek(10),
+        lambda spool: spool.remove([1]),
+        lambda spool: spool.checkpoint(),
+        lambda spool: spool.oldest_age_s(),
+        lambda spool: spool.count(),
+        lambda spool: spool.size_bytes(),
+        lambda spool: spool.close(),
+    ],
+    ids=["append", "peek", "remove", "checkpoint", "oldest_age_s", "count", "size_bytes", "close"],
+)
+def test_every_backend_error_becomes_a_spool_error_with_its_cause(tmp_path: Path, call: object) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool._cache.close()
+    spool._cache = BrokenCache()
+    with pytest.raises(SpoolError) as raised:
+        call(spool)  # type: ignore[operator]
+    assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+    assert "disk I/O error (injected)" in str(raised.value)
+
+
+def test_disk_free_bytes_on_a_vanished_directory_is_a_spool_error(tmp_path: Path) -> None:
+    spool = Spool(tmp_path / "spool")
+    spool.directory = tmp_path / "gone"
+    with pytest.raises(SpoolError) as raised:
+        spool.disk_free_bytes()
+    assert isinstance(raised.value.__cause__, OSError)
+
+
+def test_a_spool_that_cannot_open_says_where(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(SpoolError, match="file") as raised:
+        Spool(tmp_path / "file")
+    assert isinstance(raised.value.__cause__, (OSError, sqlite3.Error))

@@ -55,3 +55,12 @@ class StoreError(TlyticsError):
 
 class DeliveryError(TlyticsError):
     """The client could not deliver events to the server."""
+
+
+class EventsRejected(DeliveryError):
+    """The server refused events for good (a 4xx); they were moved to the dead-letter spool."""
+
+    def __init__(self, message: str, *, status: int, events: list[Any]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.events = events

@@ -3,7 +3,7 @@
 from tlytics.client.client import Client
 from tlytics.client.config import Config, Event
 from tlytics.client.middleware import ASGIMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
-from tlytics.client.sender import EventsRejected
+from tlytics.errors import EventsRejected
 
 __all__ = [
     "ASGIMiddleware",

@@ -27,9 +27,9 @@ import structlog
 from tlytics.client.config import Config, Event, seconds
 from tlytics.client.forksafe import ForkSafeSpool
 from tlytics.client.lease import SenderLease
-from tlytics.client.sender import EventsRejected, Sender, SenderStats, dead_letter_record, deliver
+from tlytics.client.sender import Sender, SenderStats, deliver
 from tlytics.client.transport import Outcome, Transport, classify
-from tlytics.errors import DeliveryError, InvalidEvent, SpoolFull, TlyticsError
+from tlytics.errors import DeliveryError, EventsRejected, InvalidEvent, SpoolFull, TlyticsError
 from tlytics.events import check_key
 from tlytics.ids import uuid7_int
 from tlytics.spool import Spool

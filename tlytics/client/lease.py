@@ -17,10 +17,6 @@ class SenderLease:
         self._path = path
         self._fd: int | None = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def try_acquire(self) -> bool:
         if self._fd is not None:
             return True

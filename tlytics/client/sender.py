@@ -19,10 +19,10 @@ import orjson
 import structlog
 
 from tlytics.client.config import Config, seconds
+from tlytics.client.forksafe import ForkSafeSpool
 from tlytics.client.lease import SenderLease
 from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
-from tlytics.errors import DeliveryError, TlyticsError
-from tlytics.client.forksafe import ForkSafeSpool
+from tlytics.errors import DeliveryError, EventsRejected, TlyticsError
 
 log = structlog.get_logger("tlytics.client")
 
@@ -35,15 +35,6 @@ class SenderStats:
     dead_lettered: int = 0
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-
-class EventsRejected(DeliveryError):
-    """The server refused events for good (a 4xx); they were moved to the dead-letter spool."""
-
-    def __init__(self, message: str, *, status: int, events: list[Any]) -> None:
-        super().__init__(message)
-        self.status = status
-        self.events = events
 
 
 def dead_letter_record(reply: Reply, events: list[Any]) -> bytes:

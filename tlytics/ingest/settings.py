@@ -1,53 +1,174 @@
 """Server settings: one frozen object built by the command line (or a test) and handed to
-`create_app`; nothing reads the environment behind its back."""
+`create_app`; nothing reads the environment behind its back.
+
+Each setting an operator can change is declared once, on its field: flag, environment
+variable, parser, default (written as an operator would type it) and help. The `tlytics`
+command builds its flags and reads the environment from these declarations, so a new setting
+is one field here and nothing else.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from tlytics.ingest import setting_values as parse
 from tlytics.spool import SpoolSync
 
-DEFAULT_HOST = "0.0.0.0"
-DEFAULT_PORT = 8081
-DEFAULT_DB = "./analytics.db"
-DEFAULT_FLUSH_PERIOD_S = 5.0
-DEFAULT_BODY_TIMEOUT_S = 30.0
+_OPTION = "tlytics_option"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Option:
+    """How an operator sets one field of `Settings`."""
+
+    flag: str
+    environment_variable: str
+    parse: Callable[[str], Any]
+    help: str
+    # The default as an operator would write it ("10MiB"), or what no value means ("keep all").
+    default_text: str
+    # A repeatable flag; its environment variable is a comma-separated list.
+    repeatable: bool = False
+    # An error message never shows the value (an API key).
+    secret: bool = False
+
+
+def _option(
+    flag: str,
+    variable: str,
+    parser: Callable[[str], Any],
+    help_text: str,
+    *,
+    default: str | None,
+    unset_means: str = "none",
+    repeatable: bool = False,
+    secret: bool = False,
+) -> Any:
+    """A dataclass field set by `flag` and `variable`. `default` is text, parsed here like any
+    value an operator gives, so the field's default and the one the help shows cannot differ;
+    None leaves the field unset (None, or () when repeatable)."""
+    option = Option(
+        flag=flag,
+        environment_variable=variable,
+        parse=parser,
+        help=help_text,
+        default_text=unset_means if default is None else default,
+        repeatable=repeatable,
+        secret=secret,
+    )
+    metadata = {_OPTION: option}
+    if repeatable:
+        return dataclasses.field(default=(), metadata=metadata)
+    return dataclasses.field(default=None if default is None else parser(default), metadata=metadata)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the server needs to know; units are in the names."""
 
-    host: str = DEFAULT_HOST
-    port: int = DEFAULT_PORT
-    db_path: Path = Path(DEFAULT_DB)
-    # None: "<db_path>.spool", next to the database.
-    spool_dir: Path | None = None
-    spool_sync: SpoolSync = "normal"
-    flush_period_s: float = DEFAULT_FLUSH_PERIOD_S
-    max_body_bytes: int = 10 * 1024 * 1024  # after gzip decompression
-    max_events_per_request: int = 10_000
-    max_event_bytes: int = 1024 * 1024
+    host: str = _option("--host", "TLYTICS_HOST", parse.text, "address to listen on", default="0.0.0.0")
+    port: int = _option("--port", "TLYTICS_PORT", parse.port, "port to listen on", default="8081")
+    db_path: Path = _option("--db", "TLYTICS_DB", parse.path, "SQLite database file", default="./analytics.db")
+    # None: "<db_path>.spool", next to the database (see resolved_spool_dir).
+    spool_dir: Path | None = _option(
+        "--spool", "TLYTICS_SPOOL", parse.path, "spool directory", default=None, unset_means="<db>.spool"
+    )
+    spool_sync: SpoolSync = _option(
+        "--spool-sync",
+        "TLYTICS_SPOOL_SYNC",
+        parse.spool_sync,
+        "spool durability: normal survives a process crash, full also a power loss",
+        default="normal",
+    )
+    flush_period_s: float = _option(
+        "--flush", "TLYTICS_FLUSH", parse.duration_s, "writer flush period, e.g. 500ms, 5s, 1m", default="5s"
+    )
+    log_level: str = _option(
+        "--log-level", "TLYTICS_LOG_LEVEL", parse.log_level, "debug, info, warning or error", default="info"
+    )
+    # The writer's SQLite work in a process of its own (uses the second core); False keeps it
+    # on a thread of the server process.
+    writer_process: bool = _option(
+        "--writer",
+        "TLYTICS_WRITER",
+        parse.writer_in_process,
+        "where the writer's SQLite work runs: process (its own process, the second core) or thread",
+        default="process",
+    )
+    max_body_bytes: int = _option(
+        "--max-body",
+        "TLYTICS_MAX_BODY",
+        parse.size_bytes,
+        "largest request body, after gzip decompression",
+        default="10MiB",
+    )
+    max_events_per_request: int = _option(
+        "--max-events", "TLYTICS_MAX_EVENTS", parse.count, "most events in one request", default="10000"
+    )
+    max_event_bytes: int = _option(
+        "--max-event-size", "TLYTICS_MAX_EVENT_SIZE", parse.size_bytes, "largest encoded event", default="1MiB"
+    )
     # A request body must arrive within this long, else the client is dropped (408).
-    body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+    body_timeout_s: float = _option(
+        "--body-timeout",
+        "TLYTICS_BODY_TIMEOUT",
+        parse.positive_duration_s,
+        "time for a request body to arrive; a slower client is dropped",
+        default="30s",
+    )
     # At this spool size requests are refused with 503 + Retry-After until the writer catches up.
-    spool_max_bytes: int = 1024 * 1024 * 1024
+    spool_max_bytes: int = _option(
+        "--spool-max",
+        "TLYTICS_SPOOL_MAX",
+        parse.size_bytes,
+        "spool size at which requests get 503 + Retry-After",
+        default="1GiB",
+    )
     # Likewise while the spool's disk has less than this free (room for the writer to drain).
-    spool_min_free_bytes: int = 64 * 1024 * 1024
-    # API keys: when any write key is set, posting events needs one; likewise reading.
+    spool_min_free_bytes: int = _option(
+        "--spool-min-free",
+        "TLYTICS_SPOOL_MIN_FREE",
+        parse.size_bytes,
+        "free disk kept in reserve; below it requests get 503",
+        default="64MiB",
+    )
     # Events older than this (by timestamp) are deleted in the background; None keeps them.
-    retention_s: float | None = None
-    write_keys: tuple[str, ...] = ()
-    read_keys: tuple[str, ...] = ()
+    retention_s: float | None = _option(
+        "--retention",
+        "TLYTICS_RETENTION",
+        parse.optional_duration_s,
+        "delete events older than this, e.g. 90d",
+        default=None,
+        unset_means="keep all",
+    )
+    # API keys: when any write key is set, posting events needs one; likewise reading.
+    write_keys: tuple[str, ...] = _option(
+        "--write-key",
+        "TLYTICS_WRITE_KEYS",
+        parse.api_key,
+        "API key for POST /events and /batch; repeatable (env: comma-separated)",
+        default=None,
+        repeatable=True,
+        secret=True,
+    )
+    read_keys: tuple[str, ...] = _option(
+        "--read-key",
+        "TLYTICS_READ_KEYS",
+        parse.api_key,
+        "API key for /view and other reads; repeatable (env: comma-separated)",
+        default=None,
+        repeatable=True,
+        secret=True,
+    )
+    # Tuning without a flag: tests set these directly.
     # The writer wakes before its period once this many events wait in the spool.
     backlog_threshold_events: int = 20_000
     writer_batch_max_events: int = 20_000
     writer_batch_max_entries: int = 1_000
-    # The writer's SQLite work in a process of its own (uses the second core); False keeps it
-    # on a thread of the server process.
-    writer_process: bool = True
-    log_level: str = "info"
     # On shutdown the writer drains for at most this long; the rest waits in the spool.
     shutdown_drain_s: float = 10.0
 
@@ -56,3 +177,14 @@ class Settings:
         if self.spool_dir is not None:
             return self.spool_dir
         return self.db_path.with_name(self.db_path.name + ".spool")
+
+
+def operator_options() -> list[tuple[str, Option]]:
+    """(field name, option) of every setting an operator can change, in declaration order."""
+    return [
+        (field.name, field.metadata[_OPTION]) for field in dataclasses.fields(Settings) if _OPTION in field.metadata
+    ]
+
+
+# Also read by `python -m tlytics.healthcheck`, which must not parse the command line.
+DEFAULT_PORT: int = Settings.port

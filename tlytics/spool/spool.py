@@ -13,6 +13,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
@@ -27,20 +28,42 @@ _MODE_RAW = 1  # diskcache.core.MODE_RAW
 _WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
 # diskcache's table (version 5), used directly on the hot paths; checked at open.
 _CACHE_COLUMNS = {
-    "rowid", "key", "raw", "store_time", "expire_time", "access_time",
-    "access_count", "tag", "size", "mode", "filename", "value",
+    "rowid",
+    "key",
+    "raw",
+    "store_time",
+    "expire_time",
+    "access_time",
+    "access_count",
+    "tag",
+    "size",
+    "mode",
+    "filename",
+    "value",
 }
 _FIRST_QUEUE_KEY = 500_000_000_000_000  # where Cache.push starts an integer-keyed queue
-_LAST_QUEUE_KEY = (
-    "SELECT key FROM Cache WHERE 0 < key AND key < 999999999999999 AND raw = 1"
-    " ORDER BY key DESC LIMIT 1"
-)
+_LAST_QUEUE_KEY = "SELECT key FROM Cache WHERE 0 < key AND key < 999999999999999 AND raw = 1 ORDER BY key DESC LIMIT 1"
 _INSERT_RAW = (
     "INSERT INTO Cache (key, raw, store_time, expire_time, access_time, access_count,"
     " tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
 )
 # Larger than any entry we accept, so diskcache never writes a value to a side file.
 _NEVER_A_SIDE_FILE = 1 << 40
+# What diskcache and the file system raise: SQLite errors, I/O errors, and diskcache's Timeout
+# when the database stays locked past the busy timeout.
+_BACKEND_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
+# Keys bound in one DELETE: SQLite's limit on parameters is 999 in older builds.
+_KEYS_PER_STATEMENT = 500
+
+
+@contextmanager
+def _spool_errors(action: str) -> Iterator[None]:
+    """Translate a backend error inside the block into SpoolError, keeping it as the cause:
+    callers of the spool handle one error type and never need to know diskcache."""
+    try:
+        yield
+    except _BACKEND_ERRORS as exc:
+        raise SpoolError(f"spool {action} failed: {exc}") from exc
 
 
 class Spool:
@@ -64,7 +87,7 @@ class Spool:
         # room too (SQLite writes the deletion to its WAL), and a spool that filled its disk
         # to the last byte could never be drained again.
         self.min_free_bytes = min_free_bytes
-        try:
+        with _spool_errors(f"open at {self.directory}"):
             self._cache = diskcache.Cache(
                 str(self.directory),
                 timeout=busy_timeout_s,
@@ -76,8 +99,6 @@ class Spool:
                 sqlite_journal_size_limit=_WAL_SIZE_LIMIT_BYTES,
             )
             columns = {row[1] for row in self._cache._sql("PRAGMA table_info(Cache)").fetchall()}
-        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
-            raise SpoolError(f"cannot open spool at {self.directory}: {exc}") from exc
         # Another diskcache table layout: use its public API only (slower, still correct).
         self._known_layout = columns == _CACHE_COLUMNS
 
@@ -87,29 +108,26 @@ class Spool:
 
     def append_many(self, values: Sequence[bytes]) -> list[int]:
         """Append several entries in one transaction (one disk sync for all); return their keys."""
-        if self.max_bytes is not None and self.size_bytes() >= self.max_bytes:
-            raise SpoolFull(f"spool holds {self.size_bytes()} bytes, its limit is {self.max_bytes}")
+        if self.max_bytes is not None and (size := self.size_bytes()) >= self.max_bytes:
+            raise SpoolFull(f"spool holds {size} bytes, its limit is {self.max_bytes}")
         if self.min_free_bytes:
             free = self.disk_free_bytes()
             if free < self.min_free_bytes + sum(len(value) for value in values):
                 raise SpoolFull(f"disk has {free} bytes free; {self.min_free_bytes} are kept in reserve")
-        try:
-            with self._cache.transact():
-                if not self._known_layout:
-                    return [self._cache.push(value) for value in values]
-                # What Cache.push does for each value, as two statements for the whole group:
-                # push() runs a dozen Python-level steps per value, and under load that Python
-                # time, waiting for the GIL, made group commits three times slower.
-                last = self._cache._sql(_LAST_QUEUE_KEY).fetchall()
-                first_key = last[0][0] + 1 if last else _FIRST_QUEUE_KEY
-                now = time.time()
-                keys = list(range(first_key, first_key + len(values)))
-                self._cache._con.executemany(
-                    _INSERT_RAW, [(key, now, now, value) for key, value in zip(keys, values)]
-                )
-                return keys
-        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
-            raise SpoolError(f"spool append failed: {exc}") from exc
+        with _spool_errors("append"), self._cache.transact():
+            if not self._known_layout:
+                return [self._cache.push(value) for value in values]
+            # What Cache.push does for each value, as two statements for the whole group:
+            # push() runs a dozen Python-level steps per value, and under load that Python
+            # time, waiting for the GIL, made group commits three times slower.
+            last = self._cache._sql(_LAST_QUEUE_KEY).fetchall()
+            first_key = last[0][0] + 1 if last else _FIRST_QUEUE_KEY
+            now = time.time()
+            keys = list(range(first_key, first_key + len(values)))
+            self._cache._con.executemany(
+                _INSERT_RAW, [(key, now, now, value) for key, value in zip(keys, values, strict=True)]
+            )
+            return keys
 
     def peek(self, max_entries: int) -> list[tuple[int, bytes]]:
         """Return up to `max_entries` of the oldest entries as (key, value), leaving them in place."""
@@ -119,7 +137,7 @@ class Spool:
         """Yield up to `max_entries` of the oldest entries, oldest first, reading each only when
         asked for: a caller that stops early (the writer, once it has enough events) does not
         pay for reading the rest. Nothing is removed."""
-        try:
+        with _spool_errors("read"):
             # One query for the whole batch; a get() per key cost a round trip per entry.
             # Integer keys are the queue's (push); values are raw blobs since side files are off.
             cursor = self._cache._sql(
@@ -137,64 +155,57 @@ class Spool:
                             yield key, decoded
             finally:
                 cursor.close()
-        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
-            raise SpoolError(f"spool read failed: {exc}") from exc
 
     def remove(self, keys: Iterable[int]) -> None:
         """Remove entries by key in one transaction; keys already gone are ignored."""
         keys = list(keys)
-        try:
-            with self._cache.transact():
-                # A few DELETE statements instead of one delete() per key: the write lock is
-                # held for far less time, so appends from request handlers rarely wait for it.
-                # diskcache's triggers keep its count and size right; rows with a side file
-                # (none unless written by another configuration) go through delete().
-                for start in range(0, len(keys), 500):
-                    chunk = keys[start : start + 500]
-                    marks = ",".join("?" * len(chunk))
-                    self._cache._sql(
-                        f"DELETE FROM Cache WHERE raw = 1 AND filename IS NULL AND key IN ({marks})", chunk
-                    )
-                    leftovers = self._cache._sql(
-                        f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk
-                    ).fetchall()
-                    for (key,) in leftovers:
-                        self._cache.delete(key)
-        except (sqlite3.Error, OSError, diskcache.Timeout) as exc:
-            raise SpoolError(f"spool remove failed: {exc}") from exc
+        with _spool_errors("remove"), self._cache.transact():
+            # A few DELETE statements instead of one delete() per key: the write lock is
+            # held for far less time, so appends from request handlers rarely wait for it.
+            # diskcache's triggers keep its count and size right; rows with a side file
+            # (none unless written by another configuration) go through delete().
+            for start in range(0, len(keys), _KEYS_PER_STATEMENT):
+                chunk = keys[start : start + _KEYS_PER_STATEMENT]
+                marks = ",".join("?" * len(chunk))
+                self._cache._sql(f"DELETE FROM Cache WHERE raw = 1 AND filename IS NULL AND key IN ({marks})", chunk)
+                leftovers = self._cache._sql(
+                    f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk
+                ).fetchall()
+                for (key,) in leftovers:
+                    self._cache.delete(key)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without waiting for anyone, so the WAL can be
         reset (and cut to its size limit); the writer calls it when it emptied the spool."""
-        try:
+        with _spool_errors("checkpoint"):
             self._cache._sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        except (sqlite3.Error, diskcache.Timeout) as exc:
-            raise SpoolError(f"spool checkpoint failed: {exc}") from exc
 
     def oldest_age_s(self) -> float:
         """Seconds since the oldest waiting entry was appended; 0 when empty."""
-        try:
+        with _spool_errors("read"):
             rows = self._cache._sql(
                 "SELECT store_time FROM Cache WHERE raw = 1 AND key >= 0"
                 " AND typeof(key) = 'integer' ORDER BY key LIMIT 1"
             ).fetchall()
-        except (sqlite3.Error, diskcache.Timeout) as exc:
-            raise SpoolError(f"spool read failed: {exc}") from exc
         return max(0.0, time.time() - rows[0][0]) if rows else 0.0
 
     def disk_free_bytes(self) -> int:
         """Bytes free on the spool's file system (for an unprivileged process)."""
-        stats = os.statvfs(self.directory)
+        with _spool_errors("statvfs"):
+            stats = os.statvfs(self.directory)
         return stats.f_bavail * stats.f_frsize
 
     def count(self) -> int:
         """Number of entries waiting."""
-        return int(len(self._cache))
+        with _spool_errors("count"):
+            return len(self._cache)
 
     def size_bytes(self) -> int:
         """Bytes the spool takes on disk."""
-        return int(self._cache.volume())
+        with _spool_errors("size"):
+            return int(self._cache.volume())
 
     def close(self) -> None:
         """Close this thread's connection (other threads' close with their thread)."""
-        self._cache.close()
+        with _spool_errors("close"):
+            self._cache.close()

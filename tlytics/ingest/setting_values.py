@@ -1,0 +1,108 @@
+"""How a server setting is written on the command line or in the environment: ports, sizes
+(`10MiB`), durations (`5s`), counts, API keys. Each parser turns text into the value `Settings`
+holds and raises ValueError with a message fit to show the operator; a message never repeats
+an API key, since the text may be a secret."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import cast
+
+from tlytics.spool import SpoolSync
+from tlytics.timefmt import parse_duration_s
+
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_SIZE = re.compile(r"\s*(\d+)\s*([a-zA-Z]*)\s*")
+MIN_KEY_LENGTH = 16
+
+
+def text(value: str) -> str:
+    """Taken as it is written."""
+    return value
+
+
+def path(value: str) -> Path:
+    """A file or directory path."""
+    return Path(value)
+
+
+def port(value: str) -> int:
+    """A TCP port, 0-65535."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"not a port number: {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port out of range 0-65535: {number}")
+    return number
+
+
+def duration_s(value: str) -> float:
+    """Seconds, from `500ms`, `5s`, `1m30s`, `90d` or plain seconds."""
+    return parse_duration_s(value)
+
+
+def positive_duration_s(value: str) -> float:
+    """A duration longer than 0."""
+    seconds = duration_s(value)
+    if seconds <= 0:
+        raise ValueError(f"must be longer than 0: {value!r}")
+    return seconds
+
+
+def optional_duration_s(value: str) -> float | None:
+    """A duration where 0 means none at all (e.g. no retention)."""
+    return duration_s(value) or None
+
+
+def size_bytes(value: str) -> int:
+    """Bytes, from 1048576, 10MiB, 1GiB, 500kB; at least 1."""
+    match = _SIZE.fullmatch(value)
+    if match is None or match[2].lower() not in _SIZE_UNITS:
+        raise ValueError(f"not a size: {value!r} (use e.g. 1048576, 10MiB, 1GiB)")
+    number = int(match[1]) * _SIZE_UNITS[match[2].lower()]
+    if number < 1:
+        raise ValueError(f"size must be positive: {value!r}")
+    return number
+
+
+def count(value: str) -> int:
+    """A whole number, at least 1."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise ValueError(f"must be at least 1: {value!r}")
+    return number
+
+
+def spool_sync(value: str) -> SpoolSync:
+    """`normal` (survives a process crash) or `full` (also a power loss)."""
+    if value not in ("normal", "full"):
+        raise ValueError(f"must be normal or full, not {value!r}")
+    return cast(SpoolSync, value)
+
+
+def writer_in_process(value: str) -> bool:
+    """`process` (True: the writer's SQLite work in a process of its own) or `thread` (False)."""
+    if value not in ("process", "thread"):
+        raise ValueError(f"must be process or thread, not {value!r}")
+    return value == "process"
+
+
+def log_level(value: str) -> str:
+    """A level name the logging module knows, in any case: debug, info, warning, error."""
+    if value.upper() not in logging.getLevelNamesMapping():
+        raise ValueError(f"must be debug, info, warning or error, not {value!r}")
+    return value
+
+
+def api_key(value: str) -> str:
+    """An API key: 16+ characters without spaces or commas (a comma separates keys in a variable)."""
+    if len(value) < MIN_KEY_LENGTH or any(c.isspace() or c == "," for c in value):
+        # The value is not shown: a key that is almost right is still almost a secret.
+        raise ValueError(f"an API key needs {MIN_KEY_LENGTH}+ characters, without spaces or commas")
+    return value
