@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import dataclasses
-
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import (  # noqa: F401  re-exported while older imports remain
+from tests.helpers import (
     ServerProcess,
     app_flush,
     free_port,

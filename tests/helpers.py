@@ -116,7 +116,7 @@ class ServerProcess:
 
     def start(self, *, wait_s: float = 60.0) -> ServerProcess:
         env = {**os.environ, **self.extra_env}
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115  kept open for the server's lifetime, closed by kill/stop
         self.process = subprocess.Popen(
             [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(self.port),
              "--db", str(self.db_path), "--flush", self.flush, *self.extra_args],

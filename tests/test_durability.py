@@ -10,9 +10,7 @@ from __future__ import annotations
 import os
 import random
 import signal
-import threading
 import time
-import uuid
 from typing import Any
 
 import pytest

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tlytics.ingest import accept, erase, export, lookup, monitoring, stats, static_pages, view
+from tlytics.ingest import accept, erase, export, lookup, monitoring, static_pages, stats, view
 from tlytics.ingest.auth import ROUTE_ACCESS, Access, RouteAccess
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
