@@ -65,18 +65,19 @@ def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
 def _store_as_version_3_left_it(path: Path, rows: list[tuple[bytes, str, int, int, str]]) -> None:
     """A store written by the version before timestamps were range-checked and data made
     canonical: schema 3, with whatever rows that version accepted."""
-    from tlytics.store.sqlite import _KEY_STATS_NEW_ROWS, _MIGRATIONS, _ROLL_UP_NEW_ROWS
+    from tlytics.store.sqlite.schema import MIGRATIONS
+    from tlytics.store.sqlite.writes import KEY_STATS_NEW_ROWS, ROLL_UP_NEW_ROWS
 
     connection = apsw.Connection(str(path))
     with connection:
-        for number, script in enumerate(_MIGRATIONS[:3], start=1):
+        for number, script in enumerate(MIGRATIONS[:3], start=1):
             assert isinstance(script, str)
             connection.execute(script)
             connection.pragma("user_version", number)
         connection.executemany("INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?)", rows)
         connection.execute("UPDATE counters SET value = ? WHERE name = 'events'", (len(rows),))
-        connection.execute(_ROLL_UP_NEW_ROWS, (0,))
-        connection.execute(_KEY_STATS_NEW_ROWS, (0,))
+        connection.execute(ROLL_UP_NEW_ROWS, (0,))
+        connection.execute(KEY_STATS_NEW_ROWS, (0,))
     connection.close()
 
 
