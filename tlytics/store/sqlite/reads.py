@@ -67,9 +67,12 @@ class SQLiteReader:
         self._local = threading.local()
         self._opened: list[apsw.Connection] = []
         self._opened_lock = threading.Lock()
+        self._closed = False
 
     def _read_connection(self) -> apsw.Connection:
         """This thread's read-only connection, opened on its first read."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
         connection: apsw.Connection | None = getattr(self._local, "connection", None)
         if connection is None:
             with store_errors(f"opening store {self.path} for reading"):
@@ -82,6 +85,9 @@ class SQLiteReader:
                     " the writer side migrates it when it opens"
                 )
             with self._opened_lock:
+                if self._closed:  # closed meanwhile: nobody would close this one
+                    connection.close()
+                    raise StoreError(f"store {self.path} is closed")
                 self._opened.append(connection)
             self._local.connection = connection
         return connection
@@ -222,6 +228,7 @@ class SQLiteReader:
     def close(self) -> None:
         """Close every thread's connection; call once no read is running."""
         with self._opened_lock:
+            self._closed = True
             opened, self._opened = self._opened, []
         for connection in opened:
             try:
