@@ -250,3 +250,30 @@ def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_facto
         _, health = http_json("GET", server.url + "/health", timeout_s=60)
     assert health["writer_last_error"] is None
     assert "writer_process_died" not in server.log()
+
+
+@pytest.mark.parametrize("where_it_runs", ["thread", "process"])
+async def test_one_execute_call_runs_a_writer_function_in_a_thread_or_a_process(tmp_path: Path, where_it_runs: str) -> None:
+    from tlytics.ingest.writer.drain import drain_batch
+    from tlytics.ingest.writer.retention import delete_expired
+
+    spool = Spool(tmp_path / "spool")
+    spool.append_many([entry(4), entry(6)])  # timestamps 1 s after the epoch and on
+    executor: ThreadExecutor | ProcessExecutor
+    if where_it_runs == "thread":
+        executor = ThreadExecutor(
+            WriterResources(spool, Spool(tmp_path / "spool" / "quarantine"), lambda: SQLiteWriter(tmp_path / "a.db"))
+        )
+    else:
+        executor = ProcessExecutor(Settings(db_path=tmp_path / "a.db", spool_dir=tmp_path / "spool"))
+    try:
+        drained = await executor.execute(drain_batch, 1_000, 1_000)
+        assert (drained.entries, drained.inserted) == (2, 10)
+        assert (drained.pid == os.getpid()) == (where_it_runs == "thread")
+        assert await executor.execute(delete_expired, 1_000_003, 2) == 2  # at most max_rows
+        assert await executor.execute(delete_expired, 1_000_003, 100) == 4  # 1_000_000 … 1_000_002 twice
+    finally:
+        await executor.close()
+    reader = SQLiteReader(tmp_path / "a.db")
+    assert reader.count() == 4
+    reader.close()

@@ -22,7 +22,7 @@ from tlytics.chunks import chunks
 from tlytics.errors import StoreError
 from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent
 from tlytics.store.sqlite.connection import connect, store_errors
-from tlytics.store.sqlite.filters import SqlWhere, sql_where
+from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
 
 _COUNT = "SELECT value FROM counters WHERE name = 'events'"
