@@ -1,4 +1,6 @@
-"""The APSW store: migrations, idempotent inserts, counts and newest-first pages."""
+"""What is particular to the SQLite store: its file (WAL, schema version), its migrations of
+stores earlier versions wrote, its read-only readers, and APSW errors as StoreError. What every
+backend must do is in test_store_contract.py."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import apsw
 import pytest
 
 from tlytics.errors import StoreError
-from tlytics.store import SQLiteStore
+from tlytics.store import SQLiteReader, SQLiteStore, SQLiteWriter
 from tlytics.store.sqlite import SCHEMA_VERSION
 
 
@@ -27,27 +29,6 @@ def test_open_migrates_and_uses_wal(tmp_path: Path) -> None:
     assert connection.pragma("user_version") == SCHEMA_VERSION
 
 
-def test_insert_is_idempotent_and_counts_new_rows(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
-    assert store.insert([row(1, 10), row(2, 20), row(1, 10)]) == 2
-    assert store.insert([row(2, 20), row(3, 30)]) == 1
-    assert store.count() == 3
-    store.close()
-    reopened = SQLiteStore(tmp_path / "a.db")
-    assert reopened.count() == 3
-    assert reopened.insert([row(3, 30)]) == 0
-
-
-def test_page_orders_newest_first_and_pages(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
-    store.insert([row(n, ts=n // 2) for n in range(1, 8)])
-    first = store.page(1, 3)
-    assert first.total == 7
-    assert [e.id for e in first.events] == [str(uuid.UUID(int=n)) for n in (7, 6, 5)]
-    assert [e.data_json for e in store.page(3, 3).events] == ['{"n": 1}']
-    assert store.page(4, 3).events == []
-
-
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     connection = apsw.Connection(str(tmp_path / "a.db"))
     connection.pragma("user_version", SCHEMA_VERSION + 1)
@@ -62,21 +43,57 @@ def test_unopenable_path_is_a_store_error(tmp_path: Path) -> None:
         SQLiteStore(tmp_path / "dir.db")
 
 
+def test_a_reader_refuses_a_store_not_migrated_yet(tmp_path: Path) -> None:
+    connection = apsw.Connection(str(tmp_path / "a.db"))
+    connection.pragma("user_version", SCHEMA_VERSION - 1)
+    connection.close()
+    reader = SQLiteReader(tmp_path / "a.db")
+    with pytest.raises(StoreError, match="writer side migrates it"):
+        reader.count()
+    reader.close()
+
+
+def test_a_reader_cannot_write(tmp_path: Path) -> None:
+    SQLiteWriter(tmp_path / "a.db").close()
+    reader = SQLiteReader(tmp_path / "a.db")
+    reader.count()
+    connection = reader._read_connection()
+    with pytest.raises(apsw.ReadOnlyError):
+        connection.execute("DELETE FROM events")
+    reader.close()
+
+
+def test_store_errors_say_what_failed_and_keep_the_cause(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "a.db")
+    with apsw.Connection(str(tmp_path / "a.db")) as connection:
+        connection.execute("DROP TABLE key_stats")
+    with pytest.raises(StoreError, match="^keys read failed: .*no such table: key_stats") as raised:
+        store.keys_summary()
+    assert isinstance(raised.value.__cause__, apsw.SQLError)
+    store.close()
+    with pytest.raises(StoreError, match="^insert of 1 events failed: ") as raised:
+        store.insert([row(1, 10)])
+    assert isinstance(raised.value.__cause__, apsw.Error)
+    with pytest.raises(StoreError, match="is closed"):
+        store.count()
+
+
 def _store_as_version_3_left_it(path: Path, rows: list[tuple[bytes, str, int, int, str]]) -> None:
     """A store written by the version before timestamps were range-checked and data made
     canonical: schema 3, with whatever rows that version accepted."""
-    from tlytics.store.sqlite import _KEY_STATS_NEW_ROWS, _MIGRATIONS, _ROLL_UP_NEW_ROWS
+    from tlytics.store.sqlite.schema import MIGRATIONS
+    from tlytics.store.sqlite.writes import KEY_STATS_NEW_ROWS, ROLL_UP_NEW_ROWS
 
     connection = apsw.Connection(str(path))
     with connection:
-        for number, script in enumerate(_MIGRATIONS[:3], start=1):
+        for number, script in enumerate(MIGRATIONS[:3], start=1):
             assert isinstance(script, str)
             connection.execute(script)
             connection.pragma("user_version", number)
         connection.executemany("INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?)", rows)
         connection.execute("UPDATE counters SET value = ? WHERE name = 'events'", (len(rows),))
-        connection.execute(_ROLL_UP_NEW_ROWS, (0,))
-        connection.execute(_KEY_STATS_NEW_ROWS, (0,))
+        connection.execute(ROLL_UP_NEW_ROWS, (0,))
+        connection.execute(KEY_STATS_NEW_ROWS, (0,))
     connection.close()
 
 

@@ -20,10 +20,9 @@ from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings, create_app
 from tests.conftest import held_write_lock, http_json
-from tlytics.ingest.writer import ErasureIncomplete, ProcessDrainer, ThreadDrainer, Writer
-from tlytics.ingest.writer_process import WorkerSettings
+from tlytics.ingest.writer import ErasureIncomplete, ProcessExecutor, ThreadExecutor, Writer, WriterResources
 from tlytics.spool import Spool
-from tlytics.store import EventFilter, SQLiteStore, StoreRow
+from tlytics.store import EventFilter, SQLiteReader, SQLiteStore, SQLiteWriter, StoreRow
 
 
 def entry(n_events: int, key: str = "k") -> bytes:
@@ -31,8 +30,9 @@ def entry(n_events: int, key: str = "k") -> bytes:
     return orjson.dumps({"received_at": 5, "events": events})
 
 
-class FlakyStore(SQLiteStore):
-    """Fails its first `failures` inserts, like a locked or full disk would."""
+class FlakyStore(SQLiteWriter):
+    """The store's write side, failing its first `failures` inserts, like a locked or full disk
+    would. `count()` reads what is stored, through a reader of its own."""
 
     def __init__(self, path: Path, failures: int) -> None:
         super().__init__(path)
@@ -46,13 +46,20 @@ class FlakyStore(SQLiteStore):
         self.insert_sizes.append(len(rows))
         return super().insert(rows)
 
+    def count(self) -> int:
+        reader = SQLiteReader(self.path)
+        try:
+            return reader.count()
+        finally:
+            reader.close()
 
-def make_writer(tmp_path: Path, store: SQLiteStore, batch_max_events: int = 5000, **options: Any) -> tuple[Writer, Spool, Spool]:
+
+def make_writer(tmp_path: Path, store: SQLiteWriter, batch_max_events: int = 5000, **options: Any) -> tuple[Writer, Spool, Spool]:
     spool = Spool(tmp_path / "spool")
     quarantine = Spool(tmp_path / "spool" / "quarantine")
     options.setdefault("flush_period_s", 3600.0)
-    drainer = ThreadDrainer(spool, store, quarantine, max_events=batch_max_events)
-    return Writer(drainer, **options), spool, quarantine
+    executor = ThreadExecutor(WriterResources(spool, quarantine, lambda: store))
+    return Writer(executor, batch_max_entries=1_000, batch_max_events=batch_max_events, **options), spool, quarantine
 
 
 async def test_failing_batch_is_kept_logged_and_retried(tmp_path: Path) -> None:
@@ -96,7 +103,7 @@ async def test_drains_in_bounded_transactions(tmp_path: Path) -> None:
 
 
 async def test_corrupt_entry_is_quarantined_not_a_wedge(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "a.db")
+    store = FlakyStore(tmp_path / "a.db", failures=0)
     writer, spool, quarantine = make_writer(tmp_path, store)
     spool.append_many([entry(2), b"\x00garbage{", orjson.dumps({"events": "wrong shape"}), entry(3)])
     with capture_logs() as logs:
@@ -149,14 +156,16 @@ async def test_shutdown_drains_what_is_spooled(aiohttp_client: Any, tmp_path: Pa
     assert Spool(settings.resolved_spool_dir).count() == 0
 
 
-def worker_settings(tmp_path: Path) -> WorkerSettings:
-    return WorkerSettings(db_path=tmp_path / "a.db", spool_dir=tmp_path / "spool", sync="normal", max_entries=1000, max_events=1000)
+def process_writer(tmp_path: Path) -> Writer:
+    """A Writer whose functions run in a writer process, on the store and spool under tmp_path."""
+    settings = Settings(db_path=tmp_path / "a.db", spool_dir=tmp_path / "spool")
+    return Writer(ProcessExecutor(settings), flush_period_s=3600, batch_max_entries=1000, batch_max_events=1000)
 
 
 async def test_writer_process_drains_on_another_core(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.append_many([entry(100) for _ in range(25)])
-    writer = Writer(ProcessDrainer(worker_settings(tmp_path)), flush_period_s=3600)
+    writer = process_writer(tmp_path)
     assert await writer.flush(timeout_s=60)
     assert writer.worker_pid not in (0, os.getpid())
     await writer.close(drain_timeout_s=5)
@@ -170,7 +179,7 @@ async def test_writer_process_survives_a_store_locked_while_it_starts(tmp_path: 
     db_path = tmp_path / "a.db"
     with sqlite3.connect(db_path) as connection:  # a new store, not migrated yet
         connection.execute("PRAGMA journal_mode=wal")
-    writer = Writer(ProcessDrainer(worker_settings(tmp_path)), flush_period_s=3600)
+    writer = process_writer(tmp_path)
     with capture_logs() as logs:
         with held_write_lock(db_path):  # the writer process cannot migrate it meanwhile
             assert await writer.flush(timeout_s=60) is False
@@ -184,7 +193,7 @@ async def test_writer_process_survives_a_store_locked_while_it_starts(tmp_path: 
 async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool")
     spool.append_many([entry(10) for _ in range(3)])
-    writer = Writer(ProcessDrainer(worker_settings(tmp_path)), flush_period_s=3600)
+    writer = process_writer(tmp_path)
     assert await writer.flush(timeout_s=60)
     first_pid = writer.worker_pid
     os.kill(first_pid, signal.SIGKILL)
@@ -241,3 +250,30 @@ def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_facto
         _, health = http_json("GET", server.url + "/health", timeout_s=60)
     assert health["writer_last_error"] is None
     assert "writer_process_died" not in server.log()
+
+
+@pytest.mark.parametrize("where_it_runs", ["thread", "process"])
+async def test_one_execute_call_runs_a_writer_function_in_a_thread_or_a_process(tmp_path: Path, where_it_runs: str) -> None:
+    from tlytics.ingest.writer.drain import drain_batch
+    from tlytics.ingest.writer.retention import delete_expired
+
+    spool = Spool(tmp_path / "spool")
+    spool.append_many([entry(4), entry(6)])  # timestamps 1 s after the epoch and on
+    executor: ThreadExecutor | ProcessExecutor
+    if where_it_runs == "thread":
+        executor = ThreadExecutor(
+            WriterResources(spool, Spool(tmp_path / "spool" / "quarantine"), lambda: SQLiteWriter(tmp_path / "a.db"))
+        )
+    else:
+        executor = ProcessExecutor(Settings(db_path=tmp_path / "a.db", spool_dir=tmp_path / "spool"))
+    try:
+        drained = await executor.execute(drain_batch, 1_000, 1_000)
+        assert (drained.entries, drained.inserted) == (2, 10)
+        assert (drained.pid == os.getpid()) == (where_it_runs == "thread")
+        assert await executor.execute(delete_expired, 1_000_003, 2) == 2  # at most max_rows
+        assert await executor.execute(delete_expired, 1_000_003, 100) == 4  # 1_000_000 … 1_000_002 twice
+    finally:
+        await executor.close()
+    reader = SQLiteReader(tmp_path / "a.db")
+    assert reader.count() == 4
+    reader.close()

@@ -18,12 +18,14 @@ from tlytics.ingest.middleware import answer_headers, errors_and_access_log
 from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, IngestCounters, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.routes import add_routes
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.writer import DrainResult, Drainer, ProcessDrainer, ThreadDrainer, Writer
-from tlytics.ingest.writer_process import WorkerSettings
+from tlytics.ingest.writer import DrainResult, ProcessExecutor, ThreadExecutor, WriteExecutor, Writer, WriterResources
 from tlytics.spool import GroupCommitter, Spool
-from tlytics.store import SQLiteStore
+from tlytics.store import SQLiteReader, SQLiteWriter, migrate_store
 
 log = structlog.get_logger("tlytics.ingest")
+
+# Store reads at once (each its own thread and read connection); more would only queue on 2 cores.
+READER_THREADS = 4
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -88,38 +90,31 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    # Migrations run here, once, before any reader opens: a reader never sees an old schema.
     # The store syncs at least as hard as the spool: with a "full" spool, a power loss must
     # not lose store commits whose spool entries were already removed.
-    store = SQLiteStore(settings.db_path, synchronous=settings.spool_sync)
-    app[STORE] = store
-    app[READER] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-reader")
+    migrate_store(settings.db_path, synchronous=settings.spool_sync)
+    reader = SQLiteReader(settings.db_path)
+    app[STORE] = reader
+    # A few threads, each with its own read connection: a slow read holds up only its own.
+    app[READER] = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="store-reader")
     yield
     app[READER].shutdown(wait=True)
-    store.close()
+    reader.close()
 
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    drainer: Drainer
+    executor: WriteExecutor
     if settings.writer_process:
-        drainer = ProcessDrainer(
-            WorkerSettings(
-                db_path=settings.db_path,
-                spool_dir=settings.resolved_spool_dir,
-                sync=settings.spool_sync,
-                max_entries=settings.writer_batch_max_entries,
-                max_events=settings.writer_batch_max_events,
-                log_level=settings.log_level,
-                parent_pid=os.getpid(),
-            )
-        )
+        executor = ProcessExecutor(settings, parent_pid=os.getpid())
     else:
-        drainer = ThreadDrainer(
-            app[SPOOL],
-            app[STORE],
-            app[QUARANTINE],
-            max_entries=settings.writer_batch_max_entries,
-            max_events=settings.writer_batch_max_events,
+        executor = ThreadExecutor(
+            WriterResources(
+                app[SPOOL],
+                app[QUARANTINE],
+                lambda: SQLiteWriter(settings.db_path, synchronous=settings.spool_sync),
+            )
         )
     metrics = app[METRICS]
 
@@ -132,8 +127,10 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics.duplicates_ignored.inc(result.events - result.inserted)
 
     writer = Writer(
-        drainer,
+        executor,
         flush_period_s=settings.flush_period_s,
+        batch_max_entries=settings.writer_batch_max_entries,
+        batch_max_events=settings.writer_batch_max_events,
         backlog_threshold_events=settings.backlog_threshold_events,
         on_batch=count_batch,
         retention_s=settings.retention_s,

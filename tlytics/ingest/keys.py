@@ -11,7 +11,7 @@ from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.writer import Writer
 from tlytics.spool import GroupCommitter, Spool
-from tlytics.store import Store
+from tlytics.store import StoreReader
 
 @dataclass
 class IngestCounters:
@@ -26,8 +26,8 @@ METRICS = web.AppKey("metrics", Metrics)
 COUNTERS = web.AppKey("counters", IngestCounters)
 SPOOL = web.AppKey("spool", Spool)
 QUARANTINE = web.AppKey("quarantine", Spool)
-STORE = web.AppKey("store", Store)
-# One thread for store and spool reads, so a slow read never holds the event loop.
+STORE = web.AppKey("store", StoreReader)
+# A few threads for store and spool reads, so a slow read holds neither the event loop nor /health.
 READER = web.AppKey("reader", ThreadPoolExecutor)
 WRITER = web.AppKey("writer", Writer)
 COMMITTER = web.AppKey("committer", GroupCommitter)

@@ -1,4 +1,6 @@
-"""The store interface every backend implements."""
+"""The store contract every backend implements: the rows and filters it speaks in, and two
+small protocols, one per role. The writer alone holds a `StoreWriter`; the server's handlers
+read through a `StoreReader`, so a slow read never waits for a write nor a write for a read."""
 
 from __future__ import annotations
 
@@ -121,12 +123,28 @@ class Breakdown:
     missing: int
 
 
-class Store(Protocol):
-    """What the server needs from an event store; implementations must be idempotent on `id`."""
+class StoreWriter(Protocol):
+    """The write side of a store: used by the writer alone, one call at a time. Inserts are
+    idempotent on `id`, and an erased id is never stored again."""
 
     def insert(self, rows: Sequence[StoreRow]) -> int:
-        """Insert rows in one transaction, ignoring ids already stored; return how many were new."""
+        """Insert rows in one transaction, ignoring ids already stored or erased; return how
+        many were new."""
         ...
+
+    def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
+        """Delete up to `max_rows` matching events in one transaction; return how many.
+        With `remember_ids` (erasure), those ids are never stored again."""
+        ...
+
+    def close(self) -> None:
+        """Release the write connection."""
+        ...
+
+
+class StoreReader(Protocol):
+    """The read side of a store: safe to call from several threads at once, and never held up
+    by the writer or by another slow read."""
 
     def count(self) -> int:
         """Number of events stored."""
@@ -143,11 +161,6 @@ class Store(Protocol):
     ) -> Page:
         """Matching events newest first (timestamp, then id; `ascending` reverses), either the
         `page`-th page (from 1) or, with `after`, the page that follows that position."""
-        ...
-
-    def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
-        """Delete up to `max_rows` matching events in one transaction; return how many.
-        With `remember_ids` (erasure), those ids are never stored again."""
         ...
 
     def keys_summary(self) -> list[tuple[str, int, int, int]]:
@@ -170,5 +183,5 @@ class Store(Protocol):
         ...
 
     def close(self) -> None:
-        """Release connections."""
+        """Release every read connection."""
         ...

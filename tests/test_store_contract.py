@@ -1,0 +1,329 @@
+"""The store contract: what every backend must do, run against each backend in
+`store_backends.BACKENDS` (today SQLite; PostgreSQL joins by adding its name there).
+
+Only the `StoreWriter` and `StoreReader` protocols are used here, never a backend's insides,
+so a second backend passes the very same tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from tests.store_backends import BACKENDS, StoreBackend
+from tlytics.store import EventFilter, Position, StoreReader, StoreRow, StoreWriter
+from tlytics.store.base import PropertyMatch
+
+T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
+MINUTE = 60_000_000
+QUARTER = 15 * MINUTE  # the rollups' bucket
+
+
+def row(n: int, ts: int, key: str = "k", data: Any = None, *, data_json: str | None = None) -> StoreRow:
+    """Event n (its id is UUID n) at `ts`; `data` as JSON, or `data_json` as that exact text."""
+    if data_json is None:
+        data_json = orjson.dumps({"n": n} if data is None else data).decode()
+    return (uuid.UUID(int=n).bytes, key, ts, ts, data_json)
+
+
+def event_id(n: int) -> str:
+    return str(uuid.UUID(int=n))
+
+
+@dataclass
+class OpenStore:
+    writer: StoreWriter
+    reader: StoreReader
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBackend]:
+    backend = BACKENDS[request.param](tmp_path)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture
+def store(store_backend: StoreBackend) -> OpenStore:
+    return OpenStore(store_backend.open_writer(), store_backend.open_reader())
+
+
+def where(**properties: str) -> EventFilter:
+    return EventFilter(where=tuple((path, PropertyMatch.parse(value)) for path, value in properties.items()))
+
+
+def ids(events: Any) -> list[str]:
+    return [event.id for event in events]
+
+
+# Inserting and counting
+
+
+def test_insert_is_idempotent_and_counts_new_rows(store: OpenStore) -> None:
+    assert store.writer.insert([row(1, 10), row(2, 20), row(1, 10)]) == 2
+    assert store.writer.insert([row(2, 20), row(3, 30)]) == 1
+    assert store.writer.insert([]) == 0
+    assert store.reader.count() == 3
+
+
+def test_a_reopened_store_keeps_its_events_and_still_ignores_their_ids(store_backend: StoreBackend) -> None:
+    first = store_backend.open_writer()
+    first.insert([row(n, T0 + n) for n in range(1, 4)])
+    first.close()
+    reopened = store_backend.open_writer()
+    assert reopened.insert([row(3, T0 + 3)]) == 0
+    assert store_backend.open_reader().count() == 3
+
+
+def test_an_event_reads_back_as_it_was_stored(store: OpenStore) -> None:
+    data = '{"s":"é \\u00e9","big":12345678901234567890123,"e":1E2}'
+    store.writer.insert([(uuid.UUID(int=7).bytes, "payment", T0 + 1, T0 + 2, data)])
+    (event,) = store.reader.page(1, 10).events
+    assert (event.id, event.key, event.timestamp_us, event.received_at_us, event.data_json) == (
+        event_id(7), "payment", T0 + 1, T0 + 2, data
+    )
+
+
+# Pages and cursors
+
+
+def test_pages_are_newest_first_with_ties_broken_by_id(store: OpenStore) -> None:
+    store.writer.insert([row(n, ts=T0 + n // 2) for n in range(1, 8)])
+    first = store.reader.page(1, 3)
+    assert first.total == 7
+    assert ids(first.events) == [event_id(n) for n in (7, 6, 5)]
+    assert [e.data_json for e in store.reader.page(3, 3).events] == ['{"n":1}']
+    assert store.reader.page(4, 3).events == []
+    assert ids(store.reader.page(1, 3, ascending=True).events) == [event_id(n) for n in (1, 2, 3)]
+
+
+def test_a_page_far_beyond_the_end_is_empty(store: OpenStore) -> None:
+    store.writer.insert([row(1, T0)])
+    page = store.reader.page(2**62, 1000)
+    assert (page.total, page.events, page.next_position) == (1, [], None)
+
+
+@pytest.mark.parametrize("ascending", [False, True])
+def test_a_cursor_walks_every_event_once_in_order(store: OpenStore, ascending: bool) -> None:
+    store.writer.insert([row(n, ts=T0 + (n % 5) * MINUTE) for n in range(1, 24)])
+    expected = ids(store.reader.page(1, 100, ascending=ascending).events)
+    seen: list[str] = []
+    after: Position | None = None
+    for _ in range(100):
+        page = store.reader.page(1, 4, after=after, ascending=ascending)
+        assert page.total == 23
+        seen += ids(page.events)
+        after = page.next_position
+        if after is None:
+            break
+    assert seen == expected and len(set(seen)) == 23
+    timestamps = [e.timestamp_us for e in store.reader.page(1, 100, ascending=ascending).events]
+    assert timestamps == sorted(timestamps, reverse=not ascending)
+
+
+def test_the_last_full_page_has_no_next_position(store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n) for n in range(1, 5)])
+    assert store.reader.page(1, 2).next_position is not None
+    assert store.reader.page(2, 2).next_position is None
+
+
+# Filters
+
+
+def test_keys_and_times_filter_and_the_total_counts_the_matches(store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n * MINUTE, key="a" if n % 2 else "b") for n in range(10)])
+    since, until = T0 + 2 * MINUTE, T0 + 7 * MINUTE  # since inclusive, until exclusive
+    page = store.reader.page(1, 2, where=EventFilter(keys=("a",), since_us=since, until_us=until))
+    assert page.total == 2  # n = 3, 5
+    assert ids(page.events) == [event_id(5), event_id(3)]
+    assert store.reader.page(1, 10, where=EventFilter(keys=("a", "b"), since_us=since)).total == 8
+    assert store.reader.page(1, 10, where=EventFilter(until_us=since)).total == 2
+
+
+# Each event's data.v, as JSON text.
+TYPED = {
+    "int_one": "1", "real_one": "1.0", "string_one": '"1"', "true": "true", "false": "false", "null": "null",
+    "zero": "0", "string_true": '"true"', "string_quote": '"\\"1\\""', "big": "99999999999999999999999",
+}
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("1", {"int_one", "real_one", "string_one"}),  # a number, and its string form; never true
+        ("1.0", {"int_one", "real_one"}),
+        ("true", {"true"}),
+        ("false", {"false"}),  # not 0
+        ("null", {"null"}),  # not a missing property
+        ("0", {"zero"}),
+        ('"1"', {"string_one"}),  # quoted: only the string
+        ('"true"', {"string_true"}),
+        ('"\\"1\\""', {"string_quote"}),
+        ("99999999999999999999999", {"big"}),  # beyond 64 bits: compared by value
+        ("01", set()),  # not a JSON number: a string, and none is "01"
+    ],
+)
+def test_where_matches_by_json_type(store: OpenStore, value: str, expected: set[str]) -> None:
+    rows = [row(n, T0 + n, key=name, data_json=f'{{"v":{v}}}') for n, (name, v) in enumerate(TYPED.items(), start=1)]
+    store.writer.insert([*rows, row(99, T0, key="missing", data={})])
+    page = store.reader.page(1, 100, where=where(v=value))
+    assert {e.key for e in page.events} == expected
+    assert page.total == len(expected)
+    (count, _), = store.reader.bucket_counts([T0], T0 + QUARTER, where(v=value), None)
+    assert count == len(expected)
+
+
+def test_where_reaches_nested_properties_and_all_conditions_hold(store: OpenStore) -> None:
+    store.writer.insert([
+        row(1, T0, data={"user": {"id": 5}, "page": "/"}),
+        row(2, T0, data={"user": {"id": 5}, "page": "/b"}),
+        row(3, T0, data={"user": {"id": 6}, "page": "/"}),
+    ])
+    assert ids(store.reader.page(1, 10, where=where(**{"user.id": "5", "page": "/"})).events) == [event_id(1)]
+
+
+# Deleting: erasure and retention
+
+
+def test_erasure_deletes_and_remembers_the_ids(store_backend: StoreBackend, store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n, data={"user": n % 2}) for n in range(1, 11)])
+    assert store.writer.delete_matching(where(user="1"), max_rows=3, remember_ids=True) == 3
+    assert store.writer.delete_matching(where(user="1"), max_rows=100, remember_ids=True) == 2
+    assert store.writer.delete_matching(where(user="1"), max_rows=100, remember_ids=True) == 0
+    assert store.reader.count() == 5
+    erased = [row(n, T0 + n, data={"user": 1}) for n in (1, 3)]
+    assert store.writer.insert(erased) == 0  # a retry or a replay never brings them back
+    store.writer.close()
+    assert store_backend.open_writer().insert(erased) == 0  # not even after a restart
+    assert store.reader.count() == 5
+
+
+def test_retention_deletes_old_events_without_remembering_them(store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n * MINUTE) for n in range(10)])
+    cutoff = EventFilter(until_us=T0 + 4 * MINUTE)
+    assert store.writer.delete_matching(cutoff, max_rows=3, remember_ids=False) == 3
+    assert store.writer.delete_matching(cutoff, max_rows=3, remember_ids=False) == 1
+    assert store.reader.count() == 6
+    assert [e.timestamp_us for e in store.reader.page(1, 10, ascending=True).events][0] == T0 + 4 * MINUTE
+    assert store.writer.insert([row(0, T0)]) == 1  # not erased: it may come back
+
+
+# Rollups: keys, bucket counts, breakdowns
+
+
+def test_keys_summary_counts_and_first_and_last_seen(store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n * MINUTE, key="a") for n in range(5)] + [row(10, T0 + 2, key="b")])
+    store.writer.insert([row(0, T0, key="a"), row(11, T0 - MINUTE, key="b")])  # a duplicate, a new one
+    assert store.reader.keys_summary() == [("a", 5, T0, T0 + 4 * MINUTE), ("b", 2, T0 - MINUTE, T0 + 2)]
+    store.writer.delete_matching(EventFilter(keys=("b",)), max_rows=10, remember_ids=True)
+    store.writer.delete_matching(EventFilter(until_us=T0 + MINUTE), max_rows=10, remember_ids=False)
+    # First and last seen stay true after deletions; a key with no events left is not listed.
+    assert store.reader.keys_summary() == [("a", 4, T0, T0 + 4 * MINUTE)]
+
+
+def test_bucket_counts_agree_with_the_events(store: OpenStore) -> None:
+    # Events every 7 minutes over 3 hours, two keys, a user property.
+    rows = [row(n, T0 + n * 7 * MINUTE, key="ab"[n % 2], data={"user": n % 3}) for n in range(26)]
+    store.writer.insert(rows)
+    store.writer.delete_matching(EventFilter(keys=("a",), until_us=T0 + 30 * MINUTE), max_rows=10, remember_ids=True)
+    stored = [r for r in rows if not (r[1] == "a" and r[2] < T0 + 30 * MINUTE)]
+    # Ragged buckets (not multiples of 15 minutes), clipped by since/until.
+    starts = [T0 - 13 * MINUTE, T0 + 22 * MINUTE, T0 + 70 * MINUTE, T0 + 121 * MINUTE]
+    end = T0 + 200 * MINUTE
+    for window in (
+        EventFilter(),
+        EventFilter(keys=("b",)),
+        EventFilter(since_us=T0 + 31 * MINUTE, until_us=T0 + 150 * MINUTE),
+        EventFilter(keys=("a",), since_us=T0 + 5 * MINUTE),
+        where(user="1"),
+    ):
+        expected = []
+        for start, stop in zip(starts, [*starts[1:], end]):
+            low = max(start, window.since_us or start)
+            high = min(stop, window.until_us or stop)
+            matching = [
+                r for r in stored
+                if low <= r[2] < high and (not window.keys or r[1] in window.keys)
+                and (not window.where or orjson.loads(r[4])["user"] == 1)
+            ]
+            expected.append((len(matching), None))
+        assert store.reader.bucket_counts(starts, end, window, None) == expected, window
+
+
+def test_bucket_counts_with_distinct_values(store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n * MINUTE, data={"user": n % 3} if n != 4 else {}) for n in range(10)])
+    counts = store.reader.bucket_counts([T0, T0 + 5 * MINUTE], T0 + 10 * MINUTE, EventFilter(), "user")
+    assert counts == [(5, 3), (5, 3)]  # the event without a user is counted, not its value
+
+
+def test_breakdown_tells_json_types_apart_and_counts_missing(store: OpenStore) -> None:
+    values: list[Any] = [1, 1, 1.0, "1", True, None, "x", {"a": 1}, [1, 2]]
+    rows = [row(n, T0 + n, data={"p": v}) for n, v in enumerate(values)]
+    store.writer.insert([*rows, row(50, T0, data={}), row(51, T0, data={"q": 1})])
+    result = store.reader.breakdown(EventFilter(), "p", 3)
+    assert result.top[0] == (1, 3)  # 1 and 1.0 are one JSON value
+    assert (result.total, result.missing) == (11, 2)
+    everything = store.reader.breakdown(EventFilter(), "p", 100)
+    assert sorted(everything.top, key=repr) == sorted(
+        [(1, 3), ("1", 1), (True, 1), (None, 1), ("x", 1), ({"a": 1}, 1), ([1, 2], 1)], key=repr
+    )
+    filtered = store.reader.breakdown(EventFilter(since_us=T0 + 3), "p", 100)
+    assert filtered.total == 6 and filtered.missing == 0
+
+
+# Lookups
+
+
+def test_existing_ids_finds_the_stored_among_many(store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n) for n in range(0, 3000, 3)])
+    asked = [uuid.UUID(int=n).bytes for n in range(3000)]  # more than one statement's worth
+    assert store.reader.existing_ids(asked) == {uuid.UUID(int=n).bytes for n in range(0, 3000, 3)}
+    assert store.reader.existing_ids([]) == set()
+
+
+# Readers and writers side by side; old stores
+
+
+def test_a_reader_sees_what_the_writer_committed(store: OpenStore) -> None:
+    assert store.reader.count() == 0
+    store.writer.insert([row(1, T0)])
+    assert store.reader.count() == 1 and ids(store.reader.page(1, 1).events) == [event_id(1)]
+
+
+def test_readers_on_several_threads_at_once(store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n) for n in range(200)])
+    barrier = threading.Barrier(4, timeout=30)
+
+    def read(_: int) -> tuple[int, int]:
+        barrier.wait()  # all four read at the same moment
+        return store.reader.count(), store.reader.page(1, 50, where=EventFilter(since_us=T0 + 100)).total
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(read, range(4))) == [(200, 100)] * 4
+
+
+def test_a_store_of_the_oldest_schema_is_migrated_at_open(store_backend: StoreBackend) -> None:
+    pretty = '{\n  "user": 1,\n  "tags": [1, 2]\n}'
+    store_backend.write_oldest_schema([
+        (uuid.UUID(int=1).bytes, "a", T0, T0, pretty),
+        (uuid.UUID(int=2).bytes, "a", T0 + 20 * MINUTE, T0, "{}"),
+        (uuid.UUID(int=3).bytes, "b", T0 + MINUTE, T0, '{"user": 1}'),
+    ])
+    writer = store_backend.open_writer()
+    reader = store_backend.open_reader()
+    assert reader.count() == 3
+    assert [e.data_json for e in reader.page(1, 10, where=EventFilter(keys=("a",)), ascending=True).events] == [
+        '{"user":1,"tags":[1,2]}', "{}"
+    ]
+    assert reader.keys_summary() == [("a", 2, T0, T0 + 20 * MINUTE), ("b", 1, T0 + MINUTE, T0 + MINUTE)]
+    assert reader.bucket_counts([T0, T0 + QUARTER], T0 + 2 * QUARTER, EventFilter(), None) == [(2, None), (1, None)]
+    assert reader.breakdown(EventFilter(), "user", 5).top == [(1, 2)]
+    assert writer.insert([(uuid.UUID(int=1).bytes, "a", T0, T0, "{}"), row(4, T0)]) == 1

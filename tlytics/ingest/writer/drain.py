@@ -1,0 +1,73 @@
+"""Draining: the writer function that moves the oldest spool entries into the store.
+
+Spool entries are removed only after the store committed their events, so a crash between the
+two replays them, and the unique id makes the replay harmless. An entry that cannot be decoded
+is moved to the quarantine (kept for a person to look at) instead of wedging the queue.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import structlog
+
+from tlytics.ingest.codec import decode_spool_entry
+from tlytics.ingest.writer.resources import WriterResources
+from tlytics.store import StoreRow
+
+log = structlog.get_logger("tlytics.writer")
+
+
+@dataclass(frozen=True, slots=True)
+class DrainResult:
+    """What one drained batch did."""
+
+    entries: int
+    events: int
+    inserted: int
+    quarantined: int
+    pid: int = 0  # the process that did the work
+
+
+def decode_entry(value: bytes) -> list[StoreRow]:
+    """Turn one spool entry (as written by the ingest handlers) into store rows.
+
+    `data` stays the JSON text it was spooled as; it is not decoded and re-encoded.
+    """
+    received_at_us, events = decode_spool_entry(value)
+    return [
+        (bytes.fromhex(id_hex), key, timestamp_us, received_at_us, bytes(data).decode())
+        for id_hex, key, timestamp_us, data in events
+    ]
+
+
+def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -> DrainResult:
+    """Move the oldest spool entries (up to `max_events` events) into the store in one
+    transaction, then remove them. Raises on store or spool failure, leaving the spool as it was.
+    """
+    spool = resources.spool
+    keys: list[int] = []
+    rows: list[StoreRow] = []
+    quarantined = 0
+    for key, value in spool.iter_oldest(max_entries):
+        try:
+            entry_rows = decode_entry(value)
+        except (ValueError, TypeError, KeyError) as exc:
+            resources.quarantine.append(value)
+            spool.remove([key])
+            quarantined += 1
+            log.error("spool_entry_quarantined", spool_key=key, error=str(exc), bytes=len(value))
+            continue
+        keys.append(key)
+        rows.extend(entry_rows)
+        if len(rows) >= max_events:
+            break
+    inserted = resources.store.insert(rows) if rows else 0
+    if keys:
+        spool.remove(keys)
+    elif not quarantined:
+        spool.checkpoint()  # drained: let the spool's WAL shrink back
+    return DrainResult(
+        entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined, pid=os.getpid()
+    )

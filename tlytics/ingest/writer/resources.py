@@ -1,0 +1,37 @@
+"""What every writer function is given: the store's write side, the spool and the quarantine.
+
+A writer function is a plain module-level function `fn(resources, *args)`; the executor
+(thread or process) owns one `WriterResources` and hands it to each call. The store is opened
+on first use, not up front: opening can fail while another process holds the store's write
+lock, and that must fail one call (retried with backoff) rather than the writer's start.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tlytics.spool import Spool
+from tlytics.store import StoreWriter
+
+
+class WriterResources:
+    """The writer's resources; used from the writer's one thread or process only."""
+
+    def __init__(self, spool: Spool, quarantine: Spool, open_store: Callable[[], StoreWriter]) -> None:
+        self.spool = spool
+        # Spool entries the writer could not read are set aside here, never dropped.
+        self.quarantine = quarantine
+        self._open_store = open_store
+        self._store: StoreWriter | None = None
+
+    @property
+    def store(self) -> StoreWriter:
+        """The store's write side, opened on first use."""
+        if self._store is None:
+            self._store = self._open_store()
+        return self._store
+
+    def close_store(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None

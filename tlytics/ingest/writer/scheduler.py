@@ -1,0 +1,159 @@
+"""The writer's schedule: when to drain, retry, apply retention and erase; what runs is
+the executor's business (see executor.py) and how, the writer functions' (drain, retention,
+erasure).
+
+It drains every flush period, or sooner once the backlog passes a threshold, and once more on
+shutdown; a failing batch stays in the spool and is retried with capped exponential backoff,
+never dropped. An erasure drains the spool first, so nothing acknowledged before it is stored
+after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from contextlib import suppress
+
+import structlog
+
+from tlytics.ingest.writer.drain import DrainResult, drain_batch
+from tlytics.ingest.writer.erasure import ErasureIncomplete, erase_stored
+from tlytics.ingest.writer.executor import WriteExecutor
+from tlytics.ingest.writer.retention import apply_retention
+from tlytics.store import EventFilter
+
+log = structlog.get_logger("tlytics.writer")
+
+
+class Writer:
+    """Drains the spool every flush period, or sooner once the backlog passes a threshold."""
+
+    def __init__(
+        self,
+        executor: WriteExecutor,
+        *,
+        flush_period_s: float,
+        batch_max_entries: int,
+        batch_max_events: int,
+        backlog_threshold_events: int = 20_000,
+        retry_delay_max_s: float = 5.0,
+        on_batch: Callable[[DrainResult | None], None] | None = None,
+        retention_s: float | None = None,
+    ) -> None:
+        self._executor = executor
+        self._flush_period_s = flush_period_s
+        # One drained batch: at most this many spool entries, and about this many events
+        # (a batch stops after the entry that reaches it).
+        self._batch_max_entries = batch_max_entries
+        self._batch_max_events = batch_max_events
+        self._backlog_threshold_events = backlog_threshold_events
+        self._retry_delay_max_s = retry_delay_max_s
+        # Told of every batch written (None for a failed one), e.g. to count it in metrics.
+        self._on_batch = on_batch
+        self._retention_s = retention_s
+        self._wake = asyncio.Event()
+        self._drain_lock = asyncio.Lock()
+        self._backlog_events = 0
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.consecutive_failures = 0
+        self.last_error: str | None = None
+        self.worker_pid = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="writer")
+
+    def notify_appended(self, event_count: int) -> None:
+        """Called when events were spooled; wakes the writer early when the backlog is large."""
+        self._backlog_events += event_count
+        if self._backlog_events >= self._backlog_threshold_events:
+            self._wake.set()
+
+    async def _run(self) -> None:
+        # Drain at once on start: entries left by a crash are replayed before anything else.
+        while not self._stopping:
+            ok = await self.drain(deadline=None)
+            if ok and self._retention_s:
+                await apply_retention(self._executor, self._retention_s, stopping=lambda: self._stopping)
+            delay = self._flush_period_s
+            if not ok:
+                delay = min(self._retry_delay_max_s, 0.1 * 2 ** min(self.consecutive_failures, 10))
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            self._wake.clear()
+
+    async def drain(self, *, deadline: float | None) -> bool:
+        """Drain until the spool is empty or `deadline` (monotonic) passes; False on a failure."""
+        async with self._drain_lock:
+            self._backlog_events = 0
+            while deadline is None or time.monotonic() < deadline:
+                started = time.perf_counter()
+                try:
+                    result = await self._executor.execute(drain_batch, self._batch_max_entries, self._batch_max_events)
+                except Exception as exc:
+                    self.consecutive_failures += 1
+                    self.last_error = str(exc)
+                    if self._on_batch is not None:
+                        self._on_batch(None)
+                    log.error(
+                        "writer_batch_failed",
+                        error=str(exc),
+                        consecutive_failures=self.consecutive_failures,
+                        exc_info=True,
+                    )
+                    return False
+                self.consecutive_failures = 0
+                self.last_error = None
+                self.worker_pid = result.pid
+                if result.entries == 0 and result.quarantined == 0:
+                    return True
+                if self._on_batch is not None:
+                    self._on_batch(result)
+                log.debug(
+                    "writer_batch",
+                    entries=result.entries,
+                    events=result.events,
+                    inserted=result.inserted,
+                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                )
+                if self._stopping and deadline is None:
+                    return True
+            return False  # the deadline passed with entries still spooled
+
+    async def erase(self, where: EventFilter) -> int:
+        """Delete every stored event matching `where`, for good (their ids are remembered).
+
+        The spool is drained first, so matching events acknowledged before the erasure cannot
+        be stored after it. If that drain fails or times out, nothing is erased: an erasure that
+        answered while matching events still waited in the spool would be undone by the next
+        drain. Raises ErasureIncomplete then, or when a chunk of the deletion fails; either way
+        a retry finishes the job (erased ids stay erased).
+        """
+        if not await self.flush():
+            raise ErasureIncomplete(
+                f"the spool could not be written to the store first ({self.last_error or 'timed out'});"
+                " nothing was erased",
+                deleted=0,
+            )
+        return await erase_stored(self._executor, where)
+
+    async def flush(self, timeout_s: float = 30.0) -> bool:
+        """Drain everything spooled so far; True when the spool was emptied without failure."""
+        return await self.drain(deadline=time.monotonic() + timeout_s)
+
+    async def close(self, drain_timeout_s: float) -> None:
+        """Stop the periodic loop, then drain what is left for up to `drain_timeout_s`.
+
+        Whatever is not drained in time stays in the spool and is written at the next start.
+        """
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        try:
+            await self.flush(drain_timeout_s)
+        finally:
+            await self._executor.close()

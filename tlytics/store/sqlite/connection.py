@@ -1,0 +1,73 @@
+"""Opening SQLite connections the way every part of the store needs them, and the one place
+where APSW's errors become `StoreError`.
+
+Each connection waits out another's short write locks (the busy timeout) instead of failing at
+once, applies APSW's best practices (WAL, foreign keys, no double-quoted strings), and sets
+`synchronous` explicitly. Read connections are opened read-only, so a read can never take the
+write lock the writer needs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Literal
+
+import apsw
+import apsw.bestpractice
+
+from tlytics.errors import StoreError
+
+Synchronous = Literal["normal", "full"]
+
+BUSY_TIMEOUT_MS = 10_000
+# While another process holds the write lock, optimizing is skipped after this long.
+_OPTIMIZE_BUSY_TIMEOUT_MS = 100
+
+_CONNECTION_PRACTICES: tuple[Callable[[apsw.Connection], None], ...] = (
+    apsw.bestpractice.connection_wal,
+    apsw.bestpractice.connection_enable_foreign_keys,
+    apsw.bestpractice.connection_dqs,
+    apsw.bestpractice.connection_recursive_triggers,
+)
+
+
+@contextmanager
+def store_errors(action: str) -> Iterator[None]:
+    """Turn an APSW error inside into `StoreError("<action> failed: <SQLite's message>")`,
+    the APSW error kept as its cause; other errors pass through."""
+    try:
+        yield
+    except apsw.Error as exc:
+        raise StoreError(f"{action} failed: {exc}") from exc
+
+
+def connect(path: str, synchronous: Synchronous, *, readonly: bool = False) -> apsw.Connection:
+    """A configured connection to the store at `path` (created when missing, unless `readonly`)."""
+    flags = apsw.SQLITE_OPEN_READONLY if readonly else apsw.SQLITE_OPEN_READWRITE | apsw.SQLITE_OPEN_CREATE
+    connection = apsw.Connection(path, flags=flags)
+    # First: the practices below already take locks, and after a SIGKILL the old writer
+    # process may still be finishing its last batch.
+    connection.set_busy_timeout(BUSY_TIMEOUT_MS)
+    for practice in _CONNECTION_PRACTICES:
+        practice(connection)
+    connection.pragma("synchronous", synchronous.upper())
+    if not readonly:
+        _optimize_unless_busy(connection)
+    return connection
+
+
+def _optimize_unless_busy(connection: apsw.Connection) -> None:
+    """apsw.bestpractice.connection_optimize, skipped while another process holds the write lock.
+
+    It may write planner statistics, so it needs that lock; it is only an optimization (the next
+    open runs it again), and waiting for it would keep a store whose schema is current from
+    opening at all while, say, a backup holds the lock: the server could not even spool.
+    """
+    connection.set_busy_timeout(_OPTIMIZE_BUSY_TIMEOUT_MS)
+    try:
+        apsw.bestpractice.connection_optimize(connection)
+    except apsw.BusyError:
+        pass
+    finally:
+        connection.set_busy_timeout(BUSY_TIMEOUT_MS)

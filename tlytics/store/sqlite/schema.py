@@ -1,0 +1,142 @@
+"""The SQLite store's schema: its versioned migrations (`PRAGMA user_version`) and the one
+function that brings a file up to date, run when the write side opens.
+
+Migrations only ever append: a store written by any earlier version opens with every one it
+has not run yet, each in the same transaction as its version bump; a store newer than this
+code is refused rather than misread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import cast
+
+import apsw
+
+from tlytics.errors import StoreError
+from tlytics.jsontext import canonical
+from tlytics.store.sqlite.connection import Synchronous, connect, store_errors
+from tlytics.timefmt import MAX_US, MIN_US
+
+BUCKET_US = 900_000_000  # 15 minutes: the rollups' bucket
+# An event's rollup bucket: floor division for negative timestamps too (SQLite's / truncates
+# toward zero).
+BUCKET_SQL = "(ts / 900000000 - (ts < 0 AND ts % 900000000 != 0))"
+
+def _canonicalize_stored_data(connection: apsw.Connection) -> None:
+    """Migration 5: store `data` in its canonical text (no whitespace between tokens), as
+    every version from this one does; earlier ones kept it as sent, so a pretty-printed
+    body was exported across several NDJSON lines. Tokens themselves are not touched."""
+    query = (
+        "SELECT seq, data FROM events WHERE seq > ? AND (instr(data, ' ') OR instr(data, char(10))"
+        " OR instr(data, char(13)) OR instr(data, char(9))) ORDER BY seq LIMIT 1000"
+    )
+    last_seq = -1
+    while True:
+        rows = connection.execute(query, (last_seq,)).fetchall()
+        if not rows:
+            return
+        updates = []
+        for seq, data in rows:
+            try:
+                compact = canonical(cast(str, data).encode()).decode()
+            except (ValueError, RecursionError):
+                continue  # not JSON this version can read: left as it is
+            if compact != data:
+                updates.append((compact, seq))
+        connection.executemany("UPDATE events SET data = ? WHERE seq = ?", updates)
+        last_seq = cast(int, rows[-1][0])
+
+
+MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [
+    # 1: events, keyed by an internal rowid (rows carry JSON, too big for WITHOUT ROWID),
+    # unique on the client's id, and indexed for "newest first" paging.
+    """
+    CREATE TABLE events (
+        seq INTEGER PRIMARY KEY,
+        id BLOB NOT NULL UNIQUE,
+        key TEXT NOT NULL,
+        ts INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX events_by_time ON events (ts, id);
+    CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters (name, value) VALUES ('events', 0);
+    """,
+    # 2: ids of erased events, so a retry or a replay of an erased event cannot bring it back.
+    """
+    CREATE TABLE erased_ids (id BLOB PRIMARY KEY) WITHOUT ROWID;
+    """,
+    # 3: rollups kept by the writer in each insert transaction, so /stats and /keys do not
+    # scan millions of events: counts per key and 15-minute bucket (every UTC offset in use is
+    # a multiple of 15 minutes, so local hours and days are unions of buckets), and per key.
+    """
+    CREATE TABLE rollup_15m (key TEXT NOT NULL, bucket INTEGER NOT NULL, count INTEGER NOT NULL,
+                             PRIMARY KEY (bucket, key)) WITHOUT ROWID;
+    CREATE TABLE key_stats (key TEXT PRIMARY KEY, count INTEGER NOT NULL,
+                            first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO rollup_15m (key, bucket, count)
+        SELECT key, ts / 900000000 - (ts < 0 AND ts % 900000000 != 0), count(*) FROM events GROUP BY 1, 2;
+    INSERT INTO key_stats (key, count, first_ts, last_ts)
+        SELECT key, count(*), min(ts), max(ts) FROM events GROUP BY key;
+    """,
+    # 4: events whose timestamp lies outside the years 0001-9999 (UTC), which earlier versions
+    # accepted and no reader can format, move out of the way (kept for a person to look at),
+    # and the rollups and the counter forget them, so every read answers again.
+    f"""
+    CREATE TABLE unreadable_events (seq INTEGER PRIMARY KEY, id BLOB NOT NULL, key TEXT NOT NULL,
+        ts INTEGER NOT NULL, received_at INTEGER NOT NULL, data TEXT NOT NULL, reason TEXT NOT NULL);
+    INSERT INTO unreadable_events (seq, id, key, ts, received_at, data, reason)
+        SELECT seq, id, key, ts, received_at, data, 'timestamp outside the years 0001-9999' FROM events
+        WHERE ts < {MIN_US} OR ts > {MAX_US};
+    DELETE FROM events WHERE ts < {MIN_US} OR ts > {MAX_US};
+    UPDATE counters SET value = value - (SELECT count(*) FROM unreadable_events) WHERE name = 'events';
+    UPDATE key_stats SET count = count - (SELECT count(*) FROM unreadable_events u WHERE u.key = key_stats.key)
+        WHERE key IN (SELECT key FROM unreadable_events);
+    UPDATE key_stats SET
+        first_ts = coalesce((SELECT min(ts) FROM events e WHERE e.key = key_stats.key), max(first_ts, {MIN_US})),
+        last_ts = coalesce((SELECT max(ts) FROM events e WHERE e.key = key_stats.key), min(last_ts, {MAX_US}))
+        WHERE first_ts < {MIN_US} OR last_ts > {MAX_US} OR first_ts > {MAX_US} OR last_ts < {MIN_US};
+    DELETE FROM rollup_15m WHERE bucket < {MIN_US // BUCKET_US} OR bucket > {MAX_US // BUCKET_US};
+    """,
+    # 5: data in its canonical text.
+    _canonicalize_stored_data,
+]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(connection: apsw.Connection, path: str) -> None:
+    """Run the migrations `connection`'s store has not had yet; StoreError for a newer store."""
+    with connection:
+        version = int(connection.pragma("user_version"))
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{path} has schema version {version}, newer than this Tlytics ({SCHEMA_VERSION}); upgrade Tlytics"
+            )
+        for number, migration in enumerate(MIGRATIONS[version:], start=version + 1):
+            if isinstance(migration, str):
+                connection.execute(migration)
+            else:
+                migration(connection)
+            connection.pragma("user_version", number)
+
+
+def open_migrated(path: str, synchronous: Synchronous) -> apsw.Connection:
+    """A write connection to the store at `path`, its schema brought up to date.
+
+    With a current schema no write lock is needed, so this opens even while another process
+    holds it; a migration waits for it (the busy timeout), then fails with StoreError.
+    """
+    with store_errors(f"opening store {path}"):
+        connection = connect(path, synchronous)
+        try:
+            migrate(connection, path)
+        except BaseException:
+            connection.close()
+            raise
+    return connection
+
+
+def schema_version(connection: apsw.Connection) -> int:
+    return int(connection.pragma("user_version"))
