@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from tlytics.ingest import accept, erase, export, lookup, monitoring, static_pages, stats, view
+import tlytics.ingest.accept as accept
+import tlytics.ingest.erase as erase
+import tlytics.ingest.export as export
+import tlytics.ingest.lookup as lookup
+import tlytics.ingest.monitoring as monitoring
+import tlytics.ingest.static_pages as static_pages
+import tlytics.ingest.stats as stats
+import tlytics.ingest.view as view
 from tlytics.ingest.auth import ROUTE_ACCESS, Access, RouteAccess
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tlytics.ingest import setting_values as parse
+import tlytics.ingest.setting_values as parse
 from tlytics.spool import SpoolSync
 
 _OPTION = "tlytics_option"
