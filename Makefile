@@ -32,6 +32,7 @@ test: $(STAMP)
 # Lint is strict: any finding fails (CI runs it).
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Rewrites files: the formatter, then ruff's safe fixes.
 format: $(STAMP)

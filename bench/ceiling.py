@@ -29,8 +29,14 @@ def main() -> None:
         import uvloop
     except ImportError:
         uvloop = None  # type: ignore[assignment]
-    web.run_app(app, host="127.0.0.1", port=int(sys.argv[1]), access_log=None, print=None,
-                loop=uvloop.new_event_loop() if uvloop else None)
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=int(sys.argv[1]),
+        access_log=None,
+        print=None,
+        loop=uvloop.new_event_loop() if uvloop else None,
+    )
 
 
 if __name__ == "__main__":

@@ -86,11 +86,26 @@ def peak_rss_with_children_mb(pid: int) -> tuple[float, float]:
 
 def run_wrk(url: str, events_per_request: int, duration_s: int, connections: int, threads: int) -> dict[str, Any]:
     completed = subprocess.run(
-        ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration_s}s", "--timeout", "10s", "-s", str(LUA),
-         url, "--", str(events_per_request), "/events"],
-        capture_output=True, text=True, timeout=duration_s + 120, check=True,
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{duration_s}s",
+            "--timeout",
+            "10s",
+            "-s",
+            str(LUA),
+            url,
+            "--",
+            str(events_per_request),
+            "/events",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 120,
+        check=True,
     )
-    line = next(l for l in completed.stdout.splitlines() if l.startswith("WRK_RESULT "))
+    line = next(row for row in completed.stdout.splitlines() if row.startswith("WRK_RESULT "))
     return dict(json.loads(line.removeprefix("WRK_RESULT ")))
 
 
@@ -109,19 +124,25 @@ class Sampler(threading.Thread):
                 health = get_json(self.url + "/health", 5.0)
             except OSError:
                 continue
-            self.samples.append({
-                "t_s": round(time.monotonic() - self.started, 1),
-                "spool_entries": health["spool_entries"],
-                "spool_mb": round(health["spool_bytes"] / 2**20, 1),
-                "stored": health["stored_events"],
-            })
+            self.samples.append(
+                {
+                    "t_s": round(time.monotonic() - self.started, 1),
+                    "spool_entries": health["spool_entries"],
+                    "spool_mb": round(health["spool_bytes"] / 2**20, 1),
+                    "stored": health["stored_events"],
+                }
+            )
 
 
 def bench_ceiling(events_per_request: int, duration_s: int, args: argparse.Namespace) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen([sys.executable, "-m", "bench.ceiling", str(port)], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bench.ceiling", str(port)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_healthy(url, process)
         wrk = run_wrk(url, events_per_request, duration_s, args.connections, args.threads)
@@ -129,17 +150,38 @@ def bench_ceiling(events_per_request: int, duration_s: int, args: argparse.Names
         process.send_signal(signal.SIGTERM)
         process.wait(30)
     seconds = wrk["duration_us"] / 1e6
-    return {"requests_per_s": wrk["ok"] / seconds, "events_per_s": wrk["ok"] * events_per_request / seconds,
-            "p50_ms": wrk["p50_us"] / 1000, "p99_ms": wrk["p99_us"] / 1000, "wrk": wrk}
+    return {
+        "requests_per_s": wrk["ok"] / seconds,
+        "events_per_s": wrk["ok"] * events_per_request / seconds,
+        "p50_ms": wrk["p50_us"] / 1000,
+        "p99_ms": wrk["p99_us"] / 1000,
+        "wrk": wrk,
+    }
 
 
-def bench_tlytics(events_per_request: int, duration_s: int, args: argparse.Namespace, spool_sync: str = "normal") -> dict[str, Any]:
+def bench_tlytics(
+    events_per_request: int, duration_s: int, args: argparse.Namespace, spool_sync: str = "normal"
+) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-"))
-    command = [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port),
-               "--db", str(workdir / "bench.db"), "--spool-sync", spool_sync, "--flush", args.flush,
-               "--log-level", args.log_level]
+    command = [
+        sys.executable,
+        "-m",
+        "tlytics",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--db",
+        str(workdir / "bench.db"),
+        "--spool-sync",
+        spool_sync,
+        "--flush",
+        args.flush,
+        "--log-level",
+        args.log_level,
+    ]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_healthy(url, process)
@@ -193,9 +235,24 @@ def bench_client(args: argparse.Namespace) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}"
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-client-"))
     process = subprocess.Popen(
-        [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), "--db", str(workdir / "c.db"),
-         "--flush", args.flush, "--log-level", "warning"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "tlytics",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db",
+            str(workdir / "c.db"),
+            "--flush",
+            args.flush,
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
         wait_healthy(url, process)
@@ -258,24 +315,41 @@ def main() -> None:
         for n, duration in ((100, args.sustained), (1, args.duration)):
             ceiling = bench_ceiling(n, args.duration, args)
             ours = bench_tlytics(n, duration, args)
-            results[f"events_{n}"] = {"ceiling": ceiling, "tlytics": ours,
-                                      "ratio_acknowledged_events": ours["acknowledged_events_per_s"] / ceiling["events_per_s"],
-                                      "ratio_stored_events": ours["stored_events_per_s_end_to_end"] / ceiling["events_per_s"]}
-            print(f"{n:>3} events/request  ceiling {ceiling['events_per_s']:>10,.0f} ev/s  {ceiling['requests_per_s']:>8,.0f} req/s")
-            print(f"{'':19}tlytics ack {ours['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {ours['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
-                  f"  ratio ack {results[f'events_{n}']['ratio_acknowledged_events']:.2f} stored {results[f'events_{n}']['ratio_stored_events']:.2f}"
-                  f"  p50 {ours['p50_ms']:.1f} ms p99 {ours['p99_ms']:.1f} ms  RSS {ours['peak_rss_mb']} + {ours['peak_rss_writer_process_mb']} MB"
-                  f"  stored==acked {ours['stored_equals_acknowledged']}", flush=True)
+            results[f"events_{n}"] = {
+                "ceiling": ceiling,
+                "tlytics": ours,
+                "ratio_acknowledged_events": ours["acknowledged_events_per_s"] / ceiling["events_per_s"],
+                "ratio_stored_events": ours["stored_events_per_s_end_to_end"] / ceiling["events_per_s"],
+            }
+            print(
+                f"{n:>3} events/request  ceiling {ceiling['events_per_s']:>10,.0f} ev/s  {ceiling['requests_per_s']:>8,.0f} req/s"
+            )
+            print(
+                f"{'':19}tlytics ack {ours['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {ours['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
+                f"  ratio ack {results[f'events_{n}']['ratio_acknowledged_events']:.2f} stored {results[f'events_{n}']['ratio_stored_events']:.2f}"
+                f"  p50 {ours['p50_ms']:.1f} ms p99 {ours['p99_ms']:.1f} ms  RSS {ours['peak_rss_mb']} + {ours['peak_rss_writer_process_mb']} MB"
+                f"  stored==acked {ours['stored_equals_acknowledged']}",
+                flush=True,
+            )
         full = bench_tlytics(100, args.duration, args, spool_sync="full")
         normal = results["events_100"]["tlytics"]
-        results["spool_sync_full"] = {"tlytics": full, "ratio_to_normal_acknowledged": full["acknowledged_events_per_s"] / normal["acknowledged_events_per_s"]}
-        print(f"spool-sync full     ack {full['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {full['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
-              f"  ratio to normal {results['spool_sync_full']['ratio_to_normal_acknowledged']:.2f}  p99 {full['p99_ms']:.1f} ms", flush=True)
+        results["spool_sync_full"] = {
+            "tlytics": full,
+            "ratio_to_normal_acknowledged": full["acknowledged_events_per_s"] / normal["acknowledged_events_per_s"],
+        }
+        print(
+            f"spool-sync full     ack {full['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {full['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
+            f"  ratio to normal {results['spool_sync_full']['ratio_to_normal_acknowledged']:.2f}  p99 {full['p99_ms']:.1f} ms",
+            flush=True,
+        )
     if args.only != "server":
         client = bench_client(args)
         results["client"] = client
-        print(f"client  emit p50 {client['emit_p50_us']:.2f} µs  p99 {client['emit_p99_us']:.2f} µs  {client['emits_per_s']:,.0f} emits/s"
-              f"  delivery {client['delivery_events_per_s']:,.0f} ev/s", flush=True)
+        print(
+            f"client  emit p50 {client['emit_p50_us']:.2f} µs  p99 {client['emit_p99_us']:.2f} µs  {client['emits_per_s']:,.0f} emits/s"
+            f"  delivery {client['delivery_events_per_s']:,.0f} ev/s",
+            flush=True,
+        )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.write_text(json.dumps(results, indent=2))

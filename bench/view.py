@@ -20,10 +20,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.ingest import ROOT, RESULTS, free_port, wait_healthy
+from bench.ingest import RESULTS, ROOT, free_port, wait_healthy
 from tlytics.ids import uuid7_int
 from tlytics.store import SQLiteStore
-
 
 BASE_US = 1_700_000_000_000_000
 
@@ -78,9 +77,22 @@ def main() -> None:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         process = subprocess.Popen(
-            [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), "--db",
-             str(workdir / "view.db"), "--log-level", "warning"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "tlytics",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--db",
+                str(workdir / "view.db"),
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         try:
             wait_healthy(url, process, timeout_s=120)

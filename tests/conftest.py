@@ -14,12 +14,6 @@ from aiohttp.test_utils import TestClient
 
 from tests.helpers import (
     ServerProcess,
-    app_flush,
-    free_port,
-    held_write_lock,
-    http_json,
-    spool_count,
-    store_count,
 )
 from tlytics.ingest import Settings, create_app
 from tlytics.spool import Spool

@@ -23,12 +23,14 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from tlytics.ingest.keys import SPOOL, STORE, WRITER
+from tlytics.ingest.state import SPOOL, STORE, WRITE_SCHEDULER
 
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T | None], *, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = "") -> T:
+def eventually(
+    check: Callable[[], T | None], *, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = ""
+) -> T:
     """Poll `check` until it returns something truthy and return that; fail after `timeout_s`.
 
     Generous by default: a busy machine is slow, and a test that waits for something that is
@@ -46,12 +48,17 @@ def eventually(check: Callable[[], T | None], *, timeout_s: float = 30.0, interv
 
 def event(n: int, key: str = "page_view", **data: Any) -> dict[str, Any]:
     """An event with a deterministic id and timestamp (n seconds into 2025), for read tests."""
-    return {"id": str(uuid.UUID(int=n + 1)), "key": key, "timestamp": f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}Z", "data": data}
+    return {
+        "id": str(uuid.UUID(int=n + 1)),
+        "key": key,
+        "timestamp": f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}Z",
+        "data": data,
+    }
 
 
 async def app_flush(app: web.Application) -> None:
     """Drain the spool into the store now."""
-    assert await app[WRITER].flush(timeout_s=30.0)
+    assert await app[WRITE_SCHEDULER].flush(timeout_s=30.0)
 
 
 def spool_count(app: web.Application) -> int:
@@ -71,9 +78,7 @@ def free_port() -> int:
 def http_json(method: str, url: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, Any]:
     """A blocking HTTP call for subprocess tests; returns (status, decoded JSON body)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read())
@@ -118,8 +123,20 @@ class ServerProcess:
         env = {**os.environ, **self.extra_env}
         self._log = open(self.log_path, "ab")  # noqa: SIM115  kept open for the server's lifetime, closed by kill/stop
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(self.port),
-             "--db", str(self.db_path), "--flush", self.flush, *self.extra_args],
+            [
+                sys.executable,
+                "-m",
+                "tlytics",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--db",
+                str(self.db_path),
+                "--flush",
+                self.flush,
+                *self.extra_args,
+            ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -185,7 +202,6 @@ class ServerProcess:
                 break
             page += 1
         return ids
-
 
 
 class Sender:
@@ -254,5 +270,3 @@ def assert_exactly_once(server: ServerProcess, acknowledged: set[str], sent: set
     missing = acknowledged - set(stored)
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
     assert set(stored) <= sent, "the store holds events nobody sent"
-
-

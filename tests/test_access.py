@@ -83,7 +83,9 @@ def sample_path(route: web.AbstractRoute) -> str:
     return str(info["path"])
 
 
-async def raw_request(port: int, method: str, target: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+async def raw_request(
+    port: int, method: str, target: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], bytes]:
     """Send `target` byte for byte (no client-side normalization); return status, headers, body."""
     lines = [f"{method} {target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
@@ -123,7 +125,9 @@ async def test_every_route_and_method_with_every_key(keyed: tuple[Any, web.Appli
         assert level is not None, f"{route.method} {sample_path(route)} has no access level"
         for name, headers in CREDENTIALS.items():
             response = await client.request(
-                route.method, sample_path(route), data=b"[]",
+                route.method,
+                sample_path(route),
+                data=b"[]",
                 headers={**headers, "Content-Type": "application/json"},
             )
             what = f"{route.method} {sample_path(route)} with {name} ({level})"
@@ -229,7 +233,9 @@ async def test_a_route_without_a_level_is_refused_for_every_method(aiohttp_clien
                 assert "no declared access level" in (await response.json())["error"]
     assert calls == []
     assert [log["route"] for log in logs if log["event"] == "route_without_access_level"] == [
-        "GET /forgotten", "HEAD /forgotten", "POST /forgotten"
+        "GET /forgotten",
+        "HEAD /forgotten",
+        "POST /forgotten",
     ]
 
 
@@ -251,7 +257,11 @@ async def test_rejected_ingest_is_counted_by_the_route_level(keyed: tuple[Any, w
     await client.get("/view")  # read route, no key: not an ingest
     await client.head("/keys")
     metrics = await (await client.get("/metrics", headers=read)).text()
-    figures = {line.split(" ")[0]: float(line.split(" ")[1]) for line in metrics.splitlines() if line and not line.startswith("#")}
+    figures = {
+        line.split(" ")[0]: float(line.split(" ")[1])
+        for line in metrics.splitlines()
+        if line and not line.startswith("#")
+    }
     assert figures['tlytics_requests_rejected_total{reason="unauthorized"}'] == 1
 
 
@@ -263,7 +273,9 @@ async def test_every_answer_carries_the_security_headers(keyed: tuple[Any, web.A
         await client.put("/view"),
         await client.options("/"),
         await client.get("/static/no-such-file.js"),
-        await client.post("/events", data=b"[", headers={**CREDENTIALS["the write key"], "Content-Type": "application/json"}),
+        await client.post(
+            "/events", data=b"[", headers={**CREDENTIALS["the write key"], "Content-Type": "application/json"}
+        ),
     ]
     for response in answers:
         where = f"{response.method} {response.url.path} {response.status}"

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -210,7 +211,7 @@ def test_poison_event_goes_to_dead_letter_without_blocking_the_rest(tmp_path: Pa
         later = client.emit("later")
         assert client.flush(timeout=10)
         client.close(1)
-        assert sorted(fake.ids()) == sorted(good + [later])
+        assert sorted(fake.ids()) == sorted([*good, later])
         assert len(errors) == 1 and isinstance(errors[0], EventsRejected)
         assert [e["id"] for e in errors[0].events] == [poison]
         dead = Client(fast_config(fake.url, tmp_path / "s"))._dead_letter.peek(10)
@@ -303,7 +304,7 @@ def test_emit_refuses_timestamps_the_server_could_not_print_back(tmp_path: Path)
         with pytest.raises(InvalidEvent) as caught:
             client.emit(Event(key="a", timestamp=bad))
         assert caught.value.field == "timestamp" and "0001-9999" in caught.value.message
-    for good in ("9999-12-31T23:59:59.999999Z", datetime(1, 1, 1, tzinfo=timezone.utc), "0999-06-01T00:00:00Z"):
+    for good in ("9999-12-31T23:59:59.999999Z", datetime(1, 1, 1, tzinfo=UTC), "0999-06-01T00:00:00Z"):
         client.emit(Event(key="a", timestamp=good))
     assert client.pending() == 3
     client.close(0.1)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 import urllib.request
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,13 @@ def test_dashboard_loads_and_draws_real_data(server_factory: Any) -> None:
     from selenium.webdriver.chrome.service import Service
 
     server = server_factory(flush="50ms").start()
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     events = [
-        {"key": "page_view" if n % 3 else "signup",
-         "timestamp": (now - timedelta(minutes=7 * n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-         "data": {"path": f"/page/{n % 4}", "user_id": n % 5}}
+        {
+            "key": "page_view" if n % 3 else "signup",
+            "timestamp": (now - timedelta(minutes=7 * n)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "data": {"path": f"/page/{n % 4}", "user_id": n % 5},
+        }
         for n in range(150)  # spread over the last ~17 hours
     ]
     assert http_json("POST", server.url + "/events", events)[0] == 200
@@ -57,9 +59,17 @@ def test_dashboard_loads_and_draws_real_data(server_factory: Any) -> None:
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--no-first-run", "--window-size=1280,1000"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1280,1000",
+    ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -70,7 +80,9 @@ def test_dashboard_loads_and_draws_real_data(server_factory: Any) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and driver.execute_script("return document.body.dataset.loaded") != "true":
             time.sleep(0.1)
-        assert driver.execute_script("return document.body.dataset.loaded") == "true", driver.find_element("id", "status").text
+        assert driver.execute_script("return document.body.dataset.loaded") == "true", driver.find_element(
+            "id", "status"
+        ).text
         assert driver.find_element("id", "total").text.replace(",", "") == "150"
         assert int(driver.execute_script("return document.body.dataset.chartPoints")) >= 24
         assert int(driver.execute_script("return document.body.dataset.chartEvents")) == 150  # all within the last day

@@ -21,14 +21,16 @@ from tests.helpers import Sender, ServerProcess, assert_exactly_once, http_json
 @pytest.mark.parametrize(
     ("flush", "kill_after_s"),
     [
-        ("50ms", 0.3),   # writer draining constantly: kill lands inside store/spool work
+        ("50ms", 0.3),  # writer draining constantly: kill lands inside store/spool work
         ("50ms", 1.1),
-        ("1s", 0.7),     # mostly still in the spool at kill time
-        ("10s", 1.5),    # nothing drained yet: all of it comes back from the spool
+        ("1s", 0.7),  # mostly still in the spool at kill time
+        ("10s", 1.5),  # nothing drained yet: all of it comes back from the spool
         ("200ms", None),  # a random moment
     ],
 )
-def test_sigkill_mid_stream_loses_and_duplicates_nothing(server_factory: Any, flush: str, kill_after_s: float | None) -> None:
+def test_sigkill_mid_stream_loses_and_duplicates_nothing(
+    server_factory: Any, flush: str, kill_after_s: float | None
+) -> None:
     server = server_factory(flush=flush).start()
     sender = Sender(server.url).start().wait_acknowledged()
     time.sleep(kill_after_s if kill_after_s is not None else random.uniform(0.2, 1.5))

@@ -22,18 +22,32 @@ RETRY = {"Retry-After": "1"}
     ("error", "status", "headers", "body"),
     [
         (InvalidRequest("invalid JSON: x", position=3), 400, None, {"error": "invalid JSON: x", "position": 3}),
-        (InvalidEvent("key must not be empty", index=1, field="key"), 400, None,
-         {"error": "key must not be empty", "index": 1, "field": "key"}),
+        (
+            InvalidEvent("key must not be empty", index=1, field="key"),
+            400,
+            None,
+            {"error": "key must not be empty", "index": 1, "field": "key"},
+        ),
         (RequestTooLarge("event too large", index=0), 413, None, {"error": "event too large", "index": 0}),
         (SpoolFull("no room"), 503, RETRY, {"error": "spool is full, retry later: no room"}),
         (SpoolError("disk gone"), 503, RETRY, {"error": "cannot accept durably now, retry later: disk gone"}),
-        (ErasureIncomplete("store busy", deleted=7), 503, RETRY,
-         {"error": "cannot erase now, retry later: store busy", "deleted": 7}),
-        (ApiError(401, "needs a key", headers={"WWW-Authenticate": "Bearer"}), 401,
-         {"WWW-Authenticate": "Bearer"}, {"error": "needs a key"}),
+        (
+            ErasureIncomplete("store busy", deleted=7),
+            503,
+            RETRY,
+            {"error": "cannot erase now, retry later: store busy", "deleted": 7},
+        ),
+        (
+            ApiError(401, "needs a key", headers={"WWW-Authenticate": "Bearer"}),
+            401,
+            {"WWW-Authenticate": "Bearer"},
+            {"error": "needs a key"},
+        ),
     ],
 )
-def test_each_error_has_its_answer(error: Exception, status: int, headers: dict[str, str] | None, body: dict[str, Any]) -> None:
+def test_each_error_has_its_answer(
+    error: Exception, status: int, headers: dict[str, str] | None, body: dict[str, Any]
+) -> None:
     answer = error_answer(make_mocked_request("POST", "/events"), error)
     assert answer is not None
     response = answer.response()

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, http_json
+from tests.conftest import http_json
 from tests.helpers import Sender, assert_exactly_once
 from tlytics.spool import Spool
 
@@ -105,7 +105,9 @@ def test_second_server_on_the_same_store_is_refused(server_factory: Any, tmp_pat
     first = server_factory(tmp_path / "shared.db").start()
     second = subprocess.run(
         [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", "0", "--db", str(tmp_path / "shared.db")],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert second.returncode == 1
     assert "in use by another Tlytics server" in second.stderr
@@ -126,9 +128,24 @@ def test_second_server_on_the_same_spool_with_another_store_is_refused(server_fa
         assert status == 200
         acknowledged.extend(ids)
     second = subprocess.Popen(
-        [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", "0",
-         "--db", str(tmp_path / "second.db"), "--spool", str(spool), "--flush", "20ms"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tlytics",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "second.db"),
+            "--spool",
+            str(spool),
+            "--flush",
+            "20ms",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         _, stderr = second.communicate(timeout=60)

@@ -27,7 +27,9 @@ async def make_client(aiohttp_client: Any, tmp_path: Path, **overrides: Any) -> 
 
 async def test_gzip_body_is_accepted(client: Any, app: web.Application) -> None:
     body = gzip.compress(b'[{"key": "zipped", "data": {"n": 1}}]')
-    response = await client.post("/events", data=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    response = await client.post(
+        "/events", data=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
     assert response.status == 200
     await app_flush(app)
     assert store_count(app) == 1
@@ -38,7 +40,9 @@ async def test_gzip_bomb_is_413_not_out_of_memory(aiohttp_client: Any, tmp_path:
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
     bomb = compressor.compress(b"[" + b" " * (200 * 1024 * 1024)) + compressor.flush()
     assert len(bomb) < 1024 * 1024  # small on the wire, 200 MiB once inflated
-    response = await client.post("/events", data=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    response = await client.post(
+        "/events", data=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
     assert response.status == 413
     assert "larger than" in (await response.json())["error"]
     assert spool_count(app) == 0
@@ -78,7 +82,9 @@ async def test_write_and_read_keys_are_separate(aiohttp_client: Any, tmp_path: P
     assert (await client.post("/batch", json={"events": events}, headers=read)).status == 401  # a read key never writes
     assert spool_count(app) == 0
     assert (await client.post("/events", json=events, headers=write)).status == 200
-    assert (await client.post("/batch", json={"events": events}, headers={"Authorization": f"bearer {WRITE_KEY}"})).status == 200
+    assert (
+        await client.post("/batch", json={"events": events}, headers={"Authorization": f"bearer {WRITE_KEY}"})
+    ).status == 200
 
     assert (await client.get("/view")).status == 401
     assert (await client.get("/view", headers=write)).status == 401  # a write key never reads
@@ -142,7 +148,9 @@ async def test_metrics_count_what_happened(client: Any, app: web.Application) ->
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("text/plain")
     text = await response.text()
-    figures = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")}
+    figures = {
+        line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and not line.startswith("#")
+    }
     assert figures["tlytics_events_accepted_total"] == 3
     assert figures["tlytics_events_stored_total"] == 1
     assert figures["tlytics_duplicates_ignored_total"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 import uuid
@@ -20,7 +21,7 @@ def test_version_variant_and_time() -> None:
 
 def test_strictly_increasing_even_within_one_millisecond() -> None:
     ids = [uuid7_bytes() for _ in range(50_000)]
-    assert all(a < b for a, b in zip(ids, ids[1:]))
+    assert all(a < b for a, b in itertools.pairwise(ids))
 
 
 def test_unique_across_threads() -> None:

@@ -107,7 +107,13 @@ async def test_view_is_newest_first_by_timestamp_then_id(client: Any, app: web.A
 async def test_view_pagination_edges(client: Any, app: web.Application) -> None:
     empty = await (await client.get("/view")).json()
     assert empty == {
-        "events": [], "total": 0, "page": 1, "page_size": 10, "total_pages": 0, "next_cursor": None, "order": "desc",
+        "events": [],
+        "total": 0,
+        "page": 1,
+        "page_size": 10,
+        "total_pages": 0,
+        "next_cursor": None,
+        "order": "desc",
     }
 
     events = [ev(f"k{i:02d}", timestamp=f"2025-01-01T00:00:{i:02d}Z") for i in range(25)]
@@ -185,7 +191,7 @@ async def test_spool_failure_is_503_with_retry_after_and_accepts_nothing(
     client: Any, app: web.Application, monkeypatch: Any
 ) -> None:
     from tlytics.errors import SpoolError
-    from tlytics.ingest.keys import SPOOL
+    from tlytics.ingest.state import SPOOL
 
     def broken(values: Any) -> Any:
         raise SpoolError("disk I/O error (injected)")

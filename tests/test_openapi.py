@@ -13,13 +13,15 @@ from aiohttp import web
 
 from tests.conftest import http_json
 
-CHECKS = ",".join([
-    "not_a_server_error",
-    "status_code_conformance",
-    "content_type_conformance",
-    "response_headers_conformance",
-    "response_schema_conformance",
-])
+CHECKS = ",".join(
+    [
+        "not_a_server_error",
+        "status_code_conformance",
+        "content_type_conformance",
+        "response_headers_conformance",
+        "response_schema_conformance",
+    ]
+)
 EXAMPLES_PER_OPERATION = 30
 
 
@@ -32,7 +34,8 @@ async def test_openapi_is_served_and_documents_every_route(client: Any, app: web
     routes = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
-        if route.method != "HEAD" and route.resource is not None
+        if route.method != "HEAD"
+        and route.resource is not None
         and not isinstance(route.resource, web.StaticResource)  # the dashboard's files, not API
     }
     assert routes == documented
@@ -42,10 +45,27 @@ def test_schemathesis_finds_no_server_error_or_schema_break(server_factory: Any,
     server = server_factory(flush="100ms").start()
     executable = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or "schemathesis"
     completed = subprocess.run(
-        [executable, "run", f"{server.url}/openapi.json", "--checks", CHECKS,
-         "--max-examples", str(EXAMPLES_PER_OPERATION), "--workers", "1", "--request-timeout", "10",
-         "--phases", "examples,coverage,fuzzing", "--report-dir", str(tmp_path / "report")],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        [
+            executable,
+            "run",
+            f"{server.url}/openapi.json",
+            "--checks",
+            CHECKS,
+            "--max-examples",
+            str(EXAMPLES_PER_OPERATION),
+            "--workers",
+            "1",
+            "--request-timeout",
+            "10",
+            "--phases",
+            "examples,coverage,fuzzing",
+            "--report-dir",
+            str(tmp_path / "report"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     summary = completed.stdout[-3000:]
     print(summary)  # the run's size and seed, in the test log

@@ -7,38 +7,64 @@ from __future__ import annotations
 
 import json
 import shutil
-import uuid
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from tlytics.errors import InvalidRequest
-from tlytics.ingest.codec import decode_spool_entry, fast_spool_entry, reference_spool_entry
+from tlytics.ingest.entry import decode_spool_entry
+from tlytics.ingest.fastpath import fast_spool_entry
+from tlytics.ingest.validation import reference_spool_entry
 from tlytics.spool import Spool
 
 NOW_US = 1_700_000_000_000_000
 
 json_scalars = (
-    st.none() | st.booleans() | st.integers() | st.integers(-(10**30), 10**30)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(-(10**30), 10**30)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
 )
-json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
-keys = st.text(min_size=0, max_size=210) | st.sampled_from(["page_view", "a", "x" * 200, "x" * 201, "tab\t", "é" * 200, "nl\n", "a\u202eb", " ", "\ufeff"])
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+keys = st.text(min_size=0, max_size=210) | st.sampled_from(
+    ["page_view", "a", "x" * 200, "x" * 201, "tab\t", "é" * 200, "nl\n", "a\u202eb", " ", "\ufeff"]
+)
 ints = st.integers(-(2**63), 2**63 - 1)
 ids = st.uuids().map(str) | st.uuids().map(lambda u: str(u).upper()) | st.text(max_size=40) | ints
-timestamps = st.sampled_from(
-    ["2025-08-25T10:00:00Z", "2025-08-25T10:00:00.123456789+02:00", "2025-08-25 10:00:00z", "2025-08-25T10:00:00",
-     "2025-13-01T00:00:00Z", "yesterday", "9999-12-31T23:59:59-12:00", "0001-01-01T00:30:00+01:00", "0999-01-01T00:00:00Z"]
-) | ints
-events = st.fixed_dictionaries(
-    {},
-    optional={"key": keys, "id": ids, "timestamp": timestamps, "data": json_values, "extra": json_values},
-) | json_values
+timestamps = (
+    st.sampled_from(
+        [
+            "2025-08-25T10:00:00Z",
+            "2025-08-25T10:00:00.123456789+02:00",
+            "2025-08-25 10:00:00z",
+            "2025-08-25T10:00:00",
+            "2025-13-01T00:00:00Z",
+            "yesterday",
+            "9999-12-31T23:59:59-12:00",
+            "0001-01-01T00:30:00+01:00",
+            "0999-01-01T00:00:00Z",
+        ]
+    )
+    | ints
+)
+events = (
+    st.fixed_dictionaries(
+        {},
+        optional={"key": keys, "id": ids, "timestamp": timestamps, "data": json_values, "extra": json_values},
+    )
+    | json_values
+)
 
 
 @st.composite
@@ -89,7 +115,7 @@ def test_validation_is_total_and_the_fast_path_spools_what_the_reference_spools(
         return
     assert reference is not None, f"the fast path accepted {body!r}"
     assert fast == reference, "the two paths spooled different bytes"
-    for (_, _, _, stored), raw in zip(decode_spool_entry(fast[0])[1], raw_events):
+    for (_, _, _, stored), raw in zip(decode_spool_entry(fast[0])[1], raw_events, strict=True):
         assert json.loads(bytes(stored)) == (raw.get("data") or {})
 
 
@@ -108,7 +134,7 @@ class SpoolMachine(RuleBasedStateMachine):
     def append(self, values: list[bytes]) -> Any:
         keys = self.spool.append_many(values)
         assert len(keys) == len(values)
-        for key, value in zip(keys, values):
+        for key, value in zip(keys, values, strict=True):
             assert key not in self.model
             self.model[key] = value
         return keys[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -23,15 +22,28 @@ NUMBERS = st.integers() | HUGE | st.floats(allow_nan=True, allow_infinity=True)
 # line is refused before any handler runs: see test_an_over_long_request_line_is_a_4xx).
 NUMBER_TEXT = NUMBERS.map(str) | st.sampled_from(["1e400", "-0", "0x10", "1_000", "٣", " 7 ", "+5", "", "9" * 1000])
 TIMES = st.sampled_from(
-    ["0001-01-01T00:00:00Z", "9999-12-31T23:59:59.999999Z", "9999-12-31T23:59:59-12:00", "0001-01-01T00:00:00+14:00",
-     "2025-08-25T10:00:00Z", "2025-02-30T00:00:00Z", "yesterday", "0000-12-31T00:00:00Z"]
+    [
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "9999-12-31T23:59:59-12:00",
+        "0001-01-01T00:00:00+14:00",
+        "2025-08-25T10:00:00Z",
+        "2025-02-30T00:00:00Z",
+        "yesterday",
+        "0000-12-31T00:00:00Z",
+    ]
 ) | st.text(max_size=30)
 PATHS = st.sampled_from(["data.a", "data.flag", "data.n.m", "data.", "a", "data.a-b_c", ""]) | st.text(max_size=12)
-VALUES = NUMBER_TEXT | st.sampled_from(["true", "false", "null", '"1"', '"', '"\\u0000"', '"\\ud800"']) | st.text(max_size=40)
+VALUES = (
+    NUMBER_TEXT
+    | st.sampled_from(["true", "false", "null", '"1"', '"', '"\\u0000"', '"\\ud800"'])
+    | st.text(max_size=40)
+)
 WHERE = st.builds(lambda path, value: f"{path}:{value}", PATHS, VALUES) | st.text(max_size=40)
 CURSOR = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", max_size=80) | st.builds(
     lambda ts, hex_id: __import__("base64").urlsafe_b64encode(f"{ts}:{hex_id}".encode()).decode(),
-    NUMBERS, st.sampled_from(["00" * 16, "zz", "", "00" * 17]),
+    NUMBERS,
+    st.sampled_from(["00" * 16, "zz", "", "00" * 17]),
 )
 ANY_TEXT = st.text(max_size=40)
 
@@ -59,8 +71,11 @@ ENDPOINTS = [("GET", "/view"), ("GET", "/export"), ("GET", "/stats"), ("GET", "/
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = ServerProcess(tmp_path_factory.mktemp("fuzz") / "fuzz.db", flush="50ms").start()
     events = [
-        {"key": f"k{n % 4}", "timestamp": f"2025-08-25T10:{n % 60:02d}:00Z",
-         "data": {"a": [n, str(n), n % 2 == 0, None][n % 4], "n": {"m": n}, "flag": n % 3 == 0}}
+        {
+            "key": f"k{n % 4}",
+            "timestamp": f"2025-08-25T10:{n % 60:02d}:00Z",
+            "data": {"a": [n, str(n), n % 2 == 0, None][n % 4], "n": {"m": n}, "flag": n % 3 == 0},
+        }
         for n in range(200)
     ]
     assert http_json("POST", server.url + "/events", events)[0] == 200
@@ -90,9 +105,13 @@ def assert_answered(status: int, body: bytes, content_type: str, what: str) -> N
             assert "field" in answer or "index" in answer or "position" in answer, f"{what}: {answer}"
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(endpoint=st.sampled_from(ENDPOINTS), chosen=QUERIES)
-def test_read_parameters_never_give_a_server_error(server: ServerProcess, endpoint: tuple[str, str], chosen: list[Any]) -> None:
+def test_read_parameters_never_give_a_server_error(
+    server: ServerProcess, endpoint: tuple[str, str], chosen: list[Any]
+) -> None:
     method, path = endpoint
     pairs = [(name, data.draw(PARAMETERS[name])) for name, data in chosen]
     query = "&".join(f"{quote(name)}={quote(value, safe='', errors='surrogatepass')}" for name, value in pairs)
@@ -101,16 +120,29 @@ def test_read_parameters_never_give_a_server_error(server: ServerProcess, endpoi
 
 
 LOOKUP_BODIES = st.recursive(
-    st.none() | st.booleans() | NUMBERS.filter(lambda n: isinstance(n, int) and abs(n) < 2**63) | st.text(max_size=40)
+    st.none()
+    | st.booleans()
+    | NUMBERS.filter(lambda n: isinstance(n, int) and abs(n) < 2**63)
+    | st.text(max_size=40)
     | st.uuids().map(str),
-    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.sampled_from(["ids", "x"]) | st.text(max_size=5), inner, max_size=3),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.dictionaries(st.sampled_from(["ids", "x"]) | st.text(max_size=5), inner, max_size=3)
+    ),
     max_leaves=10,
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(payload=LOOKUP_BODIES | st.fixed_dictionaries({"ids": st.lists(st.uuids().map(str) | st.text(max_size=40), max_size=5)}),
-       raw=st.none() | st.binary(max_size=60) | st.sampled_from([b'{"ids": [1e400]}', b'{"ids": [99999999999999999999999]}']))
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    payload=LOOKUP_BODIES
+    | st.fixed_dictionaries({"ids": st.lists(st.uuids().map(str) | st.text(max_size=40), max_size=5)}),
+    raw=st.none()
+    | st.binary(max_size=60)
+    | st.sampled_from([b'{"ids": [1e400]}', b'{"ids": [99999999999999999999999]}']),
+)
 def test_lookup_bodies_never_give_a_server_error(server: ServerProcess, payload: Any, raw: bytes | None) -> None:
     body = raw if raw is not None else json.dumps(payload).encode()
     status, answer, content_type = request(server, "POST", "/lookup", body)

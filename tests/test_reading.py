@@ -15,7 +15,12 @@ from tests.conftest import app_flush
 
 
 def event(n: int, key: str = "page_view", **data: Any) -> dict[str, Any]:
-    return {"id": str(uuid.UUID(int=n + 1)), "key": key, "timestamp": f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}Z", "data": data}
+    return {
+        "id": str(uuid.UUID(int=n + 1)),
+        "key": key,
+        "timestamp": f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}Z",
+        "data": data,
+    }
 
 
 @pytest.fixture
@@ -111,7 +116,7 @@ async def test_export_csv_columns_and_json_data(filled: Any) -> None:
 async def test_export_of_more_than_one_chunk(client: Any, app: web.Application) -> None:
     from tlytics.ingest import export
 
-    for start in range(0, 12_000, 4_000):
+    for _ in range(0, 12_000, 4_000):
         await client.post("/events", json=[{"key": "bulk"}] * 4_000)
     await app_flush(app)
     assert export.EXPORT_CHUNK < 12_000
@@ -138,7 +143,9 @@ TYPED = {
 
 @pytest.fixture
 async def typed(client: Any, app: web.Application) -> Any:
-    events = [{"id": str(uuid.UUID(int=n + 1)), "key": name, "data": data} for n, (name, data) in enumerate(TYPED.items())]
+    events = [
+        {"id": str(uuid.UUID(int=n + 1)), "key": name, "data": data} for n, (name, data) in enumerate(TYPED.items())
+    ]
     assert (await client.post("/events", json=events)).status == 200
     await app_flush(app)
     return client
@@ -223,10 +230,13 @@ async def test_huge_numbers_with_a_meaning_answer_200(typed: Any) -> None:
 
 
 async def test_export_validates_everything_before_its_200(typed: Any) -> None:
-    from tlytics.ingest.keys import STORE
     from tlytics.errors import StoreError
+    from tlytics.ingest.state import STORE
 
-    for params in ({"cursor": "OTk5OTk5OTk5OTk5OTk5OTk5OTk5Ojk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"}, {"where": 'data.v:"1'}):
+    for params in (
+        {"cursor": "OTk5OTk5OTk5OTk5OTk5OTk5OTk5Ojk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5OTk5"},
+        {"where": 'data.v:"1'},
+    ):
         response = await typed.get("/export", params=params)
         assert response.status == 400
         assert "field" in await response.json()
@@ -248,7 +258,8 @@ async def test_export_validates_everything_before_its_200(typed: Any) -> None:
 
 @pytest.mark.parametrize(
     # (Keys cannot start with a tab or CR, control characters are refused; those get the prefix too.)
-    "key", ["=HYPERLINK(\"http://x\")", "+1", "-1+2", "@SUM(A1)", "'quoted", "''", "plain", "a=b"]
+    "key",
+    ['=HYPERLINK("http://x")', "+1", "-1+2", "@SUM(A1)", "'quoted", "''", "plain", "a=b"],
 )
 async def test_csv_cells_that_a_spreadsheet_would_run_get_a_quote(client: Any, app: web.Application, key: str) -> None:
     data = {"s": "=1+1"}

@@ -131,8 +131,12 @@ def test_the_servers_own_export_replays_to_the_same_events(server_factory: Any, 
 
     source = server_factory(tmp_path / "source.db").start()
     events = [
-        {"id": str(uuid.uuid4()), "key": f"k{n % 3}", "timestamp": f"2025-08-25T10:00:{n:02d}.{n:06d}+02:00",
-         "data": {"n": n, "nested": {"list": [1, "two", None, True]}, "text": "é\n\"q\""}}
+        {
+            "id": str(uuid.uuid4()),
+            "key": f"k{n % 3}",
+            "timestamp": f"2025-08-25T10:00:{n:02d}.{n:06d}+02:00",
+            "data": {"n": n, "nested": {"list": [1, "two", None, True]}, "text": 'é\n"q"'},
+        }
         for n in range(1, 40)
     ]
     assert http_json("POST", source.url + "/events", events)[0] == 200

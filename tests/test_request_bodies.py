@@ -45,7 +45,9 @@ def _raw_deflate(data: bytes) -> bytes:
     ids=["gzip", "gzip-mixed-case", "x-gzip", "gzip-two-members", "deflate-zlib", "deflate-raw", "identity"],
 )
 async def test_supported_encodings_are_decoded(client: Any, app: web.Application, encoding: str, body: bytes) -> None:
-    response = await client.post("/events", data=body, headers={"Content-Type": "application/json", "Content-Encoding": encoding})
+    response = await client.post(
+        "/events", data=body, headers={"Content-Type": "application/json", "Content-Encoding": encoding}
+    )
     assert response.status == 200, await response.text()
     await app_flush(app)
     assert store_count(app) == 1
@@ -58,7 +60,9 @@ async def test_supported_encodings_are_decoded(client: Any, app: web.Application
 )
 async def test_a_corrupt_gzip_body_is_400_json(client: Any, app: web.Application, body: bytes) -> None:
     for path in ("/events", "/batch", "/lookup"):
-        response = await client.post(path, data=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+        response = await client.post(
+            path, data=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+        )
         assert response.status == 400, (path, await response.text())
         answer = await response.json()
         assert answer["field"] == "Content-Encoding" and "gzip" in answer["error"]
@@ -68,21 +72,29 @@ async def test_a_corrupt_gzip_body_is_400_json(client: Any, app: web.Application
 @pytest.mark.parametrize("encoding", ["br", "zstd", "compress", "gzip, br", "snappy", "gzip;q=1"])
 async def test_unsupported_encodings_are_415_json(client: Any, app: web.Application, encoding: str) -> None:
     for path in ("/events", "/lookup"):
-        response = await client.post(path, data=GZIPPED, headers={"Content-Type": "application/json", "Content-Encoding": encoding})
+        response = await client.post(
+            path, data=GZIPPED, headers={"Content-Type": "application/json", "Content-Encoding": encoding}
+        )
         assert response.status == 415, (path, await response.text())
         assert (await response.json())["field"] == "Content-Encoding"
     assert spool_count(app) == 0
 
 
 async def test_a_gzip_bomb_past_max_body_is_413(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False, max_body_bytes=64 * 1024))
+    app = create_app(
+        Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False, max_body_bytes=64 * 1024)
+    )
     client = await aiohttp_client(app)
     exactly = b'[{"key": "fits", "data": {"pad": "' + b"x" * (64 * 1024 - 40) + b'"}}]'
     assert len(exactly) <= 64 * 1024
-    fits = await client.post("/events", data=gzip.compress(exactly), headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    fits = await client.post(
+        "/events", data=gzip.compress(exactly), headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
     assert fits.status == 200, await fits.text()
     bomb = gzip.compress(b"[" + b" " * (20 * 1024 * 1024) + b"]")
-    response = await client.post("/events", data=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
+    response = await client.post(
+        "/events", data=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
     assert response.status == 413
     assert (await response.json())["limit"] == 64 * 1024
 
@@ -94,7 +106,7 @@ async def _read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> 
     while time.monotonic() < deadline:
         try:
             chunk = await asyncio.wait_for(reader.read(65536), timeout=max(0.01, deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             break
         if not chunk:
             return received, True
@@ -103,7 +115,9 @@ async def _read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> 
 
 
 async def test_a_client_that_stops_mid_body_is_dropped_as_a_client_error(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False, body_timeout_s=0.5))
+    app = create_app(
+        Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False, body_timeout_s=0.5)
+    )
     client = await aiohttp_client(app)
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     with capture_logs() as logs:

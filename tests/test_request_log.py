@@ -21,7 +21,7 @@ from tests.conftest import ServerProcess
 from tlytics.errors import SpoolFull
 from tlytics.ingest import Settings, create_app
 from tlytics.ingest.auth import ROUTE_ACCESS
-from tlytics.ingest.keys import COMMITTER
+from tlytics.ingest.state import COMMITTER
 from tlytics.logs import configure_logging
 
 GENERATED_ID = re.compile(r"[0-9a-f]{16}\Z")
@@ -64,7 +64,7 @@ async def test_a_well_formed_incoming_request_id_is_kept_and_another_replaced(cl
         kept = await client.get("/health", headers={"X-Request-Id": "edge-7f3a.1:2"})
         replaced = [
             await client.get("/health", headers={"X-Request-Id": value})
-            for value in ("has space", "x" * 129, "quote\"d", "")
+            for value in ("has space", "x" * 129, 'quote"d', "")
         ]
     assert kept.headers["X-Request-Id"] == "edge-7f3a.1:2"
     lines = request_lines(logs)
@@ -153,7 +153,9 @@ def test_a_real_server_logs_one_json_line_per_request(server_factory: Any) -> No
 
     server: ServerProcess = server_factory().start()
     request = urllib.request.Request(
-        f"{server.url}/events", data=b'[{"key": "a"}, {"key": "b"}, {"key": "c"}]', method="POST",
+        f"{server.url}/events",
+        data=b'[{"key": "a"}, {"key": "b"}, {"key": "c"}]',
+        method="POST",
         headers={"Content-Type": "application/json", "X-Request-Id": "real-server-1"},
     )
     with urllib.request.urlopen(request, timeout=10) as response:

@@ -9,7 +9,7 @@ import io
 import json
 import urllib.request
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +25,21 @@ from tlytics.timefmt import MAX_US, MIN_US, datetime_to_us
 _REFUSED = ("Cc", "Cf", "Zl", "Zp", "Cs")
 keys = st.text(st.characters(blacklist_categories=_REFUSED), min_size=1, max_size=200).filter(
     lambda key: not key.isspace()
-) | st.sampled_from(["page_view", "=SUM(A1)", "-1", "+x", "@home", "'quoted", "a,b\"c"])
+) | st.sampled_from(["page_view", "=SUM(A1)", "-1", "+x", "@home", "'quoted", 'a,b"c'])
 strings = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
 scalars = (
-    st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.integers(-(10**40), 10**40)
-    | st.floats(allow_nan=False, allow_infinity=False) | strings
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.integers(-(10**40), 10**40)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | strings
 )
 data_values = st.dictionaries(
     strings,
-    st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(strings, inner, max_size=4), max_leaves=10),
+    st.recursive(
+        scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(strings, inner, max_size=4), max_leaves=10
+    ),
     max_size=5,
 )
 offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda minutes: timedelta(minutes=minutes))
@@ -43,7 +49,7 @@ offsets = st.integers(-23 * 60 - 59, 23 * 60 + 59).map(lambda minutes: timedelta
 def timestamps(draw: st.DrawFn) -> tuple[str, int]:
     """(RFC 3339 text with some offset and fraction, its UTC microseconds), anywhere in 0001-9999."""
     micros = draw(st.integers(MIN_US, MAX_US) | st.sampled_from([MIN_US, MAX_US, 0, -1, 1_735_689_600_000_000]))
-    utc = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(microseconds=micros)
+    utc = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
     offset = draw(offsets)
     try:
         local = (utc + offset).replace(tzinfo=timezone(offset))
@@ -128,9 +134,14 @@ def server(tmp_path: Path) -> Any:
     server.kill()
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(batch=st.lists(events(), min_size=1, max_size=8), path=st.sampled_from(["/events", "/batch"]),
-       style=st.sampled_from(["compact", "ascii", "pretty"]))
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    batch=st.lists(events(), min_size=1, max_size=8),
+    path=st.sampled_from(["/events", "/batch"]),
+    style=st.sampled_from(["compact", "ascii", "pretty"]),
+)
 def test_what_the_server_accepts_over_http_comes_back_exactly(
     server: ServerProcess, batch: list[tuple[dict[str, Any], int]], path: str, style: str
 ) -> None:
@@ -149,12 +160,14 @@ def test_the_same_event_spelt_three_ways_is_stored_as_the_same_bytes(server: Ser
     server.wait_drained()
     with urllib.request.urlopen(server.url + "/export?format=ndjson", timeout=30) as response:
         lines = response.read().splitlines()
-    data_texts = {line[line.index(b'"data":'):line.index(b',"received_at"')] for line in lines}
+    data_texts = {line[line.index(b'"data":') : line.index(b',"received_at"')] for line in lines}
     assert len(lines) == 3 and len(data_texts) == 2, data_texts  # ascii keeps its \u00e9 escape
     assert b'"data":{"\xc3\xa9":[1,2.5,{"x":null}],"s":"a  b\\n"}' in data_texts
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(batch=st.lists(events(), min_size=1, max_size=5))
 def test_what_the_client_sends_comes_back_exactly(
     server: ServerProcess, tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[dict[str, Any], int]]
@@ -181,7 +194,9 @@ def test_what_the_client_sends_comes_back_exactly(
     assert_came_back(read_everything(server), batch)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(batch=st.lists(events(), min_size=1, max_size=6), style=st.sampled_from(["compact", "ascii"]))
 def test_what_tlytics_replay_sends_comes_back_exactly(
     server: ServerProcess, tmp_path_factory: pytest.TempPathFactory, batch: list[tuple[dict[str, Any], int]], style: str

@@ -39,33 +39,52 @@ async def test_daily_buckets_are_filled_between_since_and_until(filled: Any) -> 
     body = await stats(filled, interval="day", since="2025-03-01T00:00:00Z", until="2025-03-05T00:00:00Z")
     assert body["interval"] == "day" and body["tz"] == "UTC"
     assert [(b["start"], b["count"]) for b in body["buckets"]] == [
-        ("2025-03-01T00:00:00Z", 2), ("2025-03-02T00:00:00Z", 0), ("2025-03-03T00:00:00Z", 4), ("2025-03-04T00:00:00Z", 0),
+        ("2025-03-01T00:00:00Z", 2),
+        ("2025-03-02T00:00:00Z", 0),
+        ("2025-03-03T00:00:00Z", 4),
+        ("2025-03-04T00:00:00Z", 0),
     ]
 
 
 async def test_buckets_follow_the_time_zone(filled: Any) -> None:
-    body = await stats(filled, interval="day", tz="Europe/Paris", since="2025-03-01T00:00:00+01:00", until="2025-03-04T00:00:00+01:00")
+    body = await stats(
+        filled, interval="day", tz="Europe/Paris", since="2025-03-01T00:00:00+01:00", until="2025-03-04T00:00:00+01:00"
+    )
     assert [(b["start"], b["count"]) for b in body["buckets"]] == [
-        ("2025-03-01T00:00:00+01:00", 1), ("2025-03-02T00:00:00+01:00", 1), ("2025-03-03T00:00:00+01:00", 4),
+        ("2025-03-01T00:00:00+01:00", 1),
+        ("2025-03-02T00:00:00+01:00", 1),
+        ("2025-03-03T00:00:00+01:00", 4),
     ]
 
 
 async def test_day_buckets_across_a_dst_change_start_at_local_midnight(client: Any) -> None:
-    body = await stats(client, interval="day", tz="Europe/Paris", since="2025-03-29T00:00:00+01:00", until="2025-04-01T00:00:00+02:00")
+    body = await stats(
+        client, interval="day", tz="Europe/Paris", since="2025-03-29T00:00:00+01:00", until="2025-04-01T00:00:00+02:00"
+    )
     assert [b["start"] for b in body["buckets"]] == [
-        "2025-03-29T00:00:00+01:00", "2025-03-30T00:00:00+01:00", "2025-03-31T00:00:00+02:00",
+        "2025-03-29T00:00:00+01:00",
+        "2025-03-30T00:00:00+01:00",
+        "2025-03-31T00:00:00+02:00",
     ]
 
 
 async def test_unique_and_breakdown_and_filters(filled: Any) -> None:
     body = await stats(
-        filled, interval="day", since="2025-03-03T00:00:00Z", until="2025-03-04T00:00:00Z",
-        unique="data.user_id", breakdown="data.page", limit=2, key="page_view",
+        filled,
+        interval="day",
+        since="2025-03-03T00:00:00Z",
+        until="2025-03-04T00:00:00Z",
+        unique="data.user_id",
+        breakdown="data.page",
+        limit=2,
+        key="page_view",
     )
     (bucket,) = body["buckets"]
     assert bucket["count"] == 3 and bucket["unique"] == 2
     assert body["breakdown"] == [
-        {"value": "/docs", "count": 1}, {"value": "/home", "count": 1}, {"value": None, "other": True, "count": 1},
+        {"value": "/docs", "count": 1},
+        {"value": "/home", "count": 1},
+        {"value": None, "other": True, "count": 1},
     ]
 
 
@@ -105,8 +124,12 @@ async def test_rollups_agree_with_the_events_after_duplicates_and_erasure(client
     import uuid
 
     events = [
-        {"id": str(uuid.uuid4()), "key": "k" if n % 4 else "other", "timestamp": f"2025-05-0{1 + n % 3}T{n % 24:02d}:{n % 60:02d}:00Z",
-         "data": {"kind": "x", "user_id": n % 6}}
+        {
+            "id": str(uuid.uuid4()),
+            "key": "k" if n % 4 else "other",
+            "timestamp": f"2025-05-0{1 + n % 3}T{n % 24:02d}:{n % 60:02d}:00Z",
+            "data": {"kind": "x", "user_id": n % 6},
+        }
         for n in range(400)
     ]
     await client.post("/events", json=events)
@@ -141,7 +164,7 @@ async def test_breakdown_counts_events_without_the_property_apart(client: Any, a
     assert body["breakdown"] == [{"value": "/home", "count": 3}, {"value": None, "other": True, "count": 5}]
     assert body["missing"] == 5
     every = await stats(client, **window, breakdown="data.page", limit=10)
-    assert sorted(((repr(b["value"]), b["count"]) for b in every["breakdown"])) == sorted(
+    assert sorted((repr(b["value"]), b["count"]) for b in every["breakdown"]) == sorted(
         [("'/home'", 3), ("None", 2), ("1", 1), ("True", 1), ("'1'", 1)]  # true, 1 and "1" apart
     )
     assert every["missing"] == 5
@@ -149,18 +172,37 @@ async def test_breakdown_counts_events_without_the_property_apart(client: Any, a
 
 # /stats near the ends of the calendar: a 400 naming since or until, never a 500.
 EDGE_INSTANTS = [
-    "0001-01-01T00:00:00Z", "0001-01-01T00:00:00.000001Z", "0001-01-01T23:59:59Z", "0001-01-08T00:00:00Z",
-    "0001-02-01T00:00:00Z", "0001-01-01T14:00:00+14:00",
-    "9999-12-31T23:59:59.999999Z", "9999-12-31T00:00:00Z", "9999-12-01T00:00:00Z", "9999-12-31T23:00:00Z",
-    "9999-12-25T00:00:00Z", "9999-12-31T12:00:00-11:00", "2025-03-01T00:00:00Z",
+    "0001-01-01T00:00:00Z",
+    "0001-01-01T00:00:00.000001Z",
+    "0001-01-01T23:59:59Z",
+    "0001-01-08T00:00:00Z",
+    "0001-02-01T00:00:00Z",
+    "0001-01-01T14:00:00+14:00",
+    "9999-12-31T23:59:59.999999Z",
+    "9999-12-31T00:00:00Z",
+    "9999-12-01T00:00:00Z",
+    "9999-12-31T23:00:00Z",
+    "9999-12-25T00:00:00Z",
+    "9999-12-31T12:00:00-11:00",
+    "2025-03-01T00:00:00Z",
 ]
-ZONES = ["UTC", "Pacific/Kiritimati", "Pacific/Pago_Pago", "America/New_York", "Asia/Kolkata", "Europe/Paris", "Etc/GMT+12", "Etc/GMT-14"]
+ZONES = [
+    "UTC",
+    "Pacific/Kiritimati",
+    "Pacific/Pago_Pago",
+    "America/New_York",
+    "Asia/Kolkata",
+    "Europe/Paris",
+    "Etc/GMT+12",
+    "Etc/GMT-14",
+]
 
 
 def test_stats_near_the_ends_of_the_calendar_answer_200_or_400_naming_the_field(tmp_path: Any) -> None:
     import threading
 
-    from hypothesis import HealthCheck, given, settings as hypothesis_settings
+    from hypothesis import HealthCheck, given
+    from hypothesis import settings as hypothesis_settings
     from hypothesis import strategies as st
 
     from tests.conftest import free_port, http_json
@@ -168,7 +210,11 @@ def test_stats_near_the_ends_of_the_calendar_answer_200_or_400_naming_the_field(
 
     # One real server for every example (hypothesis and pytest-aiohttp's per-test loop do not mix).
     port = free_port()
-    app = create_app(Settings(db_path=tmp_path / "edges.db", port=port, host="127.0.0.1", flush_period_s=3600.0, writer_process=False))
+    app = create_app(
+        Settings(
+            db_path=tmp_path / "edges.db", port=port, host="127.0.0.1", flush_period_s=3600.0, writer_process=False
+        )
+    )
     ready = threading.Event()
     loop_box: list[Any] = []
 
@@ -211,14 +257,40 @@ def test_stats_near_the_ends_of_the_calendar_answer_200_or_400_naming_the_field(
         # The cases the issue names, each with the field it names.
         for params, field in [
             ({"interval": "month", "since": "9999-12-15T00:00:00Z", "until": "9999-12-31T00:00:00Z"}, "until"),
-            ({"interval": "day", "tz": "America/New_York", "since": "0001-01-01T00:00:00Z", "until": "0001-01-05T00:00:00Z"}, "since"),
-            ({"interval": "hour", "tz": "Pacific/Kiritimati", "since": "9999-12-31T08:00:00Z", "until": "9999-12-31T09:30:00Z"}, "until"),
-            ({"interval": "hour", "tz": "Pacific/Kiritimati", "since": "9999-12-31T20:00:00Z", "until": "9999-12-31T23:00:00Z"}, "since"),
+            (
+                {
+                    "interval": "day",
+                    "tz": "America/New_York",
+                    "since": "0001-01-01T00:00:00Z",
+                    "until": "0001-01-05T00:00:00Z",
+                },
+                "since",
+            ),
+            (
+                {
+                    "interval": "hour",
+                    "tz": "Pacific/Kiritimati",
+                    "since": "9999-12-31T08:00:00Z",
+                    "until": "9999-12-31T09:30:00Z",
+                },
+                "until",
+            ),
+            (
+                {
+                    "interval": "hour",
+                    "tz": "Pacific/Kiritimati",
+                    "since": "9999-12-31T20:00:00Z",
+                    "until": "9999-12-31T23:00:00Z",
+                },
+                "since",
+            ),
         ]:
             status, body = http_json("GET", f"http://127.0.0.1:{port}/stats?{urlencode(params)}")
             assert (status, body.get("field")) == (400, field), (params, body)
         # A default range near year 1 starts at the calendar's start instead of before it.
-        status, body = http_json("GET", f"http://127.0.0.1:{port}/stats?{urlencode({'interval': 'day', 'until': '0001-01-03T00:00:00Z'})}")
+        status, body = http_json(
+            "GET", f"http://127.0.0.1:{port}/stats?{urlencode({'interval': 'day', 'until': '0001-01-03T00:00:00Z'})}"
+        )
         # (Four-digit years in the output are timefmt's business, fixed with it.)
         assert status == 200 and body["since"].endswith("1-01-01T00:00:00Z") and len(body["buckets"]) == 2, body
     finally:

@@ -67,11 +67,11 @@ def test_store_errors_say_what_failed_and_keep_the_cause(tmp_path: Path) -> None
     store = SQLiteStore(tmp_path / "a.db")
     with apsw.Connection(str(tmp_path / "a.db")) as connection:
         connection.execute("DROP TABLE key_stats")
-    with pytest.raises(StoreError, match="^keys read failed: .*no such table: key_stats") as raised:
+    with pytest.raises(StoreError, match=r"^keys read failed: .*no such table: key_stats") as raised:
         store.keys_summary()
     assert isinstance(raised.value.__cause__, apsw.SQLError)
     store.close()
-    with pytest.raises(StoreError, match="^insert of 1 events failed: ") as raised:
+    with pytest.raises(StoreError, match=r"^insert of 1 events failed: ") as raised:
         store.insert([row(1, 10)])
     assert isinstance(raised.value.__cause__, apsw.Error)
     with pytest.raises(StoreError, match="is closed"):
@@ -108,15 +108,23 @@ async def test_a_store_holding_unreadable_rows_is_repaired_and_every_read_answer
     year_999 = -30_628_713_600_000_000
     ok = 1_735_689_600_000_000  # 2025-01-01
     path = tmp_path / "analytics.db"
-    _store_as_version_3_left_it(path, [
-        (uuid.UUID(int=1).bytes, "late", year_10000, ok, '{"a": 1}'),
-        (uuid.UUID(int=2).bytes, "late", ok, ok, '{\n  "pretty": [1, 2],\n  "s": "two  spaces"\n}'),
-        (uuid.UUID(int=3).bytes, "old", year_999, ok, "{}"),
-        (uuid.UUID(int=4).bytes, "early", -62_135_596_800_000_001, ok, "{}"),
-    ])
+    _store_as_version_3_left_it(
+        path,
+        [
+            (uuid.UUID(int=1).bytes, "late", year_10000, ok, '{"a": 1}'),
+            (uuid.UUID(int=2).bytes, "late", ok, ok, '{\n  "pretty": [1, 2],\n  "s": "two  spaces"\n}'),
+            (uuid.UUID(int=3).bytes, "old", year_999, ok, "{}"),
+            (uuid.UUID(int=4).bytes, "early", -62_135_596_800_000_001, ok, "{}"),
+        ],
+    )
     client = await aiohttp_client(create_app(Settings(db_path=path, flush_period_s=3600.0, writer_process=False)))
-    for endpoint in ("/view", "/keys", "/export?format=ndjson", "/export?format=csv",
-                     "/stats?interval=month&since=0001-01-01T00:00:00Z&until=0003-01-01T00:00:00Z"):
+    for endpoint in (
+        "/view",
+        "/keys",
+        "/export?format=ndjson",
+        "/export?format=csv",
+        "/stats?interval=month&since=0001-01-01T00:00:00Z&until=0003-01-01T00:00:00Z",
+    ):
         response = await client.get(endpoint)
         assert response.status == 200, (endpoint, await response.text())
     view = await (await client.get("/view")).json()

@@ -7,6 +7,7 @@ so a second backend passes the very same tests.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Iterator
@@ -88,7 +89,11 @@ def test_an_event_reads_back_as_it_was_stored(store: OpenStore) -> None:
     store.writer.insert([(uuid.UUID(int=7).bytes, "payment", T0 + 1, T0 + 2, data)])
     (event,) = store.reader.page(1, 10).events
     assert (event.id, event.key, event.timestamp_us, event.received_at_us, event.data_json) == (
-        event_id(7), "payment", T0 + 1, T0 + 2, data
+        event_id(7),
+        "payment",
+        T0 + 1,
+        T0 + 2,
+        data,
     )
 
 
@@ -150,8 +155,16 @@ def test_keys_and_times_filter_and_the_total_counts_the_matches(store: OpenStore
 
 # Each event's data.v, as JSON text.
 TYPED = {
-    "int_one": "1", "real_one": "1.0", "string_one": '"1"', "true": "true", "false": "false", "null": "null",
-    "zero": "0", "string_true": '"true"', "string_quote": '"\\"1\\""', "big": "99999999999999999999999",
+    "int_one": "1",
+    "real_one": "1.0",
+    "string_one": '"1"',
+    "true": "true",
+    "false": "false",
+    "null": "null",
+    "zero": "0",
+    "string_true": '"true"',
+    "string_quote": '"\\"1\\""',
+    "big": "99999999999999999999999",
 }
 
 
@@ -177,16 +190,18 @@ def test_where_matches_by_json_type(store: OpenStore, value: str, expected: set[
     page = store.reader.page(1, 100, where=where(v=value))
     assert {e.key for e in page.events} == expected
     assert page.total == len(expected)
-    (count, _), = store.reader.bucket_counts([T0], T0 + QUARTER, where(v=value), None)
+    ((count, _),) = store.reader.bucket_counts([T0], T0 + QUARTER, where(v=value), None)
     assert count == len(expected)
 
 
 def test_where_reaches_nested_properties_and_all_conditions_hold(store: OpenStore) -> None:
-    store.writer.insert([
-        row(1, T0, data={"user": {"id": 5}, "page": "/"}),
-        row(2, T0, data={"user": {"id": 5}, "page": "/b"}),
-        row(3, T0, data={"user": {"id": 6}, "page": "/"}),
-    ])
+    store.writer.insert(
+        [
+            row(1, T0, data={"user": {"id": 5}, "page": "/"}),
+            row(2, T0, data={"user": {"id": 5}, "page": "/b"}),
+            row(3, T0, data={"user": {"id": 6}, "page": "/"}),
+        ]
+    )
     assert ids(store.reader.page(1, 10, where=where(**{"user.id": "5", "page": "/"})).events) == [event_id(1)]
 
 
@@ -212,7 +227,7 @@ def test_retention_deletes_old_events_without_remembering_them(store: OpenStore)
     assert store.writer.delete_matching(cutoff, max_rows=3, remember_ids=False) == 3
     assert store.writer.delete_matching(cutoff, max_rows=3, remember_ids=False) == 1
     assert store.reader.count() == 6
-    assert [e.timestamp_us for e in store.reader.page(1, 10, ascending=True).events][0] == T0 + 4 * MINUTE
+    assert store.reader.page(1, 10, ascending=True).events[0].timestamp_us == T0 + 4 * MINUTE
     assert store.writer.insert([row(0, T0)]) == 1  # not erased: it may come back
 
 
@@ -246,12 +261,14 @@ def test_bucket_counts_agree_with_the_events(store: OpenStore) -> None:
         where(user="1"),
     ):
         expected = []
-        for start, stop in zip(starts, [*starts[1:], end]):
+        for start, stop in itertools.pairwise([*starts, end]):
             low = max(start, window.since_us or start)
             high = min(stop, window.until_us or stop)
             matching = [
-                r for r in stored
-                if low <= r[2] < high and (not window.keys or r[1] in window.keys)
+                r
+                for r in stored
+                if low <= r[2] < high
+                and (not window.keys or r[1] in window.keys)
                 and (not window.where or orjson.loads(r[4])["user"] == 1)
             ]
             expected.append((len(matching), None))
@@ -312,16 +329,19 @@ def test_readers_on_several_threads_at_once(store: OpenStore) -> None:
 
 def test_a_store_of_the_oldest_schema_is_migrated_at_open(store_backend: StoreBackend) -> None:
     pretty = '{\n  "user": 1,\n  "tags": [1, 2]\n}'
-    store_backend.write_oldest_schema([
-        (uuid.UUID(int=1).bytes, "a", T0, T0, pretty),
-        (uuid.UUID(int=2).bytes, "a", T0 + 20 * MINUTE, T0, "{}"),
-        (uuid.UUID(int=3).bytes, "b", T0 + MINUTE, T0, '{"user": 1}'),
-    ])
+    store_backend.write_oldest_schema(
+        [
+            (uuid.UUID(int=1).bytes, "a", T0, T0, pretty),
+            (uuid.UUID(int=2).bytes, "a", T0 + 20 * MINUTE, T0, "{}"),
+            (uuid.UUID(int=3).bytes, "b", T0 + MINUTE, T0, '{"user": 1}'),
+        ]
+    )
     writer = store_backend.open_writer()
     reader = store_backend.open_reader()
     assert reader.count() == 3
     assert [e.data_json for e in reader.page(1, 10, where=EventFilter(keys=("a",)), ascending=True).events] == [
-        '{"user":1,"tags":[1,2]}', "{}"
+        '{"user":1,"tags":[1,2]}',
+        "{}",
     ]
     assert reader.keys_summary() == [("a", 2, T0, T0 + 20 * MINUTE), ("b", 1, T0 + MINUTE, T0 + MINUTE)]
     assert reader.bucket_counts([T0, T0 + QUARTER], T0 + 2 * QUARTER, EventFilter(), None) == [(2, None), (1, None)]

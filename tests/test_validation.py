@@ -97,7 +97,9 @@ async def test_invalid_json_reports_position(client: Any) -> None:
     assert isinstance(body["position"], int) and body["position"] > 0
 
 
-@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded", "application/octet-stream"])
+@pytest.mark.parametrize(
+    "content_type", ["text/plain", "application/x-www-form-urlencoded", "application/octet-stream"]
+)
 async def test_non_json_content_type_is_415(client: Any, app: web.Application, content_type: str) -> None:
     response = await client.post("/events", data=b'[{"key": "a"}]', headers={"Content-Type": content_type})
     assert response.status == 415
@@ -146,7 +148,9 @@ async def test_unsupported_content_encoding_is_not_a_500(client: Any) -> None:
         (b'[{"key": "a", "id": "0190f7c4-1234-7abc-8def-0123456789ab\\n"}]', "UUID"),
     ],
 )
-async def test_invalid_utf8_and_trailing_newlines_are_refused(client: Any, app: web.Application, raw: bytes, message: str) -> None:
+async def test_invalid_utf8_and_trailing_newlines_are_refused(
+    client: Any, app: web.Application, raw: bytes, message: str
+) -> None:
     response = await client.post("/events", data=raw, headers={"Content-Type": "application/json"})
     assert response.status == 400
     assert message in (await response.json())["error"]
@@ -194,7 +198,9 @@ async def test_an_event_field_given_twice_is_refused(client: Any, app: web.Appli
 
 async def test_nesting_at_the_limit_is_accepted(client: Any, app: web.Application) -> None:
     data = b'{"x":' + b"[" * 127 + b"]" * 127 + b"}"
-    response = await client.post("/events", data=b'[{"key":"deep","data":' + data + b"}]", headers={"Content-Type": "application/json"})
+    response = await client.post(
+        "/events", data=b'[{"key":"deep","data":' + data + b"}]", headers={"Content-Type": "application/json"}
+    )
     assert response.status == 200, await response.text()
 
 
@@ -215,11 +221,13 @@ def test_every_refused_key_character_class_is_complete() -> None:
     if unicodedata.unidata_version != "14.0.0":
         pytest.skip(f"the refused list is Unicode 14's; this Python has {unicodedata.unidata_version}")
     missing = [
-        f"U+{code:04X}" for code in range(sys.maxunicode + 1)
+        f"U+{code:04X}"
+        for code in range(sys.maxunicode + 1)
         if unicodedata.category(chr(code)) in REFUSED_KEY_CATEGORIES and not _REFUSED_KEY_CHARS.match(chr(code))
     ]
     wrongly = [
-        f"U+{code:04X}" for code in range(sys.maxunicode + 1)
+        f"U+{code:04X}"
+        for code in range(sys.maxunicode + 1)
         if _REFUSED_KEY_CHARS.match(chr(code)) and unicodedata.category(chr(code)) not in REFUSED_KEY_CATEGORIES
     ]
     assert missing == [] and wrongly == []

@@ -16,11 +16,11 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
+from tests.conftest import held_write_lock, http_json
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings, create_app
-from tests.conftest import held_write_lock, http_json
-from tlytics.ingest.writer import ErasureIncomplete, ProcessExecutor, ThreadExecutor, Writer, WriterResources
+from tlytics.ingest.writer import ErasureIncomplete, ProcessExecutor, ThreadExecutor, WriterResources, WriteScheduler
 from tlytics.spool import Spool
 from tlytics.store import EventFilter, SQLiteReader, SQLiteStore, SQLiteWriter, StoreRow
 
@@ -54,12 +54,18 @@ class FlakyStore(SQLiteWriter):
             reader.close()
 
 
-def make_writer(tmp_path: Path, store: SQLiteWriter, batch_max_events: int = 5000, **options: Any) -> tuple[Writer, Spool, Spool]:
+def make_writer(
+    tmp_path: Path, store: SQLiteWriter, batch_max_events: int = 5000, **options: Any
+) -> tuple[WriteScheduler, Spool, Spool]:
     spool = Spool(tmp_path / "spool")
     quarantine = Spool(tmp_path / "spool" / "quarantine")
     options.setdefault("flush_period_s", 3600.0)
     executor = ThreadExecutor(WriterResources(spool, quarantine, lambda: store))
-    return Writer(executor, batch_max_entries=1_000, batch_max_events=batch_max_events, **options), spool, quarantine
+    return (
+        WriteScheduler(executor, batch_max_entries=1_000, batch_max_events=batch_max_events, **options),
+        spool,
+        quarantine,
+    )
 
 
 async def test_failing_batch_is_kept_logged_and_retried(tmp_path: Path) -> None:
@@ -111,7 +117,7 @@ async def test_corrupt_entry_is_quarantined_not_a_wedge(tmp_path: Path) -> None:
     await writer.close(drain_timeout_s=1)
     assert store.count() == 5
     assert spool.count() == 0
-    assert [v for _, v in quarantine.peek(10)][0] == b"\x00garbage{"
+    assert quarantine.peek(10)[0][1] == b"\x00garbage{"
     assert quarantine.count() == 2
     assert sum(1 for log in logs if log["event"] == "spool_entry_quarantined") == 2
 
@@ -131,7 +137,9 @@ async def test_periodic_flush_stores_without_being_asked(aiohttp_client: Any, tm
 
 
 async def test_backlog_threshold_wakes_writer_before_its_period(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600, backlog_threshold_events=50, writer_process=False))
+    app = create_app(
+        Settings(db_path=tmp_path / "a.db", flush_period_s=3600, backlog_threshold_events=50, writer_process=False)
+    )
     client = await aiohttp_client(app)
     await client.post("/events", json=[{"key": "a"}] * 10)
     await asyncio.sleep(0.3)
@@ -156,10 +164,10 @@ async def test_shutdown_drains_what_is_spooled(aiohttp_client: Any, tmp_path: Pa
     assert Spool(settings.resolved_spool_dir).count() == 0
 
 
-def process_writer(tmp_path: Path) -> Writer:
-    """A Writer whose functions run in a writer process, on the store and spool under tmp_path."""
+def process_writer(tmp_path: Path) -> WriteScheduler:
+    """A WriteScheduler whose functions run in a writer process, on the store and spool under tmp_path."""
     settings = Settings(db_path=tmp_path / "a.db", spool_dir=tmp_path / "spool")
-    return Writer(ProcessExecutor(settings), flush_period_s=3600, batch_max_entries=1000, batch_max_events=1000)
+    return WriteScheduler(ProcessExecutor(settings), flush_period_s=3600, batch_max_entries=1000, batch_max_events=1000)
 
 
 async def test_writer_process_drains_on_another_core(tmp_path: Path) -> None:
@@ -253,7 +261,9 @@ def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_facto
 
 
 @pytest.mark.parametrize("where_it_runs", ["thread", "process"])
-async def test_one_execute_call_runs_a_writer_function_in_a_thread_or_a_process(tmp_path: Path, where_it_runs: str) -> None:
+async def test_one_execute_call_runs_a_writer_function_in_a_thread_or_a_process(
+    tmp_path: Path, where_it_runs: str
+) -> None:
     from tlytics.ingest.writer.drain import drain_batch
     from tlytics.ingest.writer.retention import delete_expired
 

@@ -9,9 +9,9 @@ __version__ = "0.1.0"
 __all__ = [
     "Client",
     "Config",
+    "DeliveryError",
     "Event",
     "EventsRejected",
-    "DeliveryError",
     "InvalidEvent",
     "SpoolError",
     "SpoolFull",

@@ -18,16 +18,6 @@ from tlytics.timefmt import parse_rfc3339_us
 
 KEY_MAX_CHARS = 200
 KNOWN_FIELDS = frozenset({"id", "key", "timestamp", "data"})
-# An event's size, one definition for every path: its canonical `data` text and its key in
-# UTF-8, plus room for the id, the timestamp and the punctuation of its spool entry.
-EVENT_OVERHEAD_BYTES = 64
-
-
-def event_size_bytes(key: str, data: bytes) -> int:
-    """The size of an event whose canonical `data` text is `data` (see EVENT_OVERHEAD_BYTES)."""
-    return len(data) + len(key.encode("utf-8", "surrogatepass")) + EVENT_OVERHEAD_BYTES
-
-
 # Refused in keys: control characters (Cc), invisible format characters (Cf: U+200B, U+202E
 # right-to-left override, U+FEFF…), line and paragraph separators (Zl, Zp) and lone
 # surrogates (Cs): each makes two different keys look alike, or a key look like another.
@@ -57,9 +47,7 @@ def check_key(key: object, index: int | None = None) -> str:
     if not key:
         raise InvalidEvent("key must not be empty", index=index, field="key")
     if len(key) > KEY_MAX_CHARS:
-        raise InvalidEvent(
-            f"key is longer than {KEY_MAX_CHARS} characters", index=index, field="key"
-        )
+        raise InvalidEvent(f"key is longer than {KEY_MAX_CHARS} characters", index=index, field="key")
     refused = _REFUSED_KEY_CHARS.search(key)
     if refused:
         raise InvalidEvent(
@@ -108,9 +96,7 @@ def normalize_event(raw: object, index: int, now_us: int, new_id_hex: str | None
         except ValueError as exc:
             raise InvalidEvent(f"timestamp is {exc}", index=index, field="timestamp") from None
     else:
-        raise InvalidEvent(
-            "timestamp must be an RFC 3339 string", index=index, field="timestamp"
-        )
+        raise InvalidEvent("timestamp must be an RFC 3339 string", index=index, field="timestamp")
 
     data = raw.get("data")
     if isinstance(data, JsonProblem):
@@ -132,6 +118,4 @@ def normalize_events(raws: list[Any], now_us: int) -> list[NormalizedEvent]:
     if not raws or len(raws) > BLOCK_MAX:
         return [normalize_event(raw, index, now_us) for index, raw in enumerate(raws)]
     first_id = uuid7_block(len(raws))
-    return [
-        normalize_event(raw, index, now_us, f"{first_id + index:032x}") for index, raw in enumerate(raws)
-    ]
+    return [normalize_event(raw, index, now_us, f"{first_id + index:032x}") for index, raw in enumerate(raws)]

@@ -74,4 +74,3 @@ def uuid7_block(count: int) -> int:
 def uuid7_bytes() -> bytes:
     """Return a new UUIDv7 as 16 bytes."""
     return uuid7_int().to_bytes(16, "big")
-

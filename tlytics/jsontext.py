@@ -14,7 +14,7 @@ lone UTF-16 surrogate escape (`"\\ud800"`: not Unicode), or nesting deeper than 
 (a recursive reader would crash on it).
 
 `parse_checked` is the exact (slower) reading used to say precisely what is wrong; the fast
-path in `tlytics.ingest.codec` only ever accepts a subset of it, checked by a property test.
+path in `tlytics.ingest.fastpath` only ever accepts a subset of it, checked by a property test.
 """
 
 from __future__ import annotations
@@ -107,9 +107,7 @@ def parse_checked(text: str) -> Any:
     """Parse JSON text, putting a JsonProblem where a part breaks the rules, for `problem()`
     to find with its place. Raises json.JSONDecodeError on bad syntax and RecursionError on
     nesting deeper than Python's recursion limit (measure with `nesting_depth` first)."""
-    return json.loads(
-        text, object_pairs_hook=_pairs, parse_float=_float, parse_int=_int, parse_constant=_constant
-    )
+    return json.loads(text, object_pairs_hook=_pairs, parse_float=_float, parse_int=_int, parse_constant=_constant)
 
 
 def problem(value: Any, depth_max: int = DEPTH_MAX) -> str | None:

@@ -72,9 +72,7 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     )
     structlog.configure(
         processors=shared + rendering,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=_NamedLoggerFactory(json=json),
         cache_logger_on_first_use=True,
     )

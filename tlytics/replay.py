@@ -26,6 +26,7 @@ import orjson
 from tlytics.client.transport import Outcome, Transport, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, InvalidEvent
 from tlytics.events import normalize_event
+from tlytics.ingest.entry import decode_spool_entry
 from tlytics.jsontext import DEPTH_MAX, parse_checked
 from tlytics.spool import Spool
 from tlytics.timefmt import format_rfc3339_us
@@ -105,9 +106,15 @@ def _events_of_spool_entry(value: bytes) -> list[dict[str, Any]]:
     if isinstance(entry, list):  # a client spool entry: a list of events
         return entry
     if isinstance(entry, dict) and "received_at" in entry:  # a server spool entry
+        _, rows = decode_spool_entry(value)
         return [
-            {"id": str(uuid.UUID(hex=id_hex)), "key": key, "timestamp": format_rfc3339_us(ts), "data": data}
-            for id_hex, key, ts, data in entry["events"]
+            {
+                "id": str(uuid.UUID(hex=id_hex)),
+                "key": key,
+                "timestamp": format_rfc3339_us(ts),
+                "data": _read_json(bytes(data)),
+            }
+            for id_hex, key, ts, data in rows
         ]
     if isinstance(entry, dict) and "events" in entry:  # a client dead-letter record
         return list(entry["events"])
@@ -165,7 +172,9 @@ class Replayer:
                 last = f"server answered {reply.status}"
             if attempt < SEND_ATTEMPTS:
                 asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
-                time.sleep(asked if asked is not None else backoff_delay_s(attempt, max_delay_s=self._max_retry_delay_s))
+                time.sleep(
+                    asked if asked is not None else backoff_delay_s(attempt, max_delay_s=self._max_retry_delay_s)
+                )
         raise DeliveryError(f"gave up after {SEND_ATTEMPTS} attempts: {last}")
 
     def _present(self, ids: list[str]) -> set[str]:
@@ -213,11 +222,28 @@ class Replayer:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--server", metavar="URL", envvar="TLYTICS_SERVER", help="Server base URL, e.g. http://127.0.0.1:8081 [TLYTICS_SERVER]")
-@click.option("--spool", "spool_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), help="A client spool_dir (or a server's spool directory).")
-@click.option("--file", "file_name", metavar="PATH", help="An NDJSON file, one event per line (a server's /export?format=ndjson too); - for stdin.")
+@click.option(
+    "--server",
+    metavar="URL",
+    envvar="TLYTICS_SERVER",
+    help="Server base URL, e.g. http://127.0.0.1:8081 [TLYTICS_SERVER]",
+)
+@click.option(
+    "--spool",
+    "spool_dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="A client spool_dir (or a server's spool directory).",
+)
+@click.option(
+    "--file",
+    "file_name",
+    metavar="PATH",
+    help="An NDJSON file, one event per line (a server's /export?format=ndjson too); - for stdin.",
+)
 @click.argument("stdin_marker", required=False, metavar="[-]")
-@click.option("--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000), help="Events per request.")
+@click.option(
+    "--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000), help="Events per request."
+)
 @click.option("--dry-run", is_flag=True, help="Only read and validate; send nothing.")
 @click.option("--write-key", envvar="TLYTICS_WRITE_KEY", help="Sent as Authorization: Bearer [TLYTICS_WRITE_KEY].")
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per request.")

@@ -4,13 +4,13 @@ durations (`500ms`, `5s`, `1m30s`) for the command line."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 _RFC3339 = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[Tt ](?P<time>\d{2}:\d{2}:\d{2})"
     r"(?:\.(?P<fraction>\d{1,9}))?(?P<offset>[Zz]|[+-]\d{2}:\d{2})\Z"
 )
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # The instants every reader can hold and print (a 4-digit year in UTC): an accepted timestamp
 # lies between these, inclusive, so it can always be read, formatted and posted back.
 MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
@@ -37,9 +37,7 @@ def parse_rfc3339_us(text: str) -> int:
 def check_in_range_us(micros: int) -> int:
     """Return `micros` if its UTC instant lies in years 0001-9999, else raise ValueError."""
     if not MIN_US <= micros <= MAX_US:
-        raise ValueError(
-            "outside the years 0001-9999 in UTC (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)"
-        )
+        raise ValueError("outside the years 0001-9999 in UTC (0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z)")
     return micros
 
 
@@ -78,7 +76,15 @@ def format_rfc3339_us(micros: int) -> str:
 # Go's units, plus d and w for retention periods such as 90d.
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h|d|w)")
 _UNIT_SECONDS = {
-    "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0,
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+    "w": 604800.0,
 }
 
 

@@ -122,9 +122,7 @@ class Client:
             )
             self._threads = [threading.Thread(target=sender.run, name="tlytics-sender", daemon=True)]
             if not self._write_through:
-                self._threads.append(
-                    threading.Thread(target=self._spool_loop, name="tlytics-spooler", daemon=True)
-                )
+                self._threads.append(threading.Thread(target=self._spool_loop, name="tlytics-spooler", daemon=True))
             for thread in self._threads:
                 thread.start()
             self._started = True
@@ -144,11 +142,7 @@ class Client:
         else:
             key, event_id, timestamp, data = event.key, event.id, event.timestamp, event.data
         check_key(key)
-        pending_timestamp: int | str
-        if timestamp is None:
-            pending_timestamp = time.time_ns()
-        else:
-            pending_timestamp = self._checked_timestamp(timestamp)
+        pending_timestamp: int | str = time.time_ns() if timestamp is None else self._checked_timestamp(timestamp)
         if event_id is None:
             event_id = _canonical_id(uuid7_int())
         if data is None:
@@ -250,7 +244,11 @@ class Client:
                     entries.extend(self._encode_one_by_one(chunk))
             if self._spool.size_bytes() >= self.config.spool_max_bytes:
                 self.dropped += len(events)
-                self._report(SpoolFull(f"client spool is full ({self.config.spool_max_bytes} bytes); dropped {len(events)} new events"))
+                self._report(
+                    SpoolFull(
+                        f"client spool is full ({self.config.spool_max_bytes} bytes); dropped {len(events)} new events"
+                    )
+                )
                 return 0
             self._spool.append_many(entries)
             self._unsent_estimate += len(events)
@@ -267,7 +265,9 @@ class Client:
                 good.append(event)
             except TypeError as exc:
                 self.dropped += 1
-                self._report(InvalidEvent(f"event {event['id']} ({event['key']}) cannot be encoded as JSON: {exc}", field="data"))
+                self._report(
+                    InvalidEvent(f"event {event['id']} ({event['key']}) cannot be encoded as JSON: {exc}", field="data")
+                )
         return [_encode_entry(good)] if good else []
 
     def _report(self, error: TlyticsError) -> None:

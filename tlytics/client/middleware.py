@@ -85,8 +85,10 @@ def aiohttp_middleware(
             response = await handler(request)
             status = response.status
             body = getattr(response, "body", None)
-            size = response.content_length if response.content_length is not None else (
-                len(body) if isinstance(body, bytes | bytearray) else None
+            size = (
+                response.content_length
+                if response.content_length is not None
+                else (len(body) if isinstance(body, bytes | bytearray) else None)
             )
             return response
         except web.HTTPException as exc:
@@ -122,7 +124,9 @@ class ASGIMiddleware:
     """ASGI middleware: `app.add_middleware(ASGIMiddleware, client=client)` in FastAPI/Starlette,
     or `ASGIMiddleware(app, client)` around any ASGI app."""
 
-    def __init__(self, app: ASGIApp, client: Client, *, key: str = HTTP_REQUEST_KEY, trust_forwarded: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, client: Client, *, key: str = HTTP_REQUEST_KEY, trust_forwarded: bool = False
+    ) -> None:
         self.app = app
         self.client = client
         self.key = key
@@ -175,7 +179,9 @@ class WSGIMiddleware:
     `application = WSGIMiddleware(get_wsgi_application(), client)` in Django's wsgi.py.
     The event is recorded when the server closes the response, so the size is the real one."""
 
-    def __init__(self, app: WSGIApp, client: Client, *, key: str = HTTP_REQUEST_KEY, trust_forwarded: bool = False) -> None:
+    def __init__(
+        self, app: WSGIApp, client: Client, *, key: str = HTTP_REQUEST_KEY, trust_forwarded: bool = False
+    ) -> None:
         self.app = app
         self.client = client
         self.key = key

@@ -38,9 +38,7 @@ class SenderStats:
 
 
 def dead_letter_record(reply: Reply, events: list[Any]) -> bytes:
-    return orjson.dumps(
-        {"status": reply.status, "answer": reply.json(), "failed_at": time.time(), "events": events}
-    )
+    return orjson.dumps({"status": reply.status, "answer": reply.json(), "failed_at": time.time(), "events": events})
 
 
 def deliver(
@@ -171,7 +169,9 @@ class Sender:
                     self._stats.last_error = f"server answered {reply.status}"
                 asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
                 delay = backoff_delay_s(attempt, max_delay_s=seconds(self._config.retry_max_delay))
-                log.warning("client_send_retry", attempt=attempt, delay_s=round(asked or delay, 3), error=self._stats.last_error)
+                log.warning(
+                    "client_send_retry", attempt=attempt, delay_s=round(asked or delay, 3), error=self._stats.last_error
+                )
                 if asked is not None:
                     # The server said when; a flush() must not make us knock earlier.
                     self._stop.wait(asked)

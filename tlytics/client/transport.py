@@ -7,7 +7,6 @@ from __future__ import annotations
 import gzip
 import http.client
 import random
-import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -123,7 +122,7 @@ class Transport:
             connection.request(method, self._base_path + path, body=body, headers=headers)
             response = connection.getresponse()
             payload = response.read()
-        except (OSError, http.client.HTTPException, socket.timeout) as exc:
+        except (TimeoutError, OSError, http.client.HTTPException) as exc:
             self.close()
             raise DeliveryError(f"{method} {path} failed: {exc!r}") from exc
         if response.will_close:

@@ -1,5 +1,5 @@
 """POST /events and POST /batch: parse → validate → spool → answer. The rules live in
-`tlytics.ingest.codec` (and `tlytics.events` behind it), durability in the spool: the 200 goes
+`tlytics.ingest.validation` (and `tlytics.events` behind it), durability in the spool: the 200 goes
 out only once the group committer has the request's entry on disk."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import structlog
 from aiohttp import web
 
 from tlytics.ingest.bodies import read_body
-from tlytics.ingest.codec import spool_entry
-from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, SETTINGS
 from tlytics.ingest.responses import json_response
+from tlytics.ingest.state import COMMITTER, COUNTERS, METRICS, SETTINGS
+from tlytics.ingest.validation import spool_entry
 
 
 async def _accept(request: web.Request, *, batch: bool) -> web.Response:

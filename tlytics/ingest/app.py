@@ -15,10 +15,28 @@ from aiohttp import web
 from tlytics.ingest.instance_lock import InstanceLock
 from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.middleware import answer_headers, errors_and_access_log
-from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, IngestCounters, QUARANTINE, READER, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.routes import add_routes
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.writer import DrainResult, ProcessExecutor, ThreadExecutor, WriteExecutor, Writer, WriterResources
+from tlytics.ingest.state import (
+    COMMITTER,
+    COUNTERS,
+    METRICS,
+    QUARANTINE,
+    READ_EXECUTOR,
+    SETTINGS,
+    SPOOL,
+    STORE,
+    WRITE_SCHEDULER,
+    IngestCounters,
+)
+from tlytics.ingest.writer import (
+    DrainResult,
+    ProcessExecutor,
+    ThreadExecutor,
+    WriteExecutor,
+    WriterResources,
+    WriteScheduler,
+)
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import SQLiteReader, SQLiteWriter, migrate_store
 
@@ -31,7 +49,8 @@ READER_THREADS = 4
 def create_app(settings: Settings) -> web.Application:
     """Build the Tlytics server application for `settings`."""
     app = web.Application(
-        client_max_size=settings.max_body_bytes, middlewares=[errors_and_access_log],
+        client_max_size=settings.max_body_bytes,
+        middlewares=[errors_and_access_log],
         # Request bodies are decoded by the handlers (bodies.read_body): aiohttp's own
         # decoding answers a corrupt or unsupported body with a plain-text 400 or a 500.
         handler_args={"auto_decompress": False},
@@ -68,9 +87,13 @@ async def _warn_if_open(app: web.Application) -> None:
     if _is_loopback(settings.host):
         return
     if not settings.write_keys:
-        log.warning("no_write_keys", host=settings.host, hint="anyone who reaches this address can post events; set --write-key")
+        log.warning(
+            "no_write_keys", host=settings.host, hint="anyone who reaches this address can post events; set --write-key"
+        )
     if not settings.read_keys:
-        log.warning("no_read_keys", host=settings.host, hint="anyone who reaches this address can read events; set --read-key")
+        log.warning(
+            "no_read_keys", host=settings.host, hint="anyone who reaches this address can read events; set --read-key"
+        )
 
 
 async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -97,9 +120,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     reader = SQLiteReader(settings.db_path)
     app[STORE] = reader
     # A few threads, each with its own read connection: a slow read holds up only its own.
-    app[READER] = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="store-reader")
+    app[READ_EXECUTOR] = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="store-reader")
     yield
-    app[READER].shutdown(wait=True)
+    app[READ_EXECUTOR].shutdown(wait=True)
     reader.close()
 
 
@@ -126,7 +149,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
         metrics.events_stored.inc(result.inserted)
         metrics.duplicates_ignored.inc(result.events - result.inserted)
 
-    writer = Writer(
+    writer = WriteScheduler(
         executor,
         flush_period_s=settings.flush_period_s,
         batch_max_entries=settings.writer_batch_max_entries,
@@ -135,7 +158,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
         on_batch=count_batch,
         retention_s=settings.retention_s,
     )
-    app[WRITER] = writer
+    app[WRITE_SCHEDULER] = writer
     writer.start()
     yield
     await writer.close(drain_timeout_s=settings.shutdown_drain_s)
@@ -144,7 +167,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _committer_ctx(app: web.Application) -> AsyncIterator[None]:
     committer = GroupCommitter(
         app[SPOOL],
-        on_committed=app[WRITER].notify_appended,
+        on_committed=app[WRITE_SCHEDULER].notify_appended,
         commit_in_loop=app[SETTINGS].spool_sync == "normal",
     )
     app[COMMITTER] = committer

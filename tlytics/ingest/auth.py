@@ -18,8 +18,8 @@ from typing import Literal
 import structlog
 from aiohttp import web
 
-from tlytics.ingest.keys import SETTINGS
 from tlytics.ingest.responses import ApiError
+from tlytics.ingest.state import SETTINGS
 
 log = structlog.get_logger("tlytics.ingest")
 

@@ -12,9 +12,9 @@ import structlog
 from aiohttp import web
 
 from tlytics.errors import InvalidRequest, RequestTooLarge
-from tlytics.ingest.codec import parse_body
-from tlytics.ingest.keys import SETTINGS
 from tlytics.ingest.responses import ApiError
+from tlytics.ingest.state import SETTINGS
+from tlytics.ingest.validation import parse_body
 
 log = structlog.get_logger("tlytics.ingest")
 
@@ -57,7 +57,8 @@ async def read_body(request: web.Request) -> bytes:
         # Its fault, not ours: a warning without a traceback, and a 4xx in the metrics.
         log.warning("client_body_timeout", remote=request.remote, timeout_s=settings.body_timeout_s)
         raise ApiError(
-            408, f"the request body did not arrive within {settings.body_timeout_s:g} s",
+            408,
+            f"the request body did not arrive within {settings.body_timeout_s:g} s",
             headers={"Connection": "close"},
         ) from None
     if encoding in _BODY_DECODINGS:
@@ -78,7 +79,9 @@ def _decode_body(body: bytes, encoding: str, max_bytes: int) -> bytes:
         while True:
             out += decompressor.decompress(pending, max_bytes + 1 - len(out))
             if len(out) > max_bytes:
-                raise RequestTooLarge(f"request body is larger than {max_bytes} bytes once decompressed", limit=max_bytes)
+                raise RequestTooLarge(
+                    f"request body is larger than {max_bytes} bytes once decompressed", limit=max_bytes
+                )
             # Below the limit, decompress() consumed all its input: what is left follows the
             # end of the stream, which for gzip is the next member (RFC 1952 allows several).
             pending = decompressor.unused_data

@@ -7,9 +7,9 @@ from __future__ import annotations
 import structlog
 from aiohttp import web
 
-from tlytics.ingest.keys import WRITER
 from tlytics.ingest.query import read_query
 from tlytics.ingest.responses import ApiError, json_response
+from tlytics.ingest.state import WRITE_SCHEDULER
 from tlytics.ingest.writer import ErasureIncomplete
 
 
@@ -31,7 +31,7 @@ async def erase_events(request: web.Request) -> web.Response:
         until=query.where.until_us is not None,
     )
     try:
-        deleted = await request.app[WRITER].erase(query.where)
+        deleted = await request.app[WRITE_SCHEDULER].erase(query.where)
     except ErasureIncomplete as exc:
         structlog.contextvars.bind_contextvars(events_deleted=exc.deleted)
         raise

@@ -9,10 +9,10 @@ import io
 import orjson
 from aiohttp import web
 
-from tlytics.ingest.keys import STORE
 from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.query import read_query
 from tlytics.ingest.responses import ApiError
+from tlytics.ingest.state import STORE
 from tlytics.ingest.view import event_json
 from tlytics.store import Page, Position, StoredEvent
 from tlytics.timefmt import format_rfc3339_us
@@ -69,10 +69,16 @@ def _export_chunk(events: list[StoredEvent], export_format: str) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     for event in events:
-        writer.writerow([
-            _csv_cell(cell) for cell in (
-                event.id, event.key, format_rfc3339_us(event.timestamp_us),
-                format_rfc3339_us(event.received_at_us), event.data_json,
-            )
-        ])
+        writer.writerow(
+            [
+                _csv_cell(cell)
+                for cell in (
+                    event.id,
+                    event.key,
+                    format_rfc3339_us(event.timestamp_us),
+                    format_rfc3339_us(event.received_at_us),
+                    event.data_json,
+                )
+            ]
+        )
     return buffer.getvalue().encode()

@@ -9,9 +9,9 @@ from aiohttp import web
 
 from tlytics.errors import InvalidRequest, RequestTooLarge
 from tlytics.ingest.bodies import read_json
-from tlytics.ingest.keys import STORE
 from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.responses import json_response
+from tlytics.ingest.state import STORE
 
 LOOKUP_MAX_IDS = 10_000
 

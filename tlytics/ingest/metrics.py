@@ -32,7 +32,9 @@ class Metrics:
             "tlytics_duplicates_ignored", "Events not inserted because their id was already stored", registry=registry
         )
         self.writer_batches = Counter("tlytics_writer_batches", "Store transactions written", registry=registry)
-        self.writer_failures = Counter("tlytics_writer_failures", "Writer batches that failed (retried)", registry=registry)
+        self.writer_failures = Counter(
+            "tlytics_writer_failures", "WriteScheduler batches that failed (retried)", registry=registry
+        )
         self.spool_entries = Gauge("tlytics_spool_entries", "Requests waiting in the spool", registry=registry)
         self.spool_bytes = Gauge("tlytics_spool_bytes", "Size of the spool on disk", registry=registry)
         self.quarantined_entries = Gauge(

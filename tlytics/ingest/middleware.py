@@ -20,7 +20,7 @@ from aiohttp import web
 
 from tlytics.ingest.auth import request_access, require_access
 from tlytics.ingest.error_answers import INTERNAL_ERROR, error_answer
-from tlytics.ingest.keys import METRICS
+from tlytics.ingest.state import METRICS
 
 log = structlog.get_logger("tlytics.ingest")
 

@@ -10,9 +10,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from tlytics import __version__
 from tlytics.errors import SpoolError, StoreError
 from tlytics.ingest.error_answers import RETRY_AFTER_S
-from tlytics.ingest.keys import COMMITTER, COUNTERS, METRICS, QUARANTINE, SETTINGS, SPOOL, STORE, WRITER
 from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.responses import json_response
+from tlytics.ingest.state import COMMITTER, COUNTERS, METRICS, QUARANTINE, SETTINGS, SPOOL, STORE, WRITE_SCHEDULER
 
 
 async def health(request: web.Request) -> web.Response:
@@ -22,7 +22,7 @@ async def health(request: web.Request) -> web.Response:
     settings = app[SETTINGS]
     spool = app[SPOOL]
     store = app[STORE]
-    writer = app[WRITER]
+    writer = app[WRITE_SCHEDULER]
     committer = app[COMMITTER]
     quarantine = app[QUARANTINE]
 
@@ -37,7 +37,14 @@ async def health(request: web.Request) -> web.Response:
 
     try:
         (
-            spool_entries, spool_bytes, lag_s, spool_free, quarantined, quarantine_bytes, stored_events, store_error
+            spool_entries,
+            spool_bytes,
+            lag_s,
+            spool_free,
+            quarantined,
+            quarantine_bytes,
+            stored_events,
+            store_error,
         ) = await run_read(request, read_figures)
     except (SpoolError, OSError) as exc:
         # Not an error answer but the health report itself: a 503 with the reason.
@@ -46,7 +53,9 @@ async def health(request: web.Request) -> web.Response:
     if spool_bytes >= settings.spool_max_bytes:
         problems.append(f"spool is full ({spool_bytes} of {settings.spool_max_bytes} bytes)")
     if settings.spool_min_free_bytes and spool_free < settings.spool_min_free_bytes:
-        problems.append(f"spool disk is full ({spool_free} bytes free, {settings.spool_min_free_bytes} kept in reserve)")
+        problems.append(
+            f"spool disk is full ({spool_free} bytes free, {settings.spool_min_free_bytes} kept in reserve)"
+        )
     if committer.failing_since is not None:
         problems.append(f"spool writes are failing: {committer.last_error}")
     unavailable = bool(problems)

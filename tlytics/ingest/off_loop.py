@@ -12,7 +12,7 @@ from typing import ParamSpec, TypeVar
 
 from aiohttp import web
 
-from tlytics.ingest.keys import READER
+from tlytics.ingest.state import READ_EXECUTOR
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -23,4 +23,4 @@ async def run_read(request: web.Request, fn: Callable[P, T], *args: P.args, **kw
     # In the request's context (as asyncio.to_thread does), so what the read logs carries the
     # request id the middleware bound.
     call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
-    return await asyncio.get_running_loop().run_in_executor(request.app[READER], call)
+    return await asyncio.get_running_loop().run_in_executor(request.app[READ_EXECUTOR], call)

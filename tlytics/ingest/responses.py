@@ -9,17 +9,11 @@ import orjson
 from aiohttp import web
 
 
-def json_response(
-    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
-    )
+def json_response(body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers, content_type="application/json")
 
 
-def json_error(
-    status: int, message: str, *, headers: Mapping[str, str] | None = None, **details: Any
-) -> web.Response:
+def json_error(status: int, message: str, *, headers: Mapping[str, str] | None = None, **details: Any) -> web.Response:
     """An error answer `{"error": message, **details}`."""
     return json_response({"error": message, **details}, status=status, headers=headers)
 
@@ -29,9 +23,7 @@ class ApiError(Exception):
     raised by handlers, answered as it is by the middleware. Errors with a meaning beyond HTTP
     are the typed errors of `tlytics.errors`, mapped to their answers in `error_answers`."""
 
-    def __init__(
-        self, status: int, message: str, *, headers: Mapping[str, str] | None = None, **details: Any
-    ) -> None:
+    def __init__(self, status: int, message: str, *, headers: Mapping[str, str] | None = None, **details: Any) -> None:
         super().__init__(message)
         self.status = status
         self.message = message

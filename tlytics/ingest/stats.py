@@ -9,15 +9,15 @@ rollup table maintained by the writer would make big stores fast (not done yet).
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
-from tlytics.ingest.keys import STORE
 from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.query import DATA_PROPERTY, read_query
 from tlytics.ingest.responses import ApiError, json_response
+from tlytics.ingest.state import STORE
 from tlytics.store import EventFilter
 from tlytics.timefmt import datetime_to_us, format_rfc3339_us, us_to_datetime
 
@@ -25,7 +25,7 @@ INTERVALS = ("minute", "hour", "day", "week", "month")
 MAX_BUCKETS = 2_000
 _PATH = re.compile(DATA_PROPERTY + r"\Z")
 # The calendar every API timestamp lies in; datetime arithmetic past it raises.
-_FIRST_US = datetime_to_us(datetime(1, 1, 1, tzinfo=timezone.utc))
+_FIRST_US = datetime_to_us(datetime(1, 1, 1, tzinfo=UTC))
 _CALENDAR = "0001-01-01 … 9999-12-31"
 
 
@@ -46,7 +46,7 @@ def _next(moment: datetime, interval: str, zone: ZoneInfo) -> datetime:
     if interval in ("minute", "hour"):
         # Step in absolute time: an hour is an hour, across DST changes too.
         step = timedelta(minutes=1) if interval == "minute" else timedelta(hours=1)
-        return (moment.astimezone(timezone.utc) + step).astimezone(zone)
+        return (moment.astimezone(UTC) + step).astimezone(zone)
     if interval == "day":
         following = moment.replace(tzinfo=None) + timedelta(days=1)
     elif interval == "week":
@@ -78,7 +78,11 @@ def bucket_starts(since_us: int, until_us: int, interval: str, zone: ZoneInfo) -
         while datetime_to_us(moment) < until_us:
             starts.append(moment)
             if len(starts) > MAX_BUCKETS:
-                raise ApiError(400, f"more than {MAX_BUCKETS} buckets: choose a longer interval or a shorter range", field="interval")
+                raise ApiError(
+                    400,
+                    f"more than {MAX_BUCKETS} buckets: choose a longer interval or a shorter range",
+                    field="interval",
+                )
             moment = _next(moment, interval, zone)
     except (OverflowError, ValueError):
         raise ApiError(
@@ -114,7 +118,9 @@ async def stats(request: web.Request) -> web.Response:
     try:
         zone = ZoneInfo(tz_name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise ApiError(400, f"unknown time zone {tz_name!r} (use an IANA name such as Europe/Paris)", field="tz") from None
+        raise ApiError(
+            400, f"unknown time zone {tz_name!r} (use an IANA name such as Europe/Paris)", field="tz"
+        ) from None
     query = read_query(request)
     unique_path = _property(request, "unique")
     breakdown_path = _property(request, "breakdown")
@@ -124,11 +130,17 @@ async def stats(request: web.Request) -> web.Response:
         raise ApiError(400, "limit must be a whole number", field="limit") from None
     if not 1 <= limit <= 1000:
         raise ApiError(400, "limit must be between 1 and 1000", field="limit")
-    now_us = datetime_to_us(datetime.now(timezone.utc))
+    now_us = datetime_to_us(datetime.now(UTC))
     until_us = query.where.until_us if query.where.until_us is not None else now_us
     since_us = query.where.since_us
     if since_us is None:
-        default_range_s = {"minute": 3_600, "hour": 86_400, "day": 30 * 86_400, "week": 182 * 86_400, "month": 365 * 86_400}[interval]
+        default_range_s = {
+            "minute": 3_600,
+            "hour": 86_400,
+            "day": 30 * 86_400,
+            "week": 182 * 86_400,
+            "month": 365 * 86_400,
+        }[interval]
         since_us = max(until_us - default_range_s * 1_000_000, _FIRST_US)
     if since_us >= until_us:
         raise ApiError(400, "since must be before until", field="since")
@@ -141,7 +153,7 @@ async def stats(request: web.Request) -> web.Response:
     store = request.app[STORE]
     counts = await run_read(request, store.bucket_counts, edges_us, end_us, window, unique_path)
     buckets = []
-    for start, (count, unique) in zip(starts, counts):
+    for start, (count, unique) in zip(starts, counts, strict=True):
         bucket: dict[str, object] = {"start": _format_local(start), "count": count}
         if unique is not None:
             bucket["unique"] = unique
@@ -171,7 +183,12 @@ async def keys(request: web.Request) -> web.Response:
     return json_response(
         {
             "keys": [
-                {"key": key, "count": count, "first_seen": format_rfc3339_us(first), "last_seen": format_rfc3339_us(last)}
+                {
+                    "key": key,
+                    "count": count,
+                    "first_seen": format_rfc3339_us(first),
+                    "last_seen": format_rfc3339_us(last),
+                }
                 for key, count, first, last in rows
             ]
         }

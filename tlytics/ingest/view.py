@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tlytics.ingest.keys import STORE
 from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.query import encode_cursor, page_and_size, read_query
 from tlytics.ingest.responses import json_response
+from tlytics.ingest.state import STORE
 from tlytics.store import StoredEvent
 from tlytics.timefmt import format_rfc3339_us
 

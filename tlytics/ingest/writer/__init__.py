@@ -1,17 +1,17 @@
 """The writer: drains the spool into the store, one store transaction per batch, and runs
 retention and erasure, all on the store's single write connection.
 
-`Writer` (scheduler.py) decides when; a `WriteExecutor` (executor.py: a thread, or process.py:
+`WriteScheduler` (scheduler.py) decides when; a `WriteExecutor` (executor.py: a thread, or process.py:
 a process of its own) runs plain writer functions `fn(resources, *args)` (drain.py,
 retention.py, erasure.py) with the store's write side, the spool and the quarantine.
 """
 
-from tlytics.ingest.writer.drain import DrainResult, decode_entry, drain_batch
+from tlytics.ingest.writer.drain import DrainResult, drain_batch
 from tlytics.ingest.writer.erasure import ErasureIncomplete
 from tlytics.ingest.writer.executor import ThreadExecutor, WriteExecutor
 from tlytics.ingest.writer.process import ProcessExecutor
 from tlytics.ingest.writer.resources import WriterResources
-from tlytics.ingest.writer.scheduler import Writer
+from tlytics.ingest.writer.scheduler import WriteScheduler
 
 __all__ = [
     "DrainResult",
@@ -19,8 +19,7 @@ __all__ = [
     "ProcessExecutor",
     "ThreadExecutor",
     "WriteExecutor",
-    "Writer",
+    "WriteScheduler",
     "WriterResources",
-    "decode_entry",
     "drain_batch",
 ]

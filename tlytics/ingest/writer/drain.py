@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from tlytics.ingest.codec import decode_spool_entry
+from tlytics.ingest.entry import store_rows
 from tlytics.ingest.writer.resources import WriterResources
 from tlytics.store import StoreRow
 
@@ -30,18 +30,6 @@ class DrainResult:
     pid: int = 0  # the process that did the work
 
 
-def decode_entry(value: bytes) -> list[StoreRow]:
-    """Turn one spool entry (as written by the ingest handlers) into store rows.
-
-    `data` stays the JSON text it was spooled as; it is not decoded and re-encoded.
-    """
-    received_at_us, events = decode_spool_entry(value)
-    return [
-        (bytes.fromhex(id_hex), key, timestamp_us, received_at_us, bytes(data).decode())
-        for id_hex, key, timestamp_us, data in events
-    ]
-
-
 def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -> DrainResult:
     """Move the oldest spool entries (up to `max_events` events) into the store in one
     transaction, then remove them. Raises on store or spool failure, leaving the spool as it was.
@@ -52,7 +40,7 @@ def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -
     quarantined = 0
     for key, value in spool.iter_oldest(max_entries):
         try:
-            entry_rows = decode_entry(value)
+            entry_rows = store_rows(value)
         except (ValueError, TypeError, KeyError) as exc:
             resources.quarantine.append(value)
             spool.remove([key])
@@ -68,6 +56,4 @@ def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -
         spool.remove(keys)
     elif not quarantined:
         spool.checkpoint()  # drained: let the spool's WAL shrink back
-    return DrainResult(
-        entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined, pid=os.getpid()
-    )
+    return DrainResult(entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined, pid=os.getpid())

@@ -35,7 +35,7 @@ class WriteExecutor(Protocol):
 
 
 class ThreadExecutor:
-    """Writer functions on one dedicated thread of this process."""
+    """WriteScheduler functions on one dedicated thread of this process."""
 
     def __init__(self, resources: WriterResources) -> None:
         self._resources = resources

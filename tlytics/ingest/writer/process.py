@@ -100,7 +100,7 @@ def _stop_signals_blocked() -> Iterator[None]:
 
 
 class ProcessExecutor:
-    """Writer functions in a writer process of its own, replaced by a new one if it dies.
+    """WriteScheduler functions in a writer process of its own, replaced by a new one if it dies.
 
     The pool spawns its process on the first submit (and a new pool after a crash), so every
     submit spawns with the stop signals blocked: a Ctrl-C to the whole process group while the

@@ -26,7 +26,7 @@ from tlytics.store import EventFilter
 log = structlog.get_logger("tlytics.writer")
 
 
-class Writer:
+class WriteScheduler:
     """Drains the spool every flush period, or sooner once the backlog passes a threshold."""
 
     def __init__(

@@ -9,6 +9,7 @@ whose migrations have not run yet instead of misreading it.
 
 from __future__ import annotations
 
+import itertools
 import threading
 import uuid
 from collections.abc import Sequence
@@ -29,7 +30,9 @@ _COUNT = "SELECT value FROM counters WHERE name = 'events'"
 _INT64_MAX = 2**63 - 1
 # The JSON type of a property, with integers and reals as one kind (1 and 1.0 are one value);
 # NULL when the property is missing.
-_VALUE_KIND_SQL = "CASE json_type(data, ?1) WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' ELSE json_type(data, ?1) END"
+_VALUE_KIND_SQL = (
+    "CASE json_type(data, ?1) WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' ELSE json_type(data, ?1) END"
+)
 _JSON_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 
 
@@ -135,15 +138,17 @@ class SQLiteReader:
 
     def keys_summary(self) -> list[tuple[str, int, int, int]]:
         with store_errors("keys read"):
-            rows = self._read_connection().execute(
-                "SELECT key, count, first_ts, last_ts FROM key_stats WHERE count > 0 ORDER BY count DESC, key"
-            ).fetchall()
+            rows = (
+                self._read_connection()
+                .execute("SELECT key, count, first_ts, last_ts FROM key_stats WHERE count > 0 ORDER BY count DESC, key")
+                .fetchall()
+            )
         return [(str(k), cast(int, c), cast(int, first), cast(int, last)) for k, c, first, last in rows]
 
     def bucket_counts(
         self, starts_us: Sequence[int], end_us: int, where: EventFilter, unique_path: str | None
     ) -> list[tuple[int, int | None]]:
-        bounds = list(zip(starts_us, [*starts_us[1:], end_us]))
+        bounds = list(itertools.pairwise([*starts_us, end_us]))
         if not where.where and unique_path is None:
             return self._rollup_counts(bounds, where)
         matching = sql_where(where)
@@ -155,7 +160,9 @@ class SQLiteReader:
         with store_errors("stats read"), connection:
             for start, end in bounds:
                 bucket = matching.and_also("ts >= ? AND ts < ?", start, end)
-                row = connection.execute(f"SELECT count(*){unique_sql} FROM events{bucket.sql}", [*head, *bucket.params]).fetchone()
+                row = connection.execute(
+                    f"SELECT count(*){unique_sql} FROM events{bucket.sql}", [*head, *bucket.params]
+                ).fetchone()
                 assert row is not None
                 results.append((cast(int, row[0]), cast(int, row[1]) if unique_path else None))
         return results
@@ -222,7 +229,9 @@ class SQLiteReader:
         with store_errors(f"lookup of {len(ids)} ids"):
             for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                found.update(row[0] for row in connection.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk))
+                found.update(
+                    row[0] for row in connection.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+                )
         return found
 
     def close(self) -> None:

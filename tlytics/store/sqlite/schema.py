@@ -23,6 +23,7 @@ BUCKET_US = 900_000_000  # 15 minutes: the rollups' bucket
 # toward zero).
 BUCKET_SQL = "(ts / 900000000 - (ts < 0 AND ts % 900000000 != 0))"
 
+
 def _canonicalize_stored_data(connection: apsw.Connection) -> None:
     """Migration 5: store `data` in its canonical text (no whitespace between tokens), as
     every version from this one does; earlier ones kept it as sent, so a pretty-printed

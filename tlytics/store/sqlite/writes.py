@@ -20,10 +20,7 @@ from tlytics.store.sqlite.connection import Synchronous, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_SQL, open_migrated, schema_version
 
-INSERT = (
-    "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?)"
-    " ON CONFLICT (id) DO NOTHING"
-)
+INSERT = "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 BUMP_COUNT = "UPDATE counters SET value = value + ? WHERE name = 'events'"
 # The rollups of the rows a transaction added after `seq` ? (duplicates were not added),
 # aggregated in SQLite: the rollups always agree with the events table.
@@ -82,7 +79,9 @@ class SQLiteWriter:
         with store_errors(f"delete of up to {max_rows} events"), connection:
             ids: list[bytes] = [
                 row[0]
-                for row in connection.execute(f"SELECT id FROM events{matching.sql} LIMIT ?", [*matching.params, max_rows])
+                for row in connection.execute(
+                    f"SELECT id FROM events{matching.sql} LIMIT ?", [*matching.params, max_rows]
+                )
             ]
             if not ids:
                 return 0

@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from tlytics.errors import InvalidEvent, InvalidRequest, RequestTooLarge
-from tlytics.events import EVENT_OVERHEAD_BYTES, event_size_bytes
-from tlytics.ingest.codec import decode_spool_entry, fast_spool_entry, reference_spool_entry, spool_entry
+from tlytics.ingest.entry import EVENT_OVERHEAD_BYTES, decode_spool_entry, event_size_bytes
+from tlytics.ingest.fastpath import fast_spool_entry
+from tlytics.ingest.validation import reference_spool_entry, spool_entry
 
 NOW_US = 1_756_116_000_000_000
 ID = "0190f7c4-1234-7abc-8def-0123456789ab"
@@ -74,7 +75,9 @@ def test_fast_path_accepts_a_subset_of_the_reference_and_spools_the_same(body: b
 
 
 def test_fast_path_handles_what_clients_send() -> None:
-    events = [{"key": "café ☕ 漢字", "id": ID, "data": {"user": "u1", "n": 3, "f": 2.5, "s": "é 漢字", "l": [1, None]}}]
+    events = [
+        {"key": "café ☕ 漢字", "id": ID, "data": {"user": "u1", "n": 3, "f": 2.5, "s": "é 漢字", "l": [1, None]}}
+    ]
     compact = orjson.dumps(events)
     pretty = json.dumps(events, ensure_ascii=False, indent=2).encode()  # whitespace only
     spaced = json.dumps(events, ensure_ascii=False).encode()  # Python's ", " and ": "
@@ -96,7 +99,7 @@ def test_fast_path_handles_what_clients_send() -> None:
 def test_data_is_stored_canonical_with_every_token_as_sent(data_text: bytes, stored: bytes | None) -> None:
     body = b'[{"key":"k","id":"' + ID.encode() + b'","data":' + data_text + b"}]"
     entry, _ = spool_entry(body, batch=False, now_us=NOW_US, max_events=10, max_event_bytes=1 << 20)
-    (_, _, _, data), = decode_spool_entry(entry)[1]
+    ((_, _, _, data),) = decode_spool_entry(entry)[1]
     assert bytes(data) == (stored if stored is not None else data_text)
     assert b"\n" not in bytes(data)
     assert json.loads(bytes(data)) == json.loads(data_text)
@@ -143,7 +146,9 @@ def test_a_deep_batch_names_the_event() -> None:
 
 def test_a_field_given_twice_is_refused() -> None:
     with pytest.raises(InvalidEvent) as caught:
-        spool_entry(b'[{"key":"a"},{"key":"a","key":"b"}]', batch=False, now_us=NOW_US, max_events=10, max_event_bytes=1 << 20)
+        spool_entry(
+            b'[{"key":"a"},{"key":"a","key":"b"}]', batch=False, now_us=NOW_US, max_events=10, max_event_bytes=1 << 20
+        )
     assert caught.value.index == 1 and "twice" in caught.value.message
 
 

@@ -9,9 +9,10 @@ from aiohttp import web
 
 from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.writer import Writer
+from tlytics.ingest.writer import WriteScheduler
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import StoreReader
+
 
 @dataclass
 class IngestCounters:
@@ -28,6 +29,6 @@ SPOOL = web.AppKey("spool", Spool)
 QUARANTINE = web.AppKey("quarantine", Spool)
 STORE = web.AppKey("store", StoreReader)
 # A few threads for store and spool reads, so a slow read holds neither the event loop nor /health.
-READER = web.AppKey("reader", ThreadPoolExecutor)
-WRITER = web.AppKey("writer", Writer)
+READ_EXECUTOR = web.AppKey("read_executor", ThreadPoolExecutor)
+WRITE_SCHEDULER = web.AppKey("write_scheduler", WriteScheduler)
 COMMITTER = web.AppKey("committer", GroupCommitter)

@@ -1,0 +1,123 @@
+"""The fast path of ingest: a request body proven valid in C, in one pass, or None.
+
+msgspec decodes the whole body once (which checks its UTF-8, refuses 1e400 and lone
+surrogates) and encodes that value back: when it gives the very same bytes as the body's
+whitespace-free text, no key appears twice and every token is canonical. A second, typed decode
+then checks the fields and lengths of every event in C and keeps each event's `data` as the raw
+JSON bytes it arrived as (`msgspec.Raw`). What this path cannot prove it leaves to the reference
+rules (`tlytics.ingest.validation`): it may only ever accept a subset of what they accept, and
+spools it to the same bytes — a property test checks both.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Raw, Struct
+
+from tlytics.events import KEY_MAX_CHARS, UUID_PATTERN
+from tlytics.ids import BLOCK_MAX, uuid7_block, uuid7_int
+from tlytics.ingest.entry import EVENT_OVERHEAD_BYTES, SpoolRow, encode_spool_entry, event_size_bytes
+from tlytics.jsontext import DEPTH_MAX, at_most_depth, canonical
+from tlytics.timefmt import parse_rfc3339_us
+
+EMPTY_OBJECT = Raw(b"{}")
+# An event's key takes at most 4 bytes per character: below this, no event can be too large.
+_KEY_MAX_BYTES = 4 * KEY_MAX_CHARS
+
+
+class _EventIn(Struct, forbid_unknown_fields=True):
+    # No `pattern` for the key: msgspec runs a Python regex per value, which cost more than
+    # half of this path; `str.isprintable` in the loop below proves the same, in C.
+    key: Annotated[str, Meta(min_length=1, max_length=KEY_MAX_CHARS)]
+    id: Annotated[str, Meta(pattern=UUID_PATTERN)] | None = None
+    timestamp: str | None = None
+    data: Raw = Raw(b"")
+
+
+class _BatchIn(Struct):
+    events: list[_EventIn]
+
+
+_array_decoder = msgspec.json.Decoder(list[_EventIn])
+_batch_decoder = msgspec.json.Decoder(_BatchIn)
+_any_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def _proven_tree(body: bytes) -> tuple[bytes, Any] | None:
+    """(canonical body, its decoded value) when the body is proven to hold nothing
+    `jsontext` refuses, in C: it decodes (no 1e400, no lone surrogate, no giant integer) and
+    its value encodes back to the very same bytes as its whitespace-free text (so no key
+    appears twice: a dict keeps one of them, and the text would be longer). None means "not
+    proven" (also for a number or string spelt another way, say 1E2 or \u00e9), not "invalid"."""
+    try:
+        tree = _any_decoder.decode(body)
+        encoded = _encoder.encode(tree)
+        if encoded == body:
+            return body, tree
+        # Whitespace is the usual difference (pretty-printed JSON): remove it and compare again.
+        compact = canonical(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return None
+    return (compact, tree) if encoded == compact else None
+
+
+def fast_spool_entry(
+    body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int = 1 << 40
+) -> tuple[bytes, int] | None:
+    """Return (spool entry, event count) for a request body proven valid, or None to take the
+    reference path."""
+    # The whole body is decoded here (strings included), so its UTF-8 is checked too: an
+    # acknowledged event never holds bytes the store cannot take as text.
+    proven = _proven_tree(body)
+    if proven is None:
+        return None
+    body, tree = proven
+    try:
+        events = _batch_decoder.decode(body).events if batch else _array_decoder.decode(body)
+    except msgspec.DecodeError:  # ValidationError is a DecodeError
+        return None
+    trees: list[dict[str, Any]] = tree["events"] if batch else tree
+    count = len(events)
+    if count > max_events:
+        return None
+    # Containers outside the events' data: the body's array (and batch object), each event.
+    outside_data = count + (2 if batch else 1)
+    check_each_depth = body.count(b"{") + body.count(b"[") - outside_data > DEPTH_MAX
+    # Below this many bytes of data, no event can be too large, whatever its key.
+    surely_small = max_event_bytes - _KEY_MAX_BYTES - EVENT_OVERHEAD_BYTES
+    first_id = uuid7_block(count) if 0 < count <= BLOCK_MAX else None
+    rows: list[SpoolRow] = []
+    for index, event in enumerate(events):
+        # Printable (no Cc, Cf, Cs, Zl, Zp, nor any space but ' ') and not all spaces is a
+        # subset of what check_key accepts; other keys are for the reference to judge.
+        if not event.key.isprintable() or event.key.isspace():
+            return None
+        if event.id is not None:
+            id_hex = event.id.replace("-", "").lower()
+        elif first_id is not None:
+            id_hex = f"{first_id + index:032x}"
+        else:
+            id_hex = f"{uuid7_int():032x}"
+        if event.timestamp is None:
+            timestamp_us = now_us
+        else:
+            try:
+                timestamp_us = parse_rfc3339_us(event.timestamp)
+            except ValueError:
+                return None
+        data_value = trees[index].get("data")
+        if data_value is None:
+            data = EMPTY_OBJECT
+        elif type(data_value) is dict:
+            data = event.data
+            if check_each_depth and not at_most_depth(data):
+                return None
+            if len(data) > surely_small and event_size_bytes(event.key, data) > max_event_bytes:
+                return None
+        else:
+            return None
+        rows.append((id_hex, event.key, timestamp_us, data))
+    return encode_spool_entry(now_us, rows), count
