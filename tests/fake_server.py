@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 
 
 @dataclass

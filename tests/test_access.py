@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.conftest import app_flush, spool_count
+from tests.helpers import app_flush, spool_count
 from tlytics.ingest import Settings, create_app
 from tlytics.ingest.auth import ROUTE_ACCESS
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import http_json
+from tests.helpers import http_json
 from tlytics.cli import parse_settings
 from tlytics.ingest.settings import Settings, operator_options
 from tlytics.timefmt import format_rfc3339_us, parse_duration_s, parse_rfc3339_us

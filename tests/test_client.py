@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ServerProcess, free_port
 from tests.fake_server import FakeServer
+from tests.helpers import ServerProcess, free_port
 from tlytics import Client, Config, Event, EventsRejected
 from tlytics.errors import DeliveryError, InvalidEvent, SpoolFull, TlyticsError
 

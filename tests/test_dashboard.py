@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import http_json
+from tests.helpers import http_json
 
 # Registered before any script of the page runs (through the DevTools protocol, which the
 # page's CSP does not govern): every CSP violation the page causes is recorded.

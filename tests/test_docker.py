@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import free_port
+from tests.helpers import free_port
 from tlytics.ingest.settings import DEFAULT_PORT, operator_options
 
 ROOT = Path(__file__).resolve().parent.parent

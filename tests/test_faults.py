@@ -16,8 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import http_json
-from tests.helpers import Sender, assert_exactly_once
+from tests.helpers import Sender, assert_exactly_once, http_json
 from tlytics.spool import Spool
 
 

@@ -11,7 +11,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.conftest import app_flush, spool_count, store_count
+from tests.helpers import app_flush, spool_count, store_count
 from tlytics.ingest import Settings, create_app
 
 WRITE_KEY = "w" * 24

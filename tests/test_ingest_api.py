@@ -7,7 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.conftest import app_flush, spool_count, store_count
+from tests.helpers import app_flush, spool_count, store_count
 
 
 def ev(key: str = "page_view", **fields: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import ServerProcess, http_json
+from tests.helpers import ServerProcess, http_json
 from tlytics import Client, Config
 from tlytics.client import ASGIMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tests.conftest import http_json
+from tests.helpers import http_json
 
 CHECKS = ",".join(
     [

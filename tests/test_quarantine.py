@@ -10,7 +10,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import http_json
+from tests.helpers import http_json
 from tlytics.spool import Spool
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ServerProcess, http_json
+from tests.helpers import ServerProcess, http_json
 
 HUGE = st.integers(min_value=2**63 - 2, max_value=10**40) | st.integers(max_value=-(2**63) + 2, min_value=-(10**40))
 NUMBERS = st.integers() | HUGE | st.floats(allow_nan=True, allow_infinity=True)

@@ -11,7 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.conftest import app_flush
+from tests.helpers import app_flush
 
 
 def event(n: int, key: str = "page_view", **data: Any) -> dict[str, Any]:

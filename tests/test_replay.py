@@ -101,7 +101,7 @@ def test_server_spool_replay_to_another_server(server_factory: Any, tmp_path: Pa
 
 
 def test_server_down_is_a_failure_with_nonzero_exit(tmp_path: Path) -> None:
-    from tests.conftest import free_port
+    from tests.helpers import free_port
 
     result = run(["--server", f"http://127.0.0.1:{free_port()}", "-", "--timeout", "0.5"], stdin=b'{"key": "x"}\n')
     assert result.exit_code == 1
@@ -127,7 +127,7 @@ def test_console_script_is_installed(tmp_path: Path) -> None:
 def test_the_servers_own_export_replays_to_the_same_events(server_factory: Any, tmp_path: Path) -> None:
     import urllib.request
 
-    from tests.conftest import http_json
+    from tests.helpers import http_json
 
     source = server_factory(tmp_path / "source.db").start()
     events = [

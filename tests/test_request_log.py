@@ -17,7 +17,7 @@ import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.conftest import ServerProcess
+from tests.helpers import ServerProcess
 from tlytics.errors import SpoolFull
 from tlytics.ingest import Settings, create_app
 from tlytics.ingest.auth import ROUTE_ACCESS

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
-from tests.conftest import app_flush, held_write_lock, http_json, store_count
+from tests.helpers import app_flush, held_write_lock, http_json, store_count
 from tlytics.ingest import Settings, create_app
 
 

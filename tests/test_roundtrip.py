@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import ServerProcess, http_json
+from tests.helpers import ServerProcess, http_json
 from tlytics import Client, Config, Event
 from tlytics.timefmt import MAX_US, MIN_US, datetime_to_us
 

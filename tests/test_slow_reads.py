@@ -13,7 +13,7 @@ import apsw
 import pytest
 from aiohttp import web
 
-from tests.conftest import app_flush
+from tests.helpers import app_flush
 
 
 class HeldRead:

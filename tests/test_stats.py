@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import app_flush
+from tests.helpers import app_flush
 
 
 def ev(key: str, timestamp: str, **data: Any) -> dict[str, Any]:
@@ -205,7 +205,7 @@ def test_stats_near_the_ends_of_the_calendar_answer_200_or_400_naming_the_field(
     from hypothesis import settings as hypothesis_settings
     from hypothesis import strategies as st
 
-    from tests.conftest import free_port, http_json
+    from tests.helpers import free_port, http_json
     from tlytics.ingest import Settings, create_app
 
     # One real server for every example (hypothesis and pytest-aiohttp's per-test loop do not mix).

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from tests.conftest import app_flush, spool_count, store_count
+from tests.helpers import app_flush, spool_count, store_count
 
 GOOD = {"key": "ok"}
 

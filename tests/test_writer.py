@@ -16,7 +16,7 @@ import orjson
 import pytest
 from structlog.testing import capture_logs
 
-from tests.conftest import held_write_lock, http_json
+from tests.helpers import held_write_lock, http_json
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings, create_app
