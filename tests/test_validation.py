@@ -130,13 +130,16 @@ async def test_too_many_events_is_413(client: Any, app: web.Application) -> None
     assert spool_count(app) == 0
 
 
-async def test_unsupported_content_encoding_is_not_a_500(client: Any) -> None:
+async def test_unsupported_content_encoding_is_a_415_naming_it(client: Any, app: web.Application) -> None:
     response = await client.post(
         "/events",
         data=gzip.compress(b'[{"key": "a"}]'),
         headers={"Content-Type": "application/json", "Content-Encoding": "br"},
     )
-    assert 400 <= response.status < 500
+    assert response.status == 415
+    error = await response.json()
+    assert "br" in error["error"] and error["field"] == "Content-Encoding"
+    assert spool_count(app) == 0
 
 
 @pytest.mark.parametrize(
