@@ -76,7 +76,9 @@ def test_entry_point_is_the_console_script() -> None:
 
 
 def test_compose_matches_the_original() -> None:
-    assert SERVICE["volumes"] == ["./data:/data"]
+    # A named volume, which Docker creates writable by the image's non-root user (a bind mount
+    # it creates is root's).
+    assert SERVICE["volumes"] == ["tlytics-data:/data"] and "tlytics-data" in COMPOSE["volumes"]
     assert SERVICE["restart"] == "unless-stopped"
     dockerfile_check = json.loads(instruction("HEALTHCHECK")[0].split("CMD", 1)[1])
     assert SERVICE["healthcheck"]["test"] == ["CMD", *dockerfile_check]
@@ -123,6 +125,19 @@ def test_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> None:
     assert "tlytics/ingest/openapi.json" in names  # package data the server serves
 
 
-@pytest.mark.parametrize("ignored", [".venv", ".git", "*.db"])
+def test_healthcheck_follows_the_servers_own_flags(server_factory: Any) -> None:
+    # The server listens where its flags say (ServerProcess passes --host and --port, no
+    # TLYTICS_PORT): the check reads them from the server process, as it reads PID 1 in a container.
+    server = server_factory().start()
+    assert server.process is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TLYTICS_")}
+    env["TLYTICS_PORT"] = str(free_port())  # the checker's own environment points elsewhere
+    command = [sys.executable, "-m", "tlytics.healthcheck", "--pid", str(server.process.pid)]
+    assert subprocess.run(command, env=env, timeout=60, capture_output=True).returncode == 0
+    server.kill()
+    assert subprocess.run(command, env=env, timeout=60, capture_output=True).returncode == 1
+
+
+@pytest.mark.parametrize("ignored", [".venv", ".git", "**/*.db", "**/*.spool", "**/*.sqlite", "**/*.db-*"])
 def test_dockerignore_keeps_local_state_out(ignored: str) -> None:
     assert ignored in (ROOT / ".dockerignore").read_text().split()
