@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -19,7 +18,6 @@ from structlog.testing import capture_logs
 
 from tests.helpers import ServerProcess
 from tlytics.errors import SpoolFull
-from tlytics.ingest import Settings, create_app
 from tlytics.ingest.auth import ROUTE_ACCESS
 from tlytics.ingest.state import COMMITTER
 from tlytics.logs import configure_logging
@@ -28,9 +26,8 @@ GENERATED_ID = re.compile(r"[0-9a-f]{16}\Z")
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, tmp_path: Path) -> Any:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False))
-    return await aiohttp_client(app)
+async def client(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> Any:
+    return await aiohttp_client(make_app())
 
 
 def request_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,8 +95,10 @@ async def test_a_503_says_why_on_its_line(client: Any) -> None:
     assert "events_accepted" not in line
 
 
-async def test_a_500_logs_its_traceback_on_the_request_line(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False))
+async def test_a_500_logs_its_traceback_on_the_request_line(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app()
     add_failing_route(app)
     client = await aiohttp_client(app)
     with bound_logs() as logs:
@@ -131,9 +130,9 @@ def json_logs() -> Iterator[None]:
 
 
 async def test_a_500_traceback_is_a_dict_in_json_mode(
-    aiohttp_client: Any, tmp_path: Path, json_logs: None, capsys: Any
+    aiohttp_client: Any, make_app: Callable[..., web.Application], json_logs: None, capsys: Any
 ) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False))
+    app = make_app()
     add_failing_route(app)
     client = await aiohttp_client(app)
     response = await client.get("/boom")

@@ -8,18 +8,19 @@ import signal
 import sqlite3
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from structlog.testing import capture_logs
 
 from tests.helpers import held_write_lock, http_json
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
-from tlytics.ingest import Settings, create_app
+from tlytics.ingest import Settings
 from tlytics.ingest.writer import ErasureIncomplete, ProcessExecutor, ThreadExecutor, WriterResources, WriteScheduler
 from tlytics.spool import Spool
 from tlytics.store import EventFilter, SQLiteReader, SQLiteStore, SQLiteWriter, StoreRow
@@ -122,8 +123,10 @@ async def test_corrupt_entry_is_quarantined_not_a_wedge(tmp_path: Path) -> None:
     assert sum(1 for log in logs if log["event"] == "spool_entry_quarantined") == 2
 
 
-async def test_periodic_flush_stores_without_being_asked(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=0.1, writer_process=False))
+async def test_periodic_flush_stores_without_being_asked(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app(flush_period_s=0.1)
     client = await aiohttp_client(app)
     await client.post("/events", json=[{"key": "a"}] * 3)
     deadline = time.monotonic() + 10
@@ -136,10 +139,10 @@ async def test_periodic_flush_stores_without_being_asked(aiohttp_client: Any, tm
     assert total == 3
 
 
-async def test_backlog_threshold_wakes_writer_before_its_period(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(
-        Settings(db_path=tmp_path / "a.db", flush_period_s=3600, backlog_threshold_events=50, writer_process=False)
-    )
+async def test_backlog_threshold_wakes_writer_before_its_period(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app(backlog_threshold_events=50)  # the flush period is an hour
     client = await aiohttp_client(app)
     await client.post("/events", json=[{"key": "a"}] * 10)
     await asyncio.sleep(0.3)
@@ -153,15 +156,19 @@ async def test_backlog_threshold_wakes_writer_before_its_period(aiohttp_client: 
     assert total == 70
 
 
-async def test_shutdown_drains_what_is_spooled(aiohttp_client: Any, tmp_path: Path) -> None:
-    settings = Settings(db_path=tmp_path / "a.db", flush_period_s=3600)
-    client = await aiohttp_client(create_app(settings))
+async def test_shutdown_drains_what_is_spooled(
+    aiohttp_client: Any,
+    settings: Settings,
+    make_app: Callable[..., web.Application],
+    open_store: Callable[[Path], SQLiteStore],
+    open_spool: Callable[[Path], Spool],
+) -> None:
+    client = await aiohttp_client(make_app(writer_process=True))  # the server's writer, in its own process
     for _ in range(5):
         assert (await client.post("/events", json=[{"key": "a"}] * 20)).status == 200
     await client.close()  # runs the cleanup contexts, as SIGTERM would
-    store = SQLiteStore(settings.db_path)
-    assert store.count() == 100
-    assert Spool(settings.resolved_spool_dir).count() == 0
+    assert open_store(settings.db_path).count() == 100
+    assert open_spool(settings.resolved_spool_dir).count() == 0
 
 
 def process_writer(tmp_path: Path) -> WriteScheduler:
