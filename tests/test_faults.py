@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Sender, assert_exactly_once, http_json
+from tests.helpers import Sender, assert_exactly_once, eventually, http_json
 from tlytics.spool import Spool
 
 
@@ -216,11 +216,11 @@ def test_writer_process_dies_with_a_killed_server(server_factory: Any) -> None:
     workers = _children(server.process.pid)
     assert workers, "no writer process found"
     server.kill()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_running(pid) for pid in workers):
-        time.sleep(0.05)
-    alive = [pid for pid in workers if _running(pid)]
-    assert not alive, f"writer process outlived the server: {alive}"
+    eventually(
+        lambda: not [pid for pid in workers if _running(pid)],
+        timeout_s=10,
+        what=f"the writer processes {workers} gone with the server",
+    )
 
 
 def _running(pid: int) -> bool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,7 @@ import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, eventually
 from tlytics.errors import SpoolFull
 from tlytics.ingest.auth import ROUTE_ACCESS
 from tlytics.ingest.state import COMMITTER
@@ -159,13 +158,13 @@ def test_a_real_server_logs_one_json_line_per_request(server_factory: Any) -> No
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.headers["X-Request-Id"] == "real-server-1"
-    deadline = time.monotonic() + 30  # written before the answer, read here when it is on disk
-    found: list[dict[str, Any]] = []
-    while not found and time.monotonic() < deadline:
+
+    def logged_lines() -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-        found = [line for line in lines if line.get("request_id") == "real-server-1"]
-        time.sleep(0.05)
-    (line,) = found
+        return [line for line in lines if line.get("request_id") == "real-server-1"]
+
+    # Written before the answer, read here when it is on disk.
+    (line,) = eventually(logged_lines, what="the request's line in the server's log")
     assert line["event"] == "request" and line["level"] == "info" and line["logger"] == "tlytics.ingest"
     assert (line["method"], line["path"], line["status"], line["events_accepted"]) == ("POST", "/events", 200, 3)
     assert isinstance(line["duration_ms"], float) and "timestamp" in line

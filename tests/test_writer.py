@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.helpers import held_write_lock, http_json
+from tests.helpers import eventually, held_write_lock, http_json
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings
@@ -246,24 +246,23 @@ def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_facto
     with held_write_lock(db_path):
         server = server_factory(db_path, flush="100ms").start(wait_s=120)
         assert http_json("POST", server.url + "/events", events, timeout_s=60)[0] == 200
+
         # The writer process meets the lock and retries; nothing is stored meanwhile.
-        deadline = time.monotonic() + 120
-        health: dict[str, Any] = {}
-        while time.monotonic() < deadline:
+        def health_once_locked() -> dict[str, Any] | None:
             _, health = http_json("GET", server.url + "/health", timeout_s=60)
-            if "locked" in (health["writer_last_error"] or ""):
-                break
-            time.sleep(0.1)
-        assert "locked" in (health["writer_last_error"] or ""), health
-        assert health["status"] == "healthy" and health["spool_entries"] == 1
+            return health if "locked" in (health["writer_last_error"] or "") else None
+
+        health = eventually(health_once_locked, timeout_s=120, interval_s=0.1, what="the writer meeting the lock")
+        assert health["status"] == "healthy" and health["spool_entries"] == 1, health
     server.wait_drained(timeout_s=120)
     assert sorted(server.stored_ids()) == sorted(event["id"] for event in events)
     # The spool empties in the writer process a moment before the server hears of the success.
-    deadline = time.monotonic() + 60
-    while health["writer_last_error"] is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
-        _, health = http_json("GET", server.url + "/health", timeout_s=60)
-    assert health["writer_last_error"] is None
+    eventually(
+        lambda: http_json("GET", server.url + "/health", timeout_s=60)[1]["writer_last_error"] is None,
+        timeout_s=60,
+        interval_s=0.1,
+        what="/health forgetting the writer's last error",
+    )
     assert "writer_process_died" not in server.log()
 
 
