@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -17,7 +16,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.helpers import eventually, held_write_lock, http_json
+from tests.helpers import eventually, eventually_async, held_write_lock, http_json
 from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings
@@ -75,9 +74,11 @@ async def test_failing_batch_is_kept_logged_and_retried(tmp_path: Path) -> None:
     spool.append_many([entry(3), entry(4)])
     with capture_logs() as logs:
         writer.start()
-        deadline = time.monotonic() + 10
-        while store.count() < 7 and time.monotonic() < deadline:
-            await asyncio.sleep(0.02)
+
+        async def seven_stored() -> bool:
+            return store.count() >= 7
+
+        await eventually_async(seven_stored, interval_s=0.02, what="the 7 events stored after two failures")
         await writer.close(drain_timeout_s=5)
     assert store.count() == 7
     assert spool.count() == 0
@@ -129,14 +130,11 @@ async def test_periodic_flush_stores_without_being_asked(
     app = make_app(flush_period_s=0.1)
     client = await aiohttp_client(app)
     await client.post("/events", json=[{"key": "a"}] * 3)
-    deadline = time.monotonic() + 10
-    total = 0
-    while time.monotonic() < deadline:
-        total = (await (await client.get("/view")).json())["total"]
-        if total == 3:
-            break
-        await asyncio.sleep(0.05)
-    assert total == 3
+
+    async def three_stored() -> bool:
+        return (await (await client.get("/view")).json())["total"] == 3
+
+    await eventually_async(three_stored, what="/view showing the 3 events")
 
 
 async def test_backlog_threshold_wakes_writer_before_its_period(
@@ -148,12 +146,12 @@ async def test_backlog_threshold_wakes_writer_before_its_period(
     await asyncio.sleep(0.3)
     assert (await (await client.get("/view")).json())["total"] == 0  # below the threshold
     await client.post("/events", json=[{"key": "a"}] * 60)
-    deadline = time.monotonic() + 10
-    total = 0
-    while time.monotonic() < deadline and total < 70:
-        await asyncio.sleep(0.05)
-        total = (await (await client.get("/view")).json())["total"]
-    assert total == 70
+
+    async def total_once_all_stored() -> int | None:
+        total: int = (await (await client.get("/view")).json())["total"]
+        return total if total >= 70 else None
+
+    assert await eventually_async(total_once_all_stored, what="/view showing the 70 events") == 70
 
 
 async def test_shutdown_drains_what_is_spooled(
