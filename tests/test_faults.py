@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +85,9 @@ def test_disk_full_is_503_with_no_loss_and_recovers(server_factory: Any, tmp_pat
     assert status == 200
 
 
-def test_corrupted_spool_entry_is_quarantined_not_a_crash_loop(server_factory: Any, tmp_path: Path) -> None:
+def test_corrupted_spool_entry_is_quarantined_not_a_crash_loop(
+    server_factory: Any, tmp_path: Path, open_spool: Callable[[Path], Spool]
+) -> None:
     db_path = tmp_path / "c.db"
     spool = Spool(tmp_path / "c.db.spool")
     good_id = str(uuid.uuid4())
@@ -96,7 +99,7 @@ def test_corrupted_spool_entry_is_quarantined_not_a_crash_loop(server_factory: A
     health = server.wait_drained()
     assert health["status"] == "healthy"
     assert server.stored_ids() == [good_id]
-    assert Spool(tmp_path / "c.db.spool" / "quarantine").count() == 2
+    assert open_spool(tmp_path / "c.db.spool" / "quarantine").count() == 2
     assert server.log().count("spool_entry_quarantined") == 2
 
 

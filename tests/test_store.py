@@ -49,19 +49,23 @@ def test_a_reader_refuses_a_store_not_migrated_yet(tmp_path: Path) -> None:
     connection.pragma("user_version", SCHEMA_VERSION - 1)
     connection.close()
     reader = SQLiteReader(tmp_path / "a.db")
-    with pytest.raises(StoreError, match="writer side migrates it"):
-        reader.count()
-    reader.close()
+    try:
+        with pytest.raises(StoreError, match="writer side migrates it"):
+            reader.count()
+    finally:
+        reader.close()
 
 
 def test_a_reader_cannot_write(tmp_path: Path) -> None:
     SQLiteWriter(tmp_path / "a.db").close()
     reader = SQLiteReader(tmp_path / "a.db")
-    reader.count()
-    connection = reader._read_connection()
-    with pytest.raises(apsw.ReadOnlyError):
-        connection.execute("DELETE FROM events")
-    reader.close()
+    try:
+        reader.count()
+        connection = reader._read_connection()
+        with pytest.raises(apsw.ReadOnlyError):
+            connection.execute("DELETE FROM events")
+    finally:
+        reader.close()
 
 
 def test_store_errors_say_what_failed_and_keep_the_cause(tmp_path: Path) -> None:
@@ -143,5 +147,8 @@ async def test_a_store_holding_unreadable_rows_is_repaired_and_every_read_answer
         del event["received_at"]
         assert (await client.post("/events", json=[event])).status == 200
     connection = apsw.Connection(str(path))
-    kept = connection.execute("SELECT key, ts FROM unreadable_events ORDER BY seq").fetchall()
+    try:
+        kept = connection.execute("SELECT key, ts FROM unreadable_events ORDER BY seq").fetchall()
+    finally:
+        connection.close()
     assert kept == [("late", year_10000), ("early", -62_135_596_800_000_001)]

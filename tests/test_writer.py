@@ -54,23 +54,32 @@ class FlakyStore(SQLiteWriter):
             reader.close()
 
 
+@pytest.fixture
 def make_writer(
-    tmp_path: Path, store: SQLiteWriter, batch_max_events: int = 5000, **options: Any
-) -> tuple[WriteScheduler, Spool, Spool]:
-    spool = Spool(tmp_path / "spool")
-    quarantine = Spool(tmp_path / "spool" / "quarantine")
-    options.setdefault("flush_period_s", 3600.0)
-    executor = ThreadExecutor(WriterResources(spool, quarantine, lambda: store))
-    return (
-        WriteScheduler(executor, batch_max_entries=1_000, batch_max_events=batch_max_events, **options),
-        spool,
-        quarantine,
-    )
+    tmp_path: Path, open_spool: Callable[[Path], Spool]
+) -> Callable[..., tuple[WriteScheduler, Spool, Spool]]:
+    """A WriteScheduler on a thread over `store` and a spool under tmp_path; returns it with the
+    spool and the quarantine, which are closed after the test (the store by writer.close())."""
+
+    def make(store: SQLiteWriter, batch_max_events: int = 5000, **options: Any) -> tuple[WriteScheduler, Spool, Spool]:
+        spool = open_spool(tmp_path / "spool")
+        quarantine = open_spool(tmp_path / "spool" / "quarantine")
+        options.setdefault("flush_period_s", 3600.0)
+        executor = ThreadExecutor(WriterResources(spool, quarantine, lambda: store))
+        return (
+            WriteScheduler(executor, batch_max_entries=1_000, batch_max_events=batch_max_events, **options),
+            spool,
+            quarantine,
+        )
+
+    return make
 
 
-async def test_failing_batch_is_kept_logged_and_retried(tmp_path: Path) -> None:
+async def test_failing_batch_is_kept_logged_and_retried(
+    tmp_path: Path, make_writer: Callable[..., tuple[WriteScheduler, Spool, Spool]]
+) -> None:
     store = FlakyStore(tmp_path / "a.db", failures=2)
-    writer, spool, _ = make_writer(tmp_path, store, flush_period_s=0.05, retry_delay_max_s=0.05)
+    writer, spool, _ = make_writer(store, flush_period_s=0.05, retry_delay_max_s=0.05)
     spool.append_many([entry(3), entry(4)])
     with capture_logs() as logs:
         writer.start()
@@ -87,9 +96,11 @@ async def test_failing_batch_is_kept_logged_and_retried(tmp_path: Path) -> None:
     assert "injected" in failures[0]["error"]
 
 
-async def test_spool_entries_stay_until_store_commits(tmp_path: Path) -> None:
+async def test_spool_entries_stay_until_store_commits(
+    tmp_path: Path, make_writer: Callable[..., tuple[WriteScheduler, Spool, Spool]]
+) -> None:
     store = FlakyStore(tmp_path / "a.db", failures=1)
-    writer, spool, _ = make_writer(tmp_path, store)
+    writer, spool, _ = make_writer(store)
     spool.append(entry(5))
     with capture_logs():
         assert await writer.flush(timeout_s=5) is False
@@ -100,9 +111,11 @@ async def test_spool_entries_stay_until_store_commits(tmp_path: Path) -> None:
     await writer.close(drain_timeout_s=1)
 
 
-async def test_drains_in_bounded_transactions(tmp_path: Path) -> None:
+async def test_drains_in_bounded_transactions(
+    tmp_path: Path, make_writer: Callable[..., tuple[WriteScheduler, Spool, Spool]]
+) -> None:
     store = FlakyStore(tmp_path / "a.db", failures=0)
-    writer, spool, _ = make_writer(tmp_path, store, batch_max_events=1000)
+    writer, spool, _ = make_writer(store, batch_max_events=1000)
     spool.append_many([entry(100) for _ in range(35)])
     assert await writer.flush(timeout_s=30)
     await writer.close(drain_timeout_s=1)
@@ -110,9 +123,11 @@ async def test_drains_in_bounded_transactions(tmp_path: Path) -> None:
     assert store.insert_sizes == [1000, 1000, 1000, 500]
 
 
-async def test_corrupt_entry_is_quarantined_not_a_wedge(tmp_path: Path) -> None:
+async def test_corrupt_entry_is_quarantined_not_a_wedge(
+    tmp_path: Path, make_writer: Callable[..., tuple[WriteScheduler, Spool, Spool]]
+) -> None:
     store = FlakyStore(tmp_path / "a.db", failures=0)
-    writer, spool, quarantine = make_writer(tmp_path, store)
+    writer, spool, quarantine = make_writer(store)
     spool.append_many([entry(2), b"\x00garbage{", orjson.dumps({"events": "wrong shape"}), entry(3)])
     with capture_logs() as logs:
         assert await writer.flush(timeout_s=5)
@@ -175,19 +190,23 @@ def process_writer(tmp_path: Path) -> WriteScheduler:
     return WriteScheduler(ProcessExecutor(settings), flush_period_s=3600, batch_max_entries=1000, batch_max_events=1000)
 
 
-async def test_writer_process_drains_on_another_core(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
+async def test_writer_process_drains_on_another_core(
+    tmp_path: Path, open_store: Callable[[Path], SQLiteStore], open_spool: Callable[[Path], Spool]
+) -> None:
+    spool = open_spool(tmp_path / "spool")
     spool.append_many([entry(100) for _ in range(25)])
     writer = process_writer(tmp_path)
     assert await writer.flush(timeout_s=60)
     assert writer.worker_pid not in (0, os.getpid())
     await writer.close(drain_timeout_s=5)
-    assert SQLiteStore(tmp_path / "a.db").count() == 2500
+    assert open_store(tmp_path / "a.db").count() == 2500
     assert spool.count() == 0
 
 
-async def test_writer_process_survives_a_store_locked_while_it_starts(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
+async def test_writer_process_survives_a_store_locked_while_it_starts(
+    tmp_path: Path, open_store: Callable[[Path], SQLiteStore], open_spool: Callable[[Path], Spool]
+) -> None:
+    spool = open_spool(tmp_path / "spool")
     spool.append_many([entry(10) for _ in range(2)])
     db_path = tmp_path / "a.db"
     with sqlite3.connect(db_path) as connection:  # a new store, not migrated yet
@@ -200,11 +219,13 @@ async def test_writer_process_survives_a_store_locked_while_it_starts(tmp_path: 
         assert await writer.flush(timeout_s=60) is True  # retried once the lock is gone
     assert not any(log["event"] == "writer_process_died_restarting" for log in logs)
     await writer.close(drain_timeout_s=5)
-    assert SQLiteStore(db_path).count() == 20
+    assert open_store(db_path).count() == 20
 
 
-async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
+async def test_killed_writer_process_is_replaced_and_nothing_is_lost(
+    tmp_path: Path, open_store: Callable[[Path], SQLiteStore], open_spool: Callable[[Path], Spool]
+) -> None:
+    spool = open_spool(tmp_path / "spool")
     spool.append_many([entry(10) for _ in range(3)])
     writer = process_writer(tmp_path)
     assert await writer.flush(timeout_s=60)
@@ -217,12 +238,14 @@ async def test_killed_writer_process_is_replaced_and_nothing_is_lost(tmp_path: P
     assert writer.worker_pid != first_pid
     assert any(log["event"] == "writer_process_died_restarting" for log in logs)
     await writer.close(drain_timeout_s=5)
-    assert SQLiteStore(tmp_path / "a.db").count() == 60
+    assert open_store(tmp_path / "a.db").count() == 60
 
 
-async def test_an_erasure_whose_drain_fails_erases_nothing(tmp_path: Path) -> None:
+async def test_an_erasure_whose_drain_fails_erases_nothing(
+    tmp_path: Path, make_writer: Callable[..., tuple[WriteScheduler, Spool, Spool]]
+) -> None:
     store = FlakyStore(tmp_path / "a.db", failures=0)
-    writer, spool, _ = make_writer(tmp_path, store)
+    writer, spool, _ = make_writer(store)
     spool.append(entry(3, key="erase_me"))
     assert await writer.flush(timeout_s=5)
     spool.append(entry(2, key="erase_me"))  # acknowledged, not stored yet
@@ -266,17 +289,19 @@ def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_facto
 
 @pytest.mark.parametrize("where_it_runs", ["thread", "process"])
 async def test_one_execute_call_runs_a_writer_function_in_a_thread_or_a_process(
-    tmp_path: Path, where_it_runs: str
+    tmp_path: Path, where_it_runs: str, open_spool: Callable[[Path], Spool]
 ) -> None:
     from tlytics.ingest.writer.drain import drain_batch
     from tlytics.ingest.writer.retention import delete_expired
 
-    spool = Spool(tmp_path / "spool")
+    spool = open_spool(tmp_path / "spool")
     spool.append_many([entry(4), entry(6)])  # timestamps 1 s after the epoch and on
     executor: ThreadExecutor | ProcessExecutor
     if where_it_runs == "thread":
         executor = ThreadExecutor(
-            WriterResources(spool, Spool(tmp_path / "spool" / "quarantine"), lambda: SQLiteWriter(tmp_path / "a.db"))
+            WriterResources(
+                spool, open_spool(tmp_path / "spool" / "quarantine"), lambda: SQLiteWriter(tmp_path / "a.db")
+            )
         )
     else:
         executor = ProcessExecutor(Settings(db_path=tmp_path / "a.db", spool_dir=tmp_path / "spool"))
@@ -289,5 +314,7 @@ async def test_one_execute_call_runs_a_writer_function_in_a_thread_or_a_process(
     finally:
         await executor.close()
     reader = SQLiteReader(tmp_path / "a.db")
-    assert reader.count() == 4
-    reader.close()
+    try:
+        assert reader.count() == 4
+    finally:
+        reader.close()
