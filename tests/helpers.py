@@ -4,6 +4,7 @@ Test modules import from here (never from one another)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,6 +45,21 @@ def eventually(
         if time.monotonic() >= deadline:
             raise AssertionError(f"not within {timeout_s}s: {what or check}")
         time.sleep(interval_s)
+
+
+async def eventually_async(
+    check: Callable[[], Awaitable[T | None]], *, timeout_s: float = 30.0, interval_s: float = 0.05, what: str = ""
+) -> T:
+    """`eventually` for async tests: awaits `check` and sleeps with asyncio, so that the app on
+    the test's own event loop (its writer, its handlers) keeps running while the test waits."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = await check()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not within {timeout_s}s: {what or check}")
+        await asyncio.sleep(interval_s)
 
 
 def event(n: int, key: str = "page_view", **data: Any) -> dict[str, Any]:

@@ -5,7 +5,7 @@ percent-encoded paths; a route added without a level; and the security headers o
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +13,6 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from tests.helpers import app_flush, spool_count
-from tlytics.ingest import Settings, create_app
 from tlytics.ingest.auth import ROUTE_ACCESS
 
 WRITE_KEY = "w" * 24
@@ -50,16 +49,8 @@ PROMISED = {
 
 
 @pytest.fixture
-async def keyed(aiohttp_client: Any, tmp_path: Path) -> tuple[Any, web.Application]:
-    app = create_app(
-        Settings(
-            db_path=tmp_path / "a.db",
-            flush_period_s=3600.0,
-            writer_process=False,
-            write_keys=(WRITE_KEY,),
-            read_keys=(READ_KEY,),
-        )
-    )
+async def keyed(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> tuple[Any, web.Application]:
+    app = make_app(write_keys=(WRITE_KEY,), read_keys=(READ_KEY,))
     return await aiohttp_client(app), app
 
 
@@ -213,8 +204,10 @@ async def test_write_routes_refuse_encoded_paths_without_the_write_key(keyed: tu
     assert spool_count(app) == 0
 
 
-async def test_a_route_without_a_level_is_refused_for_every_method(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False))
+async def test_a_route_without_a_level_is_refused_for_every_method(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app()
     calls = []
 
     async def forgotten(request: web.Request) -> web.Response:

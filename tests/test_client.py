@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.fake_server import FakeServer
-from tests.helpers import ServerProcess, free_port
+from tests.helpers import ServerProcess, eventually, free_port
 from tlytics import Client, Config, Event, EventsRejected
 from tlytics.errors import DeliveryError, InvalidEvent, SpoolFull, TlyticsError
 
@@ -87,9 +87,8 @@ def test_sigkill_of_the_application_loses_nothing_older_than_spool_interval(
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(worker.stdout))  # type: ignore[arg-type]
     reader.start()
-    deadline = time.monotonic() + 30
-    while len(lines) < 50 and time.monotonic() < deadline:  # wait out the interpreter start
-        time.sleep(0.01)
+    # Wait out the interpreter start.
+    eventually(lambda: len(lines) >= 50, timeout_s=30, interval_s=0.01, what="the worker's first 50 emits")
     time.sleep(run_s)
     killed_at = time.monotonic()
     worker.send_signal(signal.SIGKILL)

@@ -11,12 +11,13 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import Sender, assert_exactly_once, http_json
+from tests.helpers import Sender, assert_exactly_once, eventually, http_json
 from tlytics.spool import Spool
 
 
@@ -84,7 +85,9 @@ def test_disk_full_is_503_with_no_loss_and_recovers(server_factory: Any, tmp_pat
     assert status == 200
 
 
-def test_corrupted_spool_entry_is_quarantined_not_a_crash_loop(server_factory: Any, tmp_path: Path) -> None:
+def test_corrupted_spool_entry_is_quarantined_not_a_crash_loop(
+    server_factory: Any, tmp_path: Path, open_spool: Callable[[Path], Spool]
+) -> None:
     db_path = tmp_path / "c.db"
     spool = Spool(tmp_path / "c.db.spool")
     good_id = str(uuid.uuid4())
@@ -96,7 +99,7 @@ def test_corrupted_spool_entry_is_quarantined_not_a_crash_loop(server_factory: A
     health = server.wait_drained()
     assert health["status"] == "healthy"
     assert server.stored_ids() == [good_id]
-    assert Spool(tmp_path / "c.db.spool" / "quarantine").count() == 2
+    assert open_spool(tmp_path / "c.db.spool" / "quarantine").count() == 2
     assert server.log().count("spool_entry_quarantined") == 2
 
 
@@ -216,11 +219,11 @@ def test_writer_process_dies_with_a_killed_server(server_factory: Any) -> None:
     workers = _children(server.process.pid)
     assert workers, "no writer process found"
     server.kill()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and any(_running(pid) for pid in workers):
-        time.sleep(0.05)
-    alive = [pid for pid in workers if _running(pid)]
-    assert not alive, f"writer process outlived the server: {alive}"
+    eventually(
+        lambda: not [pid for pid in workers if _running(pid)],
+        timeout_s=10,
+        what=f"the writer processes {workers} gone with the server",
+    )
 
 
 def _running(pid: int) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import zlib
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,16 +12,15 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from tests.helpers import app_flush, spool_count, store_count
-from tlytics.ingest import Settings, create_app
 
 WRITE_KEY = "w" * 24
 READ_KEY = "r" * 24
 
 
-async def make_client(aiohttp_client: Any, tmp_path: Path, **overrides: Any) -> tuple[Any, web.Application]:
-    options: dict[str, Any] = {"db_path": tmp_path / "a.db", "flush_period_s": 3600.0, "writer_process": False}
-    options.update(overrides)
-    app = create_app(Settings(**options))
+async def make_client(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], **overrides: Any
+) -> tuple[Any, web.Application]:
+    app = make_app(**overrides)
     return await aiohttp_client(app), app
 
 
@@ -35,8 +34,10 @@ async def test_gzip_body_is_accepted(client: Any, app: web.Application) -> None:
     assert store_count(app) == 1
 
 
-async def test_gzip_bomb_is_413_not_out_of_memory(aiohttp_client: Any, tmp_path: Path) -> None:
-    client, app = await make_client(aiohttp_client, tmp_path, max_body_bytes=1024 * 1024)
+async def test_gzip_bomb_is_413_not_out_of_memory(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client, app = await make_client(aiohttp_client, make_app, max_body_bytes=1024 * 1024)
     compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
     bomb = compressor.compress(b"[" + b" " * (200 * 1024 * 1024)) + compressor.flush()
     assert len(bomb) < 1024 * 1024  # small on the wire, 200 MiB once inflated
@@ -48,8 +49,10 @@ async def test_gzip_bomb_is_413_not_out_of_memory(aiohttp_client: Any, tmp_path:
     assert spool_count(app) == 0
 
 
-async def test_one_event_over_the_size_limit_is_413_with_its_index(aiohttp_client: Any, tmp_path: Path) -> None:
-    client, app = await make_client(aiohttp_client, tmp_path, max_event_bytes=2000)
+async def test_one_event_over_the_size_limit_is_413_with_its_index(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client, app = await make_client(aiohttp_client, make_app, max_event_bytes=2000)
     events = [{"key": "small"}, {"key": "big", "data": {"pad": "x" * 3000}}]
     response = await client.post("/events", json=events)
     assert response.status == 413
@@ -60,16 +63,16 @@ async def test_one_event_over_the_size_limit_is_413_with_its_index(aiohttp_clien
     assert ok.status == 200
 
 
-async def test_event_count_limit_is_configurable(aiohttp_client: Any, tmp_path: Path) -> None:
-    client, _ = await make_client(aiohttp_client, tmp_path, max_events_per_request=3)
+async def test_event_count_limit_is_configurable(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> None:
+    client, _ = await make_client(aiohttp_client, make_app, max_events_per_request=3)
     assert (await client.post("/events", json=[{"key": "a"}] * 3)).status == 200
     response = await client.post("/events", json=[{"key": "a"}] * 4)
     assert response.status == 413
     assert (await response.json())["limit"] == 3
 
 
-async def test_write_and_read_keys_are_separate(aiohttp_client: Any, tmp_path: Path) -> None:
-    client, app = await make_client(aiohttp_client, tmp_path, write_keys=(WRITE_KEY,), read_keys=(READ_KEY,))
+async def test_write_and_read_keys_are_separate(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> None:
+    client, app = await make_client(aiohttp_client, make_app, write_keys=(WRITE_KEY,), read_keys=(READ_KEY,))
     write = {"Authorization": f"Bearer {WRITE_KEY}"}
     read = {"Authorization": f"Bearer {READ_KEY}"}
     events = [{"key": "a"}]
@@ -97,8 +100,8 @@ async def test_write_and_read_keys_are_separate(aiohttp_client: Any, tmp_path: P
     assert (await client.get("/health")).status == 200  # stays open
 
 
-async def test_keys_are_never_logged(aiohttp_client: Any, tmp_path: Path) -> None:
-    client, _ = await make_client(aiohttp_client, tmp_path, write_keys=(WRITE_KEY,))
+async def test_keys_are_never_logged(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> None:
+    client, _ = await make_client(aiohttp_client, make_app, write_keys=(WRITE_KEY,))
     with capture_logs() as logs:
         await client.post("/events", json=[{"key": "a"}], headers={"Authorization": f"Bearer {WRITE_KEY}"})
         await client.post("/events", json=[{"key": "a"}], headers={"Authorization": "Bearer wrong-key-0123456789"})
@@ -106,18 +109,20 @@ async def test_keys_are_never_logged(aiohttp_client: Any, tmp_path: Path) -> Non
     assert WRITE_KEY not in repr(logs) and "wrong-key" not in repr(logs)
 
 
-async def test_open_server_on_a_public_address_warns(tmp_path: Path) -> None:
+async def test_open_server_on_a_public_address_warns(make_app: Callable[..., web.Application]) -> None:
     from aiohttp.test_utils import TestServer
 
-    app = create_app(Settings(db_path=tmp_path / "a.db", host="0.0.0.0", writer_process=False))
+    app = make_app(host="0.0.0.0")
     with capture_logs() as logs:
         async with TestServer(app):
             pass
     assert {"no_write_keys", "no_read_keys"} <= {log["event"] for log in logs}
 
 
-async def test_spool_full_is_503_and_health_says_so(aiohttp_client: Any, tmp_path: Path) -> None:
-    client, app = await make_client(aiohttp_client, tmp_path, spool_max_bytes=64 * 1024)
+async def test_spool_full_is_503_and_health_says_so(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client, app = await make_client(aiohttp_client, make_app, spool_max_bytes=64 * 1024)
     statuses = []
     for _ in range(40):
         response = await client.post("/events", json=[{"key": "fill", "data": {"pad": "x" * 4000}}] * 5)

@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import http_json
+from tests.helpers import eventually, http_json
 from tlytics.spool import Spool
 
 
@@ -22,13 +21,11 @@ def test_quarantined_entries_show_in_health_and_metrics(server_factory: Any, tmp
     spool.close()
     server = server_factory(tmp_path / "q.db", flush="50ms").start()  # the writer in its own process
 
-    deadline = time.monotonic() + 30
-    health: dict[str, Any] = {}
-    while time.monotonic() < deadline:
+    def health_with_quarantine() -> tuple[int, dict[str, Any]] | None:
         status, health = http_json("GET", server.url + "/health")
-        if health.get("quarantined_entries"):
-            break
-        time.sleep(0.05)
+        return (status, health) if health.get("quarantined_entries") else None
+
+    status, health = eventually(health_with_quarantine, what="/health reporting the quarantined entry")
     assert status == 200, health  # ingest works: no 503 that would take the server out of rotation
     assert health["status"] == "healthy"
     assert health["quarantined_entries"] == 1 and health["quarantine_bytes"] > 0

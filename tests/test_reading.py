@@ -11,16 +11,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from tests.helpers import app_flush
-
-
-def event(n: int, key: str = "page_view", **data: Any) -> dict[str, Any]:
-    return {
-        "id": str(uuid.UUID(int=n + 1)),
-        "key": key,
-        "timestamp": f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}Z",
-        "data": data,
-    }
+from tests.helpers import app_flush, event
 
 
 @pytest.fixture

@@ -92,7 +92,9 @@ def test_server_spool_replay_to_another_server(server_factory: Any, tmp_path: Pa
 
     spool_dir = tmp_path / "old-server.db.spool"
     entry = {"received_at": 1, "events": [[uuid.uuid4().hex, "k", 1_700_000_000_000_000, {"x": 1}] for _ in range(3)]}
-    Spool(spool_dir).append(orjson.dumps(entry))
+    spool = Spool(spool_dir)
+    spool.append(orjson.dumps(entry))
+    spool.close()  # as the old server left it
     server = server_factory().start()
     result = run(["--server", server.url, "--spool", str(spool_dir)])
     assert result.exit_code == 0, result.output

@@ -7,7 +7,7 @@ import asyncio
 import gzip
 import time
 import zlib
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,7 +15,6 @@ from aiohttp import web
 from structlog.testing import capture_logs
 
 from tests.helpers import app_flush, spool_count, store_count
-from tlytics.ingest import Settings, create_app
 
 BODY = b'[{"key": "coded", "data": {"n": 1}}]'
 GZIPPED = gzip.compress(BODY)
@@ -80,10 +79,8 @@ async def test_unsupported_encodings_are_415_json(client: Any, app: web.Applicat
     assert spool_count(app) == 0
 
 
-async def test_a_gzip_bomb_past_max_body_is_413(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(
-        Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False, max_body_bytes=64 * 1024)
-    )
+async def test_a_gzip_bomb_past_max_body_is_413(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> None:
+    app = make_app(max_body_bytes=64 * 1024)
     client = await aiohttp_client(app)
     exactly = b'[{"key": "fits", "data": {"pad": "' + b"x" * (64 * 1024 - 40) + b'"}}]'
     assert len(exactly) <= 64 * 1024
@@ -114,10 +111,10 @@ async def _read_until_closed(reader: asyncio.StreamReader, timeout_s: float) -> 
     return received, False
 
 
-async def test_a_client_that_stops_mid_body_is_dropped_as_a_client_error(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(
-        Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False, body_timeout_s=0.5)
-    )
+async def test_a_client_that_stops_mid_body_is_dropped_as_a_client_error(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app(body_timeout_s=0.5)
     client = await aiohttp_client(app)
     reader, writer = await asyncio.open_connection(client.server.host, client.server.port)
     with capture_logs() as logs:

@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,9 +15,8 @@ import structlog
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.helpers import ServerProcess
+from tests.helpers import ServerProcess, eventually
 from tlytics.errors import SpoolFull
-from tlytics.ingest import Settings, create_app
 from tlytics.ingest.auth import ROUTE_ACCESS
 from tlytics.ingest.state import COMMITTER
 from tlytics.logs import configure_logging
@@ -28,9 +25,8 @@ GENERATED_ID = re.compile(r"[0-9a-f]{16}\Z")
 
 
 @pytest.fixture
-async def client(aiohttp_client: Any, tmp_path: Path) -> Any:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False))
-    return await aiohttp_client(app)
+async def client(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> Any:
+    return await aiohttp_client(make_app())
 
 
 def request_lines(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -98,8 +94,10 @@ async def test_a_503_says_why_on_its_line(client: Any) -> None:
     assert "events_accepted" not in line
 
 
-async def test_a_500_logs_its_traceback_on_the_request_line(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False))
+async def test_a_500_logs_its_traceback_on_the_request_line(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app()
     add_failing_route(app)
     client = await aiohttp_client(app)
     with bound_logs() as logs:
@@ -131,9 +129,9 @@ def json_logs() -> Iterator[None]:
 
 
 async def test_a_500_traceback_is_a_dict_in_json_mode(
-    aiohttp_client: Any, tmp_path: Path, json_logs: None, capsys: Any
+    aiohttp_client: Any, make_app: Callable[..., web.Application], json_logs: None, capsys: Any
 ) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=3600.0, writer_process=False))
+    app = make_app()
     add_failing_route(app)
     client = await aiohttp_client(app)
     response = await client.get("/boom")
@@ -160,13 +158,13 @@ def test_a_real_server_logs_one_json_line_per_request(server_factory: Any) -> No
     )
     with urllib.request.urlopen(request, timeout=10) as response:
         assert response.headers["X-Request-Id"] == "real-server-1"
-    deadline = time.monotonic() + 30  # written before the answer, read here when it is on disk
-    found: list[dict[str, Any]] = []
-    while not found and time.monotonic() < deadline:
+
+    def logged_lines() -> list[dict[str, Any]]:
         lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
-        found = [line for line in lines if line.get("request_id") == "real-server-1"]
-        time.sleep(0.05)
-    (line,) = found
+        return [line for line in lines if line.get("request_id") == "real-server-1"]
+
+    # Written before the answer, read here when it is on disk.
+    (line,) = eventually(logged_lines, what="the request's line in the server's log")
     assert line["event"] == "request" and line["level"] == "info" and line["logger"] == "tlytics.ingest"
     assert (line["method"], line["path"], line["status"], line["events_accepted"]) == ("POST", "/events", 200, 3)
     assert isinstance(line["duration_ms"], float) and "timestamp" in line

@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 import urllib.error
 import urllib.request
 import uuid
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
-from tests.helpers import app_flush, held_write_lock, http_json, store_count
-from tlytics.ingest import Settings, create_app
+from tests.helpers import app_flush, eventually_async, held_write_lock, http_json, store_count
 
 
 def user_event(user: int, **extra: Any) -> dict[str, Any]:
@@ -66,20 +63,19 @@ async def test_erasure_is_logged_without_the_values(client: Any, app: web.Applic
     assert "4242" not in repr(logs)
 
 
-async def test_retention_deletes_old_events_in_the_background(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = create_app(Settings(db_path=tmp_path / "a.db", flush_period_s=0.05, retention_s=86_400, writer_process=False))
+async def test_retention_deletes_old_events_in_the_background(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    app = make_app(flush_period_s=0.05, retention_s=86_400)
     client = await aiohttp_client(app)
     old = [user_event(1, timestamp="2020-01-01T00:00:00Z") for _ in range(5_000)]
     new = [user_event(2) for _ in range(10)]
     assert (await client.post("/events", json=old + new)).status == 200
-    deadline = time.monotonic() + 20
-    total = -1
-    while time.monotonic() < deadline:
-        total = (await (await client.get("/view")).json())["total"]
-        if total == 10:
-            break
-        await asyncio.sleep(0.05)
-    assert total == 10
+
+    async def only_the_new_left() -> bool:
+        return (await (await client.get("/view")).json())["total"] == 10
+
+    await eventually_async(only_the_new_left, what="/view holding only the 10 recent events")
 
 
 def test_erasure_through_the_writer_process(server_factory: Any) -> None:

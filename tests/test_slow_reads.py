@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
 from typing import Any
 
 import apsw
 import pytest
 from aiohttp import web
 
-from tests.helpers import app_flush
+from tests.helpers import app_flush, eventually_async
 
 
 class HeldRead:
@@ -43,13 +42,6 @@ class HeldRead:
         return False  # go on (True would abort the statement)
 
 
-async def wait_for(event: threading.Event, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not event.is_set() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-    return event.is_set()
-
-
 async def test_health_answers_while_a_slow_read_is_running(
     client: Any, app: web.Application, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -62,7 +54,11 @@ async def test_health_answers_while_a_slow_read_is_running(
     held.arm()
     slow_view = asyncio.create_task(client.get("/view", params={"where": "data.user_id:3"}))
     try:
-        assert await wait_for(held.started, timeout_s=60), "the read never started"
+
+        async def read_started() -> bool:
+            return held.started.is_set()
+
+        await eventually_async(read_started, timeout_s=60, interval_s=0.01, what="the slow read starting")
         health = await client.get("/health")
         assert health.status == 200
         body = await health.json()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from tlytics.errors import SpoolError, SpoolFull
 from tlytics.spool import GroupCommitter, Spool
 
 
-def test_append_peek_remove_in_order(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
+def test_append_peek_remove_in_order(tmp_path: Path, open_spool: Callable[[Path], Spool]) -> None:
+    spool = open_spool(tmp_path / "spool")
     keys = spool.append_many([b"one", b"two", b"three"])
     assert spool.count() == 3
     assert spool.peek(2) == [(keys[0], b"one"), (keys[1], b"two")]
@@ -26,16 +27,18 @@ def test_append_peek_remove_in_order(tmp_path: Path) -> None:
     assert spool.peek(10) == []
 
 
-def test_entries_survive_reopen(tmp_path: Path) -> None:
+def test_entries_survive_reopen(tmp_path: Path, open_spool: Callable[[Path], Spool]) -> None:
     spool = Spool(tmp_path / "spool")
     spool.append(b"kept")
     spool.close()
-    reopened = Spool(tmp_path / "spool")
+    reopened = open_spool(tmp_path / "spool")
     assert [value for _, value in reopened.peek(5)] == [b"kept"]
 
 
-def test_large_entries_stay_in_sqlite_not_side_files_and_are_not_pickled(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
+def test_large_entries_stay_in_sqlite_not_side_files_and_are_not_pickled(
+    tmp_path: Path, open_spool: Callable[[Path], Spool]
+) -> None:
+    spool = open_spool(tmp_path / "spool")
     big = b'{"events": "' + b"x" * 200_000 + b'"}'
     spool.append(big)
     side_files = [p for p in (tmp_path / "spool").rglob("*") if p.suffix == ".val"]
@@ -49,8 +52,8 @@ def test_large_entries_stay_in_sqlite_not_side_files_and_are_not_pickled(tmp_pat
 
 
 def test_eviction_is_off_and_sync_is_set(tmp_path: Path) -> None:
-    Spool(tmp_path / "n", sync="normal")
-    Spool(tmp_path / "f", sync="full")
+    Spool(tmp_path / "n", sync="normal").close()
+    Spool(tmp_path / "f", sync="full").close()
     for name, level in (("n", 1), ("f", 2)):
         with sqlite3.connect(tmp_path / name / "cache.db") as connection:
             settings = dict(connection.execute("SELECT key, value FROM Settings").fetchall())
@@ -65,9 +68,12 @@ def test_bad_sync_level_is_refused(tmp_path: Path) -> None:
 
 def test_spool_full_refuses_append(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", max_bytes=1)
-    with pytest.raises(SpoolFull):
-        spool.append(b"no room")
-    assert spool.count() == 0
+    try:
+        with pytest.raises(SpoolFull):
+            spool.append(b"no room")
+        assert spool.count() == 0
+    finally:
+        spool.close()
 
 
 class CountingSpool(Spool):
@@ -82,17 +88,20 @@ class CountingSpool(Spool):
 
 async def test_group_commit_gathers_concurrent_appends(tmp_path: Path) -> None:
     spool = CountingSpool(tmp_path / "spool")
-    committed: list[int] = []
-    committer = GroupCommitter(spool, on_committed=committed.append)
-    committer.start()
-    await asyncio.gather(*(committer.append(f"entry {i}".encode(), 2) for i in range(200)))
-    await committer.close()
-    assert spool.count() == 200
-    assert sum(spool.transactions) == 200
-    # 200 concurrent appends, far fewer disk transactions.
-    assert len(spool.transactions) < 20, spool.transactions
-    assert sum(committed) == 400
-    assert sorted(v for _, v in spool.peek(500)) == sorted(f"entry {i}".encode() for i in range(200))
+    try:
+        committed: list[int] = []
+        committer = GroupCommitter(spool, on_committed=committed.append)
+        committer.start()
+        await asyncio.gather(*(committer.append(f"entry {i}".encode(), 2) for i in range(200)))
+        await committer.close()
+        assert spool.count() == 200
+        assert sum(spool.transactions) == 200
+        # 200 concurrent appends, far fewer disk transactions.
+        assert len(spool.transactions) < 20, spool.transactions
+        assert sum(committed) == 400
+        assert sorted(v for _, v in spool.peek(500)) == sorted(f"entry {i}".encode() for i in range(200))
+    finally:
+        spool.close()
 
 
 class FailingSpool(Spool):
@@ -101,37 +110,41 @@ class FailingSpool(Spool):
 
 
 async def test_group_commit_failure_reaches_every_waiter(tmp_path: Path) -> None:
-    committer = GroupCommitter(FailingSpool(tmp_path / "spool"))
-    committer.start()
-    results = await asyncio.gather(*(committer.append(b"x", 1) for _ in range(10)), return_exceptions=True)
-    await committer.close()
+    spool = FailingSpool(tmp_path / "spool")
+    try:
+        committer = GroupCommitter(spool)
+        committer.start()
+        results = await asyncio.gather(*(committer.append(b"x", 1) for _ in range(10)), return_exceptions=True)
+        await committer.close()
+    finally:
+        spool.close()
     assert all(isinstance(result, SpoolError) for result in results)
 
 
-async def test_group_commit_refuses_after_close(tmp_path: Path) -> None:
-    committer = GroupCommitter(Spool(tmp_path / "spool"))
+async def test_group_commit_refuses_after_close(tmp_path: Path, open_spool: Callable[[Path], Spool]) -> None:
+    committer = GroupCommitter(open_spool(tmp_path / "spool"))
     committer.start()
     await committer.close()
     with pytest.raises(SpoolError):
         await committer.append(b"late", 1)
 
 
-def test_fast_append_matches_diskcache_push(tmp_path: Path) -> None:
+def test_fast_append_matches_diskcache_push(tmp_path: Path, open_spool: Callable[[Path], Spool]) -> None:
     import diskcache
 
-    spool = Spool(tmp_path / "spool")
+    spool = open_spool(tmp_path / "spool")
     keys = spool.append_many([b"a", b"b"])
     spool.remove([keys[0]])
     more = spool.append_many([b"c"])
     assert more[0] == keys[1] + 1
     # diskcache itself reads what we wrote, and its own push continues the same queue.
-    cache = diskcache.Cache(str(tmp_path / "spool"))
-    assert [cache[k] for k in (keys[1], more[0])] == [b"b", b"c"]
-    assert cache.push(b"d") == more[0] + 1
-    assert len(cache) == 3
-    assert [v for _, v in spool.peek(10)] == [b"b", b"c", b"d"]
-    spool.remove(list(cache.iterkeys()))
-    assert len(cache) == 0 and spool.count() == 0
+    with diskcache.Cache(str(tmp_path / "spool")) as cache:
+        assert [cache[k] for k in (keys[1], more[0])] == [b"b", b"c"]
+        assert cache.push(b"d") == more[0] + 1
+        assert len(cache) == 3
+        assert [v for _, v in spool.peek(10)] == [b"b", b"c", b"d"]
+        spool.remove(list(cache.iterkeys()))
+        assert len(cache) == 0 and spool.count() == 0
 
 
 class BrokenCache:
@@ -168,8 +181,10 @@ def test_every_backend_error_becomes_a_spool_error_with_its_cause(tmp_path: Path
     assert "disk I/O error (injected)" in str(raised.value)
 
 
-def test_disk_free_bytes_on_a_vanished_directory_is_a_spool_error(tmp_path: Path) -> None:
-    spool = Spool(tmp_path / "spool")
+def test_disk_free_bytes_on_a_vanished_directory_is_a_spool_error(
+    tmp_path: Path, open_spool: Callable[[Path], Spool]
+) -> None:
+    spool = open_spool(tmp_path / "spool")
     spool.directory = tmp_path / "gone"
     with pytest.raises(SpoolError) as raised:
         spool.disk_free_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -198,7 +199,9 @@ ZONES = [
 ]
 
 
-def test_stats_near_the_ends_of_the_calendar_answer_200_or_400_naming_the_field(tmp_path: Any) -> None:
+def test_stats_near_the_ends_of_the_calendar_answer_200_or_400_naming_the_field(
+    make_app: Callable[..., web.Application],
+) -> None:
     import threading
 
     from hypothesis import HealthCheck, given
@@ -206,15 +209,10 @@ def test_stats_near_the_ends_of_the_calendar_answer_200_or_400_naming_the_field(
     from hypothesis import strategies as st
 
     from tests.helpers import free_port, http_json
-    from tlytics.ingest import Settings, create_app
 
     # One real server for every example (hypothesis and pytest-aiohttp's per-test loop do not mix).
     port = free_port()
-    app = create_app(
-        Settings(
-            db_path=tmp_path / "edges.db", port=port, host="127.0.0.1", flush_period_s=3600.0, writer_process=False
-        )
-    )
+    app = make_app(port=port, host="127.0.0.1")
     ready = threading.Event()
     loop_box: list[Any] = []
 

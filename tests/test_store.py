@@ -5,6 +5,7 @@ backend must do is in test_store_contract.py."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +49,23 @@ def test_a_reader_refuses_a_store_not_migrated_yet(tmp_path: Path) -> None:
     connection.pragma("user_version", SCHEMA_VERSION - 1)
     connection.close()
     reader = SQLiteReader(tmp_path / "a.db")
-    with pytest.raises(StoreError, match="writer side migrates it"):
-        reader.count()
-    reader.close()
+    try:
+        with pytest.raises(StoreError, match="writer side migrates it"):
+            reader.count()
+    finally:
+        reader.close()
 
 
 def test_a_reader_cannot_write(tmp_path: Path) -> None:
     SQLiteWriter(tmp_path / "a.db").close()
     reader = SQLiteReader(tmp_path / "a.db")
-    reader.count()
-    connection = reader._read_connection()
-    with pytest.raises(apsw.ReadOnlyError):
-        connection.execute("DELETE FROM events")
-    reader.close()
+    try:
+        reader.count()
+        connection = reader._read_connection()
+        with pytest.raises(apsw.ReadOnlyError):
+            connection.execute("DELETE FROM events")
+    finally:
+        reader.close()
 
 
 def test_store_errors_say_what_failed_and_keep_the_cause(tmp_path: Path) -> None:
@@ -98,11 +103,9 @@ def _store_as_version_3_left_it(path: Path, rows: list[tuple[bytes, str, int, in
 
 
 async def test_a_store_holding_unreadable_rows_is_repaired_and_every_read_answers(
-    tmp_path: Path, aiohttp_client: Any
+    tmp_path: Path, aiohttp_client: Any, make_app: Callable[..., Any]
 ) -> None:
     import orjson
-
-    from tlytics.ingest import Settings, create_app
 
     year_10000 = 253_402_300_800_000_000 + 3_600_000_000  # what 9999-12-31T23:59:59-12:00 became
     year_999 = -30_628_713_600_000_000
@@ -117,7 +120,7 @@ async def test_a_store_holding_unreadable_rows_is_repaired_and_every_read_answer
             (uuid.UUID(int=4).bytes, "early", -62_135_596_800_000_001, ok, "{}"),
         ],
     )
-    client = await aiohttp_client(create_app(Settings(db_path=path, flush_period_s=3600.0, writer_process=False)))
+    client = await aiohttp_client(make_app(db_path=path))  # the store prepared above
     for endpoint in (
         "/view",
         "/keys",
@@ -144,5 +147,8 @@ async def test_a_store_holding_unreadable_rows_is_repaired_and_every_read_answer
         del event["received_at"]
         assert (await client.post("/events", json=[event])).status == 200
     connection = apsw.Connection(str(path))
-    kept = connection.execute("SELECT key, ts FROM unreadable_events ORDER BY seq").fetchall()
+    try:
+        kept = connection.execute("SELECT key, ts FROM unreadable_events ORDER BY seq").fetchall()
+    finally:
+        connection.close()
     assert kept == [("late", year_10000), ("early", -62_135_596_800_000_001)]
