@@ -24,7 +24,19 @@ from typing import Literal
 import psycopg
 import pytest
 
-PG_BIN = Path(os.environ.get("TLYTICS_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+def _debian_pg_bin() -> Path:
+    """Debian's binaries: version 15 where it is installed (Debian 12's), else the newest."""
+    preferred = Path("/usr/lib/postgresql/15/bin")
+    if preferred.exists():
+        return preferred
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/initdb"), key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0
+    )
+    return found[-1].parent if found else preferred
+
+
+PG_BIN = Path(os.environ["TLYTICS_PG_BIN"]) if "TLYTICS_PG_BIN" in os.environ else _debian_pg_bin()
 StopMode = Literal["smart", "fast", "immediate"]
 
 
