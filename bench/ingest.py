@@ -3,6 +3,7 @@ aiohttp+orjson ceiling measured in the same run, plus the client's emit() and de
 
     python -m bench.ingest                 # full run (about 5 minutes)
     python -m bench.ingest --duration 10   # a quick look
+    python -m bench.ingest --store postgresql --only server   # + one and two nodes on PostgreSQL
 
 Prints a table and writes bench/results/ingest-<timestamp>.json. Needs Debian's wrk.
 """
@@ -227,6 +228,112 @@ def bench_tlytics(
     }
 
 
+def bench_nodes(node_count: int, store_url: str, duration_s: int, args: argparse.Namespace) -> dict[str, Any]:
+    """`node_count` ingest nodes on one PostgreSQL store, each with its own spool, each under
+    its own wrk (the connections split between them), 100-event requests; stored end to end is
+    what the shared store holds once every node's spool is drained."""
+    workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-nodes-"))
+    ports = [free_port() for _ in range(node_count)]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tlytics",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--store",
+                store_url,
+                "--spool",
+                str(workdir / f"node-{n}.spool"),
+                "--flush",
+                args.flush,
+                "--log-level",
+                args.log_level,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for n, port in enumerate(ports)
+    ]
+    try:
+        for url, process in zip(urls, processes, strict=True):
+            wait_healthy(url, process)
+        before = get_json(urls[0] + "/health")["stored_events"] or 0
+        started = time.monotonic()
+        runs: list[dict[str, Any]] = [{} for _ in urls]
+        connections = max(1, args.connections // node_count)
+
+        def load(index: int) -> None:
+            runs[index] = run_wrk(urls[index], 100, duration_s, connections, args.threads)
+
+        loaders = [threading.Thread(target=load, args=(index,)) for index in range(node_count)]
+        for loader in loaders:
+            loader.start()
+        for loader in loaders:
+            loader.join()
+        accepted = stored = 0
+        deadline = time.monotonic() + 900
+        while time.monotonic() < deadline:
+            healths = [get_json(url + "/health") for url in urls]
+            accepted = sum(h["accepted_events"] for h in healths)
+            stored = (healths[0]["stored_events"] or 0) - before
+            if all(h["spool_entries"] == 0 for h in healths) and stored >= accepted:
+                break
+            time.sleep(0.2)
+        drained = time.monotonic()
+    finally:
+        for process in processes:
+            process.send_signal(signal.SIGTERM)
+        for process in processes:
+            process.wait(60)
+        shutil.rmtree(workdir, ignore_errors=True)
+    load_s = max(run["duration_us"] for run in runs) / 1e6
+    return {
+        "nodes": node_count,
+        "acknowledged_events_per_s": sum(run["ok"] for run in runs) * 100 / load_s,
+        "stored_events_per_s_end_to_end": stored / (drained - started),
+        "p99_ms": max(run["p99_us"] for run in runs) / 1000,
+        "acknowledged_events_server": accepted,
+        "stored_events": stored,
+        "stored_equals_acknowledged": stored == accepted,
+        "wrk": runs,
+    }
+
+
+def bench_postgres(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """One node and two nodes on a PostgreSQL cluster of their own (fsync on), beside the
+    SQLite figure of the same run."""
+    sys.path.insert(0, str(ROOT))
+    from tests.postgres_cluster import PostgresCluster, postgres_missing
+
+    missing = postgres_missing()
+    if missing is not None:
+        print(f"PostgreSQL skipped: {missing}")
+        return
+    cluster = PostgresCluster(fsync=True)
+    try:
+        cluster.start()
+        sqlite = results["events_100"]["tlytics"]["stored_events_per_s_end_to_end"]
+        for node_count in (1, 2):
+            url = cluster.create_database(f"bench{node_count}")
+            ours = bench_nodes(node_count, url, args.sustained, args)
+            ours["ratio_to_sqlite_stored"] = ours["stored_events_per_s_end_to_end"] / sqlite
+            results[f"postgresql_{node_count}_nodes"] = ours
+            print(
+                f"postgresql {node_count} node{'s' if node_count > 1 else ' '}  ack {ours['acknowledged_events_per_s']:>8,.0f} ev/s"
+                f"  stored e2e {ours['stored_events_per_s_end_to_end']:>8,.0f} ev/s  ratio to SQLite stored"
+                f" {ours['ratio_to_sqlite_stored']:.2f}  p99 {ours['p99_ms']:.1f} ms  stored==acked {ours['stored_equals_acknowledged']}",
+                flush=True,
+            )
+    finally:
+        cluster.remove()
+
+
 def bench_client(args: argparse.Namespace) -> dict[str, Any]:
     sys.path.insert(0, str(ROOT))
     from tlytics import Client, Config
@@ -302,6 +409,12 @@ def main() -> None:
     parser.add_argument("--log-level", default="warning", help="server log level (info logs every request)")
     parser.add_argument("--client-events", type=int, default=200_000)
     parser.add_argument("--only", choices=["server", "client"], help="run one part only")
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgresql"],
+        default="sqlite",
+        help="postgresql: also one and two nodes on a PostgreSQL cluster the benchmark starts (needs Debian's postgresql)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None and args.only != "client":
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -342,6 +455,8 @@ def main() -> None:
             f"  ratio to normal {results['spool_sync_full']['ratio_to_normal_acknowledged']:.2f}  p99 {full['p99_ms']:.1f} ms",
             flush=True,
         )
+        if args.store == "postgresql":
+            bench_postgres(args, results)
     if args.only != "server":
         client = bench_client(args)
         results["client"] = client
