@@ -3,15 +3,26 @@
 A writer function is a plain module-level function `fn(resources, *args)`; the executor
 (thread or process) owns one `WriterResources` and hands it to each call. The store is opened
 on first use, not up front: opening can fail while another process holds the store's write
-lock, and that must fail one call (retried with backoff) rather than the writer's start.
+lock, or while PostgreSQL is down, and that must fail one call (retried with backoff) rather
+than the writer's start. After a call fails on the store, the store is closed and opened afresh
+by the next one: a connection PostgreSQL dropped (a restart, a failover) is never used again.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar, TypeVarTuple
 
+import structlog
+
+from tlytics.errors import StoreError
 from tlytics.spool import Spool
 from tlytics.store import StoreWriter
+
+log = structlog.get_logger("tlytics.writer")
+
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 
 class WriterResources:
@@ -30,6 +41,24 @@ class WriterResources:
         if self._store is None:
             self._store = self._open_store()
         return self._store
+
+    def call(self, fn: Callable[[WriterResources, *Args], T], *args: *Args) -> T:
+        """`fn(self, *args)`, the way every executor runs a writer function: when it fails on
+        the store, the store is closed so the next call opens it afresh."""
+        try:
+            return fn(self, *args)
+        except StoreError:
+            self._drop_store()
+            raise
+
+    def _drop_store(self) -> None:
+        store, self._store = self._store, None
+        if store is None:
+            return
+        try:
+            store.close()
+        except Exception as exc:  # a broken connection may fail to close too; it is dropped anyway
+            log.warning("store_close_failed", error=str(exc))
 
     def close_store(self) -> None:
         if self._store is not None:
