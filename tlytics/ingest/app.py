@@ -18,7 +18,6 @@ from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.middleware import answer_headers, errors_and_access_log
 from tlytics.ingest.routes import add_routes
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.store_choice import node_name, open_reader, open_writer
 from tlytics.ingest.state import (
     COMMITTER,
     COUNTERS,
@@ -31,6 +30,7 @@ from tlytics.ingest.state import (
     WRITE_SCHEDULER,
     IngestCounters,
 )
+from tlytics.ingest.store_choice import node_name, open_reader, open_writer, reopens_after_failure
 from tlytics.ingest.writer import (
     DrainResult,
     ProcessExecutor,
@@ -137,7 +137,12 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
         executor = ProcessExecutor(settings, parent_pid=os.getpid())
     else:
         executor = ThreadExecutor(
-            WriterResources(app[SPOOL], app[QUARANTINE], lambda: open_writer(settings))
+            WriterResources(
+                app[SPOOL],
+                app[QUARANTINE],
+                lambda: open_writer(settings),
+                reopen_store_after_failure=reopens_after_failure(settings),
+            )
         )
     metrics = app[METRICS]
 

@@ -66,9 +66,7 @@ def _option(
     metadata = {_OPTION: option}
     if repeatable:
         return dataclasses.field(default=(), metadata=metadata, repr=not secret)
-    return dataclasses.field(
-        default=None if default is None else parser(default), metadata=metadata, repr=not secret
-    )
+    return dataclasses.field(default=None if default is None else parser(default), metadata=metadata, repr=not secret)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,7 @@ from typing import TypeVar
 
 import structlog
 
-from tlytics.errors import StoreError
+from tlytics.errors import StoreError, StoreUnavailable
 from tlytics.ingest.settings import Settings
 from tlytics.store import EventFilter, Page, Position, SQLiteReader, SQLiteWriter, StoreReader, StoreWriter
 from tlytics.store import migrate_store as migrate_sqlite
@@ -33,6 +33,7 @@ T = TypeVar("T")
 # In the spool directory: the name this server's writer gives PostgreSQL (see node_name).
 NODE_NAME_FILE = "node-name"
 _HOST_PART_MAX = 40
+_EVERY_EVENT = EventFilter()
 
 
 def node_name(spool_dir: Path) -> str:
@@ -90,6 +91,12 @@ def open_writer(settings: Settings) -> StoreWriter:
     return PostgresWriter(settings.store_url, node=node_name(settings.resolved_spool_dir))
 
 
+def reopens_after_failure(settings: Settings) -> bool:
+    """Whether the writer closes its store after a failed call and opens it afresh for the
+    next: for PostgreSQL, whose connection a restart or a failover breaks."""
+    return settings.store_url is not None
+
+
 def open_reader(settings: Settings) -> StoreReader:
     """The chosen store's read side, migrated first. SQLite: StoreError when it cannot be
     opened (the server does not start). PostgreSQL: opened now if it answers, else on a later
@@ -106,7 +113,7 @@ def open_reader(settings: Settings) -> StoreReader:
         migrate_postgres(url)
         return PostgresReader(url)
 
-    reader = ReaderOnDemand(open_postgres)
+    reader = ReaderOnDemand(open_postgres, unavailable=_postgres_unreachable)
     try:
         reader.open()
     except StoreError as exc:
@@ -119,12 +126,30 @@ def open_reader(settings: Settings) -> StoreReader:
     return reader
 
 
+def _postgres_unreachable(exc: StoreError) -> bool:
+    """Whether `exc` means PostgreSQL cannot be reached now (down, restarting, the connection
+    lost) rather than a failed query: psycopg says so by the class of the error underneath."""
+    import psycopg
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, StoreUnavailable | psycopg.OperationalError | psycopg.InterfaceError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 class ReaderOnDemand:
     """A `StoreReader` opened on first use, and tried again on the next read after opening
-    failed (PostgreSQL down as the server started). Thread-safe, as a reader must be."""
+    failed (PostgreSQL down as the server started). A failure that `unavailable` recognizes
+    is raised as StoreUnavailable (answered 503 with Retry-After, not 500). Thread-safe, as a
+    reader must be."""
 
-    def __init__(self, open_reader: Callable[[], StoreReader]) -> None:
+    def __init__(
+        self, open_reader: Callable[[], StoreReader], *, unavailable: Callable[[StoreError], bool] | None = None
+    ) -> None:
         self._open_reader = open_reader
+        self._unavailable = unavailable or (lambda exc: False)
         self._reader: StoreReader | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -138,36 +163,50 @@ class ReaderOnDemand:
             if self._closed:
                 raise StoreError("the store reader is closed")
             if self._reader is None:
-                self._reader = self._open_reader()
+                self._reader = self._translated(self._open_reader)
             return self._reader
 
+    def _translated(self, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if self._unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+
+    def _read(self, read: Callable[[StoreReader], T]) -> T:
+        reader = self.open()
+        return self._translated(lambda: read(reader))
+
     def count(self) -> int:
-        return self.open().count()
+        return self._read(lambda reader: reader.count())
 
     def page(
         self,
         page: int,
         page_size: int,
         *,
-        where: EventFilter = EventFilter(),
+        where: EventFilter = _EVERY_EVENT,
         after: Position | None = None,
         ascending: bool = False,
     ) -> Page:
-        return self.open().page(page, page_size, where=where, after=after, ascending=ascending)
+        return self._read(lambda reader: reader.page(page, page_size, where=where, after=after, ascending=ascending))
 
     def keys_summary(self) -> list[tuple[str, int, int, int]]:
-        return self.open().keys_summary()
+        return self._read(lambda reader: reader.keys_summary())
 
     def bucket_counts(
         self, starts_us: Sequence[int], end_us: int, where: EventFilter, unique_path: str | None
     ) -> list[tuple[int, int | None]]:
-        return self.open().bucket_counts(starts_us, end_us, where, unique_path)
+        return self._read(lambda reader: reader.bucket_counts(starts_us, end_us, where, unique_path))
 
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
-        return self.open().breakdown(where, path, limit)
+        return self._read(lambda reader: reader.breakdown(where, path, limit))
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
-        return self.open().existing_ids(ids)
+        return self._read(lambda reader: reader.existing_ids(ids))
 
     def close(self) -> None:
         with self._lock:
