@@ -30,7 +30,7 @@ from tlytics.ingest.state import (
     WRITE_SCHEDULER,
     IngestCounters,
 )
-from tlytics.ingest.store_choice import node_name, open_reader, open_writer, reopens_after_failure
+from tlytics.ingest.store_choice import node_name, open_reader, open_writer
 from tlytics.ingest.writer import (
     DrainResult,
     ProcessExecutor,
@@ -141,7 +141,6 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
                 app[SPOOL],
                 app[QUARANTINE],
                 lambda: open_writer(settings),
-                reopen_store_after_failure=reopens_after_failure(settings),
             )
         )
     metrics = app[METRICS]

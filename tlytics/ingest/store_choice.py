@@ -4,14 +4,15 @@ or PostgreSQL at `--store postgresql://…`, shared by any number of servers.
 SQLite is a local file: if it cannot be opened the server does not start. PostgreSQL is a
 server of its own that may be down when this one starts or go down later; events are still
 acknowledged into the local spool meanwhile. So its reader opens on demand (a read answers 503
-until PostgreSQL answers) and the writer opens its store on first use, migrating first, and
-again after each failure (see WriterResources), so it catches up once PostgreSQL is back.
+until PostgreSQL answers) and the writer opens its store on first use, migrating it, and tries
+again after a failure with backoff (see WriteScheduler), so it catches up once PostgreSQL is back.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import string
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -33,6 +34,7 @@ T = TypeVar("T")
 # In the spool directory: the name this server's writer gives PostgreSQL (see node_name).
 NODE_NAME_FILE = "node-name"
 _HOST_PART_MAX = 40
+_NODE_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-.")
 _EVERY_EVENT = EventFilter()
 
 
@@ -50,7 +52,7 @@ def node_name(spool_dir: Path) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    host = "".join(c if c.isalnum() or c in "-." else "-" for c in socket.gethostname())[:_HOST_PART_MAX]
+    host = "".join(c if c in _NODE_NAME_CHARACTERS else "-" for c in socket.gethostname())[:_HOST_PART_MAX]
     name = f"{host or 'node'}-{uuid.uuid4().hex[:8]}"
     spool_dir.mkdir(parents=True, exist_ok=True)
     draft = spool_dir / f".{NODE_NAME_FILE}.{os.getpid()}"
@@ -76,25 +78,19 @@ def migrate(settings: Settings) -> None:
 
 
 def open_writer(settings: Settings) -> StoreWriter:
-    """The chosen store's write side, for the writer alone (its thread or its process).
-
-    PostgreSQL is migrated first: when it was down as this server started, the migrations have
-    not run yet (the advisory lock makes running them again cheap and safe)."""
+    """The chosen store's write side, for the writer alone (its thread or its process); it
+    migrates the store as it opens (PostgreSQL may have been down as this server started, so
+    its migrations may not have run yet). Opened on first use and, when opening fails, again
+    on the next attempt (WriterResources); a PostgreSQL writer replaces a broken connection
+    by itself."""
     if settings.store_url is None:
         # The store syncs at least as hard as the spool: with a "full" spool, a power loss
         # must not lose store commits whose spool entries were already removed.
         return SQLiteWriter(settings.db_path, synchronous=settings.spool_sync)
-    from tlytics.store.postgres import PostgresWriter, migrate_postgres
+    from tlytics.store.postgres import PostgresWriter
 
-    migrate_postgres(settings.store_url)
     # PostgreSQL commits with synchronous_commit on whatever --spool-sync says.
     return PostgresWriter(settings.store_url, node=node_name(settings.resolved_spool_dir))
-
-
-def reopens_after_failure(settings: Settings) -> bool:
-    """Whether the writer closes its store after a failed call and opens it afresh for the
-    next: for PostgreSQL, whose connection a restart or a failover breaks."""
-    return settings.store_url is not None
 
 
 def open_reader(settings: Settings) -> StoreReader:

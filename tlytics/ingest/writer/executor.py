@@ -42,7 +42,7 @@ class ThreadExecutor:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
 
     async def execute(self, fn: Callable[[WriterResources, *Args], T], *args: *Args) -> T:
-        call = functools.partial(self._resources.call, fn, *args)
+        call = functools.partial(fn, self._resources, *args)
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 
     async def close(self) -> None:

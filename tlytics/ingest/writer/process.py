@@ -25,7 +25,7 @@ from typing import TypeVar, TypeVarTuple
 import structlog
 
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.store_choice import open_writer, reopens_after_failure
+from tlytics.ingest.store_choice import open_writer
 from tlytics.ingest.writer.resources import WriterResources
 from tlytics.spool import Spool
 
@@ -72,14 +72,13 @@ def _initialize(settings: Settings, parent_pid: int) -> None:
         Spool(spool_dir, sync=settings.spool_sync),
         Spool(spool_dir / "quarantine", sync=settings.spool_sync),
         lambda: open_writer(settings),
-        reopen_store_after_failure=reopens_after_failure(settings),
     )
 
 
 def _run(fn: Callable[..., T], *args: object) -> T:
     """In the writer process: one writer function with this process's resources."""
     assert _resources is not None, "the writer process was not initialized"
-    return _resources.call(fn, *args)
+    return fn(_resources, *args)
 
 
 @contextmanager
