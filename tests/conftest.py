@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 from tests.helpers import (
     ServerProcess,
 )
+from tests.postgres_cluster import postgres_cluster  # noqa: F401  (the session's PostgreSQL: a fixture)
 from tlytics.ingest import Settings, create_app
 from tlytics.spool import Spool
 from tlytics.store import SQLiteStore

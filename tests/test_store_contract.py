@@ -1,5 +1,5 @@
 """The store contract: what every backend must do, run against each backend in
-`store_backends.BACKENDS` (today SQLite; PostgreSQL joins by adding its name there).
+`store_backends.BACKENDS` (SQLite and PostgreSQL).
 
 Only the `StoreWriter` and `StoreReader` protocols are used here, never a backend's insides,
 so a second backend passes the very same tests.
@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -46,8 +45,8 @@ class OpenStore:
 
 
 @pytest.fixture(params=sorted(BACKENDS))
-def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreBackend]:
-    backend = BACKENDS[request.param](tmp_path)
+def store_backend(request: pytest.FixtureRequest) -> Iterator[StoreBackend]:
+    backend = BACKENDS[request.param](request)
     yield backend
     backend.close()
 

@@ -1,0 +1,124 @@
+"""The one WHERE builder of the PostgreSQL store: an `EventFilter` as SQL conditions and their
+parameters, used alike by pages, counts, stats, breakdowns, retention, erasure, and the
+erasures recorded for other nodes' inserts (applied to the staging table, which has the
+events' columns), so a filter means the same events wherever it is applied.
+
+Properties are read from the stored text as `json` (never `jsonb`, which rewrites numbers):
+`data::json #> path` keeps a number's spelling, so the SQL functions of the schema
+(`tlytics_number_key`, `tlytics_value_key`) can tell apart what SQLite tells apart: an integer
+within 64 bits is compared exactly, any other number as a double, `true` never equals `1`,
+`null` is a value and a missing property is not. Matches are the SQLite store's, tested by the
+same contract suite.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tlytics.store.base import EventFilter, PropertyMatch
+
+# A path step that `#>` would take as an array index; SQLite's `$.a.0` only names a key "0".
+_INDEX_LIKE = re.compile(r"-?[0-9]+\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class SqlWhere:
+    """Conditions that must all hold, and their `%s` parameters in order."""
+
+    conditions: tuple[str, ...] = ()
+    params: tuple[Any, ...] = ()
+
+    @property
+    def sql(self) -> str:
+        """` WHERE a AND b`, or nothing when every event matches."""
+        return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
+
+    def and_also(self, condition: str, *params: Any) -> SqlWhere:
+        """This filter narrowed by one more condition, whose parameters follow the filter's."""
+        return SqlWhere((*self.conditions, condition), (*self.params, *params))
+
+
+def json_path(path: str) -> list[str]:
+    """A property path (`a.b`) as the text[] `#>` takes."""
+    return path.split(".")
+
+
+def property_value(path: str, column: str = "data") -> tuple[str, list[Any]]:
+    """SQL for the JSON value at data.`path` (SQL NULL when missing), and its parameters.
+
+    A step that looks like an array index only reaches into an object, as in SQLite."""
+    steps = json_path(path)
+    value = f"({column}::json #> %s::text[])"
+    params: list[Any] = [steps]
+    for depth, step in enumerate(steps):
+        if _INDEX_LIKE.match(step):
+            value = f"(CASE WHEN json_typeof({column}::json #> %s::text[]) = 'object' THEN {value} END)"
+            params = [steps[:depth], *params]
+    return value, params
+
+
+def sql_where(where: EventFilter, *, table: str = "") -> SqlWhere:
+    """The SQL for `where` on the events table (or one with its columns; `table` qualifies them)."""
+    prefix = f"{table}." if table else ""
+    conditions: list[str] = []
+    params: list[Any] = []
+    if where.keys:
+        conditions.append(f"{prefix}key = ANY(%s::text[])")
+        params.append(list(where.keys))
+    if where.since_us is not None:
+        conditions.append(f"{prefix}ts >= %s")
+        params.append(where.since_us)
+    if where.until_us is not None:
+        conditions.append(f"{prefix}ts < %s")
+        params.append(where.until_us)
+    for path, match in where.where:
+        value, value_params = property_value(path, f"{prefix}data")
+        condition, match_params = _property_condition(value, match)
+        conditions.append(condition)
+        params += value_params + match_params
+    return SqlWhere(tuple(conditions), tuple(params))
+
+
+def _property_condition(value: str, match: PropertyMatch) -> tuple[str, list[Any]]:
+    """SQL for one typed property match on the JSON `value`."""
+    if match.kind == "null":
+        return f"json_typeof({value}) = 'null'", []
+    if match.kind in ("true", "false"):
+        return f"tlytics_value_kind({value}) = %s", [match.kind]
+    if match.kind == "number" and match.number is not None:
+        # A JSON number of that value (keys computed by the same function on both sides),
+        # or a JSON string spelt exactly so.
+        return f"tlytics_matches_number({value}, tlytics_number_key(%s), %s)", [match.text, match.text]
+    return f"tlytics_matches_string({value}, %s)", [match.text]
+
+
+def filter_to_json(where: EventFilter) -> str:
+    """`where` as JSON text, the same text for the same filter (an erasure recorded twice is
+    one row)."""
+    return orjson.dumps(
+        {
+            "keys": list(where.keys),
+            "since_us": where.since_us,
+            "until_us": where.until_us,
+            "where": [[path, {"kind": m.kind, "text": m.text, "number": m.number}] for path, m in where.where],
+        },
+        option=orjson.OPT_SORT_KEYS,
+    ).decode()
+
+
+def filter_from_json(text: str) -> EventFilter:
+    """The filter `filter_to_json` wrote."""
+    fields = orjson.loads(text)
+    return EventFilter(
+        keys=tuple(fields["keys"]),
+        since_us=fields["since_us"],
+        until_us=fields["until_us"],
+        where=tuple(
+            (path, PropertyMatch(kind=match["kind"], text=match["text"], number=match["number"]))
+            for path, match in fields["where"]
+        ),
+    )

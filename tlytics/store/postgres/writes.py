@@ -1,0 +1,201 @@
+"""The write side of the PostgreSQL store: inserts and deletions, each one transaction that
+also keeps this node's counter and rollups in step with the events.
+
+Each ingest node has its own writer, named by `node`: its counter row and rollup rows are its
+own, so nodes never wait on one hot row; reads sum them. A batch is COPYed (binary) into a
+temporary staging table, then moved into `events` with `ON CONFLICT (id) DO NOTHING`, and the
+rollups are built from the rows that INSERT returned, so an id sent to two nodes is stored and
+counted once. Inserts go in id order: two nodes inserting overlapping batches wait for each
+other instead of deadlocking.
+
+Erasure across nodes: an erasure records its filter and time in `erasures` under an exclusive
+advisory lock; every insert takes that lock shared and first applies the erasures made after
+its oldest row was received, so an event another node acknowledged before the erasure but
+writes after it is never stored.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Sequence
+from typing import cast
+
+import psycopg
+
+from tlytics.errors import StoreError
+from tlytics.store.base import EventFilter, StoreRow
+from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
+from tlytics.store.postgres.filters import filter_from_json, filter_to_json, sql_where
+from tlytics.store.postgres.schema import BUCKET_SQL, ERASURE_LOCK, Connection, migrate_postgres
+
+_NODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
+_NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
+
+_STAGING = (
+    "CREATE TEMPORARY TABLE staging (id uuid NOT NULL, key text NOT NULL, ts bigint NOT NULL,"
+    " received_at bigint NOT NULL, data text NOT NULL) ON COMMIT DELETE ROWS"
+)
+_COPY = "COPY staging (id, key, ts, received_at, data) FROM STDIN (FORMAT BINARY)"
+_COPY_TYPES = ["uuid", "text", "int8", "int8", "text"]
+# The erasures that may cover rows of this batch: those made after its oldest row was received.
+_RELEVANT_ERASURES = "SELECT filter, made_at FROM erasures WHERE made_at > (SELECT min(received_at) FROM staging)"
+
+# The new rows, and the rollups and this node's counter from them (the RETURNING rows: never
+# a duplicate). Parameters: node, node, node.
+_INSERT_NEW = f"""
+WITH new AS (
+    INSERT INTO events (id, key, ts, received_at, data)
+    SELECT id, key, ts, received_at, data FROM staging s
+    WHERE NOT EXISTS (SELECT 1 FROM erased_ids e WHERE e.id = s.id)
+    ORDER BY id
+    ON CONFLICT (id) DO NOTHING
+    RETURNING key, ts
+), rolled AS (
+    INSERT INTO rollup_15m (bucket, key, node, count)
+    SELECT {BUCKET_SQL}, key, %s, count(*) FROM new GROUP BY 1, 2
+    ON CONFLICT (bucket, key, node) DO UPDATE SET count = rollup_15m.count + excluded.count
+), keyed AS (
+    INSERT INTO key_stats (key, node, count, first_ts, last_ts)
+    SELECT key, %s, count(*), min(ts), max(ts) FROM new GROUP BY key
+    ON CONFLICT (key, node) DO UPDATE SET count = key_stats.count + excluded.count,
+        first_ts = least(key_stats.first_ts, excluded.first_ts), last_ts = greatest(key_stats.last_ts, excluded.last_ts)
+), counted AS (
+    INSERT INTO counters (node, count) SELECT %s, count(*) FROM new HAVING count(*) > 0
+    ON CONFLICT (node) DO UPDATE SET count = counters.count + excluded.count
+)
+SELECT count(*) FROM new
+"""
+
+# Deleted rows out of this node's rollups and counter (another node's rows may go negative
+# there: the sums stay right). key_stats keeps first_ts/last_ts: they say when a key was first
+# and last seen, which stays true after its events are deleted.
+_DELETE = """
+WITH gone AS (
+    DELETE FROM events WHERE id IN (SELECT id FROM events{where} LIMIT %s) RETURNING id, key, ts
+){remember}, rolled AS (
+    INSERT INTO rollup_15m (bucket, key, node, count)
+    SELECT {bucket}, key, %s, -count(*) FROM gone GROUP BY 1, 2
+    ON CONFLICT (bucket, key, node) DO UPDATE SET count = rollup_15m.count + excluded.count
+), keyed AS (
+    INSERT INTO key_stats (key, node, count, first_ts, last_ts)
+    SELECT key, %s, -count(*), min(ts), max(ts) FROM gone GROUP BY key
+    ON CONFLICT (key, node) DO UPDATE SET count = key_stats.count + excluded.count
+), counted AS (
+    INSERT INTO counters (node, count) SELECT %s, -count(*) FROM gone HAVING count(*) > 0
+    ON CONFLICT (node) DO UPDATE SET count = counters.count + excluded.count
+)
+SELECT count(*), min({bucket}), max({bucket}) FROM gone
+"""
+_REMEMBER = ", remembered AS (INSERT INTO erased_ids (id) SELECT id FROM gone ON CONFLICT DO NOTHING)"
+
+
+class PostgresWriter:
+    """The write side of the store on one PostgreSQL database, for the ingest node `node` (a
+    short name that stays the same across restarts: its counter and rollup rows). Opening it
+    runs the migrations; the connection is opened on first use and again after it broke."""
+
+    def __init__(self, url: str, *, node: str) -> None:
+        if not _NODE.match(node):
+            raise ValueError(f"node must be 1-64 letters, digits or _.:- (got {node!r})")
+        self.url = url
+        self.node = node
+        self._where = describe(url)
+        self._connection: Connection | None = None
+        migrate_postgres(url)
+
+    def _writing(self) -> Connection:
+        """The write connection, (re)opened when needed, with its staging table."""
+        if self._connection is not None and unusable(self._connection):
+            self._discard()
+        if self._connection is None:
+            with store_errors(f"opening store {self._where}"):
+                connection = connect(self.url, application=f"tlytics-writer {self.node}")
+                try:
+                    # Commit only once the WAL is on disk, whatever the server's default.
+                    connection.execute("SET synchronous_commit = on")
+                    connection.execute(_STAGING)
+                except BaseException:
+                    connection.close()
+                    raise
+            self._connection = connection
+        return self._connection
+
+    def _discard(self) -> None:
+        if self._connection is not None:
+            try:
+                self._connection.close()
+            except psycopg.Error:
+                pass  # it is broken already
+            self._connection = None
+
+    def insert(self, rows: Sequence[StoreRow]) -> int:
+        if not rows:
+            return 0
+        connection = self._writing()
+        try:
+            with store_errors(f"insert of {len(rows)} events"), connection.transaction(), connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ERASURE_LOCK,))
+                with cursor.copy(_COPY) as copy:
+                    copy.set_types(_COPY_TYPES)
+                    for event_id, key, timestamp_us, received_at_us, data in rows:
+                        copy.write_row((uuid.UUID(bytes=event_id), key, timestamp_us, received_at_us, data))
+                for recorded, made_at_us in cursor.execute(_RELEVANT_ERASURES).fetchall():
+                    # Rows received before the erasure that it matches: erased, so not stored.
+                    covered = sql_where(filter_from_json(cast(str, recorded)), table="s").and_also(
+                        "s.received_at < %s", made_at_us
+                    )
+                    cursor.execute(
+                        f"INSERT INTO erased_ids (id) SELECT s.id FROM staging s{covered.sql} ON CONFLICT DO NOTHING",
+                        covered.params,
+                    )
+                cursor.execute(_INSERT_NEW, (self.node, self.node, self.node))
+                inserted = cursor.fetchone()
+        except StoreError:
+            if unusable(connection):
+                self._discard()
+            raise
+        assert inserted is not None  # an aggregate always answers one row
+        return cast(int, inserted[0])
+
+    def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
+        """Delete up to `max_rows` matching events in one transaction; return how many.
+
+        With `remember_ids` (erasure), their ids are kept so they are never stored again, and
+        the erasure itself is recorded (even when nothing matched here yet), so that every
+        node's writer applies it to the events it received before now and writes later.
+        """
+        matching = sql_where(where)
+        connection = self._writing()
+        try:
+            with (
+                store_errors(f"delete of up to {max_rows} events"),
+                connection.transaction(),
+                connection.cursor() as cursor,
+            ):
+                if remember_ids:
+                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,))
+                    # One row per filter: erasing again only moves its time forward.
+                    cursor.execute(
+                        f"INSERT INTO erasures (filter, made_at) VALUES (%s, {_NOW_US}) ON CONFLICT (filter)"
+                        " DO UPDATE SET made_at = greatest(erasures.made_at, excluded.made_at)",
+                        (filter_to_json(where),),
+                    )
+                query = _DELETE.format(
+                    where=matching.sql, remember=_REMEMBER if remember_ids else "", bucket=BUCKET_SQL
+                )
+                cursor.execute(query, (*matching.params, max_rows, self.node, self.node, self.node))
+                deleted, first_bucket, last_bucket = cursor.fetchone() or (0, None, None)
+                if deleted:
+                    cursor.execute(
+                        "DELETE FROM rollup_15m WHERE node = %s AND count = 0 AND bucket BETWEEN %s AND %s",
+                        (self.node, first_bucket, last_bucket),
+                    )
+        except StoreError:
+            if unusable(connection):
+                self._discard()
+            raise
+        return cast(int, deleted)
+
+    def close(self) -> None:
+        self._discard()
