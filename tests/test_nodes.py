@@ -77,7 +77,7 @@ def test_two_nodes_store_each_id_once_and_answer_the_same(server_factory: Any, t
     a = start_node(server_factory, tmp_path, "a", database)
     b = start_node(server_factory, tmp_path, "b", database)
     events = [
-        event(n, key="signup" if n % 3 == 0 else "page_view", user=f"u{n % 7}", page=f"/p{n % 5}", n=n)
+        event(n, key="signup" if n % 3 == 0 else "page_view", user=f"u{n % 7}", page=f"/p{n % 5}", seq=n)
         for n in range(300)
     ]
     post_all(a, events[:100])
@@ -104,7 +104,7 @@ def test_two_nodes_store_each_id_once_and_answer_the_same(server_factory: Any, t
         "/view?order=asc&page_size=20&where=data.user:u3",
         "/keys",
         f"/stats?interval=minute&{window}&unique=data.user&breakdown=data.page",
-        f"/stats?interval=hour&{window}&key=page_view&where=data.n:42",
+        f"/stats?interval=hour&{window}&key=page_view&where=data.seq:42",
         "/export?format=ndjson",
         "/export?format=csv&where=data.page:/p1",
     ):
