@@ -156,3 +156,14 @@ def test_a_node_starts_and_acknowledges_while_postgresql_does_not_answer(server_
     assert SECRET not in log
     assert "postgresql://tlytics:***@127.0.0.1" in log
     assert "store_unavailable_at_start" in log
+
+
+def test_an_unavailable_store_is_a_503_to_retry_and_any_other_store_error_a_500() -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from tlytics.ingest.error_answers import error_answer
+
+    answer = error_answer(make_mocked_request("GET", "/view"), StoreUnavailable("connection refused"))
+    assert answer is not None and answer.status == 503 and answer.headers is not None
+    assert answer.headers["Retry-After"] and "retry later" in answer.message
+    assert error_answer(make_mocked_request("GET", "/view"), StoreError("disk I/O error")) is None
