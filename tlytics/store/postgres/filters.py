@@ -4,7 +4,7 @@ erasures recorded for other nodes' inserts (applied to the staging table, which 
 events' columns), so a filter means the same events wherever it is applied.
 
 Properties are read from the stored text as `json` (never `jsonb`, which rewrites numbers):
-`data::json #> path` keeps a number's spelling, so the SQL functions of the schema
+`tlytics_json(data) #> path` keeps a number's spelling, so the SQL functions of the schema
 (`tlytics_number_key`, `tlytics_value_key`) can tell apart what SQLite tells apart: an integer
 within 64 bits is compared exactly, any other number as a double, `true` never equals `1`,
 `null` is a value and a missing property is not. Matches are the SQLite store's, tested by the
@@ -52,11 +52,11 @@ def property_value(path: str, column: str = "data") -> tuple[str, list[Any]]:
 
     A step that looks like an array index only reaches into an object, as in SQLite."""
     steps = json_path(path)
-    value = f"({column}::json #> %s::text[])"
+    value = f"(tlytics_json({column}) #> %s::text[])"
     params: list[Any] = [steps]
     for depth, step in enumerate(steps):
         if _INDEX_LIKE.match(step):
-            value = f"(CASE WHEN json_typeof({column}::json #> %s::text[]) = 'object' THEN {value} END)"
+            value = f"(CASE WHEN json_typeof(tlytics_json({column}) #> %s::text[]) = 'object' THEN {value} END)"
             params = [steps[:depth], *params]
     return value, params
 

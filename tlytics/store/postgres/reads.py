@@ -3,8 +3,9 @@ id lookups, on one connection per reading thread.
 
 Each thread opens its own connection on its first read (and again after one broke, e.g. when
 PostgreSQL restarted), so a slow filtered count on one thread holds up neither `/health` on
-another nor any writer. Every call is one read-only REPEATABLE READ transaction: a page's total
-and rows come from the same snapshot. The schema is the writers' business: a connection refuses
+another nor any writer. Every read is one statement, so one snapshot (a page's total and rows
+come from the same one) in one round trip; the breakdown's two statements share a read-only
+REPEATABLE READ transaction. The schema is the writers' business: a connection refuses
 a database whose migrations have not run yet instead of misreading it.
 """
 
@@ -22,7 +23,6 @@ import orjson
 import psycopg
 from psycopg import IsolationLevel
 
-from tlytics.chunks import chunks
 from tlytics.errors import StoreError
 from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
@@ -118,12 +118,18 @@ class PostgresReader:
             pass  # it is broken already
 
     @contextmanager
-    def _transaction(self, action: str) -> Iterator[Connection]:
-        """This thread's connection inside one read-only snapshot; StoreError when it fails."""
+    def _transaction(self, action: str, *, statements: int = 1) -> Iterator[Connection]:
+        """This thread's connection, inside one read-only snapshot when a read takes several
+        statements (one statement is a snapshot of its own, and saves BEGIN and COMMIT: two
+        round trips); StoreError when it fails."""
         connection = self._reading()
         try:
-            with store_errors(action), connection.transaction():
-                yield connection
+            with store_errors(action):
+                if statements == 1:
+                    yield connection
+                else:
+                    with connection.transaction():
+                        yield connection
         except StoreError:
             if unusable(connection):
                 self._forget(connection)
@@ -150,18 +156,31 @@ class PostgresReader:
                 f"(ts, id) {'>' if ascending else '<'} (%s, %s)", after.timestamp_us, uuid.UUID(bytes=after.id)
             )
         direction = "ASC" if ascending else "DESC"
+        order = f"ORDER BY ts {direction}, id {direction}"
         offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
+        columns = "id, key, ts, received_at, data"
+        # One row more than asked tells whether a next page exists.
+        rows_sql = f"SELECT {columns} FROM events{shown.sql} {order} LIMIT %s OFFSET %s"
+        if offset:
+            # Skip the offset on the (ts, id) index alone (an index-only scan where the filter
+            # allows), then read the page's rows: not every skipped row's data.
+            rows_sql = (
+                f"SELECT {columns} FROM events WHERE (ts, id) IN"
+                f" (SELECT ts, id FROM events{shown.sql} {order} LIMIT %s OFFSET %s)"
+            )
+        if where.is_empty:
+            total_sql, total_params = "SELECT coalesce(sum(count), 0)::bigint AS n FROM counters", ()
+        else:
+            total_sql, total_params = f"SELECT count(*) AS n FROM events{matching.sql}", matching.params
+        # One statement, so the total and the rows come from the same snapshot.
         query = (
-            f"SELECT id, key, ts, received_at, data FROM events{shown.sql}"
-            f" ORDER BY ts {direction}, id {direction} LIMIT %s OFFSET %s"
+            f"WITH total AS ({total_sql}), shown AS ({rows_sql})"
+            f" SELECT total.n, shown.* FROM total LEFT JOIN shown ON true {order}"
         )
         with self._transaction("page read") as connection:
-            if where.is_empty:
-                total = _count(connection, _COUNT, ())
-            else:
-                total = _count(connection, f"SELECT count(*) FROM events{matching.sql}", matching.params)
-            # One row more than asked tells whether a next page exists.
-            rows = connection.execute(query, (*shown.params, page_size + 1, offset)).fetchall()
+            answer = connection.execute(query, (*total_params, *shown.params, page_size + 1, offset)).fetchall()
+        total = cast(int, answer[0][0])
+        rows = [row[1:] for row in answer if row[1] is not None]
         next_position = None
         if len(rows) > page_size:
             rows = rows[:page_size]
@@ -183,53 +202,53 @@ class PostgresReader:
         bounds = list(itertools.pairwise([*starts_us, end_us]))
         if not where.where and unique_path is None:
             return self._rollup_counts(bounds, where)
-        matching = sql_where(where)
-        unique_sql, head = "", list[Any]()
+        matching = sql_where(where).and_also("ts >= b.low AND ts < b.high")
+        unique_sql, head = ", NULL::bigint", list[Any]()
         if unique_path is not None:
             value, head = property_value(unique_path)
             unique_sql = f", count(DISTINCT tlytics_value_key({value}))"
-        results: list[tuple[int, int | None]] = []
+        # Every bucket in one statement: one round trip, one snapshot.
+        query = (
+            "SELECT counted.* FROM unnest(%s::bigint[], %s::bigint[]) WITH ORDINALITY AS b(low, high, i)"
+            f" CROSS JOIN LATERAL (SELECT count(*){unique_sql} FROM events{matching.sql}) counted ORDER BY b.i"
+        )
+        params = ([low for low, _ in bounds], [high for _, high in bounds], *head, *matching.params)
         with self._transaction("stats read") as connection:
-            for start, end in bounds:
-                bucket = matching.and_also("ts >= %s AND ts < %s", start, end)
-                row = connection.execute(
-                    f"SELECT count(*){unique_sql} FROM events{bucket.sql}", (*head, *bucket.params)
-                ).fetchone()
-                assert row is not None
-                results.append((cast(int, row[0]), cast(int, row[1]) if unique_path else None))
-        return results
+            rows = connection.execute(query, params).fetchall()
+        return [(cast(int, n), None if unique is None else cast(int, unique)) for n, unique in rows]
 
     def _rollup_counts(self, bounds: list[tuple[int, int]], where: EventFilter) -> list[tuple[int, int | None]]:
         """Bucket counts from rollup_15m (every node's rows) for a filter of keys and times only:
         the whole 15-minute buckets inside each range come from the rollup, the ragged edges
         (less than 15 minutes each) are counted from the events."""
         of_keys = sql_where(EventFilter(keys=where.keys))  # rollup_15m has a key column too
-
-        def count(connection: Connection, table: str, column: str, low: int, high: int) -> int:
-            in_range = of_keys.and_also(f"{column} >= %s AND {column} < %s", low, high)
-            total = "coalesce(sum(count), 0)::bigint" if table == "rollup_15m" else "count(*)"
-            return _count(connection, f"SELECT {total} FROM {table}{in_range.sql}", in_range.params)
-
-        results: list[tuple[int, int | None]] = []
+        # Per bucket: its whole 15-minute buckets, and its ragged edges before and after them
+        # (empty ranges where there are none).
+        ranges: list[tuple[int, int, int, int, int, int]] = []
+        for start, end in bounds:
+            low = start if where.since_us is None else max(start, where.since_us)
+            high = end if where.until_us is None else min(end, where.until_us)
+            first_whole = -(-low // BUCKET_US)  # ceil
+            last_whole = high // BUCKET_US
+            if low >= high:
+                ranges.append((0, 0, 0, 0, 0, 0))
+            elif first_whole >= last_whole:
+                ranges.append((0, 0, low, high, 0, 0))
+            else:
+                ranges.append((first_whole, last_whole, low, first_whole * BUCKET_US, last_whole * BUCKET_US, high))
+        rollup = of_keys.and_also("bucket >= b.whole_low AND bucket < b.whole_high")
+        before = of_keys.and_also("ts >= b.low AND ts < b.first_whole_us")
+        after = of_keys.and_also("ts >= b.last_whole_us AND ts < b.high")
+        query = (
+            f"SELECT (SELECT coalesce(sum(count), 0) FROM rollup_15m{rollup.sql})"
+            f" + (SELECT count(*) FROM events{before.sql}) + (SELECT count(*) FROM events{after.sql})"
+            " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])"
+            " WITH ORDINALITY AS b(whole_low, whole_high, low, first_whole_us, last_whole_us, high, i) ORDER BY b.i"
+        )
+        columns = [list(column) for column in zip(*ranges, strict=True)] if ranges else [[]] * 6
         with self._transaction("stats read") as connection:
-            for start, end in bounds:
-                low = start if where.since_us is None else max(start, where.since_us)
-                high = end if where.until_us is None else min(end, where.until_us)
-                if low >= high:
-                    results.append((0, None))
-                    continue
-                first_whole = -(-low // BUCKET_US)  # ceil
-                last_whole = high // BUCKET_US
-                if first_whole >= last_whole:
-                    total = count(connection, "events", "ts", low, high)
-                else:
-                    total = count(connection, "rollup_15m", "bucket", first_whole, last_whole)
-                    if low < first_whole * BUCKET_US:
-                        total += count(connection, "events", "ts", low, first_whole * BUCKET_US)
-                    if last_whole * BUCKET_US < high:
-                        total += count(connection, "events", "ts", last_whole * BUCKET_US, high)
-                results.append((total, None))
-        return results
+            rows = connection.execute(query, (*rollup.params, *before.params, *after.params, *columns)).fetchall()
+        return [(int(cast(Any, n)), None) for (n,) in rows]
 
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
         """Values are grouped by JSON kind and value, so `true` and `1`, or `"1"` and `1`, are
@@ -238,7 +257,7 @@ class PostgresReader:
         value, value_params = property_value(path)
         values = f"SELECT {value} AS v FROM events{matching.sql}"
         params = (*value_params, *matching.params)
-        with self._transaction("breakdown read") as connection:
+        with self._transaction("breakdown read", statements=2) as connection:
             top = connection.execute(
                 "SELECT kind, grouped, count(*) AS n FROM ("
                 f" SELECT tlytics_value_kind(v) AS kind, tlytics_group_value(v) AS grouped FROM ({values}) present"
@@ -262,11 +281,11 @@ class PostgresReader:
         if not ids:
             return found
         with self._transaction(f"lookup of {len(ids)} ids") as connection:
-            for chunk in chunks(ids):
-                rows = connection.execute(
-                    "SELECT id FROM events WHERE id = ANY(%s::uuid[])", ([uuid.UUID(bytes=i) for i in chunk],)
-                ).fetchall()
-                found.update(cast(uuid.UUID, row[0]).bytes for row in rows)
+            # One array parameter: no limit on parameters to chunk for.
+            rows = connection.execute(
+                "SELECT id FROM events WHERE id = ANY(%s::uuid[])", ([uuid.UUID(bytes=i) for i in ids],)
+            ).fetchall()
+        found.update(cast(uuid.UUID, row[0]).bytes for row in rows)
         return found
 
     def close(self) -> None:

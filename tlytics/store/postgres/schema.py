@@ -42,6 +42,14 @@ ERASURE_LOCK = 0x746C_7974_0000_0002
 # an integer within 64 bits exactly, any other number as a double (shortest text), an
 # integral double as that integer.
 _FUNCTIONS = """
+-- The stored text as json. PostgreSQL cannot hold NUL in text, and its json operators refuse a
+-- whole document with a \\u0000 escape anywhere in it: such an escape is read as \\uffff
+-- instead, so one event with it cannot fail every filtered read (its NUL then compares as
+-- U+FFFF; the stored text is untouched).
+CREATE FUNCTION tlytics_json(t text) RETURNS json
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT (CASE WHEN strpos(t, '\\u0000') > 0 THEN replace(t, '\\u0000', '\\uffff') ELSE t END)::json
+$$;
 CREATE FUNCTION tlytics_number_key(t text) RETURNS text
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
   SELECT CASE
@@ -129,7 +137,7 @@ def _derive_from_events(connection: Connection) -> None:
                                 PRIMARY KEY (key, node));
         CREATE TABLE erasures (filter text PRIMARY KEY, made_at bigint NOT NULL);
         DELETE FROM events WHERE ts < {MIN_US} OR ts > {MAX_US};
-        INSERT INTO counters (node, count) SELECT '', count(*) FROM events;
+        INSERT INTO counters (node, count) SELECT '', count(*) FROM events HAVING count(*) > 0;
         INSERT INTO rollup_15m (bucket, key, node, count) SELECT {BUCKET_SQL}, key, '', count(*) FROM events GROUP BY 1, 2;
         INSERT INTO key_stats (key, node, count, first_ts, last_ts)
             SELECT key, '', count(*), min(ts), max(ts) FROM events GROUP BY key;
