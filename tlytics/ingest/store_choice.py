@@ -55,7 +55,7 @@ def node_name(spool_dir: Path) -> str:
     host = "".join(c if c in _NODE_NAME_CHARACTERS else "-" for c in socket.gethostname())[:_HOST_PART_MAX]
     name = f"{host or 'node'}-{uuid.uuid4().hex[:8]}"
     spool_dir.mkdir(parents=True, exist_ok=True)
-    draft = spool_dir / f".{NODE_NAME_FILE}.{os.getpid()}"
+    draft = spool_dir / f".{NODE_NAME_FILE}.{uuid.uuid4().hex}"
     draft.write_text(name + "\n")
     try:
         # A link never replaces a name already there: whoever made it first wins.
