@@ -135,6 +135,7 @@ def test_every_default_is_the_documented_one() -> None:
     expected = {
         "host": "0.0.0.0",
         "port": 8081,
+        "store_url": None,
         "db_path": Path("analytics.db"),
         "spool_dir": None,
         "spool_sync": "normal",
@@ -158,6 +159,7 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
     samples = {
         "--host": "127.0.0.1",
         "--port": "9",
+        "--store": "postgresql://tlytics:secret@db.example:5432/tlytics",
         "--db": "/d.db",
         "--spool": "/s",
         "--spool-sync": "full",

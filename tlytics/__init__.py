@@ -2,7 +2,15 @@
 and never stored twice."""
 
 from tlytics.client import Client, Config, Event, EventsRejected
-from tlytics.errors import DeliveryError, InvalidEvent, SpoolError, SpoolFull, StoreError, TlyticsError
+from tlytics.errors import (
+    DeliveryError,
+    InvalidEvent,
+    SpoolError,
+    SpoolFull,
+    StoreError,
+    StoreUnavailable,
+    TlyticsError,
+)
 
 __version__ = "0.1.0"
 
@@ -16,6 +24,7 @@ __all__ = [
     "SpoolError",
     "SpoolFull",
     "StoreError",
+    "StoreUnavailable",
     "TlyticsError",
     "__version__",
 ]

@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             "listening",
             host=settings.host,
             port=settings.port,
-            db=str(settings.db_path),
+            store=settings.store_description,
             spool=str(settings.resolved_spool_dir),
             spool_sync=settings.spool_sync,
             flush_period_s=settings.flush_period_s,

@@ -50,7 +50,11 @@ class SpoolFull(SpoolError):
 
 
 class StoreError(TlyticsError):
-    """The event store (SQLite) failed a read or a write."""
+    """The event store (SQLite, PostgreSQL) failed a read or a write."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached now (PostgreSQL down or restarting); a retry later may do."""
 
 
 class DeliveryError(TlyticsError):

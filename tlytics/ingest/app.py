@@ -4,6 +4,7 @@ in reverse at shutdown)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import os
 from collections.abc import AsyncIterator
@@ -29,6 +30,7 @@ from tlytics.ingest.state import (
     WRITE_SCHEDULER,
     IngestCounters,
 )
+from tlytics.ingest.store_choice import node_name, open_reader, open_writer
 from tlytics.ingest.writer import (
     DrainResult,
     ProcessExecutor,
@@ -38,7 +40,6 @@ from tlytics.ingest.writer import (
     WriteScheduler,
 )
 from tlytics.spool import GroupCommitter, Spool
-from tlytics.store import SQLiteReader, SQLiteWriter, migrate_store
 
 log = structlog.get_logger("tlytics.ingest")
 
@@ -67,7 +68,8 @@ def create_app(settings: Settings) -> web.Application:
 
 async def _instance_lock_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    lock = InstanceLock(settings.db_path, settings.resolved_spool_dir)
+    # A PostgreSQL store is shared by design: only this server's spool is its own.
+    lock = InstanceLock(settings.db_path if settings.store_url is None else None, settings.resolved_spool_dir)
     lock.acquire()
     yield
     lock.release()
@@ -114,11 +116,13 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     # Migrations run here, once, before any reader opens: a reader never sees an old schema.
-    # The store syncs at least as hard as the spool: with a "full" spool, a power loss must
-    # not lose store commits whose spool entries were already removed.
-    migrate_store(settings.db_path, synchronous=settings.spool_sync)
-    reader = SQLiteReader(settings.db_path)
+    # A PostgreSQL that does not answer yet does not stop the server (see store_choice).
+    reader = await asyncio.to_thread(open_reader, settings)
     app[STORE] = reader
+    if settings.store_url is not None:
+        # The name this server's writer gives PostgreSQL, kept in its spool directory.
+        node = await asyncio.to_thread(node_name, settings.resolved_spool_dir)
+        log.info("shared_store", store=settings.store_description, node=node)
     # A few threads, each with its own read connection: a slow read holds up only its own.
     app[READ_EXECUTOR] = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="store-reader")
     yield
@@ -136,7 +140,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
             WriterResources(
                 app[SPOOL],
                 app[QUARANTINE],
-                lambda: SQLiteWriter(settings.db_path, synchronous=settings.spool_sync),
+                lambda: open_writer(settings),
             )
         )
     metrics = app[METRICS]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tlytics.errors import InvalidRequest, RequestTooLarge, SpoolError, SpoolFull, TlyticsError
+from tlytics.errors import InvalidRequest, RequestTooLarge, SpoolError, SpoolFull, StoreUnavailable, TlyticsError
 from tlytics.ingest.responses import ApiError
 from tlytics.ingest.writer import ErasureIncomplete
 
@@ -32,6 +32,10 @@ def _tlytics_error_answer(exc: TlyticsError) -> ApiError | None:
         return ApiError(503, f"cannot accept durably now, retry later: {exc}", headers=_RETRY_LATER)
     if isinstance(exc, ErasureIncomplete):
         return ApiError(503, f"cannot erase now, retry later: {exc}", headers=_RETRY_LATER, deleted=exc.deleted)
+    if isinstance(exc, StoreUnavailable):
+        # PostgreSQL down or restarting: nothing is wrong with the request, and a retry will do
+        # once it is back. (Any other StoreError, a disk I/O error, is a 500.)
+        return ApiError(503, f"the store cannot answer now, retry later: {exc}", headers=_RETRY_LATER)
     return None
 
 

@@ -1,10 +1,11 @@
-"""One server per store and per spool: exclusive locks on `<db>.lock` and `<spool>/.lock`,
-held for the server's lifetime.
+"""One server per SQLite store and per spool: exclusive locks on `<db>.lock` and
+`<spool>/.lock`, held for the server's lifetime.
 
-Two servers on one database would each run a writer; two servers on one spool (even with
-different databases) would each drain the other's acknowledged events into their own store.
+Two servers on one SQLite database would each run a writer; two servers on one spool (even
+with different stores) would each drain the other's acknowledged events into their store.
 The second one is refused with a clear message naming the resource and the holder's pid
-instead. The operating system drops the locks when the holder dies, even by SIGKILL, so a
+instead. A PostgreSQL store is shared on purpose (any number of servers, each with its own
+spool), and has no local file to lock: then only the spool is locked. The operating system drops the locks when the holder dies, even by SIGKILL, so a
 restart never finds a stale lock.
 """
 
@@ -28,17 +29,21 @@ class _Resource:
 
 
 class InstanceLock:
-    def __init__(self, db_path: Path, spool_dir: Path) -> None:
+    def __init__(self, db_path: Path | None, spool_dir: Path) -> None:
+        """`db_path`: the SQLite store's file; None for a shared store (PostgreSQL)."""
+        store = []
+        if db_path is not None:
+            store.append(_Resource("store", db_path, db_path.with_name(db_path.name + ".lock"), "--db", StoreError))
         self._resources = (
-            _Resource("store", db_path, db_path.with_name(db_path.name + ".lock"), "--db", StoreError),
+            *store,
             # Inside the spool directory, so the lock follows the directory however it is named
-            # (a relative path, a symlink) and whichever database it is paired with.
+            # (a relative path, a symlink) and whichever store it is paired with.
             _Resource("spool", spool_dir, spool_dir / ".lock", "--spool", SpoolError),
         )
         self._fds: list[int] = []
 
     def acquire(self) -> None:
-        """Lock the store, then the spool; raise StoreError or SpoolError if either is held."""
+        """Lock the store (SQLite), then the spool; raise StoreError or SpoolError if either is held."""
         try:
             for resource in self._resources:
                 self._fds.append(_lock(resource))

@@ -1,5 +1,6 @@
 """GET /health and GET /metrics: what a load balancer, Docker's health check and Prometheus
-read. /health answers 200 while the server can accept events durably and 503 when it cannot;
+read. /health answers 200 while the server can accept events durably and 503 when it cannot
+(a store that is down is a problem it names, not a 503: the spool holds the events meanwhile);
 both read their figures off the event loop, so they answer while a slow query runs."""
 
 from __future__ import annotations
@@ -59,6 +60,17 @@ async def health(request: web.Request) -> web.Response:
     if committer.failing_since is not None:
         problems.append(f"spool writes are failing: {committer.last_error}")
     unavailable = bool(problems)
+    # The store failing (PostgreSQL down, SQLite locked by another process) needs an operator,
+    # but events are still acknowledged durably into the spool and written once it is back:
+    # listed, while the status stays healthy and 200 so the server stays in rotation (the
+    # spool filling up is what turns it into a 503).
+    if writer.consecutive_failures:
+        problems.append(
+            f"the store is not taking writes ({writer.consecutive_failures} failed attempts in a row:"
+            f" {writer.last_error}); acknowledged events wait in the spool and are written once it is back"
+        )
+    if store_error is not None:
+        problems.append(f"the store does not answer reads ({store_error}); reads answer 503 until it does")
     if quarantined:
         # Needs an operator (the entries were acknowledged), but ingest still works: listed,
         # without turning the answer into a 503 that would take the server out of rotation.

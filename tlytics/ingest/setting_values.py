@@ -1,7 +1,7 @@
 """How a server setting is written on the command line or in the environment: ports, sizes
-(`10MiB`), durations (`5s`), counts, API keys. Each parser turns text into the value `Settings`
-holds and raises ValueError with a message fit to show the operator; a message never repeats
-an API key, since the text may be a secret."""
+(`10MiB`), durations (`5s`), counts, API keys, the store's URL. Each parser turns text into the
+value `Settings` holds and raises ValueError with a message fit to show the operator; a message
+never repeats an API key or a store URL, since the text may be a secret."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import re
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit, urlunsplit
 
 from tlytics.spool import SpoolSync
 from tlytics.timefmt import parse_duration_s
@@ -106,3 +107,32 @@ def api_key(value: str) -> str:
         # The value is not shown: a key that is almost right is still almost a secret.
         raise ValueError(f"an API key needs {MIN_KEY_LENGTH}+ characters, without spaces or commas")
     return value
+
+
+_STORE_SCHEMES = ("postgresql://", "postgres://")
+_STORE_URL_SHAPE = "a postgresql://user:password@host:port/dbname URL"
+
+
+def store_url(value: str) -> str:
+    """A PostgreSQL connection URL, `postgresql://user:password@host:port/dbname`."""
+    # The value is not shown: it may hold the database password.
+    if not value.startswith(_STORE_SCHEMES):
+        raise ValueError(f"must be {_STORE_URL_SHAPE} (the scheme must be postgresql://)")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018  raises ValueError on a port that is not a number
+    except ValueError:
+        raise ValueError(f"must be {_STORE_URL_SHAPE}; this one does not parse") from None
+    if not parts.path.strip("/"):
+        raise ValueError(f"must be {_STORE_URL_SHAPE}: the database name is missing")
+    return value
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password (if any) replaced by `***`: what logs and messages show."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))

@@ -19,6 +19,8 @@ import tlytics.ingest.setting_values as parse
 from tlytics.spool import SpoolSync
 
 _OPTION = "tlytics_option"
+# A server on a shared store has no database file to put its spool next to.
+DEFAULT_SHARED_STORE_SPOOL = "./tlytics.spool"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -33,7 +35,8 @@ class Option:
     default_text: str
     # A repeatable flag; its environment variable is a comma-separated list.
     repeatable: bool = False
-    # An error message never shows the value (an API key).
+    # An error message never shows the value (an API key, a URL with a password), nor does
+    # the settings' repr.
     secret: bool = False
 
 
@@ -62,8 +65,8 @@ def _option(
     )
     metadata = {_OPTION: option}
     if repeatable:
-        return dataclasses.field(default=(), metadata=metadata)
-    return dataclasses.field(default=None if default is None else parser(default), metadata=metadata)
+        return dataclasses.field(default=(), metadata=metadata, repr=not secret)
+    return dataclasses.field(default=None if default is None else parser(default), metadata=metadata, repr=not secret)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,10 +75,30 @@ class Settings:
 
     host: str = _option("--host", "TLYTICS_HOST", parse.text, "address to listen on", default="0.0.0.0")
     port: int = _option("--port", "TLYTICS_PORT", parse.port, "port to listen on", default="8081")
-    db_path: Path = _option("--db", "TLYTICS_DB", parse.path, "SQLite database file", default="./analytics.db")
-    # None: "<db_path>.spool", next to the database (see resolved_spool_dir).
+    # None: the embedded SQLite store at db_path; a postgresql:// URL: PostgreSQL, shared by
+    # any number of servers (each with its own spool). It may hold a password: never logged as
+    # it is (see store_url_masked).
+    store_url: str | None = _option(
+        "--store",
+        "TLYTICS_STORE",
+        parse.store_url,
+        "the store: postgresql://user:password@host:port/dbname for PostgreSQL, shared by several servers",
+        default=None,
+        unset_means="SQLite at --db",
+        secret=True,
+    )
+    db_path: Path = _option(
+        "--db", "TLYTICS_DB", parse.path, "SQLite database file (unused with --store)", default="./analytics.db"
+    )
+    # None: "<db_path>.spool", next to the database, or ./tlytics.spool with --store (see
+    # resolved_spool_dir).
     spool_dir: Path | None = _option(
-        "--spool", "TLYTICS_SPOOL", parse.path, "spool directory", default=None, unset_means="<db>.spool"
+        "--spool",
+        "TLYTICS_SPOOL",
+        parse.path,
+        "spool directory, one per server",
+        default=None,
+        unset_means="<db>.spool, or ./tlytics.spool with --store",
     )
     spool_sync: SpoolSync = _option(
         "--spool-sync",
@@ -176,7 +199,17 @@ class Settings:
     def resolved_spool_dir(self) -> Path:
         if self.spool_dir is not None:
             return self.spool_dir
+        if self.store_url is not None:
+            return Path(DEFAULT_SHARED_STORE_SPOOL)
         return self.db_path.with_name(self.db_path.name + ".spool")
+
+    @property
+    def store_description(self) -> str:
+        """Which store this server uses, fit for a log line: the URL with its password masked,
+        or the SQLite file."""
+        if self.store_url is not None:
+            return parse.masked_url(self.store_url)
+        return f"sqlite:{self.db_path}"
 
 
 def operator_options() -> list[tuple[str, Option]]:

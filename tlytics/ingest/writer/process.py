@@ -1,5 +1,5 @@
 """The writer process: writer functions run in a process of its own (spawned, restarted if it
-dies), so the store's work uses the second core instead of competing with the HTTP handlers
+dies), so the store's work (SQLite's, or PostgreSQL's encoding and COPY) uses the second core instead of competing with the HTTP handlers
 for the GIL.
 
 The process gets the server's `Settings` whole and the server's pid; it opens its spool and
@@ -25,9 +25,9 @@ from typing import TypeVar, TypeVarTuple
 import structlog
 
 from tlytics.ingest.settings import Settings
+from tlytics.ingest.store_choice import open_writer
 from tlytics.ingest.writer.resources import WriterResources
 from tlytics.spool import Spool
-from tlytics.store import SQLiteWriter
 
 log = structlog.get_logger("tlytics.writer")
 
@@ -42,7 +42,7 @@ _resources: WriterResources | None = None
 
 def _die_with_parent(parent_pid: int) -> None:
     """Be killed when the server dies (Linux), so a restarted server never finds this writer
-    still at work; a batch cut short by that is rolled back by SQLite and stays spooled."""
+    still at work; a batch cut short by that is rolled back by the store and stays spooled."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -71,9 +71,7 @@ def _initialize(settings: Settings, parent_pid: int) -> None:
     _resources = WriterResources(
         Spool(spool_dir, sync=settings.spool_sync),
         Spool(spool_dir / "quarantine", sync=settings.spool_sync),
-        # The store syncs at least as hard as the spool: with a "full" spool, a power loss
-        # must not lose store commits whose spool entries were already removed.
-        lambda: SQLiteWriter(settings.db_path, synchronous=settings.spool_sync),
+        lambda: open_writer(settings),
     )
 
 

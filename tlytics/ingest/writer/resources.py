@@ -3,7 +3,8 @@
 A writer function is a plain module-level function `fn(resources, *args)`; the executor
 (thread or process) owns one `WriterResources` and hands it to each call. The store is opened
 on first use, not up front: opening can fail while another process holds the store's write
-lock, and that must fail one call (retried with backoff) rather than the writer's start.
+lock, or while PostgreSQL is down, and that must fail one call (retried with backoff) rather
+than the writer's start.
 """
 
 from __future__ import annotations

@@ -1,0 +1,212 @@
+"""Which store the settings choose, opened for each role: the embedded SQLite file at `--db`,
+or PostgreSQL at `--store postgresql://…`, shared by any number of servers.
+
+SQLite is a local file: if it cannot be opened the server does not start. PostgreSQL is a
+server of its own that may be down when this one starts or go down later; events are still
+acknowledged into the local spool meanwhile. So its reader opens on demand (a read answers 503
+until PostgreSQL answers) and the writer opens its store on first use, migrating it, and tries
+again after a failure with backoff (see WriteScheduler), so it catches up once PostgreSQL is back.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import string
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import structlog
+
+from tlytics.errors import StoreError, StoreUnavailable
+from tlytics.ingest.settings import Settings
+from tlytics.store import EventFilter, Page, Position, SQLiteReader, SQLiteWriter, StoreReader, StoreWriter
+from tlytics.store import migrate_store as migrate_sqlite
+from tlytics.store.base import Breakdown
+
+log = structlog.get_logger("tlytics.store")
+
+T = TypeVar("T")
+
+# In the spool directory: the name this server's writer gives PostgreSQL (see node_name).
+NODE_NAME_FILE = "node-name"
+_HOST_PART_MAX = 40
+_NODE_NAME_CHARACTERS = frozenset(string.ascii_letters + string.digits + "-.")
+_EVERY_EVENT = EventFilter()
+
+
+def node_name(spool_dir: Path) -> str:
+    """The name of the server owning `spool_dir`, as its writer tells PostgreSQL: the host name
+    and a random suffix, made on first use and kept in the spool directory.
+
+    Stable across restarts (the spool directory is what a node is: its acknowledged events
+    wait there), different for two servers on one host and for two hosts with the same path,
+    and a copied or rebuilt machine with a fresh spool is a new node, which is right: the name
+    only labels the node's own rows (its event counter), never decides what is stored.
+    """
+    path = spool_dir / NODE_NAME_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    host = "".join(c if c in _NODE_NAME_CHARACTERS else "-" for c in socket.gethostname())[:_HOST_PART_MAX]
+    name = f"{host or 'node'}-{uuid.uuid4().hex[:8]}"
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    draft = spool_dir / f".{NODE_NAME_FILE}.{uuid.uuid4().hex}"
+    draft.write_text(name + "\n")
+    try:
+        # A link never replaces a name already there: whoever made it first wins.
+        os.link(draft, path)
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink()
+    return path.read_text().strip()
+
+
+def migrate(settings: Settings) -> None:
+    """Bring the chosen store to this version's schema; StoreError when it cannot."""
+    if settings.store_url is None:
+        migrate_sqlite(settings.db_path, synchronous=settings.spool_sync)
+        return
+    from tlytics.store.postgres import migrate_postgres
+
+    migrate_postgres(settings.store_url)
+
+
+def open_writer(settings: Settings) -> StoreWriter:
+    """The chosen store's write side, for the writer alone (its thread or its process); it
+    migrates the store as it opens (PostgreSQL may have been down as this server started, so
+    its migrations may not have run yet). Opened on first use and, when opening fails, again
+    on the next attempt (WriterResources); a PostgreSQL writer replaces a broken connection
+    by itself."""
+    if settings.store_url is None:
+        # The store syncs at least as hard as the spool: with a "full" spool, a power loss
+        # must not lose store commits whose spool entries were already removed.
+        return SQLiteWriter(settings.db_path, synchronous=settings.spool_sync)
+    from tlytics.store.postgres import PostgresWriter
+
+    # PostgreSQL commits with synchronous_commit on whatever --spool-sync says.
+    return PostgresWriter(settings.store_url, node=node_name(settings.resolved_spool_dir))
+
+
+def open_reader(settings: Settings) -> StoreReader:
+    """The chosen store's read side, migrated first. SQLite: StoreError when it cannot be
+    opened (the server does not start). PostgreSQL: opened now if it answers, else on a later
+    read; the server starts either way."""
+    if settings.store_url is None:
+        # Migrations run before any reader opens: a reader never sees an old schema.
+        migrate(settings)
+        return SQLiteReader(settings.db_path)
+    url = settings.store_url
+
+    def open_postgres() -> StoreReader:
+        from tlytics.store.postgres import PostgresReader, migrate_postgres
+
+        migrate_postgres(url)
+        return PostgresReader(url)
+
+    reader = ReaderOnDemand(open_postgres, unavailable=_postgres_unreachable)
+    try:
+        reader.open()
+    except StoreError as exc:
+        log.warning(
+            "store_unavailable_at_start",
+            store=settings.store_description,
+            error=str(exc),
+            hint="events are acknowledged into the spool and written once the store answers",
+        )
+    return reader
+
+
+def _postgres_unreachable(exc: StoreError) -> bool:
+    """Whether `exc` means PostgreSQL cannot be reached now (down, restarting, the connection
+    lost) rather than a failed query: psycopg says so by the class of the error underneath."""
+    import psycopg
+
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, StoreUnavailable | psycopg.OperationalError | psycopg.InterfaceError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+class ReaderOnDemand:
+    """A `StoreReader` opened on first use, and tried again on the next read after opening
+    failed (PostgreSQL down as the server started). A failure that `unavailable` recognizes
+    is raised as StoreUnavailable (answered 503 with Retry-After, not 500). Thread-safe, as a
+    reader must be."""
+
+    def __init__(
+        self, open_reader: Callable[[], StoreReader], *, unavailable: Callable[[StoreError], bool] | None = None
+    ) -> None:
+        self._open_reader = open_reader
+        self._unavailable = unavailable or (lambda exc: False)
+        self._reader: StoreReader | None = None
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def open(self) -> StoreReader:
+        """The reader, opening it now if it is not open yet; StoreError when that fails."""
+        reader = self._reader
+        if reader is not None:
+            return reader
+        with self._lock:
+            if self._closed:
+                raise StoreError("the store reader is closed")
+            if self._reader is None:
+                self._reader = self._translated(self._open_reader)
+            return self._reader
+
+    def _translated(self, read: Callable[[], T]) -> T:
+        try:
+            return read()
+        except StoreUnavailable:
+            raise
+        except StoreError as exc:
+            if self._unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+
+    def _read(self, read: Callable[[StoreReader], T]) -> T:
+        reader = self.open()
+        return self._translated(lambda: read(reader))
+
+    def count(self) -> int:
+        return self._read(lambda reader: reader.count())
+
+    def page(
+        self,
+        page: int,
+        page_size: int,
+        *,
+        where: EventFilter = _EVERY_EVENT,
+        after: Position | None = None,
+        ascending: bool = False,
+    ) -> Page:
+        return self._read(lambda reader: reader.page(page, page_size, where=where, after=after, ascending=ascending))
+
+    def keys_summary(self) -> list[tuple[str, int, int, int]]:
+        return self._read(lambda reader: reader.keys_summary())
+
+    def bucket_counts(
+        self, starts_us: Sequence[int], end_us: int, where: EventFilter, unique_path: str | None
+    ) -> list[tuple[int, int | None]]:
+        return self._read(lambda reader: reader.bucket_counts(starts_us, end_us, where, unique_path))
+
+    def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
+        return self._read(lambda reader: reader.breakdown(where, path, limit))
+
+    def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
+        return self._read(lambda reader: reader.existing_ids(ids))
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
