@@ -62,9 +62,55 @@ def test_ports_agree_with_the_cli_default() -> None:
 def test_every_tlytics_variable_is_one_the_cli_reads() -> None:
     known = {option.environment_variable for _, option in operator_options()}
     used = {k for k in dockerfile_env() if k.startswith("TLYTICS_")} | {
-        k for k in SERVICE["environment"] if k.startswith("TLYTICS_")
+        k
+        for service in COMPOSE["services"].values()
+        for k in service.get("environment", {})
+        if k.startswith("TLYTICS_")
     }
     assert used and used <= known, used - known
+
+
+NODES = [name for name, service in COMPOSE["services"].items() if service.get("environment", {}).get("TLYTICS_STORE")]
+
+
+def test_the_nodes_profile_runs_two_nodes_on_one_postgresql_each_with_its_own_spool() -> None:
+    from tlytics.cli import parse_settings
+
+    assert len(NODES) == 2
+    database = COMPOSE["services"]["postgres"]["environment"]
+    spools = set()
+    for name in NODES:
+        service = COMPOSE["services"][name]
+        assert "nodes" in service["profiles"] and service["depends_on"]["postgres"]["condition"] == "service_healthy"
+        settings, _ = parse_settings([], {k: str(v) for k, v in service["environment"].items()})
+        assert settings.store_url is not None and settings.store_url.startswith("postgresql://")
+        assert (
+            f"{database['POSTGRES_USER']}:{database['POSTGRES_PASSWORD']}@postgres:5432/{database['POSTGRES_DB']}"
+            in settings.store_url
+        )
+        (volume,) = service["volumes"]
+        spools.add(volume.split(":")[0])
+        assert volume.endswith(":/data") and str(settings.resolved_spool_dir).startswith("/data/")
+    assert len(spools) == 2 and spools <= set(COMPOSE["volumes"]), "each node needs a spool of its own"
+
+
+def test_the_balancer_config_is_valid_nginx_and_sends_to_both_nodes(tmp_path: Path) -> None:
+    config = (ROOT / "docker" / "nginx-nodes.conf").read_text()
+    for name in NODES:
+        assert f"server {name}:{COMPOSE['services'][name]['environment']['TLYTICS_PORT']}" in config
+    nginx = shutil.which("nginx")
+    if nginx is None:
+        pytest.skip("nginx is not installed here: only the upstreams were checked")
+    # nginx -t resolves upstream names: point them at loopback for the syntax check.
+    for name in NODES:
+        config = config.replace(f"server {name}:", "server 127.0.0.1:")
+    (tmp_path / "site.conf").write_text(config)
+    main = f"pid {tmp_path}/nginx.pid; error_log stderr; events {{}} http {{ include {tmp_path}/site.conf; }}\n"
+    (tmp_path / "nginx.conf").write_text(main)
+    checked = subprocess.run(
+        [nginx, "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True, timeout=60
+    )
+    assert checked.returncode == 0, checked.stderr
 
 
 def test_entry_point_is_the_console_script() -> None:
