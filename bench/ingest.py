@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -39,8 +40,13 @@ def free_port() -> int:
 
 
 def get_json(url: str, timeout_s: float = 10.0) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
-        return json.loads(response.read())
+    """The JSON answer, also of a 503 (/health answers 503 with its figures while it cannot
+    accept, e.g. with a full spool)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return json.loads(exc.read())
 
 
 def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 30.0) -> None:
@@ -277,9 +283,11 @@ def bench_nodes(node_count: int, store_url: str, duration_s: int, args: argparse
         for loader in loaders:
             loader.join()
         accepted = stored = 0
+        problems: set[str] = set()
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
             healths = [get_json(url + "/health") for url in urls]
+            problems.update(problem.split(" (")[0] for h in healths for problem in h.get("problems", []))
             accepted = sum(h["accepted_events"] for h in healths)
             stored = (healths[0]["stored_events"] or 0) - before
             if all(h["spool_entries"] == 0 for h in healths) and stored >= accepted:
@@ -301,6 +309,8 @@ def bench_nodes(node_count: int, store_url: str, duration_s: int, args: argparse
         "acknowledged_events_server": accepted,
         "stored_events": stored,
         "stored_equals_acknowledged": stored == accepted,
+        "non_200": sum(run["not_ok"] for run in runs),
+        "health_problems_seen": sorted(problems),
         "wrk": runs,
     }
 
@@ -327,7 +337,8 @@ def bench_postgres(args: argparse.Namespace, results: dict[str, Any]) -> None:
             print(
                 f"postgresql {node_count} node{'s' if node_count > 1 else ' '}  ack {ours['acknowledged_events_per_s']:>8,.0f} ev/s"
                 f"  stored e2e {ours['stored_events_per_s_end_to_end']:>8,.0f} ev/s  ratio to SQLite stored"
-                f" {ours['ratio_to_sqlite_stored']:.2f}  p99 {ours['p99_ms']:.1f} ms  stored==acked {ours['stored_equals_acknowledged']}",
+                f" {ours['ratio_to_sqlite_stored']:.2f}  p99 {ours['p99_ms']:.1f} ms  stored==acked {ours['stored_equals_acknowledged']}"
+                f"  non-200 {ours['non_200']}  problems {ours['health_problems_seen']}",
                 flush=True,
             )
     finally:
