@@ -4,6 +4,8 @@ a deep page, and the total.
 
     python -m bench.view                  # 10M events (about 1.5 GB on disk, a minute or two)
     python -m bench.view --events 1000000
+    python -m bench.view --store both     # SQLite, then PostgreSQL (a cluster of its own), same
+                                          # data, with each figure's ratio PostgreSQL / SQLite
 """
 
 from __future__ import annotations
@@ -22,13 +24,20 @@ from pathlib import Path
 
 from bench.ingest import RESULTS, ROOT, free_port, wait_healthy
 from tlytics.ids import uuid7_int
-from tlytics.store import SQLiteStore
+from tlytics.store import SQLiteStore, StoreWriter
 
 BASE_US = 1_700_000_000_000_000
 
 
-def fill(db_path: Path, events: int, batch: int = 50_000) -> float:
-    store = SQLiteStore(db_path)
+def fill(db_path: Path | None, events: int, batch: int = 50_000, store_url: str | None = None) -> float:
+    store: StoreWriter
+    if store_url is not None:
+        from tlytics.store.postgres import PostgresWriter
+
+        store = PostgresWriter(store_url, node="bench")
+    else:
+        assert db_path is not None
+        store = SQLiteStore(db_path)
     started = time.perf_counter()
     base_us = BASE_US
     data = '{"user_id":"u1","path":"/products/1","referrer":"https://example.com/"}'
@@ -66,54 +75,84 @@ def time_get(url: str, repeats: int) -> dict[str, float]:
     return {"p50_ms": statistics.median(samples), "p99_ms": samples[int(len(samples) * 0.99) - 1]}
 
 
+def measure(server_args: list[str], args: argparse.Namespace, fill_s: float) -> dict[str, object]:
+    """Start the real server on a filled store and time its reads over HTTP."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tlytics",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            *server_args,
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_healthy(url, process, timeout_s=120)
+        return {
+            "events": args.events,
+            "fill_rows_per_s": args.events / fill_s,
+            "view_first_page": time_get(f"{url}/view", args.repeats),
+            "view_first_page_1000": time_get(f"{url}/view?page_size=1000", max(20, args.repeats // 10)),
+            "view_page_100": time_get(f"{url}/view?page=100", args.repeats),
+            "view_deep_page_middle": time_get(f"{url}/view?page={args.events // 20}", 5),
+            "view_cursor_middle": time_get(f"{url}/view?cursor={middle_cursor(url, args.events)}", args.repeats),
+            "stats_daily_30_days": time_get(
+                f"{url}/stats?interval=day&since={_iso(args.events - 30 * 86_400_000)}&until={_iso(args.events)}", 5
+            ),
+            "keys": time_get(f"{url}/keys", 3),
+        }
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-view-bench-"))
+    results: dict[str, object] = {}
     try:
-        fill_s = fill(workdir / "view.db", args.events)
-        port = free_port()
-        url = f"http://127.0.0.1:{port}"
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tlytics",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--db",
-                str(workdir / "view.db"),
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            wait_healthy(url, process, timeout_s=120)
-            results = {
-                "events": args.events,
-                "fill_rows_per_s": args.events / fill_s,
-                "view_first_page": time_get(f"{url}/view", args.repeats),
-                "view_first_page_1000": time_get(f"{url}/view?page_size=1000", max(20, args.repeats // 10)),
-                "view_page_100": time_get(f"{url}/view?page=100", args.repeats),
-                "view_deep_page_middle": time_get(f"{url}/view?page={args.events // 20}", 5),
-                "view_cursor_middle": time_get(f"{url}/view?cursor={middle_cursor(url, args.events)}", args.repeats),
-                "stats_daily_30_days": time_get(
-                    f"{url}/stats?interval=day&since={_iso(args.events - 30 * 86_400_000)}&until={_iso(args.events)}", 5
-                ),
-                "keys": time_get(f"{url}/keys", 3),
-            }
-        finally:
-            process.send_signal(signal.SIGTERM)
-            process.wait(60)
+        if args.store in ("sqlite", "both"):
+            fill_s = fill(workdir / "view.db", args.events)
+            results["sqlite"] = measure(["--db", str(workdir / "view.db")], args, fill_s)
+            (workdir / "view.db").unlink()
+        if args.store in ("postgresql", "both"):
+            sys.path.insert(0, str(ROOT))
+            from tests.postgres_cluster import PostgresCluster
+
+            cluster = PostgresCluster(fsync=True)
+            try:
+                cluster.start()
+                store_url = cluster.create_database("view")
+                fill_s = fill(None, args.events, store_url=store_url)
+                results["postgresql"] = measure(
+                    ["--store", store_url, "--spool", str(workdir / "pg.spool")], args, fill_s
+                )
+            finally:
+                cluster.remove()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+    if "sqlite" in results and "postgresql" in results:
+        sqlite, postgres = results["sqlite"], results["postgresql"]
+        assert isinstance(sqlite, dict) and isinstance(postgres, dict)
+        results["postgresql_to_sqlite_p50"] = {
+            name: round(postgres[name]["p50_ms"] / sqlite[name]["p50_ms"], 2)
+            for name, figure in sqlite.items()
+            if isinstance(figure, dict)
+        }
     print(json.dumps(results, indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"view-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
