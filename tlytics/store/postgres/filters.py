@@ -14,32 +14,15 @@ same contract suite.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from tlytics.store.base import EventFilter, PropertyMatch
+from tlytics.store.sql import SqlWhere
 
 # A path step that `#>` would take as an array index; SQLite's `$.a.0` only names a key "0".
 _INDEX_LIKE = re.compile(r"-?[0-9]+\Z")
-
-
-@dataclass(frozen=True, slots=True)
-class SqlWhere:
-    """Conditions that must all hold, and their `%s` parameters in order."""
-
-    conditions: tuple[str, ...] = ()
-    params: tuple[Any, ...] = ()
-
-    @property
-    def sql(self) -> str:
-        """` WHERE a AND b`, or nothing when every event matches."""
-        return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
-
-    def and_also(self, condition: str, *params: Any) -> SqlWhere:
-        """This filter narrowed by one more condition, whose parameters follow the filter's."""
-        return SqlWhere((*self.conditions, condition), (*self.params, *params))
 
 
 def json_path(path: str) -> list[str]:

@@ -8,27 +8,10 @@ from `1` nor `null` from a missing property; json_type can.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 from tlytics.store.base import EventFilter, PropertyMatch
-
-
-@dataclass(frozen=True, slots=True)
-class SqlWhere:
-    """Conditions that must all hold, and their `?` parameters in order."""
-
-    conditions: tuple[str, ...] = ()
-    params: tuple[Any, ...] = ()
-
-    @property
-    def sql(self) -> str:
-        """` WHERE a AND b`, or nothing when every event matches."""
-        return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
-
-    def and_also(self, condition: str, *params: Any) -> SqlWhere:
-        """This filter narrowed by one more condition, whose parameters follow the filter's."""
-        return SqlWhere((*self.conditions, condition), (*self.params, *params))
+from tlytics.store.sql import SqlWhere
 
 
 def sql_where(where: EventFilter) -> SqlWhere:
