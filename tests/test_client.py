@@ -374,3 +374,43 @@ def test_two_processes_on_one_spool_send_each_event_once(tmp_path: Path) -> None
         assert max(received.values()) == 1, "an event was sent twice"
     finally:
         fake.stop()
+
+
+def _client_script(tmp_path: Path, logging_setup: str) -> str:
+    return f"""
+import logging, time
+{logging_setup}
+from tlytics import Client, Config
+client = Client(Config(server_url="http://127.0.0.1:9", spool_dir={str(tmp_path / "s")!r}, flush_period=0.05,
+                       retry_max_delay=0.05, timeout=0.5))
+client.emit("x", {{"n": 1}})
+deadline = time.monotonic() + 20
+while client.stats.retries < 2 and time.monotonic() < deadline:
+    time.sleep(0.02)
+assert client.stats.retries >= 2, "the sender never retried"
+client.close(0.2)
+"""
+
+
+@pytest.mark.parametrize(
+    ("logging_setup", "expect_retry_line"),
+    [
+        ("", False),  # an application that configures no logging hears nothing from a library
+        ("logging.basicConfig(level=logging.CRITICAL)", False),  # nor at CRITICAL
+        ("logging.basicConfig(level=logging.WARNING)", True),  # its own set-up decides
+    ],
+)
+def test_the_client_logs_through_the_applications_logging_only(
+    tmp_path: Path, logging_setup: str, expect_retry_line: bool
+) -> None:
+    import subprocess
+    import sys
+
+    completed = subprocess.run(
+        [sys.executable, "-c", _client_script(tmp_path, logging_setup)], capture_output=True, text=True, timeout=120
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout == "", "a library must not print to the application's stdout"
+    assert ("client_send_retry" in completed.stderr) == expect_retry_line, completed.stderr
+    if expect_retry_line:
+        assert "WARNING:tlytics.client:" in completed.stderr  # the stdlib's own format and logger name

@@ -10,6 +10,7 @@ in-memory events, which the parent spools), and with processes sharing one spool
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 import time
@@ -22,7 +23,6 @@ from types import TracebackType
 from typing import Any
 
 import orjson
-import structlog
 
 from tlytics.client.config import Config, Event, seconds
 from tlytics.client.forksafe import ForkSafeSpool
@@ -35,7 +35,7 @@ from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
 from tlytics.timefmt import check_in_range_us, datetime_to_us, format_rfc3339_us, parse_rfc3339_us
 
-log = structlog.get_logger("tlytics.client")
+log = logging.getLogger("tlytics.client")
 
 # (id, key, timestamp: ns since epoch or RFC 3339 text, data)
 _Pending = tuple[str, str, int | str, Mapping[str, Any]]

@@ -10,18 +10,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, cast
-
-import structlog
 
 from tlytics.client.client import Client
 
 if TYPE_CHECKING:
     from aiohttp import web
 
-log = structlog.get_logger("tlytics.middleware")
+log = logging.getLogger("tlytics.client.middleware")
 
 HTTP_REQUEST_KEY = "http_request"
 
@@ -54,7 +53,7 @@ def _record(
             },
         )
     except Exception:
-        log.exception("tlytics_middleware_record_failed", path=path)
+        log.exception("tlytics_middleware_record_failed path=%s", path)
 
 
 def _first_forwarded(value: str | None) -> str | None:
@@ -256,7 +255,7 @@ def track_event(client: Client, key: str, data: Mapping[str, Any] | None = None)
         try:
             client.emit(key, data)
         except Exception:
-            log.exception("tlytics_track_event_failed", key=key)
+            log.exception("tlytics_track_event_failed key=%s", key)
 
     def decorate(function: F) -> F:
         if inspect.iscoroutinefunction(function):

@@ -9,6 +9,7 @@ spool, reported, and never blocking the queue behind it.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-import structlog
 
 from tlytics.client.config import Config, seconds
 from tlytics.client.forksafe import ForkSafeSpool
@@ -24,7 +24,7 @@ from tlytics.client.lease import SenderLease
 from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, EventsRejected, TlyticsError
 
-log = structlog.get_logger("tlytics.client")
+log = logging.getLogger("tlytics.client")
 
 
 @dataclass
@@ -74,7 +74,7 @@ def deliver(
         with stats.lock:
             stats.dead_lettered += len(rejected)
         message = f"server rejected {len(rejected)} event(s) with {reply.status}: {answer}"
-        log.error("events_dead_lettered", status=reply.status, answer=answer, events=len(rejected))
+        log.error("events_dead_lettered status=%s events=%d answer=%s", reply.status, len(rejected), answer)
         report(EventsRejected(message, status=reply.status, events=rejected))
         if not events:
             # Nothing left to send: the batch is settled, like a delivery.
@@ -152,7 +152,7 @@ class Sender:
                     reply = None
                     self._stats.last_error = str(exc)
                 except TlyticsError as exc:  # the spool itself failed: keep trying, slowly
-                    log.error("client_spool_failed", error=str(exc))
+                    log.error("client_spool_failed error=%s", exc)
                     self._stop.wait(1.0)
                     continue
                 if reply is not None and classify(reply.status) is Outcome.DELIVERED:
@@ -170,7 +170,10 @@ class Sender:
                 asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
                 delay = backoff_delay_s(attempt, max_delay_s=seconds(self._config.retry_max_delay))
                 log.warning(
-                    "client_send_retry", attempt=attempt, delay_s=round(asked or delay, 3), error=self._stats.last_error
+                    "client_send_retry attempt=%d delay_s=%.3f error=%s",
+                    attempt,
+                    asked or delay,
+                    self._stats.last_error,
                 )
                 if asked is not None:
                     # The server said when; a flush() must not make us knock earlier.
