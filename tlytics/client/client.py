@@ -230,11 +230,13 @@ class Client:
         buffer, self._buffer = self._buffer, deque()
         write_through, self._write_through = self._write_through, False
         closed, self._closed = self._closed, False
+        refusal, self._spool_refusal = self._spool_refusal, None  # so emit() never drops this one
         try:
             self.emit(event, data)
             return self._buffer.popleft()
         finally:
             self._buffer, self._write_through, self._closed = buffer, write_through, closed
+            self._spool_refusal = refusal
 
     # --- the spooler ---------------------------------------------------------------------
 
