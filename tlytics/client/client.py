@@ -51,9 +51,10 @@ _Pending = tuple[str, str, int | str, Mapping[str, Any]]
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 
 # While the spool refuses events: drops are reported at most this often (the first at once),
-# and write-through emits retry the spool at most this often (each retry encodes the backlog).
+# and the spooler (or a write-through emit) retries it at most this often: each retry encodes
+# the whole backlog again, up to max_memory_events, which must not eat the application's CPU.
 _DROP_REPORT_PERIOD_S = 1.0
-_REFUSED_RETRY_PERIOD_S = 0.05
+_REFUSED_RETRY_PERIOD_S = 0.25
 
 
 def _canonical_id(value: int) -> str:
@@ -244,6 +245,12 @@ class Client:
         interval_s = seconds(self.config.spool_interval)
         while not self._stop.wait(interval_s):
             try:
+                if (
+                    self._spool_refusal is not None
+                    and time.monotonic() - self._last_refused_at < _REFUSED_RETRY_PERIOD_S
+                ):
+                    self._report_drops()  # drops made by emit() meanwhile
+                    continue
                 self._persist()
             except Exception:  # the thread must outlive any one failure
                 log.exception("client_spooler_failed")
