@@ -19,7 +19,7 @@ import pytest
 from tests.fake_server import FakeServer
 from tests.helpers import ServerProcess, eventually, free_port
 from tlytics import Client, Config, Event, EventsRejected
-from tlytics.errors import DeliveryError, InvalidEvent, SpoolFull, TlyticsError
+from tlytics.errors import DeliveryError, EventsDropped, InvalidEvent, TlyticsError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,11 +256,17 @@ def test_emit_and_send(server_factory: Any, tmp_path: Path) -> None:
     client.close(1)
 
 
-def test_spool_full_drops_newest_counts_and_never_blocks(tmp_path: Path) -> None:
+def test_spool_full_keeps_a_bounded_number_in_memory_drops_newest_counts_and_never_blocks(tmp_path: Path) -> None:
     errors: list[TlyticsError] = []
-    client = Client(
-        fast_config("http://127.0.0.1:9", tmp_path / "s", spool_max_bytes=1, spool_interval=0, on_error=errors.append)
+    config = fast_config(
+        "http://127.0.0.1:9",
+        tmp_path / "s",
+        spool_max_bytes=1,
+        spool_interval=0,
+        max_memory_events=10,
+        on_error=errors.append,
     )
+    client = Client(config)
     # "Never blocks": the server address refuses connections and the spool is full, yet every
     # emit returns (in a thread, so a blocking emit fails the test instead of hanging it).
     ids: list[str] = []
@@ -268,9 +274,12 @@ def test_spool_full_drops_newest_counts_and_never_blocks(tmp_path: Path) -> None
     emitter.start()
     emitter.join(timeout=60)
     assert not emitter.is_alive() and len(set(ids)) == 50
-    assert client.dropped == 50
-    assert errors and all(isinstance(e, SpoolFull) for e in errors)
+    # The first 10 wait in memory for the spool; the 40 newest are dropped.
+    assert client.dropped == 40
+    assert client.pending() == 10
     client.close(0.2)
+    assert errors and all(isinstance(e, EventsDropped) for e in errors)
+    assert sum(e.count for e in errors if isinstance(e, EventsDropped)) == 40
 
 
 def test_emit_validates_cheaply_and_rejects_what_could_never_be_stored(tmp_path: Path) -> None:

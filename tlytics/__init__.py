@@ -4,6 +4,7 @@ and never stored twice."""
 from tlytics.client import Client, Config, Event, EventsRejected
 from tlytics.errors import (
     DeliveryError,
+    EventsDropped,
     InvalidEvent,
     SpoolError,
     SpoolFull,
@@ -19,6 +20,7 @@ __all__ = [
     "Config",
     "DeliveryError",
     "Event",
+    "EventsDropped",
     "EventsRejected",
     "InvalidEvent",
     "SpoolError",

@@ -49,6 +49,15 @@ class SpoolFull(SpoolError):
     """The spool reached its size limit; nothing was written."""
 
 
+class EventsDropped(SpoolError):
+    """The client dropped its `count` newest events: the spool could not take them and the
+    events kept in memory meanwhile reached `Config.max_memory_events`."""
+
+    def __init__(self, message: str, *, count: int) -> None:
+        super().__init__(message)
+        self.count = count
+
+
 class StoreError(TlyticsError):
     """The event store (SQLite, PostgreSQL) failed a read or a write."""
 

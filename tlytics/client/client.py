@@ -29,7 +29,15 @@ from tlytics.client.forksafe import ForkSafeSpool
 from tlytics.client.lease import SenderLease
 from tlytics.client.sender import Sender, SenderStats, deliver
 from tlytics.client.transport import Outcome, Transport, classify
-from tlytics.errors import DeliveryError, EventsRejected, InvalidEvent, SpoolFull, TlyticsError
+from tlytics.errors import (
+    DeliveryError,
+    EventsDropped,
+    EventsRejected,
+    InvalidEvent,
+    SpoolError,
+    SpoolFull,
+    TlyticsError,
+)
 from tlytics.events import check_key
 from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
@@ -41,6 +49,12 @@ log = logging.getLogger("tlytics.client")
 _Pending = tuple[str, str, int | str, Mapping[str, Any]]
 
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+# While the spool refuses events: drops are reported at most this often (the first at once),
+# and the spooler (or a write-through emit) retries it at most this often: each retry encodes
+# the whole backlog again, up to max_memory_events, which must not eat the application's CPU.
+_DROP_REPORT_PERIOD_S = 1.0
+_REFUSED_RETRY_PERIOD_S = 0.25
 
 
 def _canonical_id(value: int) -> str:
@@ -70,7 +84,6 @@ class Client:
         self._spool = ForkSafeSpool(Spool(self._spool_dir / "queue"))
         self._dead_letter = ForkSafeSpool(Spool(self._spool_dir / "dead-letter"))
         self._write_through = seconds(self.config.spool_interval) == 0
-        self.dropped = 0
         self._reset_process_state()
         self._closed = False
         _clients.add(self)
@@ -92,6 +105,12 @@ class Client:
         self._started = False
         self._unsent_estimate = 0
         self.stats = SenderStats()
+        # Set while the spool refuses events (disk full, spool_max_bytes, I/O errors): emit
+        # then keeps at most config.max_memory_events in memory and drops the newest.
+        self._spool_refusal: str | None = None
+        self._last_refused_at = 0.0
+        self._unreported_drops = 0
+        self._last_drop_report_at: float | None = None
         self._lease = SenderLease(self._spool_dir / "sender.lock")
 
     def _after_fork_in_child(self) -> None:
@@ -151,8 +170,14 @@ class Client:
             raise InvalidEvent("data must be a mapping", field="data")
         else:
             data = dict(data)  # the application may change its dict after emit()
-        self._buffer.append((event_id, key, pending_timestamp, data))
-        if self._write_through or self._closed:
+        if self._spool_refusal is not None and len(self._buffer) >= self.config.max_memory_events:
+            self._count_dropped(1)
+        else:
+            self._buffer.append((event_id, key, pending_timestamp, data))
+        if self._closed or (
+            self._write_through
+            and (self._spool_refusal is None or time.monotonic() - self._last_refused_at >= _REFUSED_RETRY_PERIOD_S)
+        ):
             self._persist()
         if not self._started:
             self._ensure_started()
@@ -206,11 +231,13 @@ class Client:
         buffer, self._buffer = self._buffer, deque()
         write_through, self._write_through = self._write_through, False
         closed, self._closed = self._closed, False
+        refusal, self._spool_refusal = self._spool_refusal, None  # so emit() never drops this one
         try:
             self.emit(event, data)
             return self._buffer.popleft()
         finally:
             self._buffer, self._write_through, self._closed = buffer, write_through, closed
+            self._spool_refusal = refusal
 
     # --- the spooler ---------------------------------------------------------------------
 
@@ -218,57 +245,143 @@ class Client:
         interval_s = seconds(self.config.spool_interval)
         while not self._stop.wait(interval_s):
             try:
+                if (
+                    self._spool_refusal is not None
+                    and time.monotonic() - self._last_refused_at < _REFUSED_RETRY_PERIOD_S
+                ):
+                    self._report_drops()  # drops made by emit() meanwhile
+                    continue
                 self._persist()
             except Exception:  # the thread must outlive any one failure
                 log.exception("client_spooler_failed")
 
     def _persist(self) -> int:
-        """Move everything in memory to the disk spool; return how many events were written."""
+        """Move everything in memory to the disk spool; return how many events were written.
+
+        Events leave memory only once the spool holds them. When it refuses them they stay,
+        up to config.max_memory_events (the newest beyond are dropped, counted, reported),
+        and go to disk in order on a later call that succeeds.
+        """
         with self._persist_lock:
-            pending: list[_Pending] = []
-            while self._buffer:
-                try:
-                    pending.append(self._buffer.popleft())
-                except IndexError:
-                    break
-            if not pending:
+            # A copy, not pops: emit() appends concurrently, and until the append below
+            # succeeds these events must stay where flush() and a crash-free exit see them.
+            waiting = self._buffer.copy()
+            count = len(waiting)
+            if not count:
+                self._report_drops()
                 return 0
-            events = [_event_dict(p) for p in pending]
-            entries: list[bytes] = []
-            max_batch = self.config.max_batch
-            for start in range(0, len(events), max_batch):
-                chunk = events[start : start + max_batch]
-                try:
-                    entries.append(_encode_entry(chunk))
-                except TypeError:
-                    entries.extend(self._encode_one_by_one(chunk))
-            if self._spool.size_bytes() >= self.config.spool_max_bytes:
-                self.dropped += len(events)
+            entries, unencodable = self._encode_entries([_event_dict(p) for p in waiting])
+            try:
+                if self._spool.size_bytes() >= self.config.spool_max_bytes:
+                    raise SpoolFull(f"client spool is full ({self.config.spool_max_bytes} bytes)")
+                if entries:
+                    self._spool.append_many(entries)
+            except (SpoolError, OSError) as exc:
+                self._spool_refused(exc)
+                return 0
+            for _ in range(count):
+                self._buffer.popleft()
+            if self._spool_refusal is not None:
+                log.warning("client spool takes events again; %d kept in memory were written", count)
+                self._report_drops(episode_over=True)
+                self._spool_refusal = None
+            else:
+                self._report_drops()
+            for event, encode_error in unencodable:
+                self._count_dropped(1, report=False)
                 self._report(
-                    SpoolFull(
-                        f"client spool is full ({self.config.spool_max_bytes} bytes); dropped {len(events)} new events"
+                    InvalidEvent(
+                        f"event {event['id']} ({event['key']}) cannot be encoded as JSON: {encode_error}", field="data"
                     )
                 )
-                return 0
-            self._spool.append_many(entries)
-            self._unsent_estimate += len(events)
-            if self._unsent_estimate >= max_batch:
+            written = count - len(unencodable)
+            self._unsent_estimate += written
+            if self._unsent_estimate >= self.config.max_batch:
                 self._unsent_estimate = 0
                 self._wake.set()
-            return len(events)
+            return written
 
-    def _encode_one_by_one(self, events: list[dict[str, Any]]) -> list[bytes]:
-        good: list[dict[str, Any]] = []
-        for event in events:
+    def _encode_entries(
+        self, events: list[dict[str, Any]]
+    ) -> tuple[list[bytes], list[tuple[dict[str, Any], TypeError]]]:
+        """Spool entries of up to max_batch events, and the events that cannot be encoded."""
+        entries: list[bytes] = []
+        unencodable: list[tuple[dict[str, Any], TypeError]] = []
+        max_batch = self.config.max_batch
+        for start in range(0, len(events), max_batch):
+            chunk = events[start : start + max_batch]
             try:
-                _encode_entry([event])
-                good.append(event)
-            except TypeError as exc:
-                self.dropped += 1
-                self._report(
-                    InvalidEvent(f"event {event['id']} ({event['key']}) cannot be encoded as JSON: {exc}", field="data")
+                entries.append(_encode_entry(chunk))
+            except TypeError:
+                good: list[dict[str, Any]] = []
+                for event in chunk:
+                    try:
+                        _encode_entry([event])
+                        good.append(event)
+                    except TypeError as exc:
+                        unencodable.append((event, exc))
+                if good:
+                    entries.append(_encode_entry(good))
+        return entries, unencodable
+
+    def _spool_refused(self, exc: BaseException) -> None:
+        """The spool did not take the events in memory: keep them, up to the bound."""
+        self._last_refused_at = time.monotonic()
+        if self._spool_refusal is None:
+            log.warning(
+                "client spool cannot take events (%s); keeping up to %d in memory",
+                exc,
+                self.config.max_memory_events,
+            )
+        self._spool_refusal = str(exc)
+        excess = 0
+        while len(self._buffer) > self.config.max_memory_events:
+            try:
+                self._buffer.pop()  # the newest: the oldest keep their place in line
+            except IndexError:
+                break
+            excess += 1
+        if excess:
+            self._count_dropped(excess)
+        self._report_drops()
+
+    def _count_dropped(self, count: int, *, report: bool = True) -> None:
+        with self.stats.lock:
+            self.stats.dropped += count
+            if report:
+                self._unreported_drops += count
+
+    def _report_drops(self, *, episode_over: bool = False, final: bool = False) -> None:
+        """Tell on_error how many events were dropped: the first drop of an episode at once,
+        then at most once per _DROP_REPORT_PERIOD_S, and the rest when the episode ends."""
+        now = time.monotonic()
+        with self.stats.lock:
+            count = self._unreported_drops
+            due = (
+                final
+                or episode_over
+                or self._closed
+                or self._last_drop_report_at is None
+                or now - self._last_drop_report_at >= _DROP_REPORT_PERIOD_S
+            )
+            if count and due:
+                self._unreported_drops = 0
+                self._last_drop_report_at = now
+            if episode_over:
+                self._last_drop_report_at = None
+        if count and due:
+            self._report(
+                EventsDropped(
+                    f"dropped {count} newest events: the spool cannot take them ({self._spool_refusal or 'refused'})"
+                    f" and {self.config.max_memory_events} are waiting in memory",
+                    count=count,
                 )
-        return [_encode_entry(good)] if good else []
+            )
+
+    @property
+    def dropped(self) -> int:
+        """Events this process dropped: the spool could not take them and memory was at its bound."""
+        return self.stats.dropped
 
     def _report(self, error: TlyticsError) -> None:
         if self.config.on_error is None:
@@ -331,6 +444,11 @@ class Client:
                 self._persist()
             except Exception:
                 log.exception("client_persist_at_exit_failed")
+            # The spool still refuses them and memory dies with the process: count and say so.
+            if lost := len(self._buffer):
+                self._buffer.clear()
+                self._count_dropped(lost)
+                self._report_drops(final=True)
 
 
 def _after_fork_in_child() -> None:

@@ -36,6 +36,9 @@ class Config:
     write_key: sent as `Authorization: Bearer <key>`.
     retry_max_delay: cap of the exponential backoff between retries, in seconds.
     gzip_min_bytes: request bodies of at least this many bytes are sent gzip-compressed.
+    max_memory_events: while the spool cannot take events (disk full, spool_max_bytes
+        reached, I/O error), up to this many wait in memory and go to disk in order once it
+        can; beyond it the newest are dropped, counted and reported through on_error.
     """
 
     server_url: str = "http://127.0.0.1:8081"
@@ -49,12 +52,15 @@ class Config:
     write_key: str | None = None
     retry_max_delay: Seconds = 30.0
     gzip_min_bytes: int = 4096
+    max_memory_events: int = 10_000
 
     def __post_init__(self) -> None:
         if not self.server_url.startswith(("http://", "https://")):
             raise ValueError(f"server_url must start with http:// or https://, not {self.server_url!r}")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if self.max_memory_events < 0:
+            raise ValueError("max_memory_events must not be negative")
         for name in ("flush_period", "spool_interval", "timeout", "retry_max_delay"):
             if seconds(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must not be negative")

@@ -33,6 +33,7 @@ class SenderStats:
     requests: int = 0
     retries: int = 0
     dead_lettered: int = 0
+    dropped: int = 0  # events the client could neither spool nor keep in memory
     last_error: str | None = None
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
