@@ -1,10 +1,13 @@
 """The background sender: ships spooled events in batches and removes them only after a 200.
 
 Connection errors, timeouts, 408/429/5xx are retried with capped exponential backoff and
-jitter (a `Retry-After` is honoured). Other 4xx answers mean the batch will never be accepted:
-when the server names the bad event (`index`), only that event is set aside and the rest are
-sent again at once; otherwise the batch is set aside. Set aside means moved to the dead-letter
-spool, reported, and never blocking the queue behind it.
+jitter (a `Retry-After` is honoured); connection refused or an unknown host is reported as
+`server_unreachable` so flush() need not wait for it. Requests stay within
+`Config.max_batch_bytes`, and a 413 without an `index` splits the batch in two. Other 4xx
+answers mean the batch will never be accepted: when the server names the bad event (`index`,
+on a 400 or 413), only that event is set aside and the rest are sent again at once; otherwise
+the batch is set aside. Set aside means moved to the dead-letter spool, reported, counted in
+the stats, and never blocking the queue behind it.
 """
 
 from __future__ import annotations
