@@ -4,6 +4,7 @@ spend its deadline when no server is there at all (issue 12, defects 1 and 3).""
 
 from __future__ import annotations
 
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,20 @@ def test_close_keeps_retrying_until_its_deadline_while_a_server_answers_503(tmp_
 
 def test_transport_says_when_nothing_listens() -> None:
     transport = Transport(f"http://127.0.0.1:{free_port()}", timeout_s=5, write_key=None, gzip_min_bytes=4096)
+    try:
+        with pytest.raises(ServerUnreachable):
+            transport.post_batch(b"[]")
+    finally:
+        transport.close()
+
+
+def test_transport_says_when_the_host_name_does_not_resolve(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_such_host(*args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    # No lookup leaves the machine: the resolver's failure is what is under test.
+    monkeypatch.setattr(socket, "getaddrinfo", no_such_host)
+    transport = Transport("http://tlytics-test.invalid:8081", timeout_s=5, write_key=None, gzip_min_bytes=4096)
     try:
         with pytest.raises(ServerUnreachable):
             transport.post_batch(b"[]")
