@@ -70,6 +70,10 @@ class DeliveryError(TlyticsError):
     """The client could not deliver events to the server."""
 
 
+class ServerUnreachable(DeliveryError):
+    """No server answers at the configured address (connection refused, no route, unknown host)."""
+
+
 class EventsRejected(DeliveryError):
     """The server refused events for good (a 4xx); they were moved to the dead-letter spool."""
 

@@ -111,6 +111,7 @@ class Client:
         self._last_refused_at = 0.0
         self._unreported_drops = 0
         self._last_drop_report_at: float | None = None
+        self._dead_lettered_at_last_flush = 0
         self._lease = SenderLease(self._spool_dir / "sender.lock")
 
     def _after_fork_in_child(self) -> None:
@@ -398,20 +399,38 @@ class Client:
         return len(self._buffer) + sum(len(orjson.loads(v)) for _, v in self._spool.peek(1_000_000))
 
     def flush(self, timeout: float = 10.0) -> bool:
-        """Ship everything emitted so far; True when all of it was acknowledged within `timeout`."""
+        """Ship everything emitted so far; True when all of it was acknowledged within `timeout`.
+
+        False too when events were set aside (dead-lettered) since the last flush: see
+        `stats.dead_lettered` and `stats.last_rejection`. When no server is reachable at all
+        (connection refused, unknown host), returns False as soon as memory is on disk rather
+        than at the deadline; the sender keeps trying in the background.
+        """
         self._check_pid()
         deadline = time.monotonic() + timeout
+        attempts_before = self.stats.attempts
         self._persist()
         self._ensure_started()
         self._wake.set()
         while True:
             if not self._buffer and self._spool.count() == 0:
-                return True
+                return self._none_dead_lettered_since_last_flush()
+            if self.stats.server_unreachable and self.stats.attempts > attempts_before:
+                # Nobody to retry against: waiting out the deadline would only hold up the app.
+                self._none_dead_lettered_since_last_flush()
+                return False
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                self._none_dead_lettered_since_last_flush()
                 return False
             with self._progress:
                 self._progress.wait(min(remaining, 0.05))
+
+    def _none_dead_lettered_since_last_flush(self) -> bool:
+        dead_lettered = self.stats.dead_lettered
+        none = dead_lettered == self._dead_lettered_at_last_flush
+        self._dead_lettered_at_last_flush = dead_lettered
+        return none
 
     def close(self, timeout: float = 10.0) -> bool:
         """Flush for up to `timeout`, then stop; what was not delivered stays on disk for the

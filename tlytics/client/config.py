@@ -29,6 +29,8 @@ class Config:
     spool_interval: how often emitted events move from memory to disk; 0 writes each
         event to disk before `emit()` returns (slower, nothing in memory to lose).
     max_batch: events per request to the server; reaching it also triggers a send.
+    max_batch_bytes: largest request body (JSON, before compression); bigger batches are
+        sent in several requests, an event bigger than this alone.
     spool_max_bytes: spool size limit; when full, new events are dropped and counted.
     timeout: seconds for one HTTP request.
     on_error: called with a TlyticsError when events are set aside (dead-lettered) or
@@ -46,6 +48,8 @@ class Config:
     spool_dir: str | Path = ".tlytics-spool"
     spool_interval: Seconds = 0.05
     max_batch: int = 1000
+    # Well under the server's default 10 MiB limit on a (decompressed) body.
+    max_batch_bytes: int = 4 * 1024 * 1024
     spool_max_bytes: int = 256 * 1024 * 1024
     timeout: Seconds = 10.0
     on_error: Callable[[TlyticsError], None] | None = None
@@ -61,6 +65,8 @@ class Config:
             raise ValueError("max_batch must be at least 1")
         if self.max_memory_events < 0:
             raise ValueError("max_memory_events must not be negative")
+        if self.max_batch_bytes < 1:
+            raise ValueError("max_batch_bytes must be at least 1")
         for name in ("flush_period", "spool_interval", "timeout", "retry_max_delay"):
             if seconds(getattr(self, name)) < 0:
                 raise ValueError(f"{name} must not be negative")

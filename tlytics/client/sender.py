@@ -1,10 +1,13 @@
 """The background sender: ships spooled events in batches and removes them only after a 200.
 
 Connection errors, timeouts, 408/429/5xx are retried with capped exponential backoff and
-jitter (a `Retry-After` is honoured). Other 4xx answers mean the batch will never be accepted:
-when the server names the bad event (`index`), only that event is set aside and the rest are
-sent again at once; otherwise the batch is set aside. Set aside means moved to the dead-letter
-spool, reported, and never blocking the queue behind it.
+jitter (a `Retry-After` is honoured); connection refused or an unknown host is reported as
+`server_unreachable` so flush() need not wait for it. Requests stay within
+`Config.max_batch_bytes`, and a 413 without an `index` splits the batch in two. Other 4xx
+answers mean the batch will never be accepted: when the server names the bad event (`index`,
+on a 400 or 413), only that event is set aside and the rest are sent again at once; otherwise
+the batch is set aside. Set aside means moved to the dead-letter spool, reported, counted in
+the stats, and never blocking the queue behind it.
 """
 
 from __future__ import annotations
@@ -22,24 +25,54 @@ from tlytics.client.config import Config, seconds
 from tlytics.client.forksafe import ForkSafeSpool
 from tlytics.client.lease import SenderLease
 from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
-from tlytics.errors import DeliveryError, EventsRejected, TlyticsError
+from tlytics.errors import DeliveryError, EventsRejected, ServerUnreachable, TlyticsError
 
 log = logging.getLogger("tlytics.client")
 
 
 @dataclass
 class SenderStats:
+    """What the sender did; `dead_lettered` and `last_rejection` say why a flush() was False."""
+
     delivered: int = 0
     requests: int = 0
     retries: int = 0
     dead_lettered: int = 0
     dropped: int = 0  # events the client could neither spool nor keep in memory
     last_error: str | None = None
+    # Why events were last set aside; unlike last_error, not cleared by a later delivery.
+    last_rejection: str | None = None
+    # The last attempt found no server at all (refused, unknown host): flush() stops waiting.
+    server_unreachable: bool = False
+    # Delivery attempts finished, whatever their outcome: lets flush() see a fresh one.
+    attempts: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
 def dead_letter_record(reply: Reply, events: list[Any]) -> bytes:
     return orjson.dumps({"status": reply.status, "answer": reply.json(), "failed_at": time.time(), "events": events})
+
+
+# b'{"events":' + array + b"}"
+_BODY_OVERHEAD_BYTES = 11
+
+
+def split_by_size(events: list[Any], max_batch_bytes: int) -> list[list[Any]]:
+    """`events` in order, in batches whose request body stays within `max_batch_bytes`
+    (JSON, before compression); an event too big for any batch goes alone."""
+    batches: list[list[Any]] = []
+    batch: list[Any] = []
+    size = _BODY_OVERHEAD_BYTES + 1  # the array's brackets
+    for event in events:
+        event_size = len(orjson.dumps(event)) + 1  # and its comma
+        if batch and size + event_size > max_batch_bytes:
+            batches.append(batch)
+            batch, size = [], _BODY_OVERHEAD_BYTES + 1
+        batch.append(event)
+        size += event_size
+    if batch:
+        batches.append(batch)
+    return batches
 
 
 def deliver(
@@ -48,38 +81,58 @@ def deliver(
     dead_letter: ForkSafeSpool,
     report: Callable[[TlyticsError], None],
     stats: SenderStats,
+    *,
+    max_batch_bytes: int | None = None,
 ) -> Reply:
     """Post `events` until the server takes them or a retryable answer comes back.
+
+    Requests stay within `max_batch_bytes`. A 413 without an `index` (the batch is too big
+    for this server) splits the batch in two, down to one event; a 400 or 413 naming an
+    `index` sets aside that event only; any other 4xx sets aside the batch.
 
     Returns the last reply: DELIVERED (possibly after setting rejected events aside) or RETRY.
     Raises DeliveryError on connection trouble.
     """
-    events = list(events)
-    while True:
-        reply = transport.post_batch(orjson.dumps(events))
+    pending: list[list[Any]] = [list(events)]
+    last: Reply = Reply(200, {}, b"{}")  # nothing to send is settled, like a delivery
+    while pending:
+        batch = pending.pop(0)
+        body = orjson.dumps(batch)
+        if max_batch_bytes is not None and len(batch) > 1 and len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
+            pending[0:0] = split_by_size(batch, max_batch_bytes)
+            continue
+        reply = transport.post_batch(body)
         with stats.lock:
             stats.requests += 1
         outcome = classify(reply.status)
-        if outcome is not Outcome.REJECTED:
-            if outcome is Outcome.DELIVERED:
-                with stats.lock:
-                    stats.delivered += len(events)
+        if outcome is Outcome.DELIVERED:
+            with stats.lock:
+                stats.delivered += len(batch)
+            last = reply
+            continue
+        if outcome is Outcome.RETRY:
             return reply
         answer = reply.json()
         index = answer.get("index") if isinstance(answer, dict) else None
-        if isinstance(index, int) and 0 <= index < len(events) and reply.status == 400:
-            rejected = [events.pop(index)]
+        if isinstance(index, int) and 0 <= index < len(batch) and reply.status in (400, 413):
+            rejected = [batch.pop(index)]
+            if batch:
+                pending.insert(0, batch)
+        elif reply.status == 413 and len(batch) > 1:
+            # Too big for this server as a whole (its limit may be below ours): halve it.
+            middle = len(batch) // 2
+            pending[0:0] = [batch[:middle], batch[middle:]]
+            continue
         else:
-            rejected, events = events, []
+            rejected = batch
         dead_letter.append(dead_letter_record(reply, rejected))
+        message = f"server rejected {len(rejected)} event(s) with {reply.status}: {answer}"
         with stats.lock:
             stats.dead_lettered += len(rejected)
-        message = f"server rejected {len(rejected)} event(s) with {reply.status}: {answer}"
+            stats.last_rejection = message
         log.error("events_dead_lettered status=%s events=%d answer=%s", reply.status, len(rejected), answer)
         report(EventsRejected(message, status=reply.status, events=rejected))
-        if not events:
-            # Nothing left to send: the batch is settled, like a delivery.
-            return Reply(200, {}, b"{}")
+    return last
 
 
 class Sender:
@@ -113,6 +166,7 @@ class Sender:
         keys: list[int] = []
         events: list[Any] = []
         unreadable: list[tuple[int, bytes]] = []
+        size_bytes = 0
         with self._spool.locked() as spool:
             # Lazily, oldest first, and only as many entries as one request takes.
             for key, value in spool.iter_oldest(self._config.max_batch):
@@ -121,9 +175,13 @@ class Sender:
                 except orjson.JSONDecodeError:
                     unreadable.append((key, value))
                     continue
-                if keys and len(events) + len(entry_events) > self._config.max_batch:
+                if keys and (
+                    len(events) + len(entry_events) > self._config.max_batch
+                    or size_bytes + len(value) > self._config.max_batch_bytes
+                ):
                     break
                 keys.append(key)
+                size_bytes += len(value)
                 events.extend(entry_events)
                 if len(events) >= self._config.max_batch:
                     break
@@ -148,20 +206,34 @@ class Sender:
                     if not keys:
                         self._wake.wait(self._flush_period_s)
                         continue
-                    reply = deliver(transport, events, self._dead_letter, self._report, self._stats)
+                    reply = deliver(
+                        transport,
+                        events,
+                        self._dead_letter,
+                        self._report,
+                        self._stats,
+                        max_batch_bytes=self._config.max_batch_bytes,
+                    )
+                    self._stats.server_unreachable = False
                 except DeliveryError as exc:
                     reply = None
                     self._stats.last_error = str(exc)
+                    self._stats.server_unreachable = isinstance(exc, ServerUnreachable)
                 except TlyticsError as exc:  # the spool itself failed: keep trying, slowly
                     log.error("client_spool_failed error=%s", exc)
                     self._stop.wait(1.0)
                     continue
-                if reply is not None and classify(reply.status) is Outcome.DELIVERED:
+                delivered = reply is not None and classify(reply.status) is Outcome.DELIVERED
+                if delivered:
                     self._spool.remove(keys)
                     attempt = 0
                     self._stats.last_error = None
-                    with self._progress:
-                        self._progress.notify_all()
+                with self._stats.lock:
+                    self._stats.attempts += 1
+                with self._progress:
+                    # Failures too: a flush() stops waiting when no server is there at all.
+                    self._progress.notify_all()
+                if delivered:
                     continue
                 attempt += 1
                 with self._stats.lock:

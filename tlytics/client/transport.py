@@ -4,9 +4,11 @@ that decides whether a failed delivery is worth retrying."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import http.client
 import random
+import socket
 import ssl
 import time
 from dataclasses import dataclass
@@ -18,7 +20,11 @@ from urllib.parse import urlsplit
 import orjson
 
 from tlytics.client.config import Config, seconds
-from tlytics.errors import DeliveryError
+from tlytics.errors import DeliveryError, ServerUnreachable
+
+# Connecting failed because nothing listens there or it cannot be reached: retrying at once
+# will not help, and a waiting flush()/close() should not spend its deadline on it.
+_UNREACHABLE_ERRNOS = frozenset({errno.ECONNREFUSED, errno.ENETUNREACH, errno.EHOSTUNREACH})
 
 
 class Outcome(Enum):
@@ -124,6 +130,10 @@ class Transport:
             payload = response.read()
         except (TimeoutError, OSError, http.client.HTTPException) as exc:
             self.close()
+            if isinstance(exc, socket.gaierror) or (
+                isinstance(exc, OSError) and not isinstance(exc, TimeoutError) and exc.errno in _UNREACHABLE_ERRNOS
+            ):
+                raise ServerUnreachable(f"{method} {path} failed: {exc!r}") from exc
             raise DeliveryError(f"{method} {path} failed: {exc!r}") from exc
         if response.will_close:
             self.close()
