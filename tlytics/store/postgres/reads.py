@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import re
-import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,6 +27,7 @@ from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEve
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
 from tlytics.store.postgres.filters import property_value, sql_where
 from tlytics.store.postgres.schema import BUCKET_US, SCHEMA_VERSION, Connection, schema_version
+from tlytics.store.sql import ThreadConnections
 
 # The per-node counter rows, summed: no count(*) over the whole table.
 _COUNT = "SELECT coalesce(sum(count), 0)::bigint FROM counters"
@@ -70,52 +70,32 @@ class PostgresReader:
     def __init__(self, url: str) -> None:
         self.url = url
         self._where = describe(url)
-        self._local = threading.local()
-        self._opened: list[Connection] = []
-        self._opened_lock = threading.Lock()
-        self._closed = False
+        self._connections: ThreadConnections[Connection] = ThreadConnections(f"store {self._where}", _close_quietly)
 
     def _reading(self) -> Connection:
         """This thread's connection, opened on its first read or after the last one broke."""
-        if self._closed:
-            raise StoreError(f"store {self._where} is closed")
-        connection: Connection | None = getattr(self._local, "connection", None)
-        if connection is not None and unusable(connection):
-            self._forget(connection)
-            connection = None
-        if connection is None:
-            with store_errors(f"opening store {self._where} for reading"):
-                connection = connect(self.url, application="tlytics-reader")
-                connection.isolation_level = IsolationLevel.REPEATABLE_READ
-                connection.read_only = True
-                try:
-                    version = schema_version(connection)
-                except BaseException:
-                    connection.close()
-                    raise
-            if version != SCHEMA_VERSION:
+        return self._connections.get(self._open, usable=lambda connection: not unusable(connection))
+
+    def _open(self) -> Connection:
+        with store_errors(f"opening store {self._where} for reading"):
+            connection = connect(self.url, application="tlytics-reader")
+            connection.isolation_level = IsolationLevel.REPEATABLE_READ
+            connection.read_only = True
+            try:
+                version = schema_version(connection)
+            except BaseException:
                 connection.close()
-                raise StoreError(
-                    f"{self._where} has schema version {version}, this Tlytics reads {SCHEMA_VERSION}:"
-                    " the writer side migrates it when it opens"
-                )
-            with self._opened_lock:
-                if self._closed:  # closed meanwhile: nobody would close this one
-                    connection.close()
-                    raise StoreError(f"store {self._where} is closed")
-                self._opened.append(connection)
-            self._local.connection = connection
+                raise
+        if version != SCHEMA_VERSION:
+            connection.close()
+            raise StoreError(
+                f"{self._where} has schema version {version}, this Tlytics reads {SCHEMA_VERSION}:"
+                " the writer side migrates it when it opens"
+            )
         return connection
 
     def _forget(self, connection: Connection) -> None:
-        with self._opened_lock:
-            if connection in self._opened:
-                self._opened.remove(connection)
-        self._local.connection = None
-        try:
-            connection.close()
-        except psycopg.Error:
-            pass  # it is broken already
+        self._connections.forget(connection)
 
     @contextmanager
     def _transaction(self, action: str, *, statements: int = 1) -> Iterator[Connection]:
@@ -290,11 +270,11 @@ class PostgresReader:
 
     def close(self) -> None:
         """Close every thread's connection; call once no read is running."""
-        with self._opened_lock:
-            self._closed = True
-            opened, self._opened = self._opened, []
-        for connection in opened:
-            try:
-                connection.close()
-            except psycopg.Error:
-                pass  # read-only: nothing to lose
+        self._connections.close()
+
+
+def _close_quietly(connection: Connection) -> None:
+    try:
+        connection.close()
+    except psycopg.Error:
+        pass  # read-only, or broken already: nothing to lose

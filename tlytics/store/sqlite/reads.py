@@ -10,7 +10,6 @@ whose migrations have not run yet instead of misreading it.
 from __future__ import annotations
 
 import itertools
-import threading
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +21,7 @@ import orjson
 from tlytics.chunks import chunks
 from tlytics.errors import StoreError
 from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent
+from tlytics.store.sql import ThreadConnections
 from tlytics.store.sqlite.connection import connect, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
@@ -67,32 +67,22 @@ class SQLiteReader:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()
-        self._opened: list[apsw.Connection] = []
-        self._opened_lock = threading.Lock()
-        self._closed = False
+        self._connections: ThreadConnections[apsw.Connection] = ThreadConnections(f"store {self.path}", _close_quietly)
 
     def _read_connection(self) -> apsw.Connection:
         """This thread's read-only connection, opened on its first read."""
-        if self._closed:
-            raise StoreError(f"store {self.path} is closed")
-        connection: apsw.Connection | None = getattr(self._local, "connection", None)
-        if connection is None:
-            with store_errors(f"opening store {self.path} for reading"):
-                connection = connect(self.path, "normal", readonly=True)  # synchronous: no writes here
-                version = schema_version(connection)
-            if version != SCHEMA_VERSION:
-                connection.close()
-                raise StoreError(
-                    f"{self.path} has schema version {version}, this Tlytics reads {SCHEMA_VERSION}:"
-                    " the writer side migrates it when it opens"
-                )
-            with self._opened_lock:
-                if self._closed:  # closed meanwhile: nobody would close this one
-                    connection.close()
-                    raise StoreError(f"store {self.path} is closed")
-                self._opened.append(connection)
-            self._local.connection = connection
+        return self._connections.get(self._open)
+
+    def _open(self) -> apsw.Connection:
+        with store_errors(f"opening store {self.path} for reading"):
+            connection = connect(self.path, "normal", readonly=True)  # synchronous: no writes here
+            version = schema_version(connection)
+        if version != SCHEMA_VERSION:
+            connection.close()
+            raise StoreError(
+                f"{self.path} has schema version {version}, this Tlytics reads {SCHEMA_VERSION}:"
+                " the writer side migrates it when it opens"
+            )
         return connection
 
     def count(self) -> int:
@@ -236,11 +226,11 @@ class SQLiteReader:
 
     def close(self) -> None:
         """Close every thread's connection; call once no read is running."""
-        with self._opened_lock:
-            self._closed = True
-            opened, self._opened = self._opened, []
-        for connection in opened:
-            try:
-                connection.close()
-            except apsw.Error:
-                pass  # read-only: nothing to lose
+        self._connections.close()
+
+
+def _close_quietly(connection: apsw.Connection) -> None:
+    try:
+        connection.close()
+    except apsw.Error:
+        pass  # read-only: nothing to lose
