@@ -125,9 +125,7 @@ def admit(request: web.Request) -> None:
     if not may_call(ring, access, key):
         needs = f"this endpoint needs {_an(access)} key{_ALSO_OPENED_BY.get(access, '')}"
         if key is None:
-            raise ApiError(
-                401, f"{needs}: Authorization: Bearer <key>", headers=_NEEDS_KEY_HEADERS, needs_scope=access
-            )
+            raise ApiError(401, f"{needs}: Authorization: Bearer <key>", headers=_NEEDS_KEY_HEADERS, needs_scope=access)
         raise ApiError(
             403, f"{needs}; this one ({key.label}) is {_an(key.scope)} key", needs_scope=access, scope=key.scope
         )
@@ -144,6 +142,6 @@ def admit(request: web.Request) -> None:
             f"rate limit of {limiter.rate} reached for this {'key' if key is not None else 'client address'};"
             " retry after Retry-After seconds",
             headers={"Retry-After": retry_after_header(wait_s)},
-            limit=str(limiter.rate),
+            rate_limit=str(limiter.rate),
             retry_after_s=round(wait_s, 3),
         )
