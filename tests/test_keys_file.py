@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from tests.helpers import ServerProcess, eventually, free_port, http_json
-from tlytics.ingest.keys import Keys, KeysFileError, parse_keys_file
+from tlytics.ingest.keys import ApiKey, KeyRing, Keys, KeysFileError, parse_keys_file
 from tlytics.ingest.keys_file import KeysFileWatcher
 
 KEPT_WRITE = "kept-write-key-0123456789"
@@ -90,6 +90,27 @@ def test_a_reload_with_a_bad_line_keeps_the_keys_in_force(tmp_path: Path) -> Non
     assert errors["keys_file_invalid"]["kept_keys"] == 1
     assert "keys_file_unreadable" in errors
     assert OLD_READ not in repr(logs) and NEW_READ not in repr(logs)
+
+
+def test_with_a_keys_file_removing_the_last_key_of_a_kind_refuses_that_kind(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(keys_text(f"write {KEPT_WRITE}", f"read {OLD_READ}"))
+    keys = Keys((), keys_file=True)
+    watcher = KeysFileWatcher(path, keys)
+    watcher.load()
+    replace_file(path, keys_text(f"write {KEPT_WRITE}"))
+    assert watcher.check() is True
+    # Without a keys file, no reading key would mean reading is open to anyone.
+    assert keys.ring.needs_key("read") and keys.ring.needs_key("stats") and keys.ring.needs_key("admin")
+    replace_file(path, "")
+    assert watcher.check() is True
+    assert keys.ring.keys == () and keys.ring.needs_key("write")
+
+
+def test_one_secret_with_two_scopes_is_refused_by_label() -> None:
+    with pytest.raises(KeysFileError) as raised:
+        KeyRing([ApiKey.of("read", OLD_READ, "--read-key #1"), ApiKey.of("admin", OLD_READ, "keys:3")])
+    assert str(raised.value) == "keys:3: the same key is also a read key (--read-key #1)"
 
 
 def test_a_bad_keys_file_stops_the_start_naming_the_line(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ then counted against its rate limit (per key, else per client address).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Literal
 
 import structlog
@@ -50,22 +51,27 @@ ROUTE_ACCESS = web.AppKey("route_access", RouteAccess)
 
 
 def install_access_control(app: web.Application) -> None:
-    """The keys of the settings (and, at start, of the keys file, then watched), and the rate
-    limits. Called before any other resource opens, so a bad keys file stops the start first."""
+    """The keys (of the settings, and of the keys file, then watched) and the rate limits.
+    Called before any other resource is added, so a bad key setting stops the start first."""
     settings = app[SETTINGS]
-    app[KEYS] = Keys(
-        flag_keys(
-            {
-                "write": settings.write_keys,
-                "stats": settings.stats_keys,
-                "read": settings.read_keys,
-                "admin": settings.admin_keys,
-            }
-        )
-    )
     app[RATE_LIMITS] = RateLimits(settings.rate_limit, settings.read_rate_limit, app[METRICS].registry)
+    app.cleanup_ctx.append(_keys_ctx)
     if settings.keys_file is not None:
         app.cleanup_ctx.append(keys_file_ctx)
+
+
+async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    # At start rather than in create_app: one secret given two scopes is a TlyticsError the
+    # command reports (exit 1), like a bad keys file.
+    settings = app[SETTINGS]
+    keys_by_scope: dict[Scope, tuple[str, ...]] = {
+        "write": settings.write_keys,
+        "stats": settings.stats_keys,
+        "read": settings.read_keys,
+        "admin": settings.admin_keys,
+    }
+    app[KEYS] = Keys(flag_keys(keys_by_scope), keys_file=settings.keys_file is not None)
+    yield
 
 
 def request_access(request: web.Request) -> Access | None:
