@@ -123,31 +123,41 @@ def admit(request: web.Request) -> None:
         raise ApiError(403, f"{route} has no declared access level, so it is refused")
     if access == "open":
         return
-    app = request.app
-    ring = app[KEYS].ring
+    key = _check_key(request, access)
+    _check_rate(request, access, key)
+
+
+def _check_key(request: web.Request, access: Scope) -> ApiKey | None:
+    """The known key the request presents (None: none) if it may call a route of `access`;
+    else a 401 (no known key) or 403 (a key of another scope), naming the scope needed."""
+    ring = request.app[KEYS].ring
     key = presented_key(request, ring) if ring.keys else None
     if key is not None:
         structlog.contextvars.bind_contextvars(key=key.label)  # the label, never the secret
-    if not may_call(ring, access, key):
-        needs = f"this endpoint needs {_an(access)} key{_ALSO_OPENED_BY.get(access, '')}"
-        if key is None:
-            raise ApiError(401, f"{needs}: Authorization: Bearer <key>", headers=_NEEDS_KEY_HEADERS, needs_scope=access)
-        raise ApiError(
-            403, f"{needs}; this one ({key.label}) is {_an(key.scope)} key", needs_scope=access, scope=key.scope
-        )
-    limits = app[RATE_LIMITS]
-    limiter = limits.write if access == "write" else limits.read
+    if may_call(ring, access, key):
+        return key
+    needs = f"this endpoint needs {_an(access)} key{_ALSO_OPENED_BY.get(access, '')}"
+    if key is None:
+        raise ApiError(401, f"{needs}: Authorization: Bearer <key>", headers=_NEEDS_KEY_HEADERS, needs_scope=access)
+    raise ApiError(403, f"{needs}; this one ({key.label}) is {_an(key.scope)} key", needs_scope=access, scope=key.scope)
+
+
+def _check_rate(request: web.Request, access: Scope, key: ApiKey | None) -> None:
+    """Take a token from the caller's bucket (its key's, else its address's), or answer 429."""
+    limits = request.app[RATE_LIMITS]
+    limit = "write" if access == "write" else "read"
+    limiter = limits.write if limit == "write" else limits.read
     if limiter is None:
         return
     wait_s = limiter.take(key.secret_digest if key is not None else (request.remote or ""))
-    if wait_s is not None:
-        limit = "write" if access == "write" else "read"
-        limits.limited.labels(limit, key.scope if key is not None else "none").inc()
-        raise ApiError(
-            429,
-            f"rate limit of {limiter.rate} reached for this {'key' if key is not None else 'client address'};"
-            " retry after Retry-After seconds",
-            headers={"Retry-After": retry_after_header(wait_s)},
-            rate_limit=str(limiter.rate),
-            retry_after_s=round(wait_s, 3),
-        )
+    if wait_s is None:
+        return
+    limits.limited.labels(limit, key.scope if key is not None else "none").inc()
+    raise ApiError(
+        429,
+        f"rate limit of {limiter.rate} reached for this {'key' if key is not None else 'client address'};"
+        " retry after Retry-After seconds",
+        headers={"Retry-After": retry_after_header(wait_s)},
+        rate_limit=str(limiter.rate),
+        retry_after_s=round(wait_s, 3),
+    )
