@@ -195,6 +195,7 @@ def test_sighup_rotates_keys_while_requests_run(server_factory: Any, tmp_path: P
     assert server.process.poll() is None  # SIGHUP reloads; it does not stop the server
     log = server.log()
     assert '"keys_reload_requested"' in log and '"removed":["old"]' in log and '"added":["new"]' in log
+    assert '"key_label":"sender"' in log  # each request's line names its key by label
     assert OLD_READ not in log and NEW_READ not in log and KEPT_WRITE not in log
 
 

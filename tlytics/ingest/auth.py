@@ -133,7 +133,7 @@ def _check_key(request: web.Request, access: Scope) -> ApiKey | None:
     ring = request.app[KEYS].ring
     key = presented_key(request, ring) if ring.keys else None
     if key is not None:
-        structlog.contextvars.bind_contextvars(key=key.label)  # the label, never the secret
+        structlog.contextvars.bind_contextvars(key_label=key.label)  # the label, never the secret
     if may_call(ring, access, key):
         return key
     needs = f"this endpoint needs {_an(access)} key{_ALSO_OPENED_BY.get(access, '')}"
