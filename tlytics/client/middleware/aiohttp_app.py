@@ -12,6 +12,7 @@ from tlytics.client.middleware.recording import HTTP_REQUEST_KEY, RequestRecorde
 
 if TYPE_CHECKING:
     from aiohttp import web
+    from aiohttp.typedefs import Middleware
 
 Handler = Callable[["web.Request"], Awaitable["web.StreamResponse"]]
 
@@ -28,7 +29,7 @@ def aiohttp_middleware(
     key: str = HTTP_REQUEST_KEY,
     trust_forwarded: bool = False,
     record_ip: RecordIP = "truncated",
-) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+) -> Middleware:
     """An aiohttp middleware: `web.Application(middlewares=[aiohttp_middleware(client)])`.
 
     With `trust_forwarded`, client_ip is the first X-Forwarded-For address (behind a proxy
