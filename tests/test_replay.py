@@ -191,15 +191,20 @@ def test_invalid_lines_are_reported_once_each_in_file_order(tmp_path: Path) -> N
                 b'{"key": ""}',
                 b'{"key": "x"',  # cut short
                 b'{"key": "x", "id": "not-a-uuid"}',
+                b'{"key": "c", "id": "0190f7c4-1234-7abc-8def-0123456789ab"}',
+                b'{"id": "0190f7c4-1234-7abc-8def-0123456789ab", "key": "c"}',  # the same event again
+                b'{"key": "other", "id": "0190F7C4-1234-7ABC-8DEF-0123456789AB"}',  # its id, other content
+                b"[1,",
             ]
         )
         + b"\n"
     )
     result = run(["--dry-run", "--file", str(events_file)])
     assert result.exit_code == 1
-    assert "dry run: read 7, valid 2, invalid 5" in result.stdout
+    assert "dry run: read 11, valid 3, invalid 7, repeated 1" in result.stdout
     reported = [line.split(":")[1] for line in result.stderr.splitlines() if line.startswith(str(events_file))]
-    assert reported == ["2", "3", "5", "6", "7"]
+    assert reported == ["2", "3", "5", "6", "7", "10", "11"]
+    assert f"{events_file}:10: id 0190f7c4-1234-7abc-8def-0123456789ab is also {events_file}:8's" in result.stderr
 
 
 W1, W2, R1 = "write-key-one-0123456789", "write-key-two-0123456789", "read-key-0123456789"

@@ -53,6 +53,9 @@ class Summary:
     already_stored: int | None = 0
     invalid: int = 0
     failed: int = 0
+    # Events whose id an earlier event of the source already had, with the same content: sent
+    # once, since the server stores an id once.
+    repeated: int = 0
     # Why already_stored is unknown: one line, shown once.
     warning: str | None = None
     # In source order: every invalid line or entry once, then what the server refused.
@@ -167,6 +170,33 @@ def _validated(found: Found, summary: Summary) -> dict[str, Any] | None:
 def _canonical_id(event_id: str) -> str:
     """The form /lookup answers with (lowercase, hyphens), for any spelling the server accepts."""
     return str(uuid.UUID(event_id))
+
+
+def _to_send(found_events: Iterator[Found], summary: Summary) -> list[Found]:
+    """The valid events of the source, the first of each id only. Checked as read, so every
+    problem is reported once and in the source's order.
+
+    The server stores an id once, so a later event with a known id is either the same event
+    again (counted as repeated, not sent) or a different one that would be acknowledged and
+    never stored (invalid, reported)."""
+    first_of: dict[str, Found] = {}
+    kept: list[Found] = []
+    for found in found_events:
+        if _validated(found, summary) is None:
+            continue
+        event_id = _canonical_id(found.event["id"])
+        first = first_of.setdefault(event_id, found)
+        if first is found:
+            kept.append(found)
+        elif {**first.event, "id": event_id} == {**found.event, "id": event_id}:
+            summary.repeated += 1
+        else:
+            summary.invalid += 1
+            summary.problems.append(
+                f"{found.where}: id {event_id} is also {first.where}'s, with other content;"
+                " the server keeps one event per id"
+            )
+    return kept
 
 
 class Replayer:
@@ -329,9 +359,8 @@ def main(
 
     summary = Summary()
     found_events = _read_source(spool_dir, file_name, summary)
-    # Validated as read, so every problem is reported once and in the source's order.
-    valid = [found for found in found_events if _validated(found, summary) is not None]
-    summary.read = len(valid) + summary.invalid
+    valid = _to_send(found_events, summary)
+    summary.read = len(valid) + summary.invalid + summary.repeated
     replayer = None
     if not dry_run:
         assert server is not None
@@ -348,7 +377,8 @@ def main(
     for problem in summary.problems:
         click.echo(problem, err=True)
     if dry_run:
-        click.echo(f"dry run: read {summary.read}, valid {len(valid)}, invalid {summary.invalid}")
+        repeated = f", repeated {summary.repeated}" if summary.repeated else ""
+        click.echo(f"dry run: read {summary.read}, valid {len(valid)}, invalid {summary.invalid}{repeated}")
     else:
         click.echo(summary.line())
     sys.exit(0 if summary.ok else 1)
