@@ -270,6 +270,7 @@ def test_is_bot_uses_the_crawler_list() -> None:
     )
     assert not is_bot(BROWSER)
     assert not is_bot(None) and not is_bot("")
+    assert is_bot(GOOGLEBOT + " " + "x" * 1000) and not is_bot(BROWSER + " " + "x" * 1000)  # beyond the cache
 
 
 class BrokenClient(Client):

@@ -23,11 +23,22 @@ def _matcher() -> Callable[[str], bool]:
     return lambda user_agent: bool(is_crawler(user_agent))
 
 
-# The same few user agents make most requests, and matching one runs hundreds of patterns.
-@functools.lru_cache(maxsize=4096)
+# Longer user agents are matched every time: a client sending long random ones must not be
+# able to grow the cache to megabytes.
+CACHED_USER_AGENT_MAX_CHARS = 512
+
+
 def is_bot(user_agent: str | None) -> bool:
     """True when `user_agent` matches a known crawler; a request without one is not counted
     as a bot (the list names crawlers, and absence names nothing)."""
     if not user_agent:
         return False
+    if len(user_agent) > CACHED_USER_AGENT_MAX_CHARS:
+        return _matcher()(user_agent)
+    return _cached_is_bot(user_agent)
+
+
+# The same few user agents make most requests, and matching one runs hundreds of patterns.
+@functools.lru_cache(maxsize=4096)
+def _cached_is_bot(user_agent: str) -> bool:
     return _matcher()(user_agent)
