@@ -305,3 +305,28 @@ async def test_recording_errors_never_break_the_application(aiohttp_client: Any,
 
 async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+async def test_a_surprising_request_object_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a middleware reads off the framework's objects is read inside the guard too."""
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": 5}  # not (host, port)
+    client = Client(Config(server_url="http://127.0.0.1:9", spool_dir=tmp_path / "s"))
+    with caplog.at_level("ERROR", logger="tlytics.client.middleware"):
+        await ASGIMiddleware(app, client)(scope, receive, send)
+    client.close(0.1)
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+    assert "tlytics_middleware_record_failed" in caplog.text

@@ -59,7 +59,7 @@ def aiohttp_middleware(
             raise
         finally:
             recorder.record(
-                RequestSeen(
+                lambda: RequestSeen(
                     method=request.method,
                     route=_route_template(request),
                     path=request.path,

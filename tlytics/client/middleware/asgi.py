@@ -63,18 +63,20 @@ class ASGIMiddleware:
         try:
             await self.app(scope, receive, counting_send)
         finally:
-            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
-            peer = scope.get("client")
-            self.recorder.record(
-                RequestSeen(
-                    method=str(scope.get("method", "")),
-                    route=_route_template(scope),
-                    path=str(scope.get("path", "")),
-                    status_code=state["status"],
-                    started=started,
-                    peer=str(peer[0]) if peer else None,
-                    forwarded_for=headers.get("x-forwarded-for"),
-                    user_agent=headers.get("user-agent"),
-                    response_size=state["size"],
-                )
-            )
+            self.recorder.record(lambda: _seen(scope, state, started))
+
+
+def _seen(scope: Scope, state: dict[str, int], started: float) -> RequestSeen:
+    headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+    peer = scope.get("client")
+    return RequestSeen(
+        method=str(scope.get("method", "")),
+        route=_route_template(scope),
+        path=str(scope.get("path", "")),
+        status_code=state["status"],
+        started=started,
+        peer=str(peer[0]) if peer else None,
+        forwarded_for=headers.get("x-forwarded-for"),
+        user_agent=headers.get("user-agent"),
+        response_size=state["size"],
+    )

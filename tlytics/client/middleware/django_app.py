@@ -99,20 +99,23 @@ class DjangoMiddleware:
             self._record(request, response, started)
 
     def _record(self, request: Any, response: Any, started: float) -> None:
-        meta = request.META
-        streaming = response is None or getattr(response, "streaming", False)
-        self.recorder.record(
-            RequestSeen(
-                method=str(request.method),
-                route=_route_template(request),
-                path=str(request.path),
-                # Django turns a view's exception into a 500 response before it gets here;
-                # None only if an exception still escapes (DEBUG_PROPAGATE_EXCEPTIONS).
-                status_code=int(response.status_code) if response is not None else 500,
-                started=started,
-                peer=meta.get("REMOTE_ADDR"),
-                forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
-                user_agent=meta.get("HTTP_USER_AGENT"),
-                response_size=None if streaming else len(response.content),
-            )
-        )
+        self.recorder.record(lambda: _seen(request, response, started))
+
+
+def _seen(request: Any, response: Any, started: float) -> RequestSeen:
+    meta = request.META
+    # A streamed body's size is not known without consuming it: null rather than a guess.
+    streaming = response is None or getattr(response, "streaming", False)
+    return RequestSeen(
+        method=str(request.method),
+        route=_route_template(request),
+        path=str(request.path),
+        # Django turns a view's exception into a 500 response before it gets here; None only
+        # if an exception still escapes (DEBUG_PROPAGATE_EXCEPTIONS).
+        status_code=int(response.status_code) if response is not None else 500,
+        started=started,
+        peer=meta.get("REMOTE_ADDR"),
+        forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
+        user_agent=meta.get("HTTP_USER_AGENT"),
+        response_size=None if streaming else len(response.content),
+    )

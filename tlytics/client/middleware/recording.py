@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from tlytics.client.client import Client
@@ -47,8 +48,13 @@ class RequestRecorder:
         # Checked here, when the application starts, not on its first request.
         self.record_ip = checked_record_ip(record_ip)
 
-    def record(self, seen: RequestSeen) -> None:
+    def record(self, observe: Callable[[], RequestSeen]) -> None:
+        """Emit the event for what `observe` reads off the request and response; reading runs
+        here too, so a surprise in a framework's objects is logged, never raised into it."""
+        path = None
         try:
+            seen = observe()
+            path = seen.path
             self.client.emit(
                 self.key,
                 {
@@ -69,4 +75,4 @@ class RequestRecorder:
                 },
             )
         except Exception:
-            log.exception("tlytics_middleware_record_failed path=%s", seen.path)
+            log.exception("tlytics_middleware_record_failed path=%s", path)

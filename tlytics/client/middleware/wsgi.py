@@ -3,6 +3,7 @@ middleware, which also knows the route)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from tlytics.client.client import Client
 from tlytics.client.middleware.client_ip import RecordIP
 from tlytics.client.middleware.recording import HTTP_REQUEST_KEY, RequestRecorder, RequestSeen
+
+log = logging.getLogger("tlytics.client.middleware")
 
 StartResponse = Callable[..., Any]
 WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
@@ -50,7 +53,10 @@ class WSGIMiddleware:
                 state["status"] = int(status.split(" ", 1)[0])
             except ValueError:
                 pass
-            state["route"] = _route_template(environ)
+            try:
+                state["route"] = _route_template(environ)
+            except Exception:  # recording never breaks the response
+                log.exception("tlytics_middleware_observe_failed")
             return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
 
         def record() -> None:
@@ -58,7 +64,7 @@ class WSGIMiddleware:
                 return
             state["recorded"] = True
             self.recorder.record(
-                RequestSeen(
+                lambda: RequestSeen(
                     method=str(environ.get("REQUEST_METHOD", "")),
                     route=state["route"],
                     path=str(environ.get("PATH_INFO", "")),
