@@ -1,8 +1,11 @@
-"""Request-recording middleware in real aiohttp, FastAPI and Flask applications, delivered to
-a real server; recording failures never touch the application's answer."""
+"""Request-recording middleware in real aiohttp, FastAPI, Flask and Django applications,
+delivered to a real server: the route template beside the raw path, the client address
+truncated by default, crawlers marked; recording failures never touch the application's
+answer."""
 
 from __future__ import annotations
 
+import types
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +14,11 @@ from aiohttp import web
 
 from tests.helpers import ServerProcess, http_json
 from tlytics import Client, Config
-from tlytics.client import ASGIMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
+from tlytics.client import ASGIMiddleware, DjangoMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
+from tlytics.client.middleware import is_bot, truncated_ip
+
+BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
 @pytest.fixture
@@ -27,19 +34,21 @@ def client(server: ServerProcess, tmp_path: Path) -> Any:
 
 
 def recorded(server: ServerProcess, client: Client, key: str = "http_request") -> list[dict[str, Any]]:
+    """The data of every `key` event the server stored, sorted by path."""
     assert client.flush(timeout=10)
     server.wait_drained()
     _, body = http_json("GET", f"{server.url}/view?page_size=100")
     return sorted((e["data"] for e in body["events"] if e["key"] == key), key=lambda d: str(d.get("path")))
 
 
-def check_fields(data: dict[str, Any], method: str, path: str, status: int, size: int | None) -> None:
+def check_fields(
+    data: dict[str, Any], method: str, route: str | None, path: str, status: int, size: int | None
+) -> None:
     assert data["method"] == method
+    assert data["route"] == route
     assert data["path"] == path
     assert data["status_code"] == status
     assert isinstance(data["duration_ms"], float) and data["duration_ms"] >= 0
-    assert data["client_ip"] == "127.0.0.1" or data["client_ip"] == "testclient"
-    assert data["user_agent"] == "tlytics-test"
     if size is not None:
         assert data["response_size"] == size
 
@@ -49,28 +58,39 @@ async def test_aiohttp_middleware_and_track_event(aiohttp_client: Any, server: S
     async def checkout(request: web.Request) -> web.Response:
         return web.Response(text="paid")
 
+    async def user(request: web.Request) -> web.Response:
+        return web.Response(text=request.match_info["user_id"])
+
     async def broken(request: web.Request) -> web.Response:
         raise RuntimeError("application bug")
 
-    async def missing(request: web.Request) -> web.Response:
-        raise web.HTTPNotFound()
-
     app = web.Application(middlewares=[aiohttp_middleware(client)])
     app.router.add_post("/checkout", checkout)
+    app.router.add_get("/users/{user_id}", user)
     app.router.add_get("/broken", broken)
-    app.router.add_get("/missing", missing)
     http = await aiohttp_client(app)
-    headers = {"User-Agent": "tlytics-test"}
-    assert await (await http.post("/checkout", headers=headers)).text() == "paid"
-    assert (await http.get("/broken", headers=headers)).status == 500
-    assert (await http.get("/missing", headers=headers)).status == 404
+    assert await (await http.post("/checkout", headers={"User-Agent": BROWSER})).text() == "paid"
+    for user_id in ("1", "22"):
+        assert await (await http.get(f"/users/{user_id}", headers={"User-Agent": GOOGLEBOT})).text() == user_id
+    assert (await http.get("/broken")).status == 500
+    assert (await http.get("/missing", headers={"User-Agent": BROWSER})).status == 404
 
     events = recorded(server, client)
-    assert [e["path"] for e in events] == ["/broken", "/checkout", "/missing"]
-    check_fields(events[1], "POST", "/checkout", 200, 4)
-    check_fields(events[0], "GET", "/broken", 500, None)
-    check_fields(events[2], "GET", "/missing", 404, None)
-    assert [e for e in recorded(server, client, "checkout")] == [{"plan": "pro"}]
+    assert [e["path"] for e in events] == ["/broken", "/checkout", "/missing", "/users/1", "/users/22"]
+    broken_event, checkout_event, missing, user_1, user_22 = events
+    check_fields(checkout_event, "POST", "/checkout", "/checkout", 200, 4)
+    check_fields(broken_event, "GET", "/broken", "/broken", 500, None)
+    check_fields(missing, "GET", None, "/missing", 404, None)  # no route matched
+    check_fields(user_1, "GET", "/users/{user_id}", "/users/1", 200, 1)
+    assert user_22["route"] == "/users/{user_id}"  # one route, however many users
+    # The peer 127.0.0.1, truncated to its /24 by default.
+    assert {e["client_ip"] for e in events} == {"127.0.0.0"}
+    assert (checkout_event["user_agent"], checkout_event["is_bot"]) == (BROWSER, False)
+    assert (user_1["user_agent"], user_1["is_bot"]) == (GOOGLEBOT, True)
+    assert missing["is_bot"] is False
+    # aiohttp's own client says so in its User-Agent, and the crawler list counts scripts.
+    assert broken_event["user_agent"].startswith("Python/") and broken_event["is_bot"] is True
+    assert recorded(server, client, "checkout") == [{"plan": "pro"}]
 
 
 def test_fastapi_asgi_middleware(server: ServerProcess, client: Client) -> None:
@@ -78,38 +98,48 @@ def test_fastapi_asgi_middleware(server: ServerProcess, client: Client) -> None:
     from fastapi.testclient import TestClient
 
     app = FastAPI()
-    app.add_middleware(ASGIMiddleware, client=client)
+    app.add_middleware(ASGIMiddleware, client=client, trust_forwarded=True)
 
     @app.get("/items/{item_id}")
     def item(item_id: int) -> dict[str, int]:
         return {"item_id": item_id}
 
+    headers = {"User-Agent": GOOGLEBOT, "X-Forwarded-For": "2001:db8:abcd:1234::7, 10.0.0.1"}
     with TestClient(app) as http:
-        response = http.get("/items/7", headers={"User-Agent": "tlytics-test"})
+        response = http.get("/items/7", headers=headers)
         assert response.json() == {"item_id": 7}
-        assert http.get("/nope", headers={"User-Agent": "tlytics-test"}).status_code == 404
-    events = recorded(server, client)
-    check_fields(events[0], "GET", "/items/7", 200, len(response.content))
-    check_fields(events[1], "GET", "/nope", 404, None)
+        assert http.get("/nope", headers={"User-Agent": BROWSER}).status_code == 404
+    item_event, nope = recorded(server, client)
+    check_fields(item_event, "GET", "/items/{item_id}", "/items/7", 200, len(response.content))
+    assert item_event["client_ip"] == "2001:db8:abcd::"  # the forwarded address's /48
+    assert item_event["is_bot"] is True
+    check_fields(nope, "GET", None, "/nope", 404, None)
+    # TestClient's peer is the name "testclient", which no truncation can make anonymous.
+    assert nope["client_ip"] is None
+    assert nope["is_bot"] is False
 
 
 def test_flask_wsgi_middleware_and_track_event(server: ServerProcess, client: Client) -> None:
     from flask import Flask
 
     app = Flask(__name__)
-    app.wsgi_app = WSGIMiddleware(app.wsgi_app, client)  # type: ignore[method-assign]
+    app.wsgi_app = WSGIMiddleware(app.wsgi_app, client, record_ip="full")  # type: ignore[method-assign]
 
-    @app.route("/hello")
+    @app.route("/hello/<name>")
     @track_event(client, "hello_view")
-    def hello() -> str:
-        return "hello, world"
+    def hello(name: str) -> str:
+        return f"hello, {name}"
 
     http = app.test_client()
-    response = http.get("/hello", headers={"User-Agent": "tlytics-test"}, environ_base={"REMOTE_ADDR": "127.0.0.1"})
-    assert response.data == b"hello, world"
+    response = http.get("/hello/ada", headers={"User-Agent": BROWSER}, environ_base={"REMOTE_ADDR": "192.0.2.77"})
+    assert response.data == b"hello, ada"
     response.close()
-    events = recorded(server, client)
-    check_fields(events[0], "GET", "/hello", 200, len(b"hello, world"))
+    http.get("/absent", environ_base={"REMOTE_ADDR": "192.0.2.77"}).close()
+    absent, hello_event = recorded(server, client)
+    check_fields(hello_event, "GET", "/hello/<name>", "/hello/ada", 200, len(b"hello, ada"))
+    assert hello_event["client_ip"] == "192.0.2.77"  # record_ip="full"
+    assert (hello_event["user_agent"], hello_event["is_bot"]) == (BROWSER, False)
+    check_fields(absent, "GET", None, "/absent", 404, None)
     assert recorded(server, client, "hello_view") == [{}]
 
 
@@ -117,11 +147,130 @@ def test_forwarded_address_only_when_trusted(server: ServerProcess, client: Clie
     from flask import Flask
 
     app = Flask(__name__)
-    app.wsgi_app = WSGIMiddleware(app.wsgi_app, client, trust_forwarded=True)  # type: ignore[method-assign]
     app.add_url_rule("/p", "p", lambda: "ok")
-    app.test_client().get("/p", headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}).close()
-    (event,) = recorded(server, client)
-    assert event["client_ip"] == "203.0.113.9"
+    trusting = WSGIMiddleware(app.wsgi_app, client, trust_forwarded=True)
+    untrusting = WSGIMiddleware(app.wsgi_app, client, record_ip="full")
+    hidden = WSGIMiddleware(app.wsgi_app, client, record_ip="none", trust_forwarded=True)
+    for middleware, path in ((trusting, "/p?1"), (untrusting, "/p?2"), (hidden, "/p?3")):
+        app.wsgi_app = middleware  # type: ignore[method-assign]
+        environ = {"REMOTE_ADDR": "10.1.2.3"}
+        app.test_client().get(path, headers={"X-Forwarded-For": "203.0.113.9, 10.0.0.1"}, environ_base=environ).close()
+    ips = [event["client_ip"] for event in recorded(server, client)]  # same path: stored order kept
+    assert sorted(ips, key=str) == sorted(["203.0.113.0", "10.1.2.3", None], key=str)
+
+
+def _django_urlconf() -> Any:
+    from django.http import HttpResponse, JsonResponse
+    from django.urls import path
+
+    def user(request: Any, user_id: int) -> Any:
+        return JsonResponse({"user_id": user_id})
+
+    def broken(request: Any) -> Any:
+        raise RuntimeError("application bug")
+
+    async def ping(request: Any) -> Any:
+        return HttpResponse(b"pong")
+
+    # ROOT_URLCONF may be a module object instead of a dotted path: no urls.py file needed.
+    urlconf = types.ModuleType("tlytics_test_urls")
+    urlconf.urlpatterns = [  # type: ignore[attr-defined]
+        path("users/<int:user_id>/", user),
+        path("broken/", broken),
+        path("ping/", ping),
+    ]
+    return urlconf
+
+
+@pytest.fixture
+def django_settings(client: Client) -> Any:
+    import django
+    from django.conf import settings
+
+    if not settings.configured:  # once per process: Django's settings are process-wide
+        settings.configure(
+            DEBUG=False, ALLOWED_HOSTS=["testserver"], MIDDLEWARE=[], ROOT_URLCONF=None, LOGGING_CONFIG=None
+        )
+        django.setup()
+    from django.test import override_settings
+
+    with override_settings(
+        ROOT_URLCONF=_django_urlconf(),
+        MIDDLEWARE=["tlytics.client.DjangoMiddleware"],
+        TLYTICS={"client": client, "record_ip": "truncated"},
+    ):
+        yield settings
+
+
+async def test_django_middleware_sync_and_async(server: ServerProcess, client: Client, django_settings: Any) -> None:
+    from django.test import AsyncClient
+    from django.test import Client as DjangoTestClient
+
+    sync_http = DjangoTestClient(raise_request_exception=False, REMOTE_ADDR="198.51.100.23", HTTP_USER_AGENT=GOOGLEBOT)
+    response = await _in_thread(sync_http.get, "/users/42/")
+    assert response.json() == {"user_id": 42}
+    assert (await _in_thread(sync_http.get, "/broken/")).status_code == 500
+    assert (await _in_thread(sync_http.get, "/nowhere/")).status_code == 404
+    async_http = AsyncClient()  # under ASGI, from 127.0.0.1
+    assert (await async_http.get("/ping/", headers={"User-Agent": BROWSER})).content == b"pong"
+
+    broken_event, nowhere, ping, user = recorded(server, client)
+    check_fields(user, "GET", "/users/<int:user_id>/", "/users/42/", 200, len(response.content))
+    assert (user["client_ip"], user["is_bot"]) == ("198.51.100.0", True)
+    check_fields(broken_event, "GET", "/broken/", "/broken/", 500, None)
+    check_fields(nowhere, "GET", None, "/nowhere/", 404, None)
+    check_fields(ping, "GET", "/ping/", "/ping/", 200, 4)
+    assert (ping["client_ip"], ping["user_agent"], ping["is_bot"]) == ("127.0.0.0", BROWSER, False)
+
+
+async def _in_thread(function: Any, *args: Any) -> Any:
+    """Django's sync test client refuses to run on an event loop's thread."""
+    import asyncio
+
+    return await asyncio.to_thread(function, *args)
+
+
+def test_django_middleware_without_a_client_is_a_configuration_error(django_settings: Any) -> None:
+    from django.core.exceptions import ImproperlyConfigured
+    from django.test import override_settings
+
+    for tlytics_setting in ({}, {"client": "tests.no_such_module.client"}, {"client": object()}):
+        with override_settings(TLYTICS=tlytics_setting), pytest.raises((ImproperlyConfigured, ImportError)):
+            DjangoMiddleware(lambda request: None)
+    wrong_record_ip = override_settings(TLYTICS={**django_settings.TLYTICS, "record_ip": "partly"})
+    with wrong_record_ip, pytest.raises(ImproperlyConfigured, match="record_ip must be one of full, truncated, none"):
+        DjangoMiddleware(lambda request: None)
+
+
+def test_wrong_record_ip_is_refused_when_the_app_is_built(client: Client) -> None:
+    with pytest.raises(ValueError, match="record_ip must be one of"):
+        aiohttp_middleware(client, record_ip="all")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("address", "truncated"),
+    [
+        ("203.0.113.77", "203.0.113.0"),
+        ("203.0.113.77:51234", "203.0.113.0"),
+        ("2001:db8:abcd:12::1", "2001:db8:abcd::"),
+        ("[2001:db8:abcd:12::1]:443", "2001:db8:abcd::"),
+        ("::ffff:198.51.100.9", "198.51.100.0"),  # an IPv4 client on a dual-stack socket
+        ("testclient", None),
+        ("", None),
+    ],
+)
+def test_truncated_ip(address: str, truncated: str | None) -> None:
+    assert truncated_ip(address) == truncated
+
+
+def test_is_bot_uses_the_crawler_list() -> None:
+    assert is_bot(GOOGLEBOT)
+    assert is_bot(
+        "Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; GPTBot/1.2; +https://openai.com/gptbot)"
+    )
+    assert not is_bot(BROWSER)
+    assert not is_bot(None) and not is_bot("")
+    assert is_bot(GOOGLEBOT + " " + "x" * 1000) and not is_bot(BROWSER + " " + "x" * 1000)  # beyond the cache
 
 
 class BrokenClient(Client):
@@ -156,3 +305,28 @@ async def test_recording_errors_never_break_the_application(aiohttp_client: Any,
 
 async def _ok(request: web.Request) -> web.Response:
     return web.Response(text="ok")
+
+
+async def test_a_surprising_request_object_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What a middleware reads off the framework's objects is read inside the guard too."""
+    sent: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b""}
+
+    scope = {"type": "http", "method": "GET", "path": "/", "headers": [], "client": 5}  # not (host, port)
+    client = Client(Config(server_url="http://127.0.0.1:9", spool_dir=tmp_path / "s"))
+    with caplog.at_level("ERROR", logger="tlytics.client.middleware"):
+        await ASGIMiddleware(app, client)(scope, receive, send)
+    client.close(0.1)
+    assert [message["type"] for message in sent] == ["http.response.start", "http.response.body"]
+    assert "tlytics_middleware_record_failed" in caplog.text

@@ -3,8 +3,10 @@ NDJSON file (or stdin) to a server, in batches, with a progress bar and a summar
 
 Re-running it is harmless: events keep their ids, and a line without an id gets one derived
 from its content, so the server's unique id dedupes a second run. Before each batch it asks
-the server which ids it already stores (`POST /lookup`), sends only the others, and counts
-those as "already present". The source is only read, never changed.
+the server which ids it already stores (`POST /lookup`, which needs a read key when the
+server has read keys), sends only the others, and counts those as "already stored". When it
+cannot ask, it says so once, sends everything (the ids still dedupe) and reports "already
+stored unknown" rather than a count it does not have. The source is only read, never changed.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import IO, Any
 import click
 import orjson
 
-from tlytics.client.transport import Outcome, Transport, backoff_delay_s, classify, retry_after_s
+from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, InvalidEvent
 from tlytics.events import normalize_event
 from tlytics.ingest.entry import decode_spool_entry
@@ -46,14 +48,28 @@ class Found:
 class Summary:
     read: int = 0
     sent: int = 0
-    already_present: int = 0
+    # None once the server could not be asked which ids it stores: then some of `sent` may
+    # have been stored already, and no count would be true.
+    already_stored: int | None = 0
     invalid: int = 0
     failed: int = 0
+    # Events whose id an earlier event of the source already had, with the same content: sent
+    # once, since the server stores an id once.
+    repeated: int = 0
+    # Why already_stored is unknown: one line, shown once.
+    warning: str | None = None
+    # In source order: every invalid line or entry once, then what the server refused.
     problems: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.invalid == 0 and self.failed == 0
+
+    def line(self) -> str:
+        stored = "unknown" if self.already_stored is None else str(self.already_stored)
+        return (
+            f"read {self.read}, sent {self.sent}, already stored {stored}, invalid {self.invalid}, failed {self.failed}"
+        )
 
 
 def _derived_id(line: bytes, occurrence: int) -> str:
@@ -151,19 +167,57 @@ def _validated(found: Found, summary: Summary) -> dict[str, Any] | None:
     return found.event
 
 
+def _canonical_id(event_id: str) -> str:
+    """The form /lookup answers with (lowercase, hyphens), for any spelling the server accepts."""
+    return str(uuid.UUID(event_id))
+
+
+def _to_send(found_events: Iterator[Found], summary: Summary) -> list[Found]:
+    """The valid events of the source, the first of each id only. Checked as read, so every
+    problem is reported once and in the source's order.
+
+    The server stores an id once, so a later event with a known id is either the same event
+    again (counted as repeated, not sent) or a different one that would be acknowledged and
+    never stored (invalid, reported)."""
+    first_of: dict[str, Found] = {}
+    kept: list[Found] = []
+    for found in found_events:
+        if _validated(found, summary) is None:
+            continue
+        event_id = _canonical_id(found.event["id"])
+        first = first_of.setdefault(event_id, found)
+        if first is found:
+            kept.append(found)
+        elif {**first.event, "id": event_id} == {**found.event, "id": event_id}:
+            summary.repeated += 1
+        else:
+            summary.invalid += 1
+            summary.problems.append(
+                f"{found.where}: id {event_id} is also {first.where}'s, with other content;"
+                " the server keeps one event per id"
+            )
+    return kept
+
+
 class Replayer:
-    def __init__(self, transport: Transport, summary: Summary, max_retry_delay_s: float = 10.0) -> None:
-        self._transport = transport
+    """Sends batches to /batch (with the write key) after asking /lookup (with the read key,
+    or the write key when none is given) which ids the server already stores."""
+
+    def __init__(
+        self, writes: Transport, reads: Transport, summary: Summary, *, max_retry_delay_s: float = 10.0
+    ) -> None:
+        self._writes = writes
+        self._reads = reads
         self._summary = summary
         self._max_retry_delay_s = max_retry_delay_s
-        self._lookup_supported = True
+        self._lookup_usable = True
 
-    def _request(self, path: str, body: bytes) -> Any:
+    def _request(self, transport: Transport, path: str, body: bytes) -> Reply:
         """POST with retries on connection errors and retryable answers; returns the reply."""
-        reply = None
         for attempt in range(1, SEND_ATTEMPTS + 1):
+            reply = None  # a Retry-After is only this attempt's to give
             try:
-                reply = self._transport.request("POST", path, body)
+                reply = transport.request("POST", path, body)
             except DeliveryError as exc:
                 last = str(exc)
             else:
@@ -177,31 +231,47 @@ class Replayer:
                 )
         raise DeliveryError(f"gave up after {SEND_ATTEMPTS} attempts: {last}")
 
-    def _present(self, ids: list[str]) -> set[str]:
-        if not self._lookup_supported:
+    def _stop_looking_up(self, warning: str) -> None:
+        """From now on send every event: the ids still dedupe, but the count is unknown."""
+        self._lookup_usable = False
+        self._summary.already_stored = None
+        self._summary.warning = f"warning: {warning}; sending every event, already stored unknown"
+
+    def _stored(self, ids: list[str]) -> set[str]:
+        """Which of `ids` the server stores (canonical form); empty once that is unknowable."""
+        if not self._lookup_usable:
             return set()
-        reply = self._request("/lookup", orjson.dumps({"ids": ids}))
-        if reply.status in (404, 405):  # an older server: just send, ids still dedupe
-            self._lookup_supported = False
-            return set()
+        reply = self._request(self._reads, "/lookup", orjson.dumps({"ids": ids}))
         answer = reply.json()
-        if reply.status != 200 or not isinstance(answer, dict):
-            return set()
-        return set(answer.get("present", []))
+        if reply.status == 200 and isinstance(answer, dict) and isinstance(answer.get("present"), list):
+            return {_canonical_id(event_id) for event_id in answer["present"]}
+        if reply.status in (401, 403):
+            self._stop_looking_up(
+                "the server refused the read key given to check which events it already stores (/lookup)"
+                if self._reads is not self._writes
+                else "the server needs a read key to tell which events it already stores (/lookup):"
+                " give --read-key or TLYTICS_READ_KEYS"
+            )
+        elif reply.status in (404, 405):
+            self._stop_looking_up("the server cannot tell which events it already stores (no /lookup)")
+        else:
+            self._stop_looking_up(f"/lookup answered {reply.status}: {answer}")
+        return set()
 
     def send(self, batch: list[Found]) -> None:
         summary = self._summary
         try:
-            present = self._present([found.event["id"] for found in batch])
+            stored = self._stored([found.event["id"] for found in batch])
         except DeliveryError as exc:
             summary.failed += len(batch)
             summary.problems.append(f"lookup failed: {exc}")
             return
-        summary.already_present += sum(1 for found in batch if found.event["id"] in present)
-        pending = [found for found in batch if found.event["id"] not in present]
+        pending = [found for found in batch if _canonical_id(found.event["id"]) not in stored]
+        if summary.already_stored is not None:
+            summary.already_stored += len(batch) - len(pending)
         while pending:
             try:
-                reply = self._request("/batch", _json_bytes({"events": [f.event for f in pending]}))
+                reply = self._request(self._writes, "/batch", _json_bytes({"events": [f.event for f in pending]}))
             except DeliveryError as exc:
                 summary.failed += len(pending)
                 summary.problems.append(f"{len(pending)} events not delivered: {exc}")
@@ -209,7 +279,7 @@ class Replayer:
             if classify(reply.status) is Outcome.DELIVERED:
                 summary.sent += len(pending)
                 return
-            answer = reply.json() if reply.json() is not None else {}
+            answer = reply.json()
             index = answer.get("index") if isinstance(answer, dict) else None
             if isinstance(index, int) and 0 <= index < len(pending):
                 rejected = pending.pop(index)
@@ -219,6 +289,15 @@ class Replayer:
             summary.failed += len(pending)
             summary.problems.append(f"{len(pending)} events rejected with {reply.status}: {answer}")
             return
+
+
+def _first_key(value: str | None) -> str | None:
+    """One key from a value that may be the server's comma-separated list (TLYTICS_WRITE_KEYS):
+    the server accepts any of them."""
+    if value is None:
+        return None
+    keys = [key.strip() for key in value.split(",") if key.strip()]
+    return keys[0] if keys else None
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -245,7 +324,18 @@ class Replayer:
     "--batch-size", default=1000, show_default=True, type=click.IntRange(1, 10_000), help="Events per request."
 )
 @click.option("--dry-run", is_flag=True, help="Only read and validate; send nothing.")
-@click.option("--write-key", envvar="TLYTICS_WRITE_KEY", help="Sent as Authorization: Bearer [TLYTICS_WRITE_KEY].")
+@click.option(
+    "--write-key",
+    envvar=["TLYTICS_WRITE_KEYS", "TLYTICS_WRITE_KEY"],
+    help="Key for sending (POST /batch), as the server's --write-key"
+    " [TLYTICS_WRITE_KEYS, the server's comma-separated list: its first key; or TLYTICS_WRITE_KEY].",
+)
+@click.option(
+    "--read-key",
+    envvar=["TLYTICS_READ_KEYS", "TLYTICS_READ_KEY"],
+    help="Key for asking which events are already stored (POST /lookup), as the server's --read-key;"
+    " needed when the server has read keys [TLYTICS_READ_KEYS: its first key; or TLYTICS_READ_KEY].",
+)
 @click.option("--timeout", default=30.0, show_default=True, help="Seconds per request.")
 def main(
     server: str | None,
@@ -255,6 +345,7 @@ def main(
     batch_size: int,
     dry_run: bool,
     write_key: str | None,
+    read_key: str | None,
     timeout: float,
 ) -> None:
     """Resend events from a spool, an NDJSON file or stdin (-) to a Tlytics server."""
@@ -267,24 +358,13 @@ def main(
         raise click.UsageError("--server is required (or --dry-run)")
 
     summary = Summary()
-    if spool_dir is not None:
-        found_events = list(read_spool(spool_dir, summary))
-    elif file_name not in (None, "-"):
-        path = Path(str(file_name))
-        if not path.is_file():
-            raise click.UsageError(f"no such file: {path}")
-        with path.open("rb") as stream:
-            found_events = list(read_ndjson(stream, str(path), summary))
-    else:
-        found_events = list(read_ndjson(sys.stdin.buffer, "stdin", summary))
-    summary.read = len(found_events) + summary.invalid
-
-    valid = [found for found in found_events if _validated(found, summary) is not None]
+    found_events = _read_source(spool_dir, file_name, summary)
+    valid = _to_send(found_events, summary)
+    summary.read = len(valid) + summary.invalid + summary.repeated
     replayer = None
     if not dry_run:
         assert server is not None
-        transport = Transport(server, timeout_s=timeout, write_key=write_key, gzip_min_bytes=4096)
-        replayer = Replayer(transport, summary)
+        replayer = _replayer(server, _first_key(write_key), _first_key(read_key), timeout, summary)
     with click.progressbar(length=len(valid), label="replaying" if replayer else "checking", file=sys.stderr) as bar:
         for start in range(0, len(valid), batch_size):
             batch = valid[start : start + batch_size]
@@ -292,13 +372,37 @@ def main(
                 replayer.send(batch)
             bar.update(len(batch))
 
+    if summary.warning is not None:
+        click.echo(summary.warning, err=True)
     for problem in summary.problems:
         click.echo(problem, err=True)
     if dry_run:
-        click.echo(f"dry run: read {summary.read}, valid {len(valid)}, invalid {summary.invalid}")
+        repeated = f", repeated {summary.repeated}" if summary.repeated else ""
+        click.echo(f"dry run: read {summary.read}, valid {len(valid)}, invalid {summary.invalid}{repeated}")
     else:
-        click.echo(
-            f"read {summary.read}, sent {summary.sent}, already present {summary.already_present},"
-            f" invalid {summary.invalid}, failed {summary.failed}"
-        )
+        click.echo(summary.line())
     sys.exit(0 if summary.ok else 1)
+
+
+def _read_source(spool_dir: Path | None, file_name: str | None, summary: Summary) -> Iterator[Found]:
+    if spool_dir is not None:
+        return read_spool(spool_dir, summary)
+    if file_name not in (None, "-"):
+        path = Path(str(file_name))
+        if not path.is_file():
+            raise click.UsageError(f"no such file: {path}")
+        return _read_file(path, summary)
+    return read_ndjson(sys.stdin.buffer, "stdin", summary)
+
+
+def _read_file(path: Path, summary: Summary) -> Iterator[Found]:
+    with path.open("rb") as stream:
+        yield from read_ndjson(stream, str(path), summary)
+
+
+def _replayer(server: str, write_key: str | None, read_key: str | None, timeout_s: float, summary: Summary) -> Replayer:
+    writes = Transport(server, timeout_s=timeout_s, write_key=write_key, gzip_min_bytes=4096)
+    # Transport sends one bearer key; the read key gets a connection of its own. Without one,
+    # /lookup gets the write key, which a server without read keys does not even look at.
+    reads = Transport(server, timeout_s=timeout_s, write_key=read_key, gzip_min_bytes=4096) if read_key else writes
+    return Replayer(writes, reads, summary)

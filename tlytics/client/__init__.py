@@ -9,7 +9,7 @@ import logging
 
 from tlytics.client.client import Client
 from tlytics.client.config import Config, Event
-from tlytics.client.middleware import ASGIMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
+from tlytics.client.middleware import ASGIMiddleware, DjangoMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
 from tlytics.errors import EventsRejected
 
 logging.getLogger("tlytics.client").addHandler(logging.NullHandler())
@@ -18,6 +18,7 @@ __all__ = [
     "ASGIMiddleware",
     "Client",
     "Config",
+    "DjangoMiddleware",
     "Event",
     "EventsRejected",
     "WSGIMiddleware",

@@ -1,0 +1,44 @@
+"""`is_bot`: whether a User-Agent is a known crawler, by the crawler-user-agents list
+(monperrus/crawler-user-agents, a maintained list of several hundred crawler patterns)."""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+
+# Only when the list cannot be imported (a vendored install without it): the words nearly every
+# crawler names itself with, so is_bot still means something.
+_FALLBACK_PATTERN = re.compile(r"bot|crawl|spider|slurp|scrap", re.IGNORECASE)
+
+
+@functools.cache
+def _matcher() -> Callable[[str], bool]:
+    # Imported on first use: the list is half a megabyte of JSON read at import time, which an
+    # application that never records a request should not pay for.
+    try:
+        from crawleruseragents import is_crawler  # type: ignore[import-untyped]
+    except ImportError:
+        return lambda user_agent: _FALLBACK_PATTERN.search(user_agent) is not None
+    return lambda user_agent: bool(is_crawler(user_agent))
+
+
+# Longer user agents are matched every time: a client sending long random ones must not be
+# able to grow the cache to megabytes.
+CACHED_USER_AGENT_MAX_CHARS = 512
+
+
+def is_bot(user_agent: str | None) -> bool:
+    """True when `user_agent` matches a known crawler; a request without one is not counted
+    as a bot (the list names crawlers, and absence names nothing)."""
+    if not user_agent:
+        return False
+    if len(user_agent) > CACHED_USER_AGENT_MAX_CHARS:
+        return _matcher()(user_agent)
+    return _cached_is_bot(user_agent)
+
+
+# The same few user agents make most requests, and matching one runs hundreds of patterns.
+@functools.lru_cache(maxsize=4096)
+def _cached_is_bot(user_agent: str) -> bool:
+    return _matcher()(user_agent)

@@ -1,0 +1,107 @@
+"""Request recording for WSGI applications (Flask, any WSGI app; Django has its own
+middleware, which also knows the route)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from tlytics.client.client import Client
+from tlytics.client.middleware.client_ip import RecordIP
+from tlytics.client.middleware.recording import HTTP_REQUEST_KEY, RequestRecorder, RequestSeen
+
+log = logging.getLogger("tlytics.client.middleware")
+
+StartResponse = Callable[..., Any]
+WSGIApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+
+
+def _route_template(environ: dict[str, Any]) -> str | None:
+    """The rule Flask (werkzeug routing) matched, e.g. /users/<int:id>; None otherwise.
+
+    Read while the response starts: Flask's request is in the environ then, and gone once
+    its request context ends, before the body is sent."""
+    url_rule = getattr(environ.get("werkzeug.request"), "url_rule", None)
+    rule = getattr(url_rule, "rule", None)
+    return rule if isinstance(rule, str) else None
+
+
+class WSGIMiddleware:
+    """WSGI middleware: `app.wsgi_app = WSGIMiddleware(app.wsgi_app, client)` in Flask.
+    The event is recorded when the server closes the response, so the size is the real one."""
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        client: Client,
+        *,
+        key: str = HTTP_REQUEST_KEY,
+        trust_forwarded: bool = False,
+        record_ip: RecordIP = "truncated",
+    ) -> None:
+        self.app = app
+        self.recorder = RequestRecorder(client, key=key, trust_forwarded=trust_forwarded, record_ip=record_ip)
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        state: dict[str, Any] = {"status": 500, "size": 0, "route": None, "recorded": False}
+
+        def observing_start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+            try:
+                state["status"] = int(status.split(" ", 1)[0])
+            except ValueError:
+                pass
+            try:
+                state["route"] = _route_template(environ)
+            except Exception:  # recording never breaks the response
+                log.exception("tlytics_middleware_observe_failed")
+            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
+
+        def record() -> None:
+            if state["recorded"]:
+                return
+            state["recorded"] = True
+            self.recorder.record(
+                lambda: RequestSeen(
+                    method=str(environ.get("REQUEST_METHOD", "")),
+                    route=state["route"],
+                    path=str(environ.get("PATH_INFO", "")),
+                    status_code=state["status"],
+                    started=started,
+                    peer=environ.get("REMOTE_ADDR"),
+                    forwarded_for=environ.get("HTTP_X_FORWARDED_FOR"),
+                    user_agent=environ.get("HTTP_USER_AGENT"),
+                    response_size=state["size"],
+                )
+            )
+
+        try:
+            body = self.app(environ, observing_start_response)
+        except BaseException:
+            record()
+            raise
+        return _ObservedBody(body, state, record)
+
+
+class _ObservedBody:
+    """Passes the application's body through, counting bytes; records on close()."""
+
+    def __init__(self, body: Iterable[bytes], state: dict[str, Any], record: Callable[[], None]) -> None:
+        self._body = body
+        self._state = state
+        self._record = record
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            self._state["size"] += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._record()
