@@ -48,13 +48,13 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 
-# Re-resolves every dependency (pyproject.toml's, with the test extra, plus pip and the build
+# Re-resolves every dependency (pyproject.toml's, with the server and test extras, plus pip and the build
 # system's requirements) to the newest versions allowed and writes them with hashes to $(LOCK).
 export BUILD_REQUIRES := import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	{ echo pip; $(BIN)/python -c "$$BUILD_REQUIRES"; } | $(BIN)/uv pip compile pyproject.toml - --extra test --upgrade \
+	{ echo pip; $(BIN)/python -c "$$BUILD_REQUIRES"; } | $(BIN)/uv pip compile pyproject.toml - --extra server --extra test --upgrade \
 	  --generate-hashes $(LOCK_TARGET) --custom-compile-command "make lock" --quiet -o $(LOCK)
 
 clean:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -28,6 +29,15 @@ from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s,
 from tlytics.errors import DeliveryError, EventsRejected, ServerUnreachable, TlyticsError
 
 log = logging.getLogger("tlytics.client")
+
+
+class Step(Enum):
+    """What one Sender.step did."""
+
+    SENT = "sent"  # a batch was delivered: go on at once
+    IDLE = "idle"  # nothing to send (or not ours to send): wait for a wake-up or flush_period
+    RETRY = "retry"  # failed: wait the backoff, unless a flush() wakes the sender
+    WAIT = "wait"  # failed, and the server (Retry-After) or the spool asks for a fixed wait
 
 
 @dataclass
@@ -46,6 +56,10 @@ class SenderStats:
     server_unreachable: bool = False
     # Delivery attempts finished, whatever their outcome: lets flush() see a fresh one.
     attempts: int = 0
+    # Events before_send dropped on purpose (returned None): not lost, not in `dropped`.
+    filtered: int = 0
+    # Events dropped because before_send raised or returned something else than an Event.
+    before_send_failed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -161,6 +175,7 @@ class Sender:
         self._progress = progress
         self._stats = stats
         self._flush_period_s = seconds(config.flush_period)
+        self._attempt = 0  # failed attempts in a row, for the backoff
 
     def _next_batch(self) -> tuple[list[int], list[Any]]:
         keys: list[int] = []
@@ -191,68 +206,75 @@ class Sender:
             self._spool.remove([key])
         return keys, events
 
+    def step(self, transport: Transport) -> tuple[Step, float]:
+        """Send the oldest batch once; say what happened and how long to wait before the next.
+
+        The sender thread calls it in a loop; a client without threads (uWSGI without
+        enable-threads) calls it from flush().
+        """
+        if not self._spool.is_open or not self._lease.try_acquire():
+            # No spool yet (events wait in memory), or another process sends for this spool.
+            return Step.IDLE, self._flush_period_s
+        try:
+            keys, events = self._next_batch()
+            if not keys:
+                return Step.IDLE, self._flush_period_s
+            reply = deliver(
+                transport,
+                events,
+                self._dead_letter,
+                self._report,
+                self._stats,
+                max_batch_bytes=self._config.max_batch_bytes,
+            )
+            self._stats.server_unreachable = False
+        except DeliveryError as exc:
+            reply = None
+            self._stats.last_error = str(exc)
+            self._stats.server_unreachable = isinstance(exc, ServerUnreachable)
+        except TlyticsError as exc:  # the spool itself failed: keep trying, slowly
+            log.error("client_spool_failed error=%s", exc)
+            return Step.WAIT, 1.0
+        delivered = reply is not None and classify(reply.status) is Outcome.DELIVERED
+        if delivered:
+            self._spool.remove(keys)
+            self._attempt = 0
+            self._stats.last_error = None
+        with self._stats.lock:
+            self._stats.attempts += 1
+        with self._progress:
+            # Failures too: a flush() stops waiting when no server is there at all.
+            self._progress.notify_all()
+        if delivered:
+            return Step.SENT, 0.0
+        self._attempt += 1
+        with self._stats.lock:
+            self._stats.retries += 1
+        if reply is not None:
+            self._stats.last_error = f"server answered {reply.status}"
+        asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
+        delay = backoff_delay_s(self._attempt, max_delay_s=seconds(self._config.retry_max_delay))
+        log.warning(
+            "client_send_retry attempt=%d delay_s=%.3f error=%s",
+            self._attempt,
+            asked or delay,
+            self._stats.last_error,
+        )
+        # The server said when: a flush() must not make us knock earlier.
+        return (Step.WAIT, asked) if asked is not None else (Step.RETRY, delay)
+
     def run(self) -> None:
         transport = Transport.for_config(self._config)
-        attempt = 0
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                if not self._lease.try_acquire():
-                    # Another process sends for this spool; look again later.
-                    self._wake.wait(self._flush_period_s)
+                step, delay_s = self.step(transport)
+                if step is Step.SENT:
                     continue
-                try:
-                    keys, events = self._next_batch()
-                    if not keys:
-                        self._wake.wait(self._flush_period_s)
-                        continue
-                    reply = deliver(
-                        transport,
-                        events,
-                        self._dead_letter,
-                        self._report,
-                        self._stats,
-                        max_batch_bytes=self._config.max_batch_bytes,
-                    )
-                    self._stats.server_unreachable = False
-                except DeliveryError as exc:
-                    reply = None
-                    self._stats.last_error = str(exc)
-                    self._stats.server_unreachable = isinstance(exc, ServerUnreachable)
-                except TlyticsError as exc:  # the spool itself failed: keep trying, slowly
-                    log.error("client_spool_failed error=%s", exc)
-                    self._stop.wait(1.0)
-                    continue
-                delivered = reply is not None and classify(reply.status) is Outcome.DELIVERED
-                if delivered:
-                    self._spool.remove(keys)
-                    attempt = 0
-                    self._stats.last_error = None
-                with self._stats.lock:
-                    self._stats.attempts += 1
-                with self._progress:
-                    # Failures too: a flush() stops waiting when no server is there at all.
-                    self._progress.notify_all()
-                if delivered:
-                    continue
-                attempt += 1
-                with self._stats.lock:
-                    self._stats.retries += 1
-                if reply is not None:
-                    self._stats.last_error = f"server answered {reply.status}"
-                asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
-                delay = backoff_delay_s(attempt, max_delay_s=seconds(self._config.retry_max_delay))
-                log.warning(
-                    "client_send_retry attempt=%d delay_s=%.3f error=%s",
-                    attempt,
-                    asked or delay,
-                    self._stats.last_error,
-                )
-                if asked is not None:
-                    # The server said when; a flush() must not make us knock earlier.
-                    self._stop.wait(asked)
-                else:
-                    self._wake.wait(delay)
+                if step is Step.WAIT:
+                    self._stop.wait(delay_s)
+                else:  # idle, or a retry that a flush() may bring forward
+                    self._wake.wait(delay_s)
         finally:
             transport.close()
             if self._stop.is_set():
