@@ -509,6 +509,8 @@ class Client:
         self._check_pid()
         deadline = time.monotonic() + timeout
         attempts_before = self.stats.attempts
+        if not self._spool.is_open and self._spool.try_open(now=True):
+            self._last_refused_at = 0.0  # the spooler need not wait to write what is in memory
         self._persist()
         if self._buffer and not self._spool.is_open:
             # Nothing can leave before the spool opens; the events wait in memory.

@@ -48,10 +48,13 @@ class ForkSafeSpool:
     def is_open(self) -> bool:
         return self._spool is not None
 
-    def try_open(self) -> bool:
-        """Open the spool if it is not open yet (at most every REOPEN_PERIOD_S); True when open."""
+    def try_open(self, *, now: bool = False) -> bool:
+        """Open the spool if it is not open yet; True when open. Tries at most every
+        REOPEN_PERIOD_S, unless `now` (an explicit flush() deserves a real attempt)."""
         try:
             with self._lock:
+                if now:
+                    self._last_open_failure = None
                 self._opened()
         except SpoolNotOpen:
             return False
