@@ -13,6 +13,7 @@ the stats, and never blocking the queue behind it.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,58 @@ def split_by_size(events: list[Any], max_batch_bytes: int) -> list[list[Any]]:
     return batches
 
 
+# Where an event starts in a spool entry: the client writes each as {"id":"<uuid>","key":…
+# (see client._event_dict). Counting these instead of decoding the entry keeps the sender's
+# cost per event low. Nested data could only make the count too high (smaller requests, never
+# larger than max_batch); an entry without any (not written by this client) is decoded.
+_EVENT_START = re.compile(rb'\{"id":"[0-9a-fA-F-]{36}","key":"')
+
+
+def entry_event_count(entry: bytes) -> int:
+    """How many events a spool entry holds (at least; see _EVENT_START)."""
+    count = len(_EVENT_START.findall(entry))
+    return count if count else len(orjson.loads(entry))
+
+
+def joined_entries(entries: list[bytes]) -> bytes:
+    """The JSON array of every event in `entries` (each a JSON array), without decoding them."""
+    if len(entries) == 1:
+        return entries[0]
+    return b"[" + b",".join(entry[1:-1] for entry in entries if entry != b"[]") + b"]"
+
+
+def deliver_entries(
+    transport: Transport,
+    entries: list[bytes],
+    dead_letter: ForkSafeSpool,
+    report: Callable[[TlyticsError], None],
+    stats: SenderStats,
+    *,
+    max_batch_bytes: int,
+) -> Reply:
+    """deliver() for spool entries, posting their bytes as they are: in the usual cases (the
+    server takes the batch, or asks to retry later) nothing is decoded and encoded again.
+    Only a batch too big for one request, or one the server refuses, is decoded and handed
+    to deliver(), with the answer already received."""
+    body = joined_entries(entries)
+    if len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
+        return deliver(transport, orjson.loads(body), dead_letter, report, stats, max_batch_bytes=max_batch_bytes)
+    reply = transport.post_batch(body)
+    outcome = classify(reply.status)
+    if outcome is Outcome.REJECTED:
+        return deliver(
+            transport, orjson.loads(body), dead_letter, report, stats, max_batch_bytes=max_batch_bytes, answered=reply
+        )
+    with stats.lock:
+        stats.requests += 1
+    if outcome is Outcome.DELIVERED:
+        answer = reply.json()
+        count = answer.get("count") if isinstance(answer, dict) else None
+        with stats.lock:
+            stats.delivered += count if isinstance(count, int) else len(orjson.loads(body))
+    return reply
+
+
 def deliver(
     transport: Transport,
     events: list[Any],
@@ -97,12 +150,16 @@ def deliver(
     stats: SenderStats,
     *,
     max_batch_bytes: int | None = None,
+    answered: Reply | None = None,
 ) -> Reply:
     """Post `events` until the server takes them or a retryable answer comes back.
 
     Requests stay within `max_batch_bytes`. A 413 without an `index` (the batch is too big
     for this server) splits the batch in two, down to one event; a 400 or 413 naming an
     `index` sets aside that event only; any other 4xx sets aside the batch.
+
+    `answered` is the server's answer to `events` already posted as one request (by
+    deliver_entries): it stands for the first request.
 
     Returns the last reply: DELIVERED (possibly after setting rejected events aside) or RETRY.
     Raises DeliveryError on connection trouble.
@@ -111,11 +168,14 @@ def deliver(
     last: Reply = Reply(200, {}, b"{}")  # nothing to send is settled, like a delivery
     while pending:
         batch = pending.pop(0)
-        body = orjson.dumps(batch)
-        if max_batch_bytes is not None and len(batch) > 1 and len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
-            pending[0:0] = split_by_size(batch, max_batch_bytes)
-            continue
-        reply = transport.post_batch(body)
+        if answered is not None:
+            reply, answered = answered, None
+        else:
+            body = orjson.dumps(batch)
+            if max_batch_bytes is not None and len(batch) > 1 and len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
+                pending[0:0] = split_by_size(batch, max_batch_bytes)
+                continue
+            reply = transport.post_batch(body)
         with stats.lock:
             stats.requests += 1
         outcome = classify(reply.status)
@@ -177,34 +237,39 @@ class Sender:
         self._flush_period_s = seconds(config.flush_period)
         self._attempt = 0  # failed attempts in a row, for the backoff
 
-    def _next_batch(self) -> tuple[list[int], list[Any]]:
+    def _next_batch(self) -> tuple[list[int], list[bytes]]:
+        """The oldest spool entries that fit one request: their keys and their bytes."""
         keys: list[int] = []
-        events: list[Any] = []
+        entries: list[bytes] = []
         unreadable: list[tuple[int, bytes]] = []
         size_bytes = 0
+        event_count = 0
         with self._spool.locked() as spool:
             # Lazily, oldest first, and only as many entries as one request takes.
             for key, value in spool.iter_oldest(self._config.max_batch):
                 try:
-                    entry_events = orjson.loads(value)
+                    if value[:1] != b"[" or value[-1:] != b"]":
+                        raise orjson.JSONDecodeError("not a JSON array", value.decode("utf-8", "replace"), 0)
+                    entry_count = entry_event_count(value)
                 except orjson.JSONDecodeError:
                     unreadable.append((key, value))
                     continue
                 if keys and (
-                    len(events) + len(entry_events) > self._config.max_batch
+                    event_count + entry_count > self._config.max_batch
                     or size_bytes + len(value) > self._config.max_batch_bytes
                 ):
                     break
                 keys.append(key)
                 size_bytes += len(value)
-                events.extend(entry_events)
-                if len(events) >= self._config.max_batch:
+                entries.append(value)
+                event_count += entry_count
+                if event_count >= self._config.max_batch:
                     break
         for key, value in unreadable:
             # Not ours to interpret; keep the bytes where a person can find them.
             self._dead_letter.append(value)
             self._spool.remove([key])
-        return keys, events
+        return keys, entries
 
     def step(self, transport: Transport) -> tuple[Step, float]:
         """Send the oldest batch once; say what happened and how long to wait before the next.
@@ -216,12 +281,12 @@ class Sender:
             # No spool yet (events wait in memory), or another process sends for this spool.
             return Step.IDLE, self._flush_period_s
         try:
-            keys, events = self._next_batch()
+            keys, entries = self._next_batch()
             if not keys:
                 return Step.IDLE, self._flush_period_s
-            reply = deliver(
+            reply = deliver_entries(
                 transport,
-                events,
+                entries,
                 self._dead_letter,
                 self._report,
                 self._stats,
