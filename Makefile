@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 # What the lock is for: Python 3.11 on Linux (x86_64; other machines share its markers).
 LOCK_TARGET := --python-version 3.11 --python-platform linux
 
-.PHONY: run test lint format typecheck check bench lock clean
+.PHONY: run test lint format typecheck check bench bench-client lock clean
 
 # pip and setuptools come from the lock as well, so the editable install of the project itself
 # needs nothing unpinned (no build isolation); `pip check` catches a lock that lags pyproject.toml.
@@ -47,6 +47,10 @@ check: lint typecheck test
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+# The client library against a real local server: delivery, emit() rate and p99 (about a minute).
+bench-client: $(STAMP)
+	$(BIN)/python -m bench.client
 
 # Re-resolves every dependency (pyproject.toml's, with the server and test extras, plus pip and the build
 # system's requirements) to the newest versions allowed and writes them with hashes to $(LOCK).
