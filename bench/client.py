@@ -47,8 +47,21 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), "--db", str(workdir / "b.db")]
-        + ["--flush", "1s", "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "tlytics",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--db",
+            str(workdir / "b.db"),
+            "--flush",
+            "1s",
+            "--log-level",
+            "warning",
+        ],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
