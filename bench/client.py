@@ -22,6 +22,7 @@ import argparse
 import collections
 import http.client
 import json
+import os
 import platform
 import shutil
 import signal
@@ -166,6 +167,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=200_000, help="events per measurement (default 200,000)")
     args = parser.parse_args()
     n = args.events
+    # Figures from a shared machine mean little without it: the baselines move with it too.
+    load_at_start = os.getloadavg()[0]
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-client-"))
     process, url = start_server(workdir)
     try:
@@ -179,7 +182,12 @@ def main() -> None:
         shutil.rmtree(workdir, ignore_errors=True)
     results = {
         "events": n,
-        "machine": {"python": platform.python_version(), "cpus": platform.machine()},
+        "machine": {
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+            "load_average_at_start": load_at_start,
+        },
         "delivery": delivery,
         "raw_post_baseline": raw,
         "emit": emit,
@@ -201,7 +209,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"client-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps(results, indent=2))
-    print(f"written to {path}")
+    print(f"load average at start {load_at_start:.2f} on {os.cpu_count()} CPUs; written to {path}")
 
 
 if __name__ == "__main__":

@@ -213,3 +213,33 @@ def test_uwsgi_with_enable_threads_sends_in_the_background(
     assert client.close(timeout=30) is True
     server.wait_drained()
     assert server.stored_ids() == [event_id]
+
+
+def test_a_child_forked_without_python_s_fork_hooks_makes_its_own_ids(tmp_path: Path) -> None:
+    # uWSGI forks its workers in C: Python's at-fork hooks do not run (unless
+    # py-call-uwsgi-fork-hooks). libc's fork() through ctypes does the same here. The clock is
+    # frozen so that parent and child would draw the very same ids from an inherited state.
+    out = tmp_path / "child-ids"
+    result = run_script(
+        f"""
+        import ctypes, os, time
+        from tlytics import Client, Config
+
+        time.time_ns = lambda: 1_767_225_600_000_000_000
+        client = Client(Config(disabled=True))
+        client.emit("before_fork")
+        pid = ctypes.CDLL(None).fork()
+        ids = [client.emit("after_fork") for _ in range(100)]
+        if pid == 0:
+            with open({str(out)!r}, "w") as f:
+                f.write(" ".join(ids))
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print(" ".join(ids))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    parent_ids = set(result.stdout.split())
+    child_ids = set(out.read_text().split())
+    assert len(parent_ids) == len(child_ids) == 100
+    assert not parent_ids & child_ids

@@ -48,6 +48,7 @@ from tlytics.errors import (
     TlyticsError,
 )
 from tlytics.events import check_key
+from tlytics.ids import _reseed_after_fork as _reseed_ids_after_fork
 from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
 from tlytics.timefmt import check_in_range_us, datetime_to_us, format_rfc3339_us, parse_rfc3339_us
@@ -150,7 +151,14 @@ class Client:
         lease.forget_after_fork()
 
     def _check_pid(self) -> None:
-        if self._pid != os.getpid():  # forked without our at-fork hook (or before it ran)
+        if self._pid != os.getpid():
+            # Forked without Python's at-fork hooks: uWSGI forks its workers in C and runs
+            # them only with py-call-uwsgi-fork-hooks. Then tlytics.ids did not reseed either,
+            # and two workers would make the same ids (the store keeps one: events lost);
+            # nor were this client's spool locks renewed, which a parent thread may hold.
+            _reseed_ids_after_fork()
+            self._spool.renew_lock_after_fork()
+            self._dead_letter.renew_lock_after_fork()
             self._after_fork_in_child()
 
     def _ensure_started(self) -> None:

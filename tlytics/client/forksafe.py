@@ -77,6 +77,11 @@ class ForkSafeSpool:
         self._last_open_failure = None
         return self._spool
 
+    def renew_lock_after_fork(self) -> None:
+        """In a child forked without the at-fork hooks (see Client._check_pid): a new lock,
+        as the hook would have made; the inherited one may be held by a parent thread."""
+        self._lock = threading.RLock()
+
     @contextmanager
     def locked(self) -> Iterator[Spool]:
         """The Spool itself, for several calls (or a lazy read) under one hold of the lock."""
