@@ -91,6 +91,23 @@ def test_a_script_that_exits_without_close_delivers_at_exit(server_factory: Any,
     assert spooled_ids(tmp_path / "spool") == []
 
 
+def test_flush_at_exit_zero_only_writes_memory_to_disk(server_factory: Any, tmp_path: Path) -> None:
+    server = server_factory().start()
+    spool = tmp_path / "spool"
+    result = run_script(
+        f"""
+        from tlytics import Client, Config
+        client = Client(Config(server_url={server.url!r}, spool_dir={str(spool)!r},
+                               flush_period=600, spool_interval=600, flush_at_exit=0))
+        print(" ".join(client.emit("job_done", {{"n": n}}) for n in range(20)))
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert sorted(spooled_ids(spool)) == sorted(result.stdout.split())
+    server.wait_drained()
+    assert server.stored_ids() == []
+
+
 @pytest.fixture
 def hanging_server() -> Iterator[FakeServer]:
     server = FakeServer(hang=True).start()
