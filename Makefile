@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 # What the lock is for: Python 3.11 on Linux (x86_64; other machines share its markers).
 LOCK_TARGET := --python-version 3.11 --python-platform linux
 
-.PHONY: run test lint format typecheck check bench lock clean
+.PHONY: run test lint format typecheck check bench bench-client lock clean
 
 # pip and setuptools come from the lock as well, so the editable install of the project itself
 # needs nothing unpinned (no build isolation); `pip check` catches a lock that lags pyproject.toml.
@@ -48,13 +48,17 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
 
-# Re-resolves every dependency (pyproject.toml's, with the test extra, plus pip and the build
+# The client library against a real local server: delivery, emit() rate and p99 (about a minute).
+bench-client: $(STAMP)
+	$(BIN)/python -m bench.client
+
+# Re-resolves every dependency (pyproject.toml's, with the server and test extras, plus pip and the build
 # system's requirements) to the newest versions allowed and writes them with hashes to $(LOCK).
 export BUILD_REQUIRES := import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")
 lock:
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet uv==$(UV_VERSION)
-	{ echo pip; $(BIN)/python -c "$$BUILD_REQUIRES"; } | $(BIN)/uv pip compile pyproject.toml - --extra test --upgrade \
+	{ echo pip; $(BIN)/python -c "$$BUILD_REQUIRES"; } | $(BIN)/uv pip compile pyproject.toml - --extra server --extra test --upgrade \
 	  --generate-hashes $(LOCK_TARGET) --custom-compile-command "make lock" --quiet -o $(LOCK)
 
 clean:

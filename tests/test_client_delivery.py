@@ -169,3 +169,20 @@ def test_transport_says_when_the_host_name_does_not_resolve(monkeypatch: pytest.
             transport.post_batch(b"[]")
     finally:
         transport.close()
+
+
+def test_requests_keep_to_max_batch_when_data_nests_event_like_objects(tmp_path: Path) -> None:
+    fake = FakeServer().start()
+    try:
+        # spool_interval=0: one spool entry per event, so the sender combines entries, counting
+        # their events without decoding them; data shaped like an event must not fool it.
+        client = Client(fast_config(fake.url, tmp_path / "s", spool_interval=0, max_batch=10))
+        nested = {"id": "0190a5d6-0000-7000-8000-000000000001", "key": "inner", "timestamp": "2026-01-01T00:00:00Z"}
+        ids = [client.emit("outer", {"n": n, "copy": nested} if n % 2 else {"n": n}) for n in range(95)]
+        assert client.flush(timeout=30)
+        client.close(1)
+        assert sorted(fake.ids()) == sorted(ids)
+        assert all(0 < len(r.events) <= 10 for r in fake.received)
+        assert client.stats.delivered == 95
+    finally:
+        fake.stop()

@@ -1,7 +1,7 @@
 """Tlytics: a self-hosted analytics event pipeline where an acknowledged event is never lost
 and never stored twice."""
 
-from tlytics.client import Client, Config, Event, EventsRejected
+from tlytics.client import BeforeSendFailed, Client, Config, Event, EventsRejected
 from tlytics.errors import (
     DeliveryError,
     EventsDropped,
@@ -16,6 +16,7 @@ from tlytics.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BeforeSendFailed",
     "Client",
     "Config",
     "DeliveryError",

@@ -10,13 +10,25 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import structlog
-from aiohttp import web
-
 from tlytics.errors import TlyticsError
-from tlytics.ingest import Settings, create_app
-from tlytics.ingest.settings import Option, operator_options
-from tlytics.logs import configure_logging
+
+# `pip install tlytics` is the client library only; the server's packages (aiohttp, APSW,
+# msgspec, structlog…) come with the `server` extra. Without them the command says so in one
+# line instead of a traceback (see main); a missing module of our own is a bug and raises.
+SERVER_EXTRA_MISSING = "the tlytics server needs the server extra: pip install 'tlytics[server]'"
+try:
+    import structlog
+    from aiohttp import web
+
+    from tlytics.ingest import Settings, create_app
+    from tlytics.ingest.settings import Option, operator_options
+    from tlytics.logs import configure_logging
+except ImportError as exc:
+    if (exc.name or "tlytics").partition(".")[0] == "tlytics":
+        raise
+    _missing_server_module: str | None = exc.name
+else:
+    _missing_server_module = None
 
 
 def _argparse_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
@@ -92,6 +104,9 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    if _missing_server_module is not None:
+        sys.stderr.write(f"tlytics: {SERVER_EXTRA_MISSING} (no module named {_missing_server_module!r})\n")
+        sys.exit(1)
     settings, log_level = parse_settings(sys.argv[1:] if argv is None else argv, dict(os.environ))
     configure_logging(log_level)
     log = structlog.get_logger("tlytics")

@@ -24,8 +24,6 @@ import math
 import re
 from typing import Any
 
-import msgspec
-
 DEPTH_MAX = 128
 INT_DIGITS_MAX = 4_300  # Python's own limit for int(text); msgspec's decoder shares it
 
@@ -45,6 +43,10 @@ class JsonProblem:
 
 def canonical(text: bytes) -> bytes:
     """The canonical text of valid JSON: whitespace between tokens removed, nothing else changed."""
+    # Imported here: the client library validates events with this module and must not need
+    # msgspec, a dependency of the server extra only (after the first call this is a dict lookup).
+    import msgspec.json
+
     return msgspec.json.format(text, indent=-1)
 
 

@@ -9,6 +9,7 @@ import logging
 
 from tlytics.client.client import Client
 from tlytics.client.config import Config, Event
+from tlytics.client.hooks import BeforeSendFailed
 from tlytics.client.middleware import ASGIMiddleware, DjangoMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
 from tlytics.errors import EventsRejected
 
@@ -16,6 +17,7 @@ logging.getLogger("tlytics.client").addHandler(logging.NullHandler())
 
 __all__ = [
     "ASGIMiddleware",
+    "BeforeSendFailed",
     "Client",
     "Config",
     "DjangoMiddleware",

@@ -5,11 +5,18 @@ Events survive server outages and application restarts (a new Client on the same
 sends what is left), `flush()`/`close()` always return by their deadline, and the client is
 safe with threads, with fork() (the child starts its own threads and drops the parent's
 in-memory events, which the parent spools), and with processes sharing one spool_dir.
+
+At interpreter exit each client tries for up to `Config.flush_at_exit` to deliver what is
+pending; the rest stays on disk. `Config(disabled=True)` makes a client that only validates.
+Under uWSGI without Python threads (see uwsgi.py) no thread is started: emit() writes to disk
+and flush()/close() send in the caller's thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import atexit
+import functools
 import logging
 import os
 import threading
@@ -25,10 +32,12 @@ from typing import Any
 import orjson
 
 from tlytics.client.config import Config, Event, seconds
-from tlytics.client.forksafe import ForkSafeSpool
+from tlytics.client.forksafe import ForkSafeSpool, SpoolNotOpen
+from tlytics.client.hooks import BeforeSendFailed, run_before_send, with_default_data
 from tlytics.client.lease import SenderLease
-from tlytics.client.sender import Sender, SenderStats, deliver
+from tlytics.client.sender import Sender, SenderStats, Step, deliver
 from tlytics.client.transport import Outcome, Transport, classify
+from tlytics.client.uwsgi import threads_unavailable
 from tlytics.errors import (
     DeliveryError,
     EventsDropped,
@@ -39,6 +48,7 @@ from tlytics.errors import (
     TlyticsError,
 )
 from tlytics.events import check_key
+from tlytics.ids import _reseed_after_fork as _reseed_ids_after_fork
 from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
 from tlytics.timefmt import check_in_range_us, datetime_to_us, format_rfc3339_us, parse_rfc3339_us
@@ -69,6 +79,11 @@ def _event_dict(pending: _Pending) -> dict[str, Any]:
     return {"id": event_id, "key": key, "timestamp": timestamp, "data": data}
 
 
+def _open_spool(directory: Path) -> Spool:
+    directory.mkdir(parents=True, exist_ok=True)
+    return Spool(directory)
+
+
 def _encode_entry(events: list[dict[str, Any]]) -> bytes:
     # default=str: a Decimal or a custom object becomes its text instead of losing the event.
     return orjson.dumps(events, default=str)
@@ -79,15 +94,28 @@ class Client:
 
     def __init__(self, config: Config | None = None) -> None:
         self.config = config or Config()
+        self._disabled = self.config.disabled
+        self._default_data = dict(self.config.default_data) if self.config.default_data else None
+        self._before_send = self.config.before_send
         self._spool_dir = Path(self.config.spool_dir)
-        self._spool_dir.mkdir(parents=True, exist_ok=True)
-        self._spool = ForkSafeSpool(Spool(self._spool_dir / "queue"))
-        self._dead_letter = ForkSafeSpool(Spool(self._spool_dir / "dead-letter"))
-        self._write_through = seconds(self.config.spool_interval) == 0
+        # Opened lazily: a spool_dir that cannot be written must not make Client() raise.
+        self._spool = ForkSafeSpool(functools.partial(_open_spool, self._spool_dir / "queue"))
+        self._dead_letter = ForkSafeSpool(functools.partial(_open_spool, self._spool_dir / "dead-letter"))
+        # No thread would ever run (uWSGI without enable-threads): spool at emit, send at flush.
+        self._threadless = not self._disabled and threads_unavailable()
+        self._write_through = self._threadless or seconds(self.config.spool_interval) == 0
         self._reset_process_state()
         self._closed = False
+        if self._disabled:
+            return  # no disk, no thread, nothing to do at exit
         _clients.add(self)
-        if self._spool.count():
+        try:
+            left_behind = self._spool.count()
+        except SpoolNotOpen as exc:
+            self._spool_refused(exc)  # warns once, for the whole episode
+            self._report(exc)
+            return
+        if left_behind:
             self._ensure_started()  # deliver what an earlier run left behind
 
     # --- process state -------------------------------------------------------------------
@@ -102,6 +130,9 @@ class Client:
         self._wake = threading.Event()
         self._progress = threading.Condition()
         self._threads: list[threading.Thread] = []
+        self._sender: Sender | None = None
+        self._inline_send_lock = threading.Lock()
+        self._before_send_failure_logged = False
         self._started = False
         self._unsent_estimate = 0
         self.stats = SenderStats()
@@ -120,7 +151,14 @@ class Client:
         lease.forget_after_fork()
 
     def _check_pid(self) -> None:
-        if self._pid != os.getpid():  # forked without our at-fork hook (or before it ran)
+        if self._pid != os.getpid():
+            # Forked without Python's at-fork hooks: uWSGI forks its workers in C and runs
+            # them only with py-call-uwsgi-fork-hooks. Then tlytics.ids did not reseed either,
+            # and two workers would make the same ids (the store keeps one: events lost);
+            # nor were this client's spool locks renewed, which a parent thread may hold.
+            _reseed_ids_after_fork()
+            self._spool.renew_lock_after_fork()
+            self._dead_letter.renew_lock_after_fork()
             self._after_fork_in_child()
 
     def _ensure_started(self) -> None:
@@ -140,6 +178,10 @@ class Client:
                 progress=self._progress,
                 stats=self.stats,
             )
+            self._sender = sender
+            if self._threadless:
+                self._started = True
+                return
             self._threads = [threading.Thread(target=sender.run, name="tlytics-sender", daemon=True)]
             if not self._write_through:
                 self._threads.append(threading.Thread(target=self._spool_loop, name="tlytics-spooler", daemon=True))
@@ -171,6 +213,15 @@ class Client:
             raise InvalidEvent("data must be a mapping", field="data")
         else:
             data = dict(data)  # the application may change its dict after emit()
+        if self._disabled:
+            return event_id
+        if self._default_data is not None:
+            data = with_default_data(self._default_data, data)
+        if self._before_send is not None:
+            pending = self._before_send_answer((event_id, key, pending_timestamp, data))
+            if pending is None:
+                return event_id
+            event_id, key, pending_timestamp, data = pending
         if self._spool_refusal is not None and len(self._buffer) >= self.config.max_memory_events:
             self._count_dropped(1)
         else:
@@ -183,6 +234,49 @@ class Client:
         if not self._started:
             self._ensure_started()
         return event_id
+
+    def _before_send_answer(self, pending: _Pending) -> _Pending | None:
+        """The event as before_send returns it, or None when it is to be dropped."""
+        assert self._before_send is not None
+        event_id, key, timestamp, data = pending
+        shown = Event(
+            key=key,
+            data=data,
+            id=event_id,
+            timestamp=format_rfc3339_us(timestamp // 1000) if isinstance(timestamp, int) else timestamp,
+        )
+        try:
+            answer = run_before_send(self._before_send, shown)
+            if answer is None:
+                with self.stats.lock:
+                    self.stats.filtered += 1
+                return None
+            # The hook may have changed anything: the same checks as emit()'s.
+            new_data = answer.data
+            if new_data is None:
+                new_data = {}
+            elif not isinstance(new_data, Mapping):
+                raise InvalidEvent("data must be a mapping", field="data")
+            return (
+                answer.id or _canonical_id(uuid7_int()),
+                check_key(answer.key),
+                time.time_ns() if answer.timestamp is None else self._checked_timestamp(answer.timestamp),
+                dict(new_data),
+            )
+        except Exception as exc:
+            with self.stats.lock:
+                self.stats.before_send_failed += 1
+            if not self._before_send_failure_logged:  # a broken hook fails on every event
+                self._before_send_failure_logged = True
+                log.exception("client_before_send_failed key=%s; the event is dropped", key)
+            self._report(
+                BeforeSendFailed(
+                    f"before_send failed on event {event_id} ({key}): {exc!r}; the event was dropped",
+                    event_id=event_id,
+                    key=key,
+                )
+            )
+            return None
 
     @staticmethod
     def _checked_timestamp(timestamp: datetime | str) -> str:
@@ -207,6 +301,8 @@ class Client:
         second delivery harmless). Raises EventsRejected when the server refused it for good.
         """
         pending = self._pending_from(event, data)
+        if pending is None:  # disabled, or before_send dropped it
+            return self._last_emitted_id
         record = _event_dict(pending)
         transport = Transport.for_config(self.config)
         rejected: list[TlyticsError] = []
@@ -222,20 +318,24 @@ class Client:
                 raise rejected[0]
             return pending[0]
         # Not acknowledged: keep it for the sender, which retries until the server takes it.
-        self._spool.append(_encode_entry([record]))
+        try:
+            self._spool.append(_encode_entry([record]))
+        except SpoolError:
+            self._buffer.append(pending)  # the spooler writes it once the spool takes events
         self._ensure_started()
         status = "no answer" if reply is None else f"answer {reply.status}"
         raise DeliveryError(f"event {pending[0]} not acknowledged ({status}); it stays spooled and will be retried")
 
-    def _pending_from(self, event: Event | str, data: Mapping[str, Any] | None) -> _Pending:
-        """Run emit()'s checks without buffering; used by emit_and_send."""
+    def _pending_from(self, event: Event | str, data: Mapping[str, Any] | None) -> _Pending | None:
+        """Run emit()'s checks without buffering; used by emit_and_send. None when there is
+        nothing to send (disabled, or before_send dropped it); its id is in _last_emitted_id."""
         buffer, self._buffer = self._buffer, deque()
         write_through, self._write_through = self._write_through, False
         closed, self._closed = self._closed, False
         refusal, self._spool_refusal = self._spool_refusal, None  # so emit() never drops this one
         try:
-            self.emit(event, data)
-            return self._buffer.popleft()
+            self._last_emitted_id = self.emit(event, data)
+            return self._buffer.popleft() if self._buffer else None
         finally:
             self._buffer, self._write_through, self._closed = buffer, write_through, closed
             self._spool_refusal = refusal
@@ -396,7 +496,13 @@ class Client:
 
     def pending(self) -> int:
         """Events emitted but not yet acknowledged: in memory plus spooled entries' events."""
+        if not self._spool.is_open:
+            return len(self._buffer)
         return len(self._buffer) + sum(len(orjson.loads(v)) for _, v in self._spool.peek(1_000_000))
+
+    def _spooled(self) -> int:
+        """Entries on disk; none while the spool cannot be opened."""
+        return self._spool.count() if self._spool.is_open else 0
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Ship everything emitted so far; True when all of it was acknowledged within `timeout`.
@@ -406,14 +512,24 @@ class Client:
         (connection refused, unknown host), returns False as soon as memory is on disk rather
         than at the deadline; the sender keeps trying in the background.
         """
+        if self._disabled:
+            return True
         self._check_pid()
         deadline = time.monotonic() + timeout
         attempts_before = self.stats.attempts
+        if not self._spool.is_open and self._spool.try_open(now=True):
+            self._last_refused_at = 0.0  # the spooler need not wait to write what is in memory
         self._persist()
+        if self._buffer and not self._spool.is_open:
+            # Nothing can leave before the spool opens; the events wait in memory.
+            self._none_dead_lettered_since_last_flush()
+            return False
         self._ensure_started()
+        if self._threadless:
+            return self._flush_in_this_thread(deadline)
         self._wake.set()
         while True:
-            if not self._buffer and self._spool.count() == 0:
+            if not self._buffer and self._spooled() == 0:
                 return self._none_dead_lettered_since_last_flush()
             if self.stats.server_unreachable and self.stats.attempts > attempts_before:
                 # Nobody to retry against: waiting out the deadline would only hold up the app.
@@ -426,6 +542,33 @@ class Client:
             with self._progress:
                 self._progress.wait(min(remaining, 0.05))
 
+    def _flush_in_this_thread(self, deadline: float) -> bool:
+        """flush() without a sender thread: send batch after batch until the spool is empty,
+        a delivery fails, or the deadline passes (no request outlives it by much)."""
+        assert self._sender is not None
+        with self._inline_send_lock:
+            request_timeout_s = min(seconds(self.config.timeout), max(deadline - time.monotonic(), 0.1))
+            transport = Transport(
+                self.config.server_url,
+                timeout_s=request_timeout_s,
+                write_key=self.config.write_key,
+                gzip_min_bytes=self.config.gzip_min_bytes,
+            )
+            try:
+                while self._buffer or self._spooled():
+                    if time.monotonic() >= deadline:
+                        break
+                    self._persist()
+                    step, _ = self._sender.step(transport)
+                    if step is not Step.SENT:
+                        break  # failed, or another process holds the lease: stays on disk
+                else:
+                    return self._none_dead_lettered_since_last_flush()
+            finally:
+                transport.close()
+        self._none_dead_lettered_since_last_flush()
+        return False
+
     def _none_dead_lettered_since_last_flush(self) -> bool:
         dead_lettered = self.stats.dead_lettered
         none = dead_lettered == self._dead_lettered_at_last_flush
@@ -435,10 +578,13 @@ class Client:
     def close(self, timeout: float = 10.0) -> bool:
         """Flush for up to `timeout`, then stop; what was not delivered stays on disk for the
         next Client on this spool_dir. True when everything was delivered."""
+        if self._disabled:
+            self._closed = True
+            return True
         if self._closed:
-            return self._spool.count() == 0
+            return self._spooled() == 0 and not self._buffer
         deadline = time.monotonic() + timeout
-        delivered = self.flush(timeout) if self._started or self._buffer else self._spool.count() == 0
+        delivered = self.flush(timeout) if self._started or self._buffer else self._spooled() == 0
         self._closed = True
         self._stop.set()
         self._wake.set()
@@ -449,6 +595,24 @@ class Client:
         self._persist()  # anything emitted by other threads meanwhile
         return delivered
 
+    async def aflush(self, timeout: float = 10.0) -> bool:
+        """flush() for asyncio applications: it runs in a worker thread, so the event loop
+        keeps serving while it waits. Same return value as flush()."""
+        return await asyncio.to_thread(self.flush, timeout)
+
+    async def aclose(self, timeout: float = 10.0) -> bool:
+        """close() for asyncio applications (an aiohttp cleanup context, a FastAPI lifespan):
+        it runs in a worker thread, so shutdown never blocks the loop. Same return value."""
+        return await asyncio.to_thread(self.close, timeout)
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
     def __enter__(self) -> Client:
         return self
 
@@ -456,6 +620,19 @@ class Client:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.close()
+
+    def _at_exit(self) -> None:
+        if self._pid != os.getpid():
+            return
+        flush_s = seconds(self.config.flush_at_exit)
+        if flush_s > 0 and not self._closed and (self._started or self._buffer):
+            # Short-lived scripts and containers: deliver what we can within the bound; the
+            # rest stays on disk for the next run.
+            try:
+                self.close(flush_s)
+            except Exception:
+                log.exception("client_flush_at_exit_failed")
+        self._persist_at_exit()
 
     def _persist_at_exit(self) -> None:
         if self._pid == os.getpid():
@@ -475,12 +652,12 @@ def _after_fork_in_child() -> None:
         client._after_fork_in_child()
 
 
-def _persist_all_at_exit() -> None:
+def _all_at_exit() -> None:
     for client in list(_clients):
-        client._persist_at_exit()
+        client._at_exit()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_persist_all_at_exit)
+atexit.register(_all_at_exit)
 
-__all__ = ["Client", "EventsRejected"]
+__all__ = ["BeforeSendFailed", "Client", "EventsRejected"]

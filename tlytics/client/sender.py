@@ -13,10 +13,12 @@ the stats, and never blocking the queue behind it.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -28,6 +30,15 @@ from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s,
 from tlytics.errors import DeliveryError, EventsRejected, ServerUnreachable, TlyticsError
 
 log = logging.getLogger("tlytics.client")
+
+
+class Step(Enum):
+    """What one Sender.step did."""
+
+    SENT = "sent"  # a batch was delivered: go on at once
+    IDLE = "idle"  # nothing to send (or not ours to send): wait for a wake-up or flush_period
+    RETRY = "retry"  # failed: wait the backoff, unless a flush() wakes the sender
+    WAIT = "wait"  # failed, and the server (Retry-After) or the spool asks for a fixed wait
 
 
 @dataclass
@@ -46,6 +57,10 @@ class SenderStats:
     server_unreachable: bool = False
     # Delivery attempts finished, whatever their outcome: lets flush() see a fresh one.
     attempts: int = 0
+    # Events before_send dropped on purpose (returned None): not lost, not in `dropped`.
+    filtered: int = 0
+    # Events dropped because before_send raised or returned something else than an Event.
+    before_send_failed: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 
@@ -75,6 +90,58 @@ def split_by_size(events: list[Any], max_batch_bytes: int) -> list[list[Any]]:
     return batches
 
 
+# Where an event starts in a spool entry: the client writes each as {"id":"<uuid>","key":…
+# (see client._event_dict). Counting these instead of decoding the entry keeps the sender's
+# cost per event low. Nested data could only make the count too high (smaller requests, never
+# larger than max_batch); an entry without any (not written by this client) is decoded.
+_EVENT_START = re.compile(rb'\{"id":"[0-9a-fA-F-]{36}","key":"')
+
+
+def entry_event_count(entry: bytes) -> int:
+    """How many events a spool entry holds (at least; see _EVENT_START)."""
+    count = len(_EVENT_START.findall(entry))
+    return count if count else len(orjson.loads(entry))
+
+
+def joined_entries(entries: list[bytes]) -> bytes:
+    """The JSON array of every event in `entries` (each a JSON array), without decoding them."""
+    if len(entries) == 1:
+        return entries[0]
+    return b"[" + b",".join(entry[1:-1] for entry in entries if entry != b"[]") + b"]"
+
+
+def deliver_entries(
+    transport: Transport,
+    entries: list[bytes],
+    dead_letter: ForkSafeSpool,
+    report: Callable[[TlyticsError], None],
+    stats: SenderStats,
+    *,
+    max_batch_bytes: int,
+) -> Reply:
+    """deliver() for spool entries, posting their bytes as they are: in the usual cases (the
+    server takes the batch, or asks to retry later) nothing is decoded and encoded again.
+    Only a batch too big for one request, or one the server refuses, is decoded and handed
+    to deliver(), with the answer already received."""
+    body = joined_entries(entries)
+    if len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
+        return deliver(transport, orjson.loads(body), dead_letter, report, stats, max_batch_bytes=max_batch_bytes)
+    reply = transport.post_batch(body)
+    outcome = classify(reply.status)
+    if outcome is Outcome.REJECTED:
+        return deliver(
+            transport, orjson.loads(body), dead_letter, report, stats, max_batch_bytes=max_batch_bytes, answered=reply
+        )
+    with stats.lock:
+        stats.requests += 1
+    if outcome is Outcome.DELIVERED:
+        answer = reply.json()
+        count = answer.get("count") if isinstance(answer, dict) else None
+        with stats.lock:
+            stats.delivered += count if isinstance(count, int) else len(orjson.loads(body))
+    return reply
+
+
 def deliver(
     transport: Transport,
     events: list[Any],
@@ -83,12 +150,16 @@ def deliver(
     stats: SenderStats,
     *,
     max_batch_bytes: int | None = None,
+    answered: Reply | None = None,
 ) -> Reply:
     """Post `events` until the server takes them or a retryable answer comes back.
 
     Requests stay within `max_batch_bytes`. A 413 without an `index` (the batch is too big
     for this server) splits the batch in two, down to one event; a 400 or 413 naming an
     `index` sets aside that event only; any other 4xx sets aside the batch.
+
+    `answered` is the server's answer to `events` already posted as one request (by
+    deliver_entries): it stands for the first request.
 
     Returns the last reply: DELIVERED (possibly after setting rejected events aside) or RETRY.
     Raises DeliveryError on connection trouble.
@@ -97,11 +168,14 @@ def deliver(
     last: Reply = Reply(200, {}, b"{}")  # nothing to send is settled, like a delivery
     while pending:
         batch = pending.pop(0)
-        body = orjson.dumps(batch)
-        if max_batch_bytes is not None and len(batch) > 1 and len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
-            pending[0:0] = split_by_size(batch, max_batch_bytes)
-            continue
-        reply = transport.post_batch(body)
+        if answered is not None:
+            reply, answered = answered, None
+        else:
+            body = orjson.dumps(batch)
+            if max_batch_bytes is not None and len(batch) > 1 and len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
+                pending[0:0] = split_by_size(batch, max_batch_bytes)
+                continue
+            reply = transport.post_batch(body)
         with stats.lock:
             stats.requests += 1
         outcome = classify(reply.status)
@@ -161,98 +235,111 @@ class Sender:
         self._progress = progress
         self._stats = stats
         self._flush_period_s = seconds(config.flush_period)
+        self._attempt = 0  # failed attempts in a row, for the backoff
 
-    def _next_batch(self) -> tuple[list[int], list[Any]]:
+    def _next_batch(self) -> tuple[list[int], list[bytes]]:
+        """The oldest spool entries that fit one request: their keys and their bytes."""
         keys: list[int] = []
-        events: list[Any] = []
+        entries: list[bytes] = []
         unreadable: list[tuple[int, bytes]] = []
         size_bytes = 0
+        event_count = 0
         with self._spool.locked() as spool:
             # Lazily, oldest first, and only as many entries as one request takes.
             for key, value in spool.iter_oldest(self._config.max_batch):
                 try:
-                    entry_events = orjson.loads(value)
+                    if value[:1] != b"[" or value[-1:] != b"]":
+                        raise orjson.JSONDecodeError("not a JSON array", value.decode("utf-8", "replace"), 0)
+                    entry_count = entry_event_count(value)
                 except orjson.JSONDecodeError:
                     unreadable.append((key, value))
                     continue
                 if keys and (
-                    len(events) + len(entry_events) > self._config.max_batch
+                    event_count + entry_count > self._config.max_batch
                     or size_bytes + len(value) > self._config.max_batch_bytes
                 ):
                     break
                 keys.append(key)
                 size_bytes += len(value)
-                events.extend(entry_events)
-                if len(events) >= self._config.max_batch:
+                entries.append(value)
+                event_count += entry_count
+                if event_count >= self._config.max_batch:
                     break
         for key, value in unreadable:
             # Not ours to interpret; keep the bytes where a person can find them.
             self._dead_letter.append(value)
             self._spool.remove([key])
-        return keys, events
+        return keys, entries
+
+    def step(self, transport: Transport) -> tuple[Step, float]:
+        """Send the oldest batch once; say what happened and how long to wait before the next.
+
+        The sender thread calls it in a loop; a client without threads (uWSGI without
+        enable-threads) calls it from flush().
+        """
+        if not self._spool.is_open or not self._lease.try_acquire():
+            # No spool yet (events wait in memory), or another process sends for this spool.
+            return Step.IDLE, self._flush_period_s
+        try:
+            keys, entries = self._next_batch()
+            if not keys:
+                return Step.IDLE, self._flush_period_s
+            reply = deliver_entries(
+                transport,
+                entries,
+                self._dead_letter,
+                self._report,
+                self._stats,
+                max_batch_bytes=self._config.max_batch_bytes,
+            )
+            self._stats.server_unreachable = False
+        except DeliveryError as exc:
+            reply = None
+            self._stats.last_error = str(exc)
+            self._stats.server_unreachable = isinstance(exc, ServerUnreachable)
+        except TlyticsError as exc:  # the spool itself failed: keep trying, slowly
+            log.error("client_spool_failed error=%s", exc)
+            return Step.WAIT, 1.0
+        delivered = reply is not None and classify(reply.status) is Outcome.DELIVERED
+        if delivered:
+            self._spool.remove(keys)
+            self._attempt = 0
+            self._stats.last_error = None
+        with self._stats.lock:
+            self._stats.attempts += 1
+        with self._progress:
+            # Failures too: a flush() stops waiting when no server is there at all.
+            self._progress.notify_all()
+        if delivered:
+            return Step.SENT, 0.0
+        self._attempt += 1
+        with self._stats.lock:
+            self._stats.retries += 1
+        if reply is not None:
+            self._stats.last_error = f"server answered {reply.status}"
+        asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
+        delay = backoff_delay_s(self._attempt, max_delay_s=seconds(self._config.retry_max_delay))
+        log.warning(
+            "client_send_retry attempt=%d delay_s=%.3f error=%s",
+            self._attempt,
+            asked or delay,
+            self._stats.last_error,
+        )
+        # The server said when: a flush() must not make us knock earlier.
+        return (Step.WAIT, asked) if asked is not None else (Step.RETRY, delay)
 
     def run(self) -> None:
         transport = Transport.for_config(self._config)
-        attempt = 0
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                if not self._lease.try_acquire():
-                    # Another process sends for this spool; look again later.
-                    self._wake.wait(self._flush_period_s)
+                step, delay_s = self.step(transport)
+                if step is Step.SENT:
                     continue
-                try:
-                    keys, events = self._next_batch()
-                    if not keys:
-                        self._wake.wait(self._flush_period_s)
-                        continue
-                    reply = deliver(
-                        transport,
-                        events,
-                        self._dead_letter,
-                        self._report,
-                        self._stats,
-                        max_batch_bytes=self._config.max_batch_bytes,
-                    )
-                    self._stats.server_unreachable = False
-                except DeliveryError as exc:
-                    reply = None
-                    self._stats.last_error = str(exc)
-                    self._stats.server_unreachable = isinstance(exc, ServerUnreachable)
-                except TlyticsError as exc:  # the spool itself failed: keep trying, slowly
-                    log.error("client_spool_failed error=%s", exc)
-                    self._stop.wait(1.0)
-                    continue
-                delivered = reply is not None and classify(reply.status) is Outcome.DELIVERED
-                if delivered:
-                    self._spool.remove(keys)
-                    attempt = 0
-                    self._stats.last_error = None
-                with self._stats.lock:
-                    self._stats.attempts += 1
-                with self._progress:
-                    # Failures too: a flush() stops waiting when no server is there at all.
-                    self._progress.notify_all()
-                if delivered:
-                    continue
-                attempt += 1
-                with self._stats.lock:
-                    self._stats.retries += 1
-                if reply is not None:
-                    self._stats.last_error = f"server answered {reply.status}"
-                asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
-                delay = backoff_delay_s(attempt, max_delay_s=seconds(self._config.retry_max_delay))
-                log.warning(
-                    "client_send_retry attempt=%d delay_s=%.3f error=%s",
-                    attempt,
-                    asked or delay,
-                    self._stats.last_error,
-                )
-                if asked is not None:
-                    # The server said when; a flush() must not make us knock earlier.
-                    self._stop.wait(asked)
-                else:
-                    self._wake.wait(delay)
+                if step is Step.WAIT:
+                    self._stop.wait(delay_s)
+                else:  # idle, or a retry that a flush() may bring forward
+                    self._wake.wait(delay_s)
         finally:
             transport.close()
             if self._stop.is_set():

@@ -1,0 +1,184 @@
+"""Client configuration: TLYTICS_* environment variables, the disabled client, the default
+spool directory, a spool directory that cannot be written, before_send and default_data."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import pytest
+
+from tests.helpers import http_json
+from tlytics import BeforeSendFailed, Client, Config, Event, InvalidEvent, SpoolError, TlyticsError
+from tlytics.client.config import settable_fields
+
+# A value for each field the environment may set, and what Config makes of it.
+ENVIRONMENT = {
+    "TLYTICS_SERVER_URL": ("https://analytics.example:8443", "https://analytics.example:8443"),
+    "TLYTICS_WRITE_KEY": ("wk_secret", "wk_secret"),
+    "TLYTICS_FLUSH_PERIOD": ("2.5", 2.5),
+    "TLYTICS_SPOOL_DIR": ("/var/spool/app", Path("/var/spool/app")),
+    "TLYTICS_SPOOL_INTERVAL": ("0", 0.0),
+    "TLYTICS_MAX_BATCH": ("250", 250),
+    "TLYTICS_MAX_BATCH_BYTES": ("65536", 65536),
+    "TLYTICS_SPOOL_MAX_BYTES": ("1000000", 1_000_000),
+    "TLYTICS_TIMEOUT": ("3", 3.0),
+    "TLYTICS_RETRY_MAX_DELAY": ("7.5", 7.5),
+    "TLYTICS_GZIP_MIN_BYTES": ("100", 100),
+    "TLYTICS_MAX_MEMORY_EVENTS": ("42", 42),
+    "TLYTICS_DISABLED": ("1", True),
+    "TLYTICS_FLUSH_AT_EXIT": ("0", 0.0),
+    "TLYTICS_DEFAULT_DATA": ('{"service": "billing"}', {"service": "billing"}),
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for _, variable in settable_fields():
+        monkeypatch.delenv(variable, raising=False)
+
+
+def stored_data(server_url: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    status, body = http_json("GET", f"{server_url}/view?page_size=1000")
+    assert status == 200
+    return {event["id"]: (event["key"], event["data"]) for event in body["events"]}
+
+
+def test_every_field_but_the_callables_is_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert {variable for _, variable in settable_fields()} == set(ENVIRONMENT)
+    for variable, (text, _) in ENVIRONMENT.items():
+        monkeypatch.setenv(variable, text)
+    config = Config()
+    for name, variable in settable_fields():
+        assert getattr(config, name) == ENVIRONMENT[variable][1], variable
+    assert "wk_secret" not in repr(config)
+
+
+def test_an_explicit_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLYTICS_SERVER_URL", "http://from-env:1")
+    monkeypatch.setenv("TLYTICS_FLUSH_PERIOD", "9")
+    monkeypatch.setenv("TLYTICS_DISABLED", "true")
+    config = Config(server_url="http://explicit:2", disabled=False)
+    assert config.server_url == "http://explicit:2"
+    assert config.disabled is False  # explicit, though equal to the default
+    assert config.flush_period == 9.0  # not given: from the environment
+
+
+@pytest.mark.parametrize(
+    ("variable", "text"),
+    [
+        ("TLYTICS_FLUSH_PERIOD", "5s"),
+        ("TLYTICS_MAX_BATCH", "lots"),
+        ("TLYTICS_DISABLED", "maybe"),
+        ("TLYTICS_DEFAULT_DATA", "[1, 2]"),
+        ("TLYTICS_TIMEOUT", "nan"),
+    ],
+)
+def test_a_malformed_variable_is_a_value_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch, variable: str, text: str
+) -> None:
+    monkeypatch.setenv(variable, text)
+    with pytest.raises(ValueError, match=variable):
+        Config()
+
+
+def test_a_server_url_from_the_environment_is_checked_like_an_argument(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLYTICS_SERVER_URL", "ftp://nope")
+    with pytest.raises(ValueError, match="server_url"):
+        Config()
+
+
+def test_default_spool_dir_is_the_user_cache_directory() -> None:
+    assert Path(Config().spool_dir) == Path(platformdirs.user_cache_dir("tlytics")) / "spool"
+
+
+def test_disabled_client_validates_and_returns_ids_without_threads_or_disk(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TLYTICS_DISABLED", "1")
+    spool = tmp_path / "never-created"
+    threads_before = set(threading.enumerate())
+    client = Client(Config(spool_dir=spool, server_url="http://127.0.0.1:9"))
+    event_id = client.emit("signup", {"plan": "pro"})
+    assert len(event_id) == 36
+    assert (
+        client.emit(Event(key="x", id="0190a5d6-0000-7000-8000-000000000001")) == "0190a5d6-0000-7000-8000-000000000001"
+    )
+    with pytest.raises(InvalidEvent):
+        client.emit("")
+    with pytest.raises(InvalidEvent):
+        client.emit("k", ["not", "a", "mapping"])  # type: ignore[arg-type]
+    assert client.emit_and_send("payment", {"amount": 1}) is not None
+    assert client.flush(timeout=5) is True
+    assert client.pending() == 0
+    assert client.close(timeout=5) is True
+    assert not set(threading.enumerate()) - threads_before
+    assert not spool.exists()
+
+
+def test_unwritable_spool_dir_keeps_events_in_memory_then_delivers_once_it_can(
+    server_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = server_factory().start()
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the spool's parent directory should be")
+    errors: list[TlyticsError] = []
+    with caplog.at_level(logging.WARNING, logger="tlytics.client"):
+        client = Client(
+            Config(
+                server_url=server.url,
+                spool_dir=blocker / "spool",
+                flush_period=0.1,
+                spool_interval=0.02,
+                max_memory_events=50,
+                on_error=errors.append,
+            )
+        )
+        ids = [client.emit("signup", {"n": n}) for n in range(80)]
+        assert client.flush(timeout=5) is False  # nothing can leave before the spool opens
+        assert client.dropped == 30  # the newest beyond max_memory_events
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "spool" in r.getMessage()]
+    assert len(warnings) == 1, [r.getMessage() for r in warnings]
+    assert isinstance(errors[0], SpoolError) and str(blocker) in str(errors[0])
+    # The directory becomes writable (a volume mounted late): the oldest 50 go out, in order.
+    blocker.unlink()
+    assert client.close(timeout=30) is True
+    server.wait_drained()
+    assert sorted(server.stored_ids()) == sorted(ids[:50])
+
+
+def test_before_send_scrubs_drops_and_default_data_is_merged(server_factory: Any, tmp_path: Path) -> None:
+    server = server_factory().start()
+    errors: list[TlyticsError] = []
+
+    def scrub(event: Event) -> Event | None:
+        assert event.data is not None
+        if event.key == "healthcheck":
+            return None
+        if event.key == "boom":
+            raise RuntimeError("hook bug")
+        data = {k: v for k, v in event.data.items() if k != "email"}
+        return Event(key=event.key, data=data, id=event.id, timestamp=event.timestamp)
+
+    client = Client(
+        Config(
+            server_url=server.url,
+            spool_dir=tmp_path / "spool",
+            before_send=scrub,
+            default_data={"service": "billing", "region": "eu"},
+            on_error=errors.append,
+        )
+    )
+    kept = client.emit("signup", {"email": "a@example.com", "plan": "pro", "region": "us"})
+    client.emit("healthcheck")
+    failed = client.emit("boom", {"email": "b@example.com"})
+    assert client.close(timeout=30) is True
+    server.wait_drained()
+    assert stored_data(server.url) == {kept: ("signup", {"service": "billing", "region": "us", "plan": "pro"})}
+    assert client.stats.filtered == 1 and client.stats.before_send_failed == 1
+    assert client.dropped == 0  # dropped on purpose is not lost
+    assert [type(e) for e in errors] == [BeforeSendFailed]
+    assert isinstance(errors[0], BeforeSendFailed) and errors[0].event_id == failed
