@@ -74,6 +74,15 @@ def test_tlytics_command_without_the_server_extra_names_it_in_one_line() -> None
     assert "the tlytics server needs the server extra: pip install 'tlytics[server]'" in lines[0]
 
 
+def test_replay_command_without_the_server_extra_names_it_in_one_line() -> None:
+    result = run_without_server_packages("from tlytics.replay_command import main; main()")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "tlytics-replay needs the server extra: pip install 'tlytics[server]'" in lines[0]
+
+
 def test_core_dependencies_are_the_client_s_only() -> None:
     requirements = importlib.metadata.requires("tlytics") or []
     core = {re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0].lower() for r in requirements if "extra ==" not in r}
