@@ -99,11 +99,13 @@ $$;
 
 
 # Migration 3: the functions behind the ordering (`>` `>=` `<` `<=`) and contains (`~`) filters.
-# A number compares as the exact numeric its JSON text spells; an exponent beyond what
-# `numeric` reads (a value a double holds only as 0 or never) compares as 0 or as an infinity,
-# as SQLite's doubles do, never as an error.
+# A number compares as SQLite compares it: an integer within 64 bits exactly, any other number
+# as the double it reads as (its shortest decimal, exact as `numeric`; a value beyond a
+# double's range as an infinity or 0), and never as an error, whatever its spelling.
 _FILTER_FUNCTIONS = """
-CREATE FUNCTION tlytics_number_value(t text) RETURNS numeric
+-- The exact value of a JSON number's text; an exponent `numeric` cannot read (beyond what a
+-- double holds except as 0 or an infinity) is read as that 0 or infinity.
+CREATE FUNCTION tlytics_decimal_value(t text) RETURNS numeric
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
   SELECT CASE
     WHEN strpos(t, 'e') = 0 AND strpos(t, 'E') = 0 THEN t::numeric
@@ -112,6 +114,41 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     WHEN substring(t from '[eE]([+-]?[0-9]+)$')::numeric < 0 OR t ~ '^-?[0.]*[eE]' THEN 0
     WHEN t ~ '^-' THEN '-Infinity'::numeric
     ELSE 'Infinity'::numeric
+  END
+$$;
+-- A value as the nearest double (as `numeric`: the double's shortest decimal).
+CREATE FUNCTION tlytics_double_value(n numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN abs(n) >= 1.7976931348623158e308 THEN CASE WHEN n < 0 THEN '-Infinity'::numeric ELSE 'Infinity'::numeric END
+    WHEN abs(n) < 2.5e-324 THEN 0
+    ELSE n::float8::text::numeric
+  END
+$$;
+-- A double's equality key: an integral one within 64 bits as that integer, else its text.
+CREATE FUNCTION tlytics_double_key(d numeric) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN d = trunc(d) AND d >= -9223372036854775808 AND d < 9223372036854775808 THEN d::int8::text
+    ELSE d::float8::text
+  END
+$$;
+-- The equality key of migration 2, the same wherever that one answered, but never an error:
+-- it read every number as float8, which refuses a valid JSON integer beyond a double's range
+-- (`1` and 400 zeros) and a number too small for one (`1e-400`).
+CREATE OR REPLACE FUNCTION tlytics_number_key(t text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN t ~ '^-?[0-9]{1,19}$' AND t::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
+      THEN t::numeric::text
+    ELSE tlytics_double_key(tlytics_double_value(tlytics_decimal_value(t)))
+  END
+$$;
+CREATE FUNCTION tlytics_number_value(t text) RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN t ~ '^-?[0-9]{1,19}$' AND t::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 THEN t::numeric
+    ELSE tlytics_double_value(tlytics_decimal_value(t))
   END
 $$;
 -- A JSON number's value; NULL for any other value or a missing one.
