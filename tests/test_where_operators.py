@@ -73,3 +73,14 @@ def test_the_stores_order_numbers_as_sqlite_reads_them(readers: list[StoreReader
         assert len(above) == 4
         tiny = selected(reader, "v", PropertyMatch.parse_operator(">", "0"))
         assert len(tiny) == 15  # 1, 1.0, 1E2, 1e-2, 0.1, 0.3…4, 0.3, 2^63-1, 2^63, the big four, 5e-324, 4.9e-324
+
+
+def test_a_recorded_erasure_keeps_its_operators() -> None:
+    # PostgreSQL records erasures as JSON to apply them to other nodes' later inserts.
+    from tlytics.store.postgres.filters import filter_from_json, filter_to_json
+
+    conditions = tuple(("v", PropertyMatch.parse_operator(op, "" if op == "*" else "5")) for op in OPERATORS)
+    recorded = EventFilter(keys=("k",), since_us=T0, where=conditions)
+    assert filter_from_json(filter_to_json(recorded)) == recorded
+    # An equality filter is written as earlier versions wrote it: the same erasure, one row.
+    assert '"op"' not in filter_to_json(EventFilter(where=(("v", PropertyMatch.parse("5")),)))
