@@ -15,6 +15,7 @@ import io
 import json
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -246,3 +247,71 @@ def test_funnel_shows_the_counts_of_real_events(open_server: ServerProcess, brow
     eventually(lambda: len(_rows(browser, "funnel")) == 3, what="three funnel rows")
     assert _rows(browser, "funnel") == ["signup 5", "activate 3 60.0 %", "purchase 1 33.3 %"]
     _assert_clean(browser, "funnel")
+
+
+WRITE_KEY, STATS_KEY, READ_KEY = "write-key-0123456789", "stats-key-0123456789", "read-key-0123456789"
+
+
+@pytest.fixture(scope="module")
+def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """A server with a write, a stats and a read key, holding the funnel's events."""
+    keys = ["--write-key", WRITE_KEY, "--stats-key", STATS_KEY, "--read-key", READ_KEY]
+    server = ServerProcess(tmp_path_factory.mktemp("keyed") / "analytics.db", flush="50ms", extra_args=keys).start()
+    try:
+        _post(server, FUNNEL_EVENTS, key=WRITE_KEY)
+        yield server
+    finally:
+        server.kill()
+
+
+def _share_with(driver: Any, key: str) -> str:
+    field = driver.find_element("id", "share-key")
+    field.clear()
+    field.send_keys(key)
+    driver.find_element("css selector", "#share-form button[type=submit]").click()
+    # The page says "Checking the key…" as the click is handled, then its verdict.
+    return str(
+        eventually(
+            lambda: (text := driver.find_element("id", "share-message").text) != "Checking the key…" and text,
+            what="the page's verdict on the key",
+        )
+    )
+
+
+def test_share_link_carries_a_stats_key_that_sees_aggregates_only(keyed_server: ServerProcess, browser: Any) -> None:
+    # A read key from the fragment: used, kept for the tab, gone from the address bar.
+    _open(browser, f"{keyed_server.url}/#key={READ_KEY}")
+    assert "key=" not in browser.current_url
+    assert browser.execute_script("return sessionStorage.getItem('tlytics-key')") == READ_KEY
+    assert _data(browser, "scope") == "read"
+    eventually(lambda: len(_rows(browser, "latest")) == len(FUNNEL_EVENTS), what="the read key's latest events")
+
+    # Sharing never puts the read key in a link: it asks for a stats key, and checks it.
+    browser.find_element("id", "share").click()
+    assert "stats scope" in browser.find_element("id", "share-message").text
+    assert "the read scope, not stats" in _share_with(browser, READ_KEY)
+    assert not browser.find_element("id", "share-result").is_displayed()
+    assert _data(browser, "shareLink") is None
+    assert "does not know" in _share_with(browser, "no-such-key-0123456789")
+    assert _share_with(browser, STATS_KEY) == "This link shows aggregates only."
+    link = browser.find_element("id", "share-link").get_attribute("value")
+    assert link == f"{keyed_server.url}/#key={STATS_KEY}"
+    _assert_clean(browser, "share-dialog")
+
+    # The link: aggregates, and not one raw event.
+    _open(browser, link)
+    assert "key=" not in browser.current_url
+    assert _data(browser, "scope") == "stats"
+    _wait_for(browser, "chartEvents", str(len(FUNNEL_EVENTS)))
+    assert _rows(browser, "keys")[0].startswith("signup 5")
+    assert not browser.find_element("id", "latest-panel").is_displayed()
+    requested = browser.execute_script("return performance.getEntriesByType('resource').map((e) => e.name)")
+    assert not [url for url in requested if "/view" in url or "/export" in url], requested
+    request = urllib.request.Request(keyed_server.url + "/view", headers={"Authorization": f"Bearer {STATS_KEY}"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=10)
+    assert refused.value.code == 403
+    # Its own share button hands on the same stats key.
+    browser.find_element("id", "share").click()
+    assert browser.find_element("id", "share-link").get_attribute("value") == link
+    _assert_clean(browser, "shared-stats-key")

@@ -3,13 +3,11 @@
 // The key: a share link carries it in the fragment (/#key=…), which the browser never sends,
 // so it reaches no server log. The page reads it once, keeps it in sessionStorage (gone with
 // the tab) and removes it from the address bar so it is not bookmarked or copied along.
-// Which panels show depends on the key's scope, asked from GET /whoami: raw events
-// (latest events) only for `read` and `admin`; a `stats` key sees aggregates only.
+// Which panels show depends on what the key may call, asked from GET /whoami: raw events
+// (latest events) only when it may call `read` routes; a `stats` key sees aggregates only.
 "use strict";
 
 const KEY_STORAGE = "tlytics-key";
-const RAW_EVENT_SCOPES = new Set(["read", "admin"]);
-const SCOPE_RANK = { write: 0, stats: 1, read: 2, admin: 3 };
 const RANGES = { minute: 3600, hour: 86400, day: 30 * 86400, week: 182 * 86400 };
 const QUARTER_HOUR_MS = 15 * 60 * 1000;
 const REFRESH_PERIOD_MS = 5000;
@@ -65,12 +63,6 @@ async function api(path, key = keyInput.value) {
   return response.json();
 }
 
-// The highest scope a /whoami answer names: "scope": "read" or "scopes": ["stats", "read"].
-function scopeOf(answer) {
-  const scopes = Array.isArray(answer.scopes) ? answer.scopes : [answer.scope];
-  return scopes.filter((s) => s in SCOPE_RANK).sort((a, b) => SCOPE_RANK[b] - SCOPE_RANK[a])[0] || null;
-}
-
 // The paths the server answers, from its own contract (open, so no key needed): a panel whose
 // endpoint this server lacks is hidden rather than broken, without a failing probe request.
 let serverPaths = null;
@@ -87,34 +79,33 @@ function serverHas(path) {
   return serverPaths === null || serverPaths.has(path);
 }
 
-// The scope of `key`: null when the server refuses it, "unknown" on a server without /whoami.
-async function scopeOfKey(key) {
-  if (!serverHas("/whoami")) return "unknown";
-  try {
-    return scopeOf(await api("/whoami", key));
-  } catch (error) {
-    if (error.status === 404) return "unknown";
-    if (error.status === 401 || error.status === 403) return null;
-    throw error;
-  }
+// What `key` may do: its scope (null for no key or one the server does not know) and the
+// levels of the routes it may call. A server from before scopes has no /whoami: there a key
+// (or none, on a server without keys) that reads at all reads everything.
+const BEFORE_SCOPES = { scope: null, allowed: new Set(["stats", "read"]), known: false };
+
+async function accessOf(key) {
+  if (!serverHas("/whoami")) return BEFORE_SCOPES;
+  const answer = await api("/whoami", key);
+  return { scope: answer.scope, allowed: new Set(answer.allowed || []), known: true };
 }
 
 // --- state ---------------------------------------------------------------------------------
 
-let scope = "unknown";
+let access = BEFORE_SCOPES;
 let chart = null;
 let csvUrl = null;
 let refreshNumber = 0;
 
 function canSeeRawEvents() {
-  // A server without /whoami predates scopes: its read key (or none) sees everything.
-  return scope === "unknown" || RAW_EVENT_SCOPES.has(scope);
+  return access.allowed.has("read");
 }
 
 async function learnScope() {
-  scope = await scopeOfKey(keyInput.value);
-  document.body.dataset.scope = scope || "refused";
-  $("scope").textContent = scope === null ? "key refused" : scope === "unknown" ? "" : scope;
+  access = await accessOf(keyInput.value);
+  const unknownKey = access.known && keyInput.value && access.scope === null;
+  document.body.dataset.scope = access.scope || "";
+  $("scope").textContent = unknownKey ? "unknown key" : access.scope || "";
   $("latest-panel").hidden = !canSeeRawEvents();
   $("funnel-panel").hidden = !serverHas("/funnel");
 }
@@ -353,15 +344,15 @@ function openShare() {
   panel.hidden = !panel.hidden;
   $("share-result").hidden = true;
   const message = $("share-message");
-  if (scope === "stats" && keyInput.value) {
+  if (access.scope === "stats" && keyInput.value) {
     message.textContent = "This link shows aggregates only (the key in it has the stats scope).";
     $("share-form").hidden = true;
     showShareLink(shareLink(keyInput.value));
     return;
   }
   $("share-form").hidden = false;
-  message.textContent = scope === "read" || scope === "admin"
-    ? "Your key can see raw events, so it is not shared: give a key with the stats scope."
+  message.textContent = canSeeRawEvents()
+    ? "What you see includes raw events, so your access is not shared: give a key with the stats scope (the link then shows aggregates only)."
     : "Give a key with the stats scope: whoever opens the link sees aggregates only.";
 }
 
@@ -370,26 +361,28 @@ async function makeShareLink(event) {
   const key = $("share-key").value.trim();
   const message = $("share-message");
   $("share-result").hidden = true;
+  delete document.body.dataset.shareLink;
+  message.textContent = "Checking the key…";
   if (!key) {
     message.textContent = "Give a key with the stats scope.";
     return;
   }
-  let keyScope;
+  let keyAccess;
   try {
-    keyScope = await scopeOfKey(key);
+    keyAccess = await accessOf(key);
   } catch (error) {
     message.textContent = "Could not check the key: " + error.message;
     return;
   }
-  if (keyScope === "stats") {
+  if (!keyAccess.known) {
+    message.textContent = "This server cannot tell a key's scope (it has no /whoami), so no link is made.";
+  } else if (keyAccess.scope === "stats") {
     message.textContent = "This link shows aggregates only.";
     showShareLink(shareLink(key));
-  } else if (keyScope === null) {
-    message.textContent = "The server does not accept this key.";
-  } else if (keyScope === "unknown") {
-    message.textContent = "This server cannot tell a key's scope (no /whoami), so no link is made.";
+  } else if (keyAccess.scope === null) {
+    message.textContent = "The server does not know this key: no link is made.";
   } else {
-    message.textContent = "This key has the " + keyScope + " scope, not stats: no link is made.";
+    message.textContent = "This key has the " + keyAccess.scope + " scope, not stats: it would show more than aggregates, so no link is made.";
   }
 }
 
