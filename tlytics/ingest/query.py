@@ -1,4 +1,4 @@
-"""Query parameters shared by the read endpoints (/view, /export, /stats, DELETE /events):
+"""Query parameters shared by the read endpoints (/view, /export, /stats, /funnel, DELETE /events):
 filters, order, cursor and paging.
 
 A bad filter is a 400 naming the parameter, never a silently ignored condition, and every value
@@ -17,12 +17,15 @@ from aiohttp import web
 
 from tlytics.ingest.responses import ApiError
 from tlytics.store import EventFilter, Position
-from tlytics.store.base import PropertyMatch
+from tlytics.store.base import Operator, PropertyMatch
 from tlytics.timefmt import parse_rfc3339_us
 
 # `data.<property>` with nested properties as `data.a.b`; also used by /stats.
 DATA_PROPERTY = r"data\.(?P<path>[A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)"
-_WHERE = re.compile(DATA_PROPERTY + r":(?P<value>.*)\Z", re.DOTALL)
+# The operator is the first of these after the path (a path holds none of their characters).
+_WHERE = re.compile(DATA_PROPERTY + r"(?P<op>!=|>=|<=|>|<|~|:)(?P<value>.*)\Z", re.DOTALL)
+_OPERATORS: dict[str, Operator] = {":": "=", "!=": "!=", ">": ">", ">=": ">=", "<": "<", "<=": "<=", "~": "~"}
+WHERE_FORMS = "data.<property>:<value>, !=<value>, >10, >=10, <10, <=10, ~<text> or :*, e.g. data.user_id:123"
 _INT64 = range(-(2**63), 2**63)
 
 PAGE_SIZE_DEFAULT = 10
@@ -68,28 +71,32 @@ def decode_cursor(text: str) -> Position:
     return position
 
 
+def where_condition(text: str) -> tuple[str, PropertyMatch]:
+    """One `where` parameter as (path, condition); a 400 naming `where` when it is wrong."""
+    match = _WHERE.match(text)
+    if match is None:
+        raise ApiError(400, f"where must look like {WHERE_FORMS}", field="where")
+    op, value = _OPERATORS[match["op"]], match["value"]
+    if op == "=" and value == "*":
+        op, value = "*", ""  # `data.x:*`: present; the string "*" is `data.x:"*"`
+    try:
+        return match["path"], PropertyMatch.parse_operator(op, value)
+    except ValueError as exc:
+        raise ApiError(400, f"where data.{match['path']}: {exc}", field="where") from None
+
+
 def read_query(request: web.Request) -> ReadQuery:
     """Parse key, since, until, where, order and cursor; 400 with `field` when one is wrong."""
     keys = tuple(request.query.getall("key", []))
     if any(not key for key in keys):
         raise ApiError(400, "key must not be empty", field="key")
-    where: list[tuple[str, PropertyMatch]] = []
-    for condition in request.query.getall("where", []):
-        match = _WHERE.match(condition)
-        if match is None:
-            raise ApiError(400, "where must look like data.<property>:<value>, e.g. data.user_id:123", field="where")
-        try:
-            where.append((match["path"], PropertyMatch.parse(match["value"])))
-        except ValueError as exc:
-            raise ApiError(400, f"where value: {exc}", field="where") from None
+    where = tuple(where_condition(text) for text in request.query.getall("where", []))
     order = request.query.get("order", "desc")
     if order not in ("desc", "asc"):
         raise ApiError(400, "order must be desc or asc", field="order")
     cursor = request.query.get("cursor")
     return ReadQuery(
-        where=EventFilter(
-            keys=keys, since_us=_time(request, "since"), until_us=_time(request, "until"), where=tuple(where)
-        ),
+        where=EventFilter(keys=keys, since_us=_time(request, "since"), until_us=_time(request, "until"), where=where),
         ascending=order == "asc",
         after=decode_cursor(cursor) if cursor else None,
     )

@@ -16,6 +16,7 @@ from aiohttp import web
 import tlytics.ingest.accept as accept
 import tlytics.ingest.erase as erase
 import tlytics.ingest.export as export
+import tlytics.ingest.funnel as funnel
 import tlytics.ingest.lookup as lookup
 import tlytics.ingest.monitoring as monitoring
 import tlytics.ingest.static_pages as static_pages
@@ -45,6 +46,7 @@ ROUTES = (
     Route("GET", "/export", export.export, access="read"),
     Route("GET", "/stats", stats.stats, access="read"),
     Route("GET", "/keys", stats.keys, access="read"),
+    Route("GET", "/funnel", funnel.funnel, access="read"),
     Route("GET", "/", static_pages.dashboard, access="open"),
     Route("POST", "/lookup", lookup.lookup, access="read"),
     Route("GET", "/metrics", monitoring.metrics, access="read"),

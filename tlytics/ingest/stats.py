@@ -2,13 +2,15 @@
 
 Buckets are laid out in the requested IANA zone (a day in Europe/Paris starts at local
 midnight, whatever the DST), counted between `since` and `until` with empty buckets filled.
-They are counted from the events table with the (ts, id) index, one range per bucket; a
-rollup table maintained by the writer would make big stores fast (not done yet).
+Counts of keys and times come from the writer's 15-minute rollups (ragged edges from the
+events); property filters and distinct values are counted from the events. `compare=previous`
+answers the same question for the period of equal length just before.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -109,8 +111,34 @@ def _property(request: web.Request, name: str) -> str | None:
     return match["path"]
 
 
+async def _period(
+    request: web.Request, window: EventFilter, interval: str, zone: ZoneInfo, unique_path: str | None
+) -> dict[str, object]:
+    """The total and buckets of `window` (its since and until set), with the distinct values of
+    data.`unique_path` per bucket and over the whole window when asked."""
+    assert window.since_us is not None and window.until_us is not None
+    starts, end = bucket_starts(window.since_us, window.until_us, interval, zone)
+    store = request.app[STORE]
+    # Whole buckets, clipped to [since, until) by the filter: the store can then answer the
+    # whole 15-minute parts from its rollup.
+    edges_us = [datetime_to_us(start) for start in starts]
+    counts = await run_read(request, store.bucket_counts, edges_us, datetime_to_us(end), window, unique_path)
+    buckets = []
+    for start, (count, unique) in zip(starts, counts, strict=True):
+        bucket: dict[str, object] = {"start": _format_local(start), "count": count}
+        if unique is not None:
+            bucket["unique"] = unique
+        buckets.append(bucket)
+    period: dict[str, object] = {"total": sum(count for count, _ in counts), "buckets": buckets}
+    if unique_path is not None:
+        # Per-bucket distinct counts do not add up: one count over the whole window.
+        period["unique_total"] = await run_read(request, store.unique_count, window, unique_path)
+    return period
+
+
 async def stats(request: web.Request) -> web.Response:
-    """GET /stats?interval=day&tz=Europe/Paris&since=...&until=...[&unique=data.x][&breakdown=data.y&limit=10]"""
+    """GET /stats?interval=day&tz=Europe/Paris&since=...&until=...[&unique=data.x][&breakdown=data.y&limit=10]
+    [&compare=previous]"""
     interval = request.query.get("interval", "day")
     if interval not in INTERVALS:
         raise ApiError(400, f"interval must be one of {', '.join(INTERVALS)}", field="interval")
@@ -144,27 +172,28 @@ async def stats(request: web.Request) -> web.Response:
         since_us = max(until_us - default_range_s * 1_000_000, _FIRST_US)
     if since_us >= until_us:
         raise ApiError(400, "since must be before until", field="since")
-    starts, end = bucket_starts(since_us, until_us, interval, zone)
-    # Whole buckets, clipped to [since, until) by the filter: the store can then answer the
-    # whole 15-minute parts from its rollup.
-    window = EventFilter(keys=query.where.keys, since_us=since_us, until_us=until_us, where=query.where.where)
-    edges_us = [datetime_to_us(start) for start in starts]
-    end_us = datetime_to_us(end)
+    compare = request.query.get("compare")
+    if compare not in (None, "", "previous"):
+        raise ApiError(400, "compare must be previous (the period of equal length just before)", field="compare")
+    length = until_us - since_us
+    if compare and since_us - length < _FIRST_US:
+        raise ApiError(400, f"the previous period would start before {_CALENDAR}", field="compare")
     store = request.app[STORE]
-    counts = await run_read(request, store.bucket_counts, edges_us, end_us, window, unique_path)
-    buckets = []
-    for start, (count, unique) in zip(starts, counts, strict=True):
-        bucket: dict[str, object] = {"start": _format_local(start), "count": count}
-        if unique is not None:
-            bucket["unique"] = unique
-        buckets.append(bucket)
+    window = EventFilter(keys=query.where.keys, since_us=since_us, until_us=until_us, where=query.where.where)
     body: dict[str, object] = {
         "interval": interval,
         "tz": tz_name,
         "since": format_rfc3339_us(since_us),
         "until": format_rfc3339_us(until_us),
-        "buckets": buckets,
+        **await _period(request, window, interval, zone, unique_path),
     }
+    if compare == "previous":
+        before = replace(window, since_us=since_us - length, until_us=since_us)
+        body["previous"] = {
+            "since": format_rfc3339_us(since_us - length),
+            "until": format_rfc3339_us(since_us),
+            **await _period(request, before, interval, zone, unique_path),
+        }
     if breakdown_path is not None:
         found = await run_read(request, store.breakdown, window, breakdown_path, limit)
         breakdown: list[dict[str, object]] = [{"value": value, "count": n} for value, n in found.top]

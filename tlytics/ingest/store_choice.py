@@ -201,6 +201,12 @@ class ReaderOnDemand:
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
         return self._read(lambda reader: reader.breakdown(where, path, limit))
 
+    def unique_count(self, where: EventFilter, path: str) -> int:
+        return self._read(lambda reader: reader.unique_count(where, path))
+
+    def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
+        return self._read(lambda reader: reader.funnel(where, steps, by_path, within_us))
+
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
         return self._read(lambda reader: reader.existing_ids(ids))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import orjson
@@ -32,6 +32,10 @@ _JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?P<fraction>\.[0-9]+)?(?P<expone
 _INT64 = range(-(2**63), 2**63)
 
 ValueKind = Literal["true", "false", "null", "number", "string"]
+# How a property is compared: `=` and `!=` typed as below, `>` `>=` `<` `<=` on JSON numbers
+# only, `~` a case-insensitive substring of a JSON string, `*` present (whatever the value).
+Operator = Literal["=", "!=", ">", ">=", "<", "<=", "~", "*"]
+ORDERINGS: tuple[Operator, ...] = (">", ">=", "<", "<=")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,25 @@ class PropertyMatch:
     # 64 bits, else a float); None when no finite number has that value (`1e400`), so only
     # the string form can match.
     number: int | float | None = None
+    # `=` unless said otherwise; `!=` selects exactly the events `=` does not (a missing
+    # property too), so `data.x:v` and `data.x!=v` split the events in two.
+    op: Operator = "="
+
+    @classmethod
+    def parse_operator(cls, op: Operator, value: str) -> PropertyMatch:
+        """The match for `data.<path><op><value>`; ValueError saying what the value must be."""
+        if op in ("=", "!="):
+            return replace(cls.parse(value), op=op)
+        if op == "*":
+            if value:
+                raise ValueError("data.<property>:* says the property is present and takes nothing after *")
+            return cls(kind="null", op="*")
+        if op == "~":
+            return cls(kind="string", text=value, op="~")
+        number = cls.parse(value)
+        if number.kind != "number" or number.number is None:
+            raise ValueError(f"{op} compares numbers: the value must be a finite JSON number, e.g. 10")
+        return replace(number, op=op)
 
     @classmethod
     def parse(cls, value: str) -> PropertyMatch:
@@ -171,6 +194,16 @@ class StoreReader(Protocol):
         self, starts_us: Sequence[int], end_us: int, where: EventFilter, unique_path: str | None
     ) -> list[tuple[int, int | None]]:
         """(count, distinct values of data.`unique_path` or None) per bucket [start, next start)."""
+        ...
+
+    def unique_count(self, where: EventFilter, path: str) -> int:
+        """The number of distinct values of data.`path` among matching events (null and a
+        missing property not counted), exactly."""
+        ...
+
+    def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
+        """Per step (event keys), how many distinct values of data.`by_path` reached it: see
+        `tlytics.store.funnel.count_funnel`; `where` applies to every step's events."""
         ...
 
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:

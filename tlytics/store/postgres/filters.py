@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from tlytics.store.base import EventFilter, PropertyMatch
+from tlytics.store.base import ORDERINGS, EventFilter, PropertyMatch
 from tlytics.store.sql import SqlWhere
 
 # A path step that `#>` would take as an array index; SQLite's `$.a.0` only names a key "0".
@@ -67,6 +67,31 @@ def sql_where(where: EventFilter, *, table: str = "") -> SqlWhere:
 
 
 def _property_condition(value: str, match: PropertyMatch) -> tuple[str, list[Any]]:
+    """SQL for one typed property condition on the JSON `value`."""
+    if match.op == "*":
+        return f"({value} IS NOT NULL)", []
+    if match.op == "~":
+        # Folds ASCII letters only, as SQLite's LIKE does.
+        return f"tlytics_contains_text({value}, %s)", [ascii_lower(match.text)]
+    if match.op in ORDERINGS:
+        # Both sides as exact numerics from their JSON text; the filter's number is folded once.
+        return f"(tlytics_json_number({value}) {match.op} tlytics_number_value(%s))", [match.text]
+    condition, params = _equality_condition(value, match)
+    if match.op == "!=":
+        # Everything equality does not select, a missing property too.
+        return f"NOT coalesce({condition}, false)", params
+    return condition, params
+
+
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """`text` with its ASCII capitals lowered and nothing else changed."""
+    return text.translate(_ASCII_LOWER)
+
+
+def _equality_condition(value: str, match: PropertyMatch) -> tuple[str, list[Any]]:
     """SQL for one typed property match on the JSON `value`."""
     if match.kind == "null":
         return f"json_typeof({value}) = 'null'", []
@@ -87,10 +112,18 @@ def filter_to_json(where: EventFilter) -> str:
             "keys": list(where.keys),
             "since_us": where.since_us,
             "until_us": where.until_us,
-            "where": [[path, {"kind": m.kind, "text": m.text, "number": m.number}] for path, m in where.where],
+            # `op` only when not `=`: the text of an equality filter is the one earlier versions wrote.
+            "where": [[path, _match_fields(m)] for path, m in where.where],
         },
         option=orjson.OPT_SORT_KEYS,
     ).decode()
+
+
+def _match_fields(match: PropertyMatch) -> dict[str, Any]:
+    fields: dict[str, Any] = {"kind": match.kind, "text": match.text, "number": match.number}
+    if match.op != "=":
+        fields["op"] = match.op
+    return fields
 
 
 def filter_from_json(text: str) -> EventFilter:
@@ -101,7 +134,10 @@ def filter_from_json(text: str) -> EventFilter:
         since_us=fields["since_us"],
         until_us=fields["until_us"],
         where=tuple(
-            (path, PropertyMatch(kind=match["kind"], text=match["text"], number=match["number"]))
+            (
+                path,
+                PropertyMatch(kind=match["kind"], text=match["text"], number=match["number"], op=match.get("op", "=")),
+            )
             for path, match in fields["where"]
         ),
     )

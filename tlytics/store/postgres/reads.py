@@ -16,6 +16,7 @@ import re
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, cast
 
 import orjson
@@ -24,6 +25,7 @@ from psycopg import IsolationLevel
 
 from tlytics.errors import StoreError
 from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent
+from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
 from tlytics.store.postgres.filters import property_value, sql_where
 from tlytics.store.postgres.schema import BUCKET_US, SCHEMA_VERSION, Connection, schema_version
@@ -229,6 +231,32 @@ class PostgresReader:
         with self._transaction("stats read") as connection:
             rows = connection.execute(query, (*rollup.params, *before.params, *after.params, *columns)).fetchall()
         return [(int(cast(Any, n)), None) for (n,) in rows]
+
+    def unique_count(self, where: EventFilter, path: str) -> int:
+        matching = sql_where(where)
+        value, head = property_value(path)
+        with self._transaction("unique count read") as connection:
+            return _count(
+                connection,
+                f"SELECT count(DISTINCT tlytics_value_key({value})) FROM events{matching.sql}",
+                (*head, *matching.params),
+            )
+
+    def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
+        step_indexes = indexes_of(steps)
+        matching = sql_where(replace(where, keys=tuple(step_indexes)))
+        value, head = property_value(by_path)
+        query = (
+            f"SELECT actor, key, ts FROM (SELECT tlytics_value_key({value}) AS actor, key, ts, id"
+            f" FROM events{matching.sql}) steps WHERE actor IS NOT NULL ORDER BY ts, id"
+        )
+        with self._transaction("funnel read") as connection:
+            rows = connection.execute(query, (*head, *matching.params)).fetchall()
+        return count_funnel(
+            ((actor, step, cast(int, ts)) for actor, key, ts in rows for step in step_indexes[cast(str, key)]),
+            len(steps),
+            within_us,
+        )
 
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
         """Values are grouped by JSON kind and value, so `true` and `1`, or `"1"` and `1`, are

@@ -98,6 +98,38 @@ $$;
 """
 
 
+# Migration 3: the functions behind the ordering (`>` `>=` `<` `<=`) and contains (`~`) filters.
+# A number compares as the exact numeric its JSON text spells; an exponent beyond what
+# `numeric` reads (a value a double holds only as 0 or never) compares as 0 or as an infinity,
+# as SQLite's doubles do, never as an error.
+_FILTER_FUNCTIONS = """
+CREATE FUNCTION tlytics_number_value(t text) RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN strpos(t, 'e') = 0 AND strpos(t, 'E') = 0 THEN t::numeric
+    WHEN length(t) <= 60 AND substring(t from '[eE]([+-]?[0-9]+)$')::numeric BETWEEN -900 AND 900
+      THEN t::numeric
+    WHEN substring(t from '[eE]([+-]?[0-9]+)$')::numeric < 0 OR t ~ '^-?[0.]*[eE]' THEN 0
+    WHEN t ~ '^-' THEN '-Infinity'::numeric
+    ELSE 'Infinity'::numeric
+  END
+$$;
+-- A JSON number's value; NULL for any other value or a missing one.
+CREATE FUNCTION tlytics_json_number(v json) RETURNS numeric
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE WHEN json_typeof(v) = 'number' THEN tlytics_number_value(v::text) END
+$$;
+-- Whether a JSON string contains `needle` (already ASCII-lowered), ASCII letters folded.
+CREATE FUNCTION tlytics_contains_text(v json, needle text) RETURNS boolean
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT CASE json_typeof(v)
+    WHEN 'string' THEN strpos(translate(v #>> '{}', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), needle) > 0
+    ELSE false
+  END
+$$;
+"""
+
+
 def _canonicalize_stored_data(connection: Connection) -> None:
     """Part of migration 2: `data` in its canonical text (no whitespace between tokens), as
     Tlytics writes it; a bulk load may have kept it as sent. Tokens themselves are not touched."""
@@ -162,6 +194,8 @@ MIGRATIONS: list[str | Callable[[Connection], None]] = [
     """,
     # 2: what derives from the events (see the module's docstring).
     _derive_from_events,
+    # 3: the functions of the ordering and contains filters.
+    _FILTER_FUNCTIONS,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tlytics.store.base import EventFilter, PropertyMatch
+from tlytics.store.base import ORDERINGS, EventFilter, PropertyMatch
 from tlytics.store.sql import SqlWhere
 
 
@@ -35,6 +35,34 @@ def sql_where(where: EventFilter) -> SqlWhere:
 
 
 def _property_condition(json_path: str, match: PropertyMatch) -> tuple[str, list[Any]]:
+    """SQL for one typed property condition."""
+    if match.op == "*":
+        return "json_type(data, ?) IS NOT NULL", [json_path]
+    if match.op == "~":
+        # LIKE folds ASCII letters only, as the PostgreSQL store does; a missing property or
+        # another type is never a match.
+        return (
+            "(json_type(data, ?) = 'text' AND json_extract(data, ?) LIKE ? ESCAPE '\\')",
+            [json_path, json_path, "%" + like_escaped(match.text) + "%"],
+        )
+    if match.op in ORDERINGS:
+        return (
+            f"(json_type(data, ?) IN ('integer', 'real') AND json_extract(data, ?) {match.op} ?)",
+            [json_path, json_path, match.number],
+        )
+    condition, params = _equality_condition(json_path, match)
+    if match.op == "!=":
+        # Everything equality does not select: NULL (a missing property) counts as no match.
+        return f"NOT coalesce({condition}, 0)", params
+    return condition, params
+
+
+def like_escaped(text: str) -> str:
+    """`text` as a LIKE pattern matching itself (escape character: backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _equality_condition(json_path: str, match: PropertyMatch) -> tuple[str, list[Any]]:
     """SQL for one typed property match."""
     if match.kind in ("true", "false", "null"):
         return "json_type(data, ?) = ?", [json_path, match.kind]

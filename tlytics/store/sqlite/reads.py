@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,6 +22,7 @@ import orjson
 from tlytics.chunks import chunks
 from tlytics.errors import StoreError
 from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent
+from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import ThreadConnections
 from tlytics.store.sqlite.connection import connect, store_errors
 from tlytics.store.sqlite.filters import sql_where
@@ -189,6 +191,29 @@ class SQLiteReader:
                         total += count("events", "ts", last_whole * BUCKET_US, high)
                 results.append((total, None))
         return results
+
+    def unique_count(self, where: EventFilter, path: str) -> int:
+        matching = sql_where(where)
+        with store_errors("unique count read"):
+            # ?1 is the property's path; the filter's parameters follow it.
+            unique = _count(
+                self._read_connection(),
+                f"SELECT count(DISTINCT json_extract(data, ?1)) FROM events{matching.sql}",
+                ["$." + path, *matching.params],
+            )
+        return unique
+
+    def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
+        step_indexes = indexes_of(steps)
+        matching = sql_where(replace(where, keys=tuple(step_indexes))).and_also("json_extract(data, ?1) IS NOT NULL")
+        query = f"SELECT json_extract(data, ?1), key, ts FROM events{matching.sql} ORDER BY ts, id"
+        connection = self._read_connection()
+        with store_errors("funnel read"), connection:
+            rows = connection.execute(query, ["$." + by_path, *matching.params])
+            reached = count_funnel(
+                ((actor, step, ts) for actor, key, ts in rows for step in step_indexes[key]), len(steps), within_us
+            )
+        return reached
 
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
         """Values are grouped by JSON type and value, so `true` and `1`, or `"1"` and `1`, are
