@@ -213,7 +213,7 @@ function drawChart(stats, interval) {
   const series = [{}, { label: "this period", stroke: "#3867d6", fill: "rgba(56,103,214,.12)", width: 2 }];
   const data = [xs, ys];
   if (previous) {
-    series.push({ label: "previous period", stroke: "rgba(56,103,214,.35)", dash: [5, 5], width: 1 });
+    series.push({ label: "previous period", stroke: "rgba(56,103,214,.35)", dash: [5, 5], width: 1, points: { show: false } });
     data.push(previous);
   }
   const element = $("chart");
@@ -230,19 +230,14 @@ async function loadChart(range) {
   const params = withFilters(new URLSearchParams({ ...range, tz: Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC", compare: "previous" }));
   const unique = $("unique-property").value.trim();
   if (unique) params.set("unique", unique);
-  let stats;
-  try {
-    stats = await api("/stats?" + params);
-  } catch (error) {
-    forgetFigures(); // figures for other filters than those shown would mislead
-    throw error;
-  }
+  const stats = await api("/stats?" + params);
   showTotals(stats);
   drawChart(stats, range.interval);
 }
 
 function forgetFigures() {
   for (const id of ["total", "unique-total", "change"]) $(id).textContent = "–";
+  $("change").className = "figure";
   $("previous-total").textContent = "";
   $("csv").hidden = true;
   if (chart) chart.destroy();
@@ -311,8 +306,18 @@ async function refresh() {
   const number = ++refreshNumber;
   const status = $("status");
   const range = chartRange();
-  const results = await Promise.allSettled([loadChart(range), loadKeys(), loadBreakdown(), loadLatest(), loadFunnel(range)]);
+  // Each panel with what empties it when its request fails: figures for other filters than
+  // those shown would mislead.
+  const panels = [
+    [() => loadChart(range), forgetFigures],
+    [loadKeys, () => fillTable("keys", [])],
+    [loadBreakdown, () => fillTable("breakdown", [])],
+    [loadLatest, () => fillTable("latest", [])],
+    [() => loadFunnel(range), () => fillTable("funnel", [])],
+  ];
+  const results = await Promise.allSettled(panels.map(([load]) => load()));
   if (number !== refreshNumber) return;
+  results.forEach((result, index) => { if (result.status === "rejected") panels[index][1](); });
   const failures = results.filter((r) => r.status === "rejected").map((r) => r.reason);
   const whereError = failures.find((e) => e.field === "where");
   $("filter-error").textContent = whereError ? whereError.message : "";
