@@ -1,6 +1,7 @@
 """Access control is deny by default: the test walks every route the router serves, with every
-method (HEAD and OPTIONS included), with no key, a wrong key, the write key and the read key;
-percent-encoded paths; a route added without a level; and the security headers on answers."""
+method (HEAD and OPTIONS included), with no key, a wrong key and a key of every scope (write,
+stats, read, admin); servers with only some kinds of keys; GET /whoami; percent-encoded paths;
+a route added without a level; and the security headers on answers."""
 
 from __future__ import annotations
 
@@ -16,19 +17,26 @@ from tests.helpers import app_flush, spool_count
 from tlytics.ingest.auth import ROUTE_ACCESS
 
 WRITE_KEY = "w" * 24
+STATS_KEY = "s" * 24
 READ_KEY = "r" * 24
+ADMIN_KEY = "a" * 24
 WRONG_KEY = "x" * 24
 CREDENTIALS: dict[str, dict[str, str]] = {
     "no key": {},
     "a wrong key": {"Authorization": f"Bearer {WRONG_KEY}"},
     "the write key": {"Authorization": f"Bearer {WRITE_KEY}"},
+    "the stats key": {"Authorization": f"Bearer {STATS_KEY}"},
     "the read key": {"Authorization": f"Bearer {READ_KEY}"},
+    "the admin key": {"Authorization": f"Bearer {ADMIN_KEY}"},
 }
-# Which credentials each level lets through.
+UNKNOWN = {"no key", "a wrong key"}
+# Which credentials each level lets through: admin ⊃ read ⊃ stats for reading; write apart.
 ALLOWED = {
     "open": set(CREDENTIALS),
     "write": {"the write key"},
-    "read": {"the read key"},
+    "stats": {"the stats key", "the read key", "the admin key"},
+    "read": {"the read key", "the admin key"},
+    "admin": {"the admin key"},
 }
 # The level the product promises for each (method, route); HEAD always has its GET's level.
 PROMISED = {
@@ -36,21 +44,24 @@ PROMISED = {
     ("POST", "/batch"): "write",
     ("GET", "/view"): "read",
     ("GET", "/export"): "read",
-    ("GET", "/stats"): "read",
-    ("GET", "/keys"): "read",
+    ("GET", "/stats"): "stats",
+    ("GET", "/keys"): "stats",
     ("POST", "/lookup"): "read",
     ("GET", "/metrics"): "read",
-    ("DELETE", "/events"): "read",
+    ("DELETE", "/events"): "admin",
     ("GET", "/health"): "open",
     ("GET", "/"): "open",
     ("GET", "/openapi.json"): "open",
+    ("GET", "/whoami"): "open",
     ("GET", "/static"): "open",
 }
+# Routes other branches add (the funnel) carry the level the design gives them.
+PROMISED_IF_PRESENT = {("GET", "/funnel"): "stats"}
 
 
 @pytest.fixture
 async def keyed(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> tuple[Any, web.Application]:
-    app = make_app(write_keys=(WRITE_KEY,), read_keys=(READ_KEY,))
+    app = make_app(write_keys=(WRITE_KEY,), stats_keys=(STATS_KEY,), read_keys=(READ_KEY,), admin_keys=(ADMIN_KEY,))
     return await aiohttp_client(app), app
 
 
@@ -106,6 +117,8 @@ async def test_every_route_declares_an_access_level(keyed: tuple[Any, web.Applic
         assert declared.get((method, path)) == level, (method, path)
         if method == "GET":
             assert declared.get(("HEAD", path)) == level, ("HEAD", path)
+    for (method, path), level in PROMISED_IF_PRESENT.items():
+        assert declared.get((method, path), level) == level, (method, path)
 
 
 async def test_every_route_and_method_with_every_key(keyed: tuple[Any, web.Application]) -> None:
@@ -125,13 +138,18 @@ async def test_every_route_and_method_with_every_key(keyed: tuple[Any, web.Appli
             assert response.status < 500, what
             if name in ALLOWED[level]:
                 assert response.status not in (401, 403), what
-            else:
+            elif name in UNKNOWN:
                 assert response.status == 401, what
                 assert response.headers["WWW-Authenticate"].startswith("Bearer"), what
-                if route.method != "HEAD":
-                    assert f"needs a {level} key" in (await response.json())["error"], what
+            else:  # a known key whose scope does not open this route
+                assert response.status == 403, what
+            if name not in ALLOWED[level] and route.method != "HEAD":
+                body = await response.json()
+                assert body["needs_scope"] == level, what
+                assert f"needs {'an' if level == 'admin' else 'a'} {level} key" in body["error"], what
+                assert ADMIN_KEY not in body["error"] and READ_KEY not in body["error"], what
             checked += 1
-    assert checked >= 4 * 20  # GET and HEAD of every read route, and the rest
+    assert checked >= 6 * 20  # GET and HEAD of every read route, and the rest
 
 
 async def test_options_answers_nothing_on_any_path(keyed: tuple[Any, web.Application]) -> None:
@@ -144,24 +162,30 @@ async def test_options_answers_nothing_on_any_path(keyed: tuple[Any, web.Applica
     assert (await client.options("/no-such-path")).status == 404
 
 
-async def test_head_without_a_read_key_reveals_nothing(keyed: tuple[Any, web.Application]) -> None:
+async def test_head_without_the_right_key_reveals_nothing(keyed: tuple[Any, web.Application]) -> None:
     client, app = keyed
     write = CREDENTIALS["the write key"]
+    stats = CREDENTIALS["the stats key"]
     stored = [{"key": "signup", "data": {"email": "alice@example.com", "pad": "x" * 500}}]
     assert (await client.post("/events", json=stored, headers=write)).status == 200
     await app_flush(app)
+    refused = [CREDENTIALS["no key"], CREDENTIALS["a wrong key"], write]
     for path in ("/view", "/export", "/keys", "/stats", "/metrics"):
         unauthorized = await client.get(path + "?where=data.email:nobody@example.com")
         assert unauthorized.status == 401
-        lengths = set()
-        for email in ("alice@example.com", "nobody@example.com"):
-            for headers in (CREDENTIALS["no key"], CREDENTIALS["a wrong key"], write):
+        # A stats key opens the aggregates, never the raw events.
+        for headers in refused + ([stats] if path in ("/view", "/export", "/metrics") else []):
+            statuses, lengths = set(), set()
+            for email in ("alice@example.com", "nobody@example.com"):
                 head = await client.head(f"{path}?where=data.email:{email}", headers=headers)
-                assert head.status == 401, (path, email)
                 assert await head.read() == b""
+                statuses.add(head.status)
                 lengths.add(head.headers["Content-Length"])
-        # HEAD is the 401 answer, whether alice exists or not.
-        assert lengths == {unauthorized.headers["Content-Length"]}, path
+            # HEAD is the same refusal, whether alice exists or not.
+            assert len(lengths) == 1 and statuses <= {401, 403}, (path, headers, statuses)
+            assert statuses == ({403} if headers in (write, stats) else {401}), (path, statuses)
+        no_key_head = await client.head(f"{path}?where=data.email:alice@example.com")
+        assert no_key_head.headers["Content-Length"] == unauthorized.headers["Content-Length"], path
     head = await client.head("/view?where=data.email:alice@example.com", headers=CREDENTIALS["the read key"])
     assert head.status == 200
 
@@ -193,13 +217,16 @@ async def test_encoded_and_odd_paths_are_refused_without_a_key(
     assert status in (401, 404), (target, status, body)
     assert headers["content-type"].startswith("application/json")
     status, _, _ = await raw_request(client.port, method, target, CREDENTIALS["the write key"])
-    assert status in (401, 404), target
+    assert status in (403, 404), target
 
 
 async def test_write_routes_refuse_encoded_paths_without_the_write_key(keyed: tuple[Any, web.Application]) -> None:
     client, app = keyed
     for target in ("/%65vents", "/b%61tch"):
-        status, _, body = await raw_request(client.port, "POST", target, CREDENTIALS["the read key"])
+        for credentials in ("the read key", "the admin key"):
+            status, _, body = await raw_request(client.port, "POST", target, CREDENTIALS[credentials])
+            assert status == 403, (target, body)
+        status, _, body = await raw_request(client.port, "POST", target)
         assert status == 401, (target, body)
     assert spool_count(app) == 0
 
@@ -279,3 +306,84 @@ async def test_every_answer_carries_the_security_headers(keyed: tuple[Any, web.A
     policy = dict(part.strip().partition(" ")[::2] for part in dashboard.headers["Content-Security-Policy"].split(";"))
     assert policy["script-src"] == "'self'"  # no inline script, no eval
     assert "'unsafe-inline'" not in dashboard.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize(
+    ("keys", "expected"),
+    [
+        # A server set up before scopes (read keys only): reading needs the read key as
+        # before, but the read key no longer erases, and nobody does until an admin key exists.
+        (
+            {"read_keys": (READ_KEY,)},
+            {
+                ("GET", "/stats", "the read key"): 200,
+                ("GET", "/view", "the read key"): 200,
+                ("GET", "/view", "no key"): 401,
+                ("DELETE", "/events", "the read key"): 403,
+                ("DELETE", "/events", "no key"): 401,
+                ("POST", "/events", "no key"): 200,  # no write keys: posting stays open
+            },
+        ),
+        # A stats key alone (a shared dashboard): every reading route now needs a key.
+        (
+            {"stats_keys": (STATS_KEY,)},
+            {
+                ("GET", "/stats", "the stats key"): 200,
+                ("GET", "/keys", "the stats key"): 200,
+                ("GET", "/stats", "no key"): 401,
+                ("GET", "/view", "no key"): 401,
+                ("GET", "/view", "the stats key"): 403,
+                ("GET", "/export", "the stats key"): 403,
+                ("DELETE", "/events", "the stats key"): 403,
+            },
+        ),
+        # No keys at all: everything is open, as on a laptop.
+        (
+            {},
+            {
+                ("GET", "/view", "no key"): 200,
+                ("GET", "/view", "a wrong key"): 200,
+                ("DELETE", "/events", "no key"): 200,
+                ("POST", "/events", "no key"): 200,
+            },
+        ),
+    ],
+)
+async def test_a_scope_without_keys_is_open_only_while_its_kind_has_none(
+    aiohttp_client: Any,
+    make_app: Callable[..., web.Application],
+    keys: dict[str, tuple[str, ...]],
+    expected: dict[tuple[str, str, str], int],
+) -> None:
+    client = await aiohttp_client(make_app(**keys))
+    for (method, path, credentials), status in expected.items():
+        query = "?key=nothing" if method == "DELETE" else ""
+        body = b"[]" if method == "POST" else None
+        response = await client.request(
+            method,
+            path + query,
+            data=body,
+            headers={**CREDENTIALS[credentials], "Content-Type": "application/json"},
+        )
+        assert response.status == status, (method, path, credentials, await response.text())
+
+
+async def test_whoami_says_what_the_presented_key_may_do(keyed: tuple[Any, web.Application]) -> None:
+    client, _ = keyed
+    expected = {
+        "no key": (None, None, []),
+        "a wrong key": (None, None, []),
+        "the write key": ("write", "--write-key #1", ["write"]),
+        "the stats key": ("stats", "--stats-key #1", ["stats"]),
+        "the read key": ("read", "--read-key #1", ["stats", "read"]),
+        "the admin key": ("admin", "--admin-key #1", ["stats", "read", "admin"]),
+    }
+    for name, (scope, label, allowed) in expected.items():
+        response = await client.get("/whoami", headers=CREDENTIALS[name])
+        assert response.status == 200, name
+        assert await response.json() == {"scope": scope, "label": label, "allowed": allowed}, name
+
+
+async def test_whoami_on_a_server_without_keys_allows_everything(client: Any) -> None:
+    answer = await (await client.get("/whoami", headers={"Authorization": f"Bearer {WRONG_KEY}"})).json()
+    assert answer == {"scope": None, "label": None, "allowed": ["write", "stats", "read", "admin"]}

@@ -150,7 +150,12 @@ def test_every_default_is_the_documented_one() -> None:
         "spool_min_free_bytes": 64 * 1024**2,
         "retention_s": None,
         "write_keys": (),
+        "stats_keys": (),
         "read_keys": (),
+        "admin_keys": (),
+        "keys_file": None,
+        "rate_limit": None,
+        "read_rate_limit": None,
     }
     assert {name: getattr(parsed, name) for name, _ in operator_options()} == expected
 
@@ -175,6 +180,11 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--retention": "1d",
         "--write-key": "w" * 16,
         "--read-key": "r" * 16,
+        "--stats-key": "s" * 16,
+        "--admin-key": "a" * 16,
+        "--keys-file": "/etc/tlytics/keys",
+        "--rate-limit": "2000/s",
+        "--read-rate-limit": "20/s,burst=100",
     }
     assert set(samples) == {option.flag for _, option in operator_options()}
     default = Settings()

@@ -82,7 +82,7 @@ async def test_write_and_read_keys_are_separate(aiohttp_client: Any, make_app: C
     assert "write key" in (await missing.json())["error"]
     assert missing.headers["WWW-Authenticate"].startswith("Bearer")
     assert (await client.post("/events", json=events, headers={"Authorization": "Bearer nope"})).status == 401
-    assert (await client.post("/batch", json={"events": events}, headers=read)).status == 401  # a read key never writes
+    assert (await client.post("/batch", json={"events": events}, headers=read)).status == 403  # a read key never writes
     assert spool_count(app) == 0
     assert (await client.post("/events", json=events, headers=write)).status == 200
     assert (
@@ -90,12 +90,12 @@ async def test_write_and_read_keys_are_separate(aiohttp_client: Any, make_app: C
     ).status == 200
 
     assert (await client.get("/view")).status == 401
-    assert (await client.get("/view", headers=write)).status == 401  # a write key never reads
+    assert (await client.get("/view", headers=write)).status == 403  # a write key never reads
     assert (await client.get("/view", headers=read)).status == 200
-    assert (await client.get("/export", headers=write)).status == 401
+    assert (await client.get("/export", headers=write)).status == 403
     assert (await client.get("/export", headers=read)).status == 200
-    assert (await client.post("/lookup", json={"ids": []}, headers=write)).status == 401
-    assert (await client.get("/metrics", headers=write)).status == 401
+    assert (await client.post("/lookup", json={"ids": []}, headers=write)).status == 403
+    assert (await client.get("/metrics", headers=write)).status == 403
     assert (await client.get("/metrics", headers=read)).status == 200
     assert (await client.get("/health")).status == 200  # stays open
 

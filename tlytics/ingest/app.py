@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from aiohttp import web
 
+from tlytics.ingest.auth import install_access_control
 from tlytics.ingest.instance_lock import InstanceLock
 from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.middleware import answer_headers, errors_and_access_log
@@ -21,6 +22,7 @@ from tlytics.ingest.settings import Settings
 from tlytics.ingest.state import (
     COMMITTER,
     COUNTERS,
+    KEYS,
     METRICS,
     QUARANTINE,
     READ_EXECUTOR,
@@ -59,6 +61,7 @@ def create_app(settings: Settings) -> web.Application:
     app[SETTINGS] = settings
     app[COUNTERS] = IngestCounters()
     app[METRICS] = Metrics()
+    install_access_control(app)  # first: a bad keys file stops the start before anything opens
     app.cleanup_ctx.extend([_instance_lock_ctx, _spool_ctx, _store_ctx, _writer_ctx, _committer_ctx])
     app.on_startup.append(_warn_if_open)
     app.on_response_prepare.append(answer_headers)
@@ -88,11 +91,12 @@ async def _warn_if_open(app: web.Application) -> None:
     settings = app[SETTINGS]
     if _is_loopback(settings.host):
         return
-    if not settings.write_keys:
+    ring = app[KEYS].ring
+    if not ring.has_write_keys:
         log.warning(
             "no_write_keys", host=settings.host, hint="anyone who reaches this address can post events; set --write-key"
         )
-    if not settings.read_keys:
+    if not ring.has_reading_keys:
         log.warning(
             "no_read_keys", host=settings.host, hint="anyone who reaches this address can read events; set --read-key"
         )

@@ -1,29 +1,35 @@
 """Access control, deny by default: every route declares its level in the route table
-(`routes.py`), next to its path and handler.
+(`routes.py`), next to its path and handler; then the rate limits.
 
-A route is `open` (anyone), `write` (posting events) or `read` (everything that reveals
-stored events or figures). The level belongs to the route object the router matched, not to
-the raw path, so a percent-encoded path or an implicit HEAD gets exactly the level of the
-route it reaches; a matched route with no declared level is refused. When write keys are
-configured, a `write` route needs `Authorization: Bearer <one of them>`; when read keys are
-configured, a `read` route needs one of those. The two sets are separate, so a write key never
-reads and a read key never writes. Keys are compared in constant time and never logged.
+A route is `open` (anyone) or needs a key of a scope that opens its level: `write` (posting
+events), `stats` (aggregates), `read` (raw events), `admin` (erasure); see `keys` for what each
+scope opens. The level belongs to the route object the router matched, not to the raw path, so
+a percent-encoded path or an implicit HEAD gets exactly the level of the route it reaches; a
+matched route with no declared level is refused. Posting needs a key once write keys exist;
+reading, once any reading key exists. No key, or an unknown one: 401; a known key whose scope
+does not open the route: 403; both name the scope the route needs. A request that passes is
+then counted against its rate limit (per key, else per client address).
 """
 
 from __future__ import annotations
 
-import hmac
 from typing import Literal
 
 import structlog
 from aiohttp import web
 
+from tlytics.ingest.keys import ApiKey, KeyRing, Keys, Scope, flag_keys
+from tlytics.ingest.keys_file import keys_file_ctx
+from tlytics.ingest.rate_limit import RateLimits, retry_after_header
 from tlytics.ingest.responses import ApiError
-from tlytics.ingest.state import SETTINGS
+from tlytics.ingest.state import KEYS, METRICS, RATE_LIMITS, SETTINGS
 
 log = structlog.get_logger("tlytics.ingest")
 
-Access = Literal["open", "write", "read"]
+Access = Literal["open", "write", "stats", "read", "admin"]
+# Which scopes' keys, besides its own, open a level (for the answer's hint).
+_ALSO_OPENED_BY: dict[Scope, str] = {"stats": " (or a read or admin key)", "read": " (or an admin key)"}
+_NEEDS_KEY_HEADERS = {"WWW-Authenticate": 'Bearer realm="tlytics"'}
 
 
 class RouteAccess:
@@ -43,6 +49,25 @@ class RouteAccess:
 ROUTE_ACCESS = web.AppKey("route_access", RouteAccess)
 
 
+def install_access_control(app: web.Application) -> None:
+    """The keys of the settings (and, at start, of the keys file, then watched), and the rate
+    limits. Called before any other resource opens, so a bad keys file stops the start first."""
+    settings = app[SETTINGS]
+    app[KEYS] = Keys(
+        flag_keys(
+            {
+                "write": settings.write_keys,
+                "stats": settings.stats_keys,
+                "read": settings.read_keys,
+                "admin": settings.admin_keys,
+            }
+        )
+    )
+    app[RATE_LIMITS] = RateLimits(settings.rate_limit, settings.read_rate_limit, app[METRICS].registry)
+    if settings.keys_file is not None:
+        app.cleanup_ctx.append(keys_file_ctx)
+
+
 def request_access(request: web.Request) -> Access | None:
     """The level of the route `request` matched; None when it matched none or has none."""
     match_info = request.match_info
@@ -51,25 +76,36 @@ def request_access(request: web.Request) -> Access | None:
     return request.app[ROUTE_ACCESS].level(match_info.route)
 
 
-def _bearer_token(request: web.Request) -> bytes | None:
-    header = request.headers.get("Authorization", "")
+def bearer_token(request: web.Request) -> bytes | None:
+    header = request.headers.get("Authorization")
+    if header is None:
+        return None
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
     return token.strip().encode()
 
 
-def key_matches(token: bytes, keys: tuple[str, ...]) -> bool:
-    """Whether `token` is one of `keys`, comparing against every key in constant time."""
-    found = False
-    for key in keys:
-        found |= hmac.compare_digest(token, key.encode())
-    return found
+def presented_key(request: web.Request, ring: KeyRing) -> ApiKey | None:
+    """The known key the request presents, if any."""
+    token = bearer_token(request)
+    return ring.find(token) if token is not None else None
 
 
-def require_access(request: web.Request) -> None:
-    """Raise a 401 ApiError unless the request carries a key its route accepts (403 when the
-    route declared no level)."""
+def may_call(ring: KeyRing, level: Scope, key: ApiKey | None) -> bool:
+    """Whether a request presenting `key` (None: no known key) may call a route of `level`."""
+    if key is not None and key.opens(level):
+        return True
+    return not ring.needs_key(level)
+
+
+def _an(scope: str) -> str:
+    return f"an {scope}" if scope[0] in "aeiou" else f"a {scope}"
+
+
+def admit(request: web.Request) -> None:
+    """Raise an ApiError unless the request may go on to its handler: 401/403 for its key
+    (403 too when the route declared no level), 429 for its rate limit."""
     if request.match_info.http_exception is not None:
         return  # no route matched: the router's 404/405 answers, no handler runs
     access = request_access(request)
@@ -81,14 +117,33 @@ def require_access(request: web.Request) -> None:
         raise ApiError(403, f"{route} has no declared access level, so it is refused")
     if access == "open":
         return
-    settings = request.app[SETTINGS]
-    keys = settings.write_keys if access == "write" else settings.read_keys
-    if not keys:
-        return
-    token = _bearer_token(request)
-    if token is None or not key_matches(token, keys):
+    app = request.app
+    ring = app[KEYS].ring
+    key = presented_key(request, ring) if ring.keys else None
+    if key is not None:
+        structlog.contextvars.bind_contextvars(key=key.label)  # the label, never the secret
+    if not may_call(ring, access, key):
+        needs = f"this endpoint needs {_an(access)} key{_ALSO_OPENED_BY.get(access, '')}"
+        if key is None:
+            raise ApiError(
+                401, f"{needs}: Authorization: Bearer <key>", headers=_NEEDS_KEY_HEADERS, needs_scope=access
+            )
         raise ApiError(
-            401,
-            f"this endpoint needs a {access} key: Authorization: Bearer <key>",
-            headers={"WWW-Authenticate": 'Bearer realm="tlytics"'},
+            403, f"{needs}; this one ({key.label}) is {_an(key.scope)} key", needs_scope=access, scope=key.scope
+        )
+    limits = app[RATE_LIMITS]
+    limiter = limits.write if access == "write" else limits.read
+    if limiter is None:
+        return
+    wait_s = limiter.take(key.secret_digest if key is not None else (request.remote or ""))
+    if wait_s is not None:
+        limit = "write" if access == "write" else "read"
+        limits.limited.labels(limit, key.scope if key is not None else "none").inc()
+        raise ApiError(
+            429,
+            f"rate limit of {limiter.rate} reached for this {'key' if key is not None else 'client address'};"
+            " retry after Retry-After seconds",
+            headers={"Retry-After": retry_after_header(wait_s)},
+            limit=str(limiter.rate),
+            retry_after_s=round(wait_s, 3),
         )

@@ -11,6 +11,7 @@ REJECTION_REASONS = {
     408: "body_timeout",
     413: "too_large",
     415: "unsupported_media_type",
+    429: "rate_limited",
     503: "unavailable",
 }
 

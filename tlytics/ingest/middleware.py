@@ -1,4 +1,4 @@
-"""What every request goes through: a request id, the access check, errors turned into JSON
+"""What every request goes through: a request id, the access check and rate limit, errors turned into JSON
 answers (`error_answers` says which), the request metrics, one canonical log line, and the
 headers every answer carries.
 
@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
-from tlytics.ingest.auth import request_access, require_access
+from tlytics.ingest.auth import admit, request_access
 from tlytics.ingest.error_answers import INTERNAL_ERROR, error_answer
 from tlytics.ingest.state import METRICS
 
@@ -53,7 +53,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     response: web.StreamResponse
     failure: Exception | None = None
     try:
-        require_access(request)
+        admit(request)
         response = await handler(request)
     except Exception as exc:
         answer = error_answer(request, exc)

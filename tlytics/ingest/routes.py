@@ -22,6 +22,7 @@ import tlytics.ingest.monitoring as monitoring
 import tlytics.ingest.static_pages as static_pages
 import tlytics.ingest.stats as stats
 import tlytics.ingest.view as view
+import tlytics.ingest.whoami as whoami
 from tlytics.ingest.auth import ROUTE_ACCESS, Access, RouteAccess
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -39,18 +40,20 @@ class Route:
 
 ROUTES = (
     Route("POST", "/events", accept.post_events, access="write"),
-    Route("DELETE", "/events", erase.erase_events, access="read"),  # erasure: scopes come later
+    Route("DELETE", "/events", erase.erase_events, access="admin"),
     Route("POST", "/batch", accept.post_batch, access="write"),
     Route("GET", "/health", monitoring.health, access="open"),
     Route("GET", "/view", view.view, access="read"),
     Route("GET", "/export", export.export, access="read"),
-    Route("GET", "/stats", stats.stats, access="read"),
-    Route("GET", "/keys", stats.keys, access="read"),
-    Route("GET", "/funnel", funnel.funnel, access="read"),
+    Route("GET", "/stats", stats.stats, access="stats"),
+    Route("GET", "/keys", stats.keys, access="stats"),
+    Route("GET", "/funnel", funnel.funnel, access="stats"),
     Route("GET", "/", static_pages.dashboard, access="open"),
     Route("POST", "/lookup", lookup.lookup, access="read"),
     Route("GET", "/metrics", monitoring.metrics, access="read"),
     Route("GET", "/openapi.json", static_pages.openapi, access="open"),
+    # What the presented key may do (the dashboard asks, to hide what its key cannot read).
+    Route("GET", "/whoami", whoami.whoami, access="open"),
 )
 # The dashboard's own files (scripts, styles, the chart library): no data, open.
 STATIC_PREFIX = "/static"

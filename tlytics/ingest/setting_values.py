@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
+from tlytics.ingest.rate_limit import Rate, parse_rate
 from tlytics.spool import SpoolSync
 from tlytics.timefmt import parse_duration_s
 
@@ -107,6 +108,11 @@ def api_key(value: str) -> str:
         # The value is not shown: a key that is almost right is still almost a secret.
         raise ValueError(f"an API key needs {MIN_KEY_LENGTH}+ characters, without spaces or commas")
     return value
+
+
+def rate(value: str) -> Rate | None:
+    """A request rate with a burst: `2000/s`, `100/m`, `2000/s,burst=5000`; `off` for none."""
+    return parse_rate(value)
 
 
 _STORE_SCHEMES = ("postgresql://", "postgres://")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import tlytics.ingest.setting_values as parse
+from tlytics.ingest.rate_limit import Rate
 from tlytics.spool import SpoolSync
 
 _OPTION = "tlytics_option"
@@ -178,14 +179,59 @@ class Settings:
         repeatable=True,
         secret=True,
     )
+    # Reading scopes (see tlytics.ingest.keys): stats ⊂ read ⊂ admin. Once any of them is
+    # set, every reading route needs a key whose scope opens it.
+    stats_keys: tuple[str, ...] = _option(
+        "--stats-key",
+        "TLYTICS_STATS_KEYS",
+        parse.api_key,
+        "API key for aggregates only (/stats, /keys, /funnel); repeatable (env: comma-separated)",
+        default=None,
+        repeatable=True,
+        secret=True,
+    )
     read_keys: tuple[str, ...] = _option(
         "--read-key",
         "TLYTICS_READ_KEYS",
         parse.api_key,
-        "API key for /view and other reads; repeatable (env: comma-separated)",
+        "API key for raw events (/view, /export, /lookup, /metrics) and aggregates; repeatable (env: comma-separated)",
         default=None,
         repeatable=True,
         secret=True,
+    )
+    admin_keys: tuple[str, ...] = _option(
+        "--admin-key",
+        "TLYTICS_ADMIN_KEYS",
+        parse.api_key,
+        "API key for DELETE /events and every read; repeatable (env: comma-separated)",
+        default=None,
+        repeatable=True,
+        secret=True,
+    )
+    # More keys, one `scope secret [label]` per line, reloaded on SIGHUP and when it changes.
+    keys_file: Path | None = _option(
+        "--keys-file",
+        "TLYTICS_KEYS_FILE",
+        parse.path,
+        "file of API keys, one 'scope secret [label]' per line; reloaded on change and on SIGHUP",
+        default=None,
+    )
+    # Token buckets per key (per client address for a request without a key); None: no limit.
+    rate_limit: Rate | None = _option(
+        "--rate-limit",
+        "TLYTICS_RATE_LIMIT",
+        parse.rate,
+        "requests to /events and /batch per key or client address, e.g. 2000/s or 2000/s,burst=5000",
+        default=None,
+        unset_means="off",
+    )
+    read_rate_limit: Rate | None = _option(
+        "--read-rate-limit",
+        "TLYTICS_READ_RATE_LIMIT",
+        parse.rate,
+        "requests to the reading routes per key or client address, e.g. 20/s",
+        default=None,
+        unset_means="off",
     )
     # Tuning without a flag: tests set these directly.
     # The writer wakes before its period once this many events wait in the spool.

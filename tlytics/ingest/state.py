@@ -7,7 +7,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from tlytics.ingest.keys import Keys
 from tlytics.ingest.metrics import Metrics
+from tlytics.ingest.rate_limit import RateLimits
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.writer import WriteScheduler
 from tlytics.spool import GroupCommitter, Spool
@@ -32,3 +34,6 @@ STORE = web.AppKey("store", StoreReader)
 READ_EXECUTOR = web.AppKey("read_executor", ThreadPoolExecutor)
 WRITE_SCHEDULER = web.AppKey("write_scheduler", WriteScheduler)
 COMMITTER = web.AppKey("committer", GroupCommitter)
+# The API keys in force (replaced whole when the keys file is reloaded), and the rate limits.
+KEYS = web.AppKey("keys", Keys)
+RATE_LIMITS = web.AppKey("rate_limits", RateLimits)

@@ -1,0 +1,135 @@
+"""The keys file (`--keys-file`), loaded at start and reloaded without a restart: on SIGHUP,
+and when the file changes (its inode, size or modification time, polled every
+`POLL_PERIOD_S`), so a removed key is refused within a second and a new one accepted.
+
+At start a bad file stops the server (exit 1, the message names the line). On a reload a bad
+or missing file changes nothing: the keys in force stay, and an error names the line. A reload
+replaces the key ring whole, so a request in flight sees the old keys or the new ones, never a
+mix, and none is dropped. Logs name keys by label, never by secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
+from contextlib import suppress
+from pathlib import Path
+
+import structlog
+from aiohttp import web
+
+from tlytics.ingest.keys import Keys, KeysFileError, parse_keys_file
+from tlytics.ingest.state import KEYS, SETTINGS
+
+log = structlog.get_logger("tlytics.ingest")
+
+POLL_PERIOD_S = 0.25
+# An edit in place within the file system's timestamp granularity can leave inode, size and
+# mtime as they were: while the file was modified this recently, its bytes are compared too.
+_RECENT_S = 2.0
+
+
+def _signature(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+class KeysFileWatcher:
+    """Loads the keys file into `keys` and reloads it when it changes."""
+
+    def __init__(self, path: Path, keys: Keys) -> None:
+        self.path = path
+        self.keys = keys
+        self._signature: tuple[int, int, int, int] | None = None
+        self._text: str | None = None
+
+    def _read(self) -> tuple[tuple[int, int, int, int], str]:
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                signature = _signature(os.fstat(file.fileno()))
+                return signature, file.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise KeysFileError(f"cannot read the keys file {self.path}: {exc}") from exc
+
+    def _install(self, text: str) -> None:
+        ring = self.keys.with_file_keys(parse_keys_file(text, str(self.path)))
+        before = self.keys.ring.labels()
+        self.keys.ring = ring
+        log.info(
+            "keys_loaded",
+            keys_file=str(self.path),
+            keys=len(ring.keys),
+            added=sorted(ring.labels() - before),
+            removed=sorted(before - ring.labels()),
+        )
+
+    def load(self) -> None:
+        """At start: load the file, or raise KeysFileError (naming the bad line)."""
+        self._signature, self._text = self._read()
+        self._install(self._text)
+
+    def check(self, *, force: bool = False) -> bool:
+        """Reload when the file changed (or always, with `force`); on a bad file keep the keys
+        in force and log why. Returns whether new keys were installed."""
+        try:
+            signature = _signature(os.stat(self.path))
+            recent = time.time() - signature[3] / 1e9 < _RECENT_S
+            if not force and signature == self._signature and not recent:
+                return False
+            signature, text = self._read()
+        except (KeysFileError, OSError) as exc:
+            # Missing (say, mid-way through an editor's rename) or unreadable: keep the keys.
+            if force or self._signature is not None:
+                log.error("keys_file_unreadable", error=str(exc), kept_keys=len(self.keys.ring.keys))
+                self._signature = None  # logged once; reloaded when it is back
+            return False
+        unchanged = text == self._text
+        self._signature = signature
+        if unchanged and not force:
+            return False
+        self._text = text
+        try:
+            self._install(text)
+        except KeysFileError as exc:
+            log.error("keys_file_invalid", error=str(exc), kept_keys=len(self.keys.ring.keys))
+            return False
+        return True
+
+    async def watch(self, wake: asyncio.Event) -> None:
+        """Check every POLL_PERIOD_S, and at once (forced) when `wake` is set (SIGHUP)."""
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), timeout=POLL_PERIOD_S)
+            forced = wake.is_set()
+            wake.clear()
+            if forced:
+                log.info("keys_reload_requested", signal="SIGHUP")
+            try:
+                await asyncio.to_thread(self.check, force=forced)
+            except Exception:
+                # The watcher must outlive any surprise, or keys would silently stop reloading.
+                log.exception("keys_file_check_failed")
+
+
+async def keys_file_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Load the keys file (a bad one stops the start), then watch it until shutdown."""
+    path = app[SETTINGS].keys_file
+    assert path is not None
+    watcher = KeysFileWatcher(path, app[KEYS])
+    await asyncio.to_thread(watcher.load)
+    wake = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, wake.set)
+        on_sighup = True
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        on_sighup = False  # not the main thread, or no SIGHUP here: file changes still reload
+    task = asyncio.create_task(watcher.watch(wake), name="keys-file-watcher")
+    yield
+    if on_sighup:
+        loop.remove_signal_handler(signal.SIGHUP)
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task

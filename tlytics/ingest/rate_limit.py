@@ -1,0 +1,135 @@
+"""Rate limits: a token bucket per caller (per key, or per client address for a request
+without a valid key), one table for ingest (`--rate-limit`) and one for reads
+(`--read-rate-limit`), so a dashboard's polling never eats a sender's budget.
+
+A bucket holds up to `burst` tokens and refills at `per_second`; a request takes one token,
+and without one it is answered 429 with the `Retry-After` the bucket needs to hold a token
+again. Checking costs a clock read, a dict lookup and some arithmetic on the event loop (no
+lock: one loop owns the tables). A bucket idle long enough to have refilled is the same as
+no bucket, so such buckets are swept out every `SWEEP_PERIOD_S`, and a table never holds
+more than `max_buckets` (a flood of new addresses drops the oldest buckets instead).
+Limits are per server process.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter
+
+_RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*(?:,\s*burst\s*=\s*(\d+)\s*)?")
+_UNIT_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+SWEEP_PERIOD_S = 30.0
+MAX_BUCKETS = 50_000
+
+
+@dataclass(frozen=True)
+class Rate:
+    """How many requests a caller may make: `per_second` on average, `burst` at once."""
+
+    per_second: float
+    burst: int
+    text: str  # as the operator wrote it, for messages
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def parse_rate(value: str) -> Rate | None:
+    """`2000/s`, `100/m`, `5000/h`, optionally `,burst=N` (default: one second's worth, at
+    least 1); `0` or `off` means no limit."""
+    if value.strip().lower() in ("0", "off", "none"):
+        return None
+    match = _RATE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"not a rate: {value!r} (use e.g. 2000/s, 100/m, or 2000/s,burst=5000; off for none)")
+    per_second = float(match[1]) / _UNIT_S[match[2]]
+    if per_second <= 0:
+        raise ValueError(f"a rate must be above 0 (or off): {value!r}")
+    burst = int(match[3]) if match[3] is not None else max(1, math.ceil(per_second))
+    if burst < 1:
+        raise ValueError(f"a burst must be at least 1: {value!r}")
+    return Rate(per_second=per_second, burst=burst, text=value.strip())
+
+
+class _Bucket:
+    __slots__ = ("tokens", "updated")
+
+    def __init__(self, tokens: float, updated: float) -> None:
+        self.tokens = tokens
+        self.updated = updated
+
+
+class RateLimiter:
+    """Token buckets for one rate, by caller."""
+
+    def __init__(
+        self, rate: Rate, *, max_buckets: int = MAX_BUCKETS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.rate = rate
+        self._per_second = rate.per_second
+        self._burst = float(rate.burst)
+        self._max_buckets = max_buckets
+        self._clock = clock
+        self._buckets: dict[Hashable, _Bucket] = {}
+        self._next_sweep = clock() + SWEEP_PERIOD_S
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, caller: Hashable) -> float | None:
+        """Take a token for `caller`: None when there was one, else the seconds until there is."""
+        now = self._clock()
+        bucket = self._buckets.get(caller)
+        if bucket is None:
+            if now >= self._next_sweep or len(self._buckets) >= self._max_buckets:
+                self._sweep(now)
+            self._buckets[caller] = _Bucket(self._burst - 1.0, now)
+            return None
+        tokens = bucket.tokens + (now - bucket.updated) * self._per_second
+        if tokens > self._burst:
+            tokens = self._burst
+        bucket.updated = now
+        if tokens >= 1.0:
+            bucket.tokens = tokens - 1.0
+            return None
+        bucket.tokens = tokens
+        return (1.0 - tokens) / self._per_second
+
+    def _sweep(self, now: float) -> None:
+        """Forget the buckets that have refilled (as good as none); if the table is still
+        full, the oldest half of it, so memory stays bounded under a flood of callers."""
+        self._next_sweep = now + SWEEP_PERIOD_S
+        burst, per_second = self._burst, self._per_second
+        self._buckets = {
+            caller: bucket
+            for caller, bucket in self._buckets.items()
+            if bucket.tokens + (now - bucket.updated) * per_second < burst
+        }
+        if len(self._buckets) >= self._max_buckets:
+            kept = list(self._buckets.items())[len(self._buckets) // 2 :]
+            self._buckets = dict(kept)
+
+
+def retry_after_header(wait_s: float) -> str:
+    """Whole seconds, rounded up and at least 1 (what clients parse best)."""
+    return str(max(1, math.ceil(wait_s)))
+
+
+class RateLimits:
+    """The server's two limiters (None where off) and the count of requests they refused, by
+    the limit (`write` or `read`) and the scope of the caller's key (`none` without one)."""
+
+    def __init__(self, write: Rate | None, read: Rate | None, registry: CollectorRegistry) -> None:
+        self.write = RateLimiter(write) if write is not None else None
+        self.read = RateLimiter(read) if read is not None else None
+        self.limited = Counter(
+            "tlytics_requests_rate_limited",
+            "Requests answered 429 by a rate limit, by limit and by the scope of the caller's key",
+            ["limit", "scope"],
+            registry=registry,
+        )
