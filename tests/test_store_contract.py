@@ -20,7 +20,7 @@ import pytest
 
 from tests.store_backends import BACKENDS, StoreBackend
 from tlytics.store import EventFilter, Position, StoreReader, StoreRow, StoreWriter
-from tlytics.store.base import PropertyMatch
+from tlytics.store.base import Operator, PropertyMatch
 
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
 MINUTE = 60_000_000
@@ -346,3 +346,97 @@ def test_a_store_of_the_oldest_schema_is_migrated_at_open(store_backend: StoreBa
     assert reader.bucket_counts([T0, T0 + QUARTER], T0 + 2 * QUARTER, EventFilter(), None) == [(2, None), (1, None)]
     assert reader.breakdown(EventFilter(), "user", 5).top == [(1, 2)]
     assert writer.insert([(uuid.UUID(int=1).bytes, "a", T0, T0, "{}"), row(4, T0)]) == 1
+
+
+# Where operators beyond equality, unique counts, funnels (issue 14, part 3)
+
+# Each event's data.v, as JSON text (the key names the event).
+ORDERED = {
+    "int_5": "5",
+    "real_10_5": "10.5",
+    "string_20": '"20"',
+    "true": "true",
+    "null": "null",
+    "big": "99999999999999999999999",
+    "neg": "-3",
+    "text": '"Hello World"',
+    "pct": '"50%_off"',
+    "nested": '{"a":1}',
+}
+
+
+def condition(path: str, op: Operator, value: str = "") -> EventFilter:
+    return EventFilter(where=((path, PropertyMatch.parse_operator(op, value)),))
+
+
+@pytest.mark.parametrize(
+    ("op", "value", "expected"),
+    [
+        (">", "5", {"real_10_5", "big"}),  # numbers only: never "20", never true
+        (">=", "5", {"int_5", "real_10_5", "big"}),
+        ("<", "5", {"neg"}),
+        ("<=", "5.0", {"int_5", "neg"}),
+        (">", "1e22", {"big"}),  # beyond 64 bits, compared by value
+        ("<", "-1e-5000", {"neg"}),  # beyond a double's precision: 0, never an error
+        ("~", "WORLD", {"text"}),  # strings only, ASCII letters folded
+        ("~", "%", {"pct"}),  # % and _ are themselves, not wildcards
+        ("~", "_o", {"pct"}),
+        ("~", "5", {"pct"}),  # the number 5 is not text
+        ("!=", "5", set(ORDERED) - {"int_5"} | {"missing"}),  # a missing property too
+        ("!=", "null", set(ORDERED) - {"null"} | {"missing"}),
+        ("!=", '"20"', set(ORDERED) - {"string_20"} | {"missing"}),
+        ("*", "", set(ORDERED)),  # present, even as null
+    ],
+)
+def test_where_operators_are_typed(store: OpenStore, op: Operator, value: str, expected: set[str]) -> None:
+    rows = [row(n, T0 + n, key=name, data_json=f'{{"v":{v}}}') for n, (name, v) in enumerate(ORDERED.items(), start=1)]
+    store.writer.insert([*rows, row(99, T0, key="missing", data={})])
+    matching = condition("v", op, value)
+    page = store.reader.page(1, 100, where=matching)
+    assert ({e.key for e in page.events}, page.total) == (expected, len(expected))
+    ((count, _),) = store.reader.bucket_counts([T0], T0 + QUARTER, matching, None)
+    assert count == len(expected)
+
+
+def test_operators_combine_and_erase_exactly_what_they_select(store: OpenStore) -> None:
+    store.writer.insert([row(n, T0 + n, data={"n": n, "page": f"/Docs/{n}" if n % 2 else "/home"}) for n in range(20)])
+    both = EventFilter(
+        where=(("n", PropertyMatch.parse_operator(">=", "5")), ("page", PropertyMatch.parse_operator("~", "docs")))
+    )
+    assert store.reader.page(1, 100, where=both).total == 8  # 5, 7, …, 19
+    assert store.writer.delete_matching(both, max_rows=100, remember_ids=True) == 8
+    assert store.reader.count() == 12
+    assert store.reader.page(1, 100, where=condition("n", "<", "5")).total == 5
+
+
+def test_unique_count_over_a_whole_range(store: OpenStore) -> None:
+    users: list[Any] = [1, 1.0, "1", True, None, "a", "a", {"id": 1}]
+    store.writer.insert([row(n, T0 + n * MINUTE, data={"user": u}) for n, u in enumerate(users)])
+    store.writer.insert([row(50, T0, data={})])
+    # 1 and 1.0 are one number, true counts as 1 (as SQL's JSON reading gives it), null and a
+    # missing property are not values: 1, "1", "a" and the object.
+    assert store.reader.unique_count(EventFilter(), "user") == 4
+    assert store.reader.unique_count(EventFilter(since_us=T0 + 5 * MINUTE), "user") == 2
+    assert store.reader.unique_count(condition("user", "~", "A"), "user") == 1
+
+
+def test_funnel_counts_actors_through_the_steps_in_order_within_the_window(store: OpenStore) -> None:
+    hour = 60 * MINUTE
+    events = [
+        ("signup", 0, "u1"), ("activate", 1, "u1"), ("purchase", 2, "u1"),  # all three
+        ("signup", 0, "u2"), ("purchase", 1, "u2"), ("activate", 2, "u2"),  # purchase before activating
+        ("activate", 0, "u3"), ("signup", 1, "u3"),  # activated before signing up: step 1 only
+        ("signup", 0, "u4"), ("activate", 30, "u4"),  # too late for a 24 h window
+        ("signup", 40, "u4"), ("activate", 41, "u4"),  # a second start makes it
+        ("signup", 0, 1), ("activate", 1, 1.0),  # one actor: the number 1
+        ("signup", 0, "1"),  # another: the string "1"
+        ("activate", 0, "u5"),  # never signed up
+    ]  # fmt: skip
+    rows = [
+        row(n, T0 + at * hour, key=key, data={"user": user}) for n, (key, at, user) in enumerate(events, start=1)
+    ]
+    store.writer.insert([*rows, row(99, T0, key="signup", data={})])  # no actor: not counted
+    steps = ["signup", "activate", "purchase"]
+    assert store.reader.funnel(EventFilter(), steps, "user", 24 * hour) == [6, 4, 1]
+    assert store.reader.funnel(EventFilter(until_us=T0 + 35 * hour), steps, "user", 24 * hour) == [6, 3, 1]
+    assert store.reader.funnel(condition("user", "~", "u"), steps, "user", 100 * hour) == [4, 3, 1]
