@@ -14,7 +14,6 @@ import csv
 import io
 import json
 import shutil
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -240,17 +239,21 @@ def test_filters_change_the_chart(open_server: ServerProcess, browser: Any) -> N
     _set_condition(browser, 1, "data.n", ">", "many")
     browser.find_element("id", "apply-filters").click()
     eventually(lambda: "compares numbers" in browser.find_element("id", "filter-error").text, what="the 400 shown")
-    assert browser.find_element("id", "total").text == "–"
+    assert browser.find_element("id", "total").text == "\N{EN DASH}"  # no figure
     assert _data(browser, "chartEvents") is None
     assert _rows(browser, "breakdown") == [] and _rows(browser, "latest") == []
     _assert_clean(browser, "filter-refused", refused="400")
 
 
+def _show_funnel(driver: Any, steps: str) -> None:
+    driver.find_element("id", "funnel-steps").send_keys(steps)
+    driver.find_element("css selector", "#funnel-form button[type=submit]").click()
+    eventually(lambda: len(_rows(driver, "funnel")) == len(steps.split(",")), what="a row per funnel step")
+
+
 def test_funnel_shows_the_counts_of_real_events(open_server: ServerProcess, browser: Any) -> None:
     _open(browser, open_server.url + "/")
-    browser.find_element("id", "funnel-steps").send_keys("signup,activate,purchase")
-    browser.find_element("css selector", "#funnel-form button[type=submit]").click()
-    eventually(lambda: len(_rows(browser, "funnel")) == 3, what="three funnel rows")
+    _show_funnel(browser, "signup,activate,purchase")
     assert _rows(browser, "funnel") == ["signup 5", "activate 3 60.0 %", "purchase 1 33.3 %"]
     _assert_clean(browser, "funnel")
 
@@ -304,10 +307,12 @@ def test_share_link_carries_a_stats_key_that_sees_aggregates_only(keyed_server: 
     assert link == f"{keyed_server.url}/#key={STATS_KEY}"
     _assert_clean(browser, "share-dialog")
 
-    # The link: aggregates, and not one raw event.
+    # The link, opened afresh: aggregates, and not one raw event.
+    browser.get("about:blank")
     _open(browser, link)
     assert "key=" not in browser.current_url
     assert _data(browser, "scope") == "stats"
+    assert browser.execute_script("return sessionStorage.getItem('tlytics-key')") == STATS_KEY
     _wait_for(browser, "chartEvents", str(len(FUNNEL_EVENTS)))
     assert _rows(browser, "keys")[0].startswith("signup 5")
     assert not browser.find_element("id", "latest-panel").is_displayed()
@@ -317,7 +322,15 @@ def test_share_link_carries_a_stats_key_that_sees_aggregates_only(keyed_server: 
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(request, timeout=10)
     assert refused.value.code == 403
+    _show_funnel(browser, "signup,activate,purchase")  # a funnel is an aggregate: the stats key may
+    assert _rows(browser, "funnel") == ["signup 5", "activate 3 60.0 %", "purchase 1 33.3 %"]
     # Its own share button hands on the same stats key.
     browser.find_element("id", "share").click()
     assert browser.find_element("id", "share-link").get_attribute("value") == link
     _assert_clean(browser, "shared-stats-key")
+
+    # A link pasted into a tab already on the dashboard changes only the fragment: taken too.
+    browser.execute_script(f"location.hash = '#key={READ_KEY}'")
+    _wait_for(browser, "scope", "read")
+    assert "key=" not in browser.current_url
+    eventually(lambda: browser.find_element("id", "latest-panel").is_displayed(), what="raw events for the read key")

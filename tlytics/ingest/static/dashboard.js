@@ -31,15 +31,20 @@ function keyFromFragment() {
   return null;
 }
 
+// Whether the address held a key (then kept, and removed from the address).
+function takeKeyFromFragment() {
+  const fromFragment = keyFromFragment();
+  if (fromFragment === null) return false;
+  sessionStorage.setItem(KEY_STORAGE, fromFragment);
+  history.replaceState(null, "", location.pathname + location.search);
+  keyInput.value = fromFragment;
+  return true;
+}
+
 function loadKey() {
   // An earlier version kept the key in localStorage, where it outlived the tab: drop it.
   localStorage.removeItem("tlytics-read-key");
-  const fromFragment = keyFromFragment();
-  if (fromFragment !== null) {
-    sessionStorage.setItem(KEY_STORAGE, fromFragment);
-    history.replaceState(null, "", location.pathname + location.search);
-  }
-  keyInput.value = sessionStorage.getItem(KEY_STORAGE) || "";
+  if (!takeKeyFromFragment()) keyInput.value = sessionStorage.getItem(KEY_STORAGE) || "";
 }
 
 function authHeaders(key) {
@@ -63,31 +68,19 @@ async function api(path, key = keyInput.value) {
   return response.json();
 }
 
-// The paths the server answers, from its own contract (open, so no key needed): a panel whose
-// endpoint this server lacks is hidden rather than broken, without a failing probe request.
-let serverPaths = null;
-
-async function learnServerPaths() {
-  try {
-    serverPaths = new Set(Object.keys((await api("/openapi.json", "")).paths || {}));
-  } catch {
-    serverPaths = null; // no contract to read: assume everything is there
-  }
-}
-
-function serverHas(path) {
-  return serverPaths === null || serverPaths.has(path);
-}
-
 // What `key` may do: its scope (null for no key or one the server does not know) and the
 // levels of the routes it may call. A server from before scopes has no /whoami: there a key
 // (or none, on a server without keys) that reads at all reads everything.
 const BEFORE_SCOPES = { scope: null, allowed: new Set(["stats", "read"]), known: false };
 
 async function accessOf(key) {
-  if (!serverHas("/whoami")) return BEFORE_SCOPES;
-  const answer = await api("/whoami", key);
-  return { scope: answer.scope, allowed: new Set(answer.allowed || []), known: true };
+  try {
+    const answer = await api("/whoami", key);
+    return { scope: answer.scope, allowed: new Set(answer.allowed || []), known: true };
+  } catch (error) {
+    if (error.status === 404) return BEFORE_SCOPES;
+    throw error;
+  }
 }
 
 // --- state ---------------------------------------------------------------------------------
@@ -107,7 +100,6 @@ async function learnScope() {
   document.body.dataset.scope = access.scope || "";
   $("scope").textContent = unknownKey ? "unknown key" : access.scope || "";
   $("latest-panel").hidden = !canSeeRawEvents();
-  $("funnel-panel").hidden = !serverHas("/funnel");
 }
 
 // --- filters -------------------------------------------------------------------------------
@@ -266,7 +258,6 @@ async function loadLatest() {
 }
 
 async function loadFunnel(range) {
-  if (!serverHas("/funnel")) return;
   const steps = $("funnel-steps").value.split(",").map((s) => s.trim()).filter(Boolean);
   const body = document.querySelector("#funnel tbody");
   if (steps.length === 0) {
@@ -281,6 +272,8 @@ async function loadFunnel(range) {
     funnel = await api("/funnel?" + params);
     $("funnel-error").textContent = "";
   } catch (error) {
+    // A server from before funnels: no panel rather than a broken one.
+    if (error.status === 404) $("funnel-panel").hidden = true;
     $("funnel-error").textContent = error.message;
     body.replaceChildren();
     return;
@@ -400,6 +393,8 @@ function changeKey() {
 
 loadKey();
 keyInput.addEventListener("change", changeKey);
+// A share link opened in a tab already on the dashboard only changes the fragment.
+window.addEventListener("hashchange", () => { if (takeKeyFromFragment()) changeKey(); });
 $("add-filter").addEventListener("click", () => addFilterRow());
 $("filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
 $("funnel-form").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
@@ -413,5 +408,5 @@ $("share-copy").addEventListener("click", () => {
   navigator.clipboard?.writeText($("share-link").value).catch(() => {});
 });
 addFilterRow();
-learnServerPaths().then(learnScope).then(refresh, (error) => { $("status").textContent = "error: " + error.message; });
+learnScope().then(refresh, (error) => { $("status").textContent = "error: " + error.message; });
 setInterval(() => { if (document.body.dataset.loaded) refresh(); }, REFRESH_PERIOD_MS);
