@@ -288,6 +288,12 @@ def _share_with(driver: Any, key: str) -> str:
 
 
 def test_share_link_carries_a_stats_key_that_sees_aggregates_only(keyed_server: ServerProcess, browser: Any) -> None:
+    # No key: the page says one is needed (rather than showing errors from every panel).
+    _open(browser, keyed_server.url + "/")
+    assert "needs a key" in browser.find_element("id", "status").text
+    assert _rows(browser, "keys") == []
+    _assert_clean(browser, "keyed-without-key")
+
     # A read key from the fragment: used, kept for the tab, gone from the address bar.
     _open(browser, f"{keyed_server.url}/#key={READ_KEY}")
     assert "key=" not in browser.current_url

@@ -89,13 +89,18 @@ let access = BEFORE_SCOPES;
 let chart = null;
 let csvUrl = null;
 let refreshNumber = 0;
+let refreshing = false;
+// Until /whoami has answered for the current key, the page asks for nothing else.
+let accessLearned = false;
 
 function canSeeRawEvents() {
   return access.allowed.has("read");
 }
 
 async function learnScope() {
+  accessLearned = false;
   access = await accessOf(keyInput.value);
+  accessLearned = true;
   const unknownKey = access.known && keyInput.value && access.scope === null;
   document.body.dataset.scope = access.scope || "";
   $("scope").textContent = unknownKey ? "unknown key" : access.scope || "";
@@ -182,9 +187,9 @@ function showTotals(stats) {
 }
 
 // The chart's figures as CSV, built here: what is shown, nothing the server did not send.
-function chartCsv(xs, ys, previous) {
+function chartCsv(starts, ys, previous) {
   const lines = ["bucket_start,count,previous_count"];
-  xs.forEach((x, i) => lines.push(new Date(x * 1000).toISOString() + "," + ys[i] + "," + (previous ? previous[i] ?? "" : "")));
+  starts.forEach((start, i) => lines.push(start + "," + ys[i] + "," + (previous ? previous[i] ?? "" : "")));
   return lines.join("\r\n") + "\r\n";
 }
 
@@ -215,7 +220,7 @@ function drawChart(stats, interval) {
   document.body.dataset.chartPoints = String(xs.length);
   document.body.dataset.chartEvents = String(ys.reduce((a, b) => a + b, 0));
   document.body.dataset.chartPrevious = previous ? String(previous.reduce((a, b) => a + (b || 0), 0)) : "";
-  offerCsv(chartCsv(xs, ys, previous), interval);
+  offerCsv(chartCsv(stats.buckets.map((b) => b.start), ys, previous), interval);
 }
 
 async function loadChart(range) {
@@ -294,10 +299,39 @@ async function loadFunnel(range) {
 
 // --- refresh -------------------------------------------------------------------------------
 
+function emptyAllPanels() {
+  forgetFigures();
+  for (const table of ["keys", "breakdown", "latest", "funnel"]) fillTable(table, []);
+}
+
 async function refresh() {
   // Answers to an older refresh (filters changed meanwhile) are not shown over newer ones.
   const number = ++refreshNumber;
+  refreshing = true;
+  try {
+    await refreshPanels(number);
+  } finally {
+    if (number === refreshNumber) refreshing = false;
+  }
+}
+
+async function refreshPanels(number) {
   const status = $("status");
+  if (!accessLearned) {
+    try {
+      await learnScope();
+    } catch (error) {
+      if (number === refreshNumber) status.textContent = "error: cannot learn what this key may see: " + error.message;
+      return;
+    }
+  }
+  if (!access.allowed.has("stats")) {
+    // A key the server does not know, or none where one is needed: ask for one, not 401s.
+    emptyAllPanels();
+    status.textContent = keyInput.value ? "this key may not read figures: give another" : "this server needs a key: type it above";
+    document.body.dataset.loaded = "true";
+    return;
+  }
   const range = chartRange();
   // Each panel with what empties it when its request fails: figures for other filters than
   // those shown would mislead.
@@ -388,7 +422,8 @@ async function makeShareLink(event) {
 
 function changeKey() {
   sessionStorage.setItem(KEY_STORAGE, keyInput.value);
-  learnScope().then(refresh, (error) => { $("status").textContent = "error: " + error.message; });
+  accessLearned = false;
+  refresh();
 }
 
 loadKey();
@@ -408,5 +443,5 @@ $("share-copy").addEventListener("click", () => {
   navigator.clipboard?.writeText($("share-link").value).catch(() => {});
 });
 addFilterRow();
-learnScope().then(refresh, (error) => { $("status").textContent = "error: " + error.message; });
-setInterval(() => { if (document.body.dataset.loaded) refresh(); }, REFRESH_PERIOD_MS);
+refresh();
+setInterval(() => { if (!refreshing) refresh(); }, REFRESH_PERIOD_MS);
