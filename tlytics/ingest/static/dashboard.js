@@ -116,7 +116,7 @@ function addFilterRow(property = "", operator = ":", value = "") {
   row.querySelector(".filter-value").value = value;
   const showValue = () => { row.querySelector(".filter-value").hidden = row.querySelector(".filter-operator").value === ":*"; };
   row.querySelector(".filter-operator").addEventListener("change", showValue);
-  row.querySelector(".filter-remove").addEventListener("click", () => { row.remove(); refresh(); });
+  row.querySelector(".filter-remove").addEventListener("click", () => { row.remove(); applyFilters(); });
   showValue();
   $("filter-rows").append(row);
 }
@@ -134,8 +134,24 @@ function whereConditions() {
   return conditions;
 }
 
+// What the panels show: the conditions and the funnel as last applied, not as half typed
+// (the 5-second refresh would otherwise send a condition still being written).
+let appliedWhere = [];
+let appliedFunnel = null;
+
+function applyFilters() {
+  appliedWhere = whereConditions();
+  refresh();
+}
+
+function applyFunnel() {
+  const steps = $("funnel-steps").value.split(",").map((s) => s.trim()).filter(Boolean);
+  appliedFunnel = steps.length ? { steps: steps.join(","), by: $("funnel-by").value.trim(), within: $("funnel-within").value } : null;
+  refresh();
+}
+
 function withFilters(params) {
-  for (const condition of whereConditions()) params.append("where", condition);
+  for (const condition of appliedWhere) params.append("where", condition);
   return params;
 }
 
@@ -263,14 +279,13 @@ async function loadLatest() {
 }
 
 async function loadFunnel(range) {
-  const steps = $("funnel-steps").value.split(",").map((s) => s.trim()).filter(Boolean);
   const body = document.querySelector("#funnel tbody");
-  if (steps.length === 0) {
+  if (appliedFunnel === null) {
     body.replaceChildren();
     return;
   }
-  const params = withFilters(new URLSearchParams({ steps: steps.join(","), within: $("funnel-within").value, since: range.since, until: range.until }));
-  const by = $("funnel-by").value.trim();
+  const { steps, by, within } = appliedFunnel;
+  const params = withFilters(new URLSearchParams({ steps, within, since: range.since, until: range.until }));
   if (by) params.set("by", by);
   let funnel;
   try {
@@ -431,8 +446,8 @@ keyInput.addEventListener("change", changeKey);
 // A share link opened in a tab already on the dashboard only changes the fragment.
 window.addEventListener("hashchange", () => { if (takeKeyFromFragment()) changeKey(); });
 $("add-filter").addEventListener("click", () => addFilterRow());
-$("filters").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
-$("funnel-form").addEventListener("submit", (event) => { event.preventDefault(); refresh(); });
+$("filters").addEventListener("submit", (event) => { event.preventDefault(); applyFilters(); });
+$("funnel-form").addEventListener("submit", (event) => { event.preventDefault(); applyFunnel(); });
 $("interval").addEventListener("change", refresh);
 $("unique-property").addEventListener("change", refresh);
 $("breakdown-property").addEventListener("change", refresh);
