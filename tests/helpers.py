@@ -91,10 +91,14 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def http_json(method: str, url: str, body: Any = None, timeout_s: float = 10.0) -> tuple[int, Any]:
+def http_json(
+    method: str, url: str, body: Any = None, timeout_s: float = 10.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """A blocking HTTP call for subprocess tests; returns (status, decoded JSON body)."""
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read())

@@ -152,6 +152,33 @@ async def test_every_route_and_method_with_every_key(keyed: tuple[Any, web.Appli
     assert checked >= 6 * 20  # GET and HEAD of every read route, and the rest
 
 
+ALL_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+async def test_every_path_with_every_method_and_every_key(keyed: tuple[Any, web.Application]) -> None:
+    """Not only the declared (method, path) pairs: a method a path does not declare is a 405
+    whatever the key, and a declared one is let through exactly for the keys its level lists."""
+    client, app = keyed
+    declared: dict[str, dict[str, str]] = {}
+    for route in app.router.routes():
+        level = app[ROUTE_ACCESS].level(route)
+        assert level is not None
+        declared.setdefault(sample_path(route), {})[route.method] = level
+    for path, levels in declared.items():
+        for method in ALL_METHODS:
+            for name, headers in CREDENTIALS.items():
+                response = await client.request(
+                    method, path, data=b"[]", headers={**headers, "Content-Type": "application/json"}
+                )
+                what = f"{method} {path} with {name}"
+                if method not in levels:
+                    assert response.status == 405, what
+                elif name in ALLOWED[levels[method]]:
+                    assert response.status not in (401, 403, 405) and response.status < 500, what
+                else:
+                    assert response.status == (401 if name in UNKNOWN else 403), what
+
+
 async def test_options_answers_nothing_on_any_path(keyed: tuple[Any, web.Application]) -> None:
     client, app = keyed
     for route in app.router.routes():

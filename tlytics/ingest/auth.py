@@ -13,6 +13,7 @@ then counted against its rate limit (per key, else per client address).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Literal
 
 import structlog
@@ -50,22 +51,27 @@ ROUTE_ACCESS = web.AppKey("route_access", RouteAccess)
 
 
 def install_access_control(app: web.Application) -> None:
-    """The keys of the settings (and, at start, of the keys file, then watched), and the rate
-    limits. Called before any other resource opens, so a bad keys file stops the start first."""
+    """The keys (of the settings, and of the keys file, then watched) and the rate limits.
+    Called before any other resource is added, so a bad key setting stops the start first."""
     settings = app[SETTINGS]
-    app[KEYS] = Keys(
-        flag_keys(
-            {
-                "write": settings.write_keys,
-                "stats": settings.stats_keys,
-                "read": settings.read_keys,
-                "admin": settings.admin_keys,
-            }
-        )
-    )
     app[RATE_LIMITS] = RateLimits(settings.rate_limit, settings.read_rate_limit, app[METRICS].registry)
+    app.cleanup_ctx.append(_keys_ctx)
     if settings.keys_file is not None:
         app.cleanup_ctx.append(keys_file_ctx)
+
+
+async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
+    # At start rather than in create_app: one secret given two scopes is a TlyticsError the
+    # command reports (exit 1), like a bad keys file.
+    settings = app[SETTINGS]
+    keys_by_scope: dict[Scope, tuple[str, ...]] = {
+        "write": settings.write_keys,
+        "stats": settings.stats_keys,
+        "read": settings.read_keys,
+        "admin": settings.admin_keys,
+    }
+    app[KEYS] = Keys(flag_keys(keys_by_scope), keys_file=settings.keys_file is not None)
+    yield
 
 
 def request_access(request: web.Request) -> Access | None:
@@ -117,33 +123,41 @@ def admit(request: web.Request) -> None:
         raise ApiError(403, f"{route} has no declared access level, so it is refused")
     if access == "open":
         return
-    app = request.app
-    ring = app[KEYS].ring
+    key = _check_key(request, access)
+    _check_rate(request, access, key)
+
+
+def _check_key(request: web.Request, access: Scope) -> ApiKey | None:
+    """The known key the request presents (None: none) if it may call a route of `access`;
+    else a 401 (no known key) or 403 (a key of another scope), naming the scope needed."""
+    ring = request.app[KEYS].ring
     key = presented_key(request, ring) if ring.keys else None
     if key is not None:
-        structlog.contextvars.bind_contextvars(key=key.label)  # the label, never the secret
-    if not may_call(ring, access, key):
-        needs = f"this endpoint needs {_an(access)} key{_ALSO_OPENED_BY.get(access, '')}"
-        if key is None:
-            raise ApiError(
-                401, f"{needs}: Authorization: Bearer <key>", headers=_NEEDS_KEY_HEADERS, needs_scope=access
-            )
-        raise ApiError(
-            403, f"{needs}; this one ({key.label}) is {_an(key.scope)} key", needs_scope=access, scope=key.scope
-        )
-    limits = app[RATE_LIMITS]
-    limiter = limits.write if access == "write" else limits.read
+        structlog.contextvars.bind_contextvars(key_label=key.label)  # the label, never the secret
+    if may_call(ring, access, key):
+        return key
+    needs = f"this endpoint needs {_an(access)} key{_ALSO_OPENED_BY.get(access, '')}"
+    if key is None:
+        raise ApiError(401, f"{needs}: Authorization: Bearer <key>", headers=_NEEDS_KEY_HEADERS, needs_scope=access)
+    raise ApiError(403, f"{needs}; this one ({key.label}) is {_an(key.scope)} key", needs_scope=access, scope=key.scope)
+
+
+def _check_rate(request: web.Request, access: Scope, key: ApiKey | None) -> None:
+    """Take a token from the caller's bucket (its key's, else its address's), or answer 429."""
+    limits = request.app[RATE_LIMITS]
+    limit = "write" if access == "write" else "read"
+    limiter = limits.write if limit == "write" else limits.read
     if limiter is None:
         return
     wait_s = limiter.take(key.secret_digest if key is not None else (request.remote or ""))
-    if wait_s is not None:
-        limit = "write" if access == "write" else "read"
-        limits.limited.labels(limit, key.scope if key is not None else "none").inc()
-        raise ApiError(
-            429,
-            f"rate limit of {limiter.rate} reached for this {'key' if key is not None else 'client address'};"
-            " retry after Retry-After seconds",
-            headers={"Retry-After": retry_after_header(wait_s)},
-            limit=str(limiter.rate),
-            retry_after_s=round(wait_s, 3),
-        )
+    if wait_s is None:
+        return
+    limits.limited.labels(limit, key.scope if key is not None else "none").inc()
+    raise ApiError(
+        429,
+        f"rate limit of {limiter.rate} reached for this {'key' if key is not None else 'client address'};"
+        " retry after Retry-After seconds",
+        headers={"Retry-After": retry_after_header(wait_s)},
+        rate_limit=str(limiter.rate),
+        retry_after_s=round(wait_s, 3),
+    )

@@ -38,8 +38,8 @@ READING_SCOPES: tuple[Scope, ...] = ("stats", "read", "admin")
 
 
 class KeysFileError(TlyticsError):
-    """The keys file cannot be read, or a line of it is not `scope secret [label]`; the message
-    names the file and the line, never a secret."""
+    """The keys file cannot be read, a line of it is not `scope secret [label]`, or one secret
+    is given two scopes; the message names the file and line (or the flag), never a secret."""
 
 
 def digest(secret: bytes) -> bytes:
@@ -65,7 +65,7 @@ class ApiKey:
 class KeyRing:
     """A set of keys, immutable: looked up by the digest of the token a request presents."""
 
-    def __init__(self, keys: Iterable[ApiKey] = ()) -> None:
+    def __init__(self, keys: Iterable[ApiKey] = (), *, keys_always_needed: bool = False) -> None:
         by_digest: dict[bytes, ApiKey] = {}
         for key in keys:
             known = by_digest.get(key.secret_digest)
@@ -75,11 +75,13 @@ class KeyRing:
         self._by_digest = by_digest
         self.keys = tuple(by_digest.values())
         scopes = {key.scope for key in self.keys}
-        self.has_write_keys = "write" in scopes
         # Reading is open until some reading key exists; from then on every reading route
         # needs a key that opens it, even a level no key opens yet (an `admin` route on a
-        # server with only read keys is refused to everyone rather than left open).
-        self.has_reading_keys = bool(scopes & set(READING_SCOPES))
+        # server with only read keys is refused to everyone rather than left open). With a
+        # keys file, every route but the open ones needs a key, always: removing the last key
+        # of a kind from the file must refuse that kind, not open it to everyone.
+        self.has_write_keys = keys_always_needed or "write" in scopes
+        self.has_reading_keys = keys_always_needed or bool(scopes & set(READING_SCOPES))
 
     def find(self, token: bytes) -> ApiKey | None:
         """The key whose secret is `token`, or None."""
@@ -101,13 +103,14 @@ class Keys:
     """The keys in force: those of the flags, plus those of the keys file once loaded. The
     ring is replaced whole (one reference assignment), never edited in place."""
 
-    def __init__(self, flag_keys: tuple[ApiKey, ...]) -> None:
+    def __init__(self, flag_keys: tuple[ApiKey, ...], *, keys_file: bool = False) -> None:
         self.flag_keys = flag_keys
-        self.ring = KeyRing(flag_keys)
+        self.keys_file = keys_file
+        self.ring = KeyRing(flag_keys, keys_always_needed=keys_file)
 
     def with_file_keys(self, file_keys: tuple[ApiKey, ...]) -> KeyRing:
         """The ring the flags' keys and `file_keys` make (raises KeysFileError on a conflict)."""
-        return KeyRing((*self.flag_keys, *file_keys))
+        return KeyRing((*self.flag_keys, *file_keys), keys_always_needed=self.keys_file)
 
 
 def flag_keys(keys_by_scope: dict[Scope, tuple[str, ...]]) -> tuple[ApiKey, ...]:

@@ -47,7 +47,7 @@ class KeysFileWatcher:
 
     def _read(self) -> tuple[tuple[int, int, int, int], str]:
         try:
-            with open(self.path, encoding="utf-8") as file:
+            with open(self.path, encoding="utf-8-sig") as file:  # a BOM (Windows editors) is no scope
                 signature = _signature(os.fstat(file.fileno()))
                 return signature, file.read()
         except (OSError, UnicodeDecodeError) as exc:

@@ -23,6 +23,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 _RATE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*/\s*(s|sec|second|m|min|minute|h|hour)\s*(?:,\s*burst\s*=\s*(\d+)\s*)?")
 _UNIT_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+_EXAMPLES = "(use e.g. 2000/s, 100/m, or 2000/s,burst=5000; off for none)"
 SWEEP_PERIOD_S = 30.0
 MAX_BUCKETS = 50_000
 
@@ -46,13 +47,13 @@ def parse_rate(value: str) -> Rate | None:
         return None
     match = _RATE.fullmatch(value)
     if match is None:
-        raise ValueError(f"not a rate: {value!r} (use e.g. 2000/s, 100/m, or 2000/s,burst=5000; off for none)")
+        raise ValueError(f"not a rate: {value!r} {_EXAMPLES}")
     per_second = float(match[1]) / _UNIT_S[match[2]]
     if per_second <= 0:
-        raise ValueError(f"a rate must be above 0 (or off): {value!r}")
+        raise ValueError(f"a rate must be above 0: {value!r} {_EXAMPLES}")
     burst = int(match[3]) if match[3] is not None else max(1, math.ceil(per_second))
     if burst < 1:
-        raise ValueError(f"a burst must be at least 1: {value!r}")
+        raise ValueError(f"a burst must be at least 1: {value!r} {_EXAMPLES}")
     return Rate(per_second=per_second, burst=burst, text=value.strip())
 
 

@@ -1,0 +1,220 @@
+"""The keys file (`--keys-file`): its format, a bad line at start (exit 1 naming the line) and on
+a reload (old keys kept, an error naming the line), and rotation without a restart on a real
+server: by SIGHUP while requests run (none fails), and by editing the file alone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from tests.helpers import ServerProcess, eventually, free_port, http_json
+from tlytics.ingest.keys import ApiKey, KeyRing, Keys, KeysFileError, parse_keys_file
+from tlytics.ingest.keys_file import KeysFileWatcher
+
+KEPT_WRITE = "kept-write-key-0123456789"
+KEPT_STATS = "kept-stats-key-0123456789"
+OLD_READ = "old-read-key-0123456789ab"
+NEW_READ = "new-read-key-0123456789ab"
+ROTATION_REQUESTS_MAX = 3000
+ROTATION_TIME_MAX_S = 120.0
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+def keys_text(*lines: str) -> str:
+    return "\n".join(["# scope secret label", *lines, ""])
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Write `text` as editors and config tools do: a new file renamed over the old one."""
+    temporary = path.with_name(path.name + ".new")
+    temporary.write_text(text)
+    os.replace(temporary, path)
+
+
+def test_a_keys_file_gives_scope_secret_and_label() -> None:
+    keys = parse_keys_file(
+        keys_text(f"write {KEPT_WRITE} web frontend", "", f"  stats   {KEPT_STATS}", "# admin nothing"), "keys.txt"
+    )
+    assert [(key.scope, key.label) for key in keys] == [("write", "web frontend"), ("stats", "keys.txt:4")]
+
+
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (f"{OLD_READ} read", "the first word must be a scope"),
+        ("owner " + OLD_READ, "the first word must be a scope"),
+        ("read", "without its secret"),
+        ("read short-key", "16+ characters"),
+        (f"read {OLD_READ},x", "without spaces or commas"),
+        (f"write {KEPT_WRITE}", "the same key as on line 2"),
+    ],
+)
+def test_a_bad_line_is_named_without_its_secret(line: str, reason: str) -> None:
+    with pytest.raises(KeysFileError) as raised:
+        parse_keys_file(keys_text(f"write {KEPT_WRITE}", line), "/etc/tlytics/keys")
+    message = str(raised.value)
+    assert message.startswith("/etc/tlytics/keys, line 3: "), message
+    assert reason in message
+    assert OLD_READ not in message and KEPT_WRITE not in message
+
+
+def test_a_reload_with_a_bad_line_keeps_the_keys_in_force(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(keys_text(f"read {OLD_READ} analyst"))
+    keys = Keys(())
+    watcher = KeysFileWatcher(path, keys)
+    watcher.load()
+    ring = keys.ring
+    replace_file(path, keys_text(f"read {NEW_READ} analyst", "read too-short"))
+    with capture_logs() as logs:
+        assert watcher.check() is False
+        path.unlink()
+        assert watcher.check(force=True) is False  # a vanished file, on SIGHUP
+    assert keys.ring is ring
+    assert ring.find(OLD_READ.encode()) is not None and ring.find(NEW_READ.encode()) is None
+    errors = {log["event"]: log for log in logs if log["log_level"] == "error"}
+    assert "line 3" in errors["keys_file_invalid"]["error"]
+    assert errors["keys_file_invalid"]["kept_keys"] == 1
+    assert "keys_file_unreadable" in errors
+    assert OLD_READ not in repr(logs) and NEW_READ not in repr(logs)
+
+
+def test_with_a_keys_file_removing_the_last_key_of_a_kind_refuses_that_kind(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(keys_text(f"write {KEPT_WRITE}", f"read {OLD_READ}"))
+    keys = Keys((), keys_file=True)
+    watcher = KeysFileWatcher(path, keys)
+    watcher.load()
+    replace_file(path, keys_text(f"write {KEPT_WRITE}"))
+    assert watcher.check() is True
+    # Without a keys file, no reading key would mean reading is open to anyone.
+    assert keys.ring.needs_key("read") and keys.ring.needs_key("stats") and keys.ring.needs_key("admin")
+    replace_file(path, "")
+    assert watcher.check() is True
+    assert keys.ring.keys == () and keys.ring.needs_key("write")
+
+
+def test_one_secret_with_two_scopes_is_refused_by_label() -> None:
+    with pytest.raises(KeysFileError) as raised:
+        KeyRing([ApiKey.of("read", OLD_READ, "--read-key #1"), ApiKey.of("admin", OLD_READ, "keys:3")])
+    assert str(raised.value) == "keys:3: the same key is also a read key (--read-key #1)"
+
+
+def test_a_bad_keys_file_stops_the_start_naming_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(keys_text(f"write {KEPT_WRITE}", f"reader {OLD_READ}"))
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tlytics",
+            *("--host", "127.0.0.1", "--port", str(free_port()), "--db", str(tmp_path / "a.db")),
+            *("--keys-file", str(path)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 1
+    assert f"{path}, line 3: the first word must be a scope" in completed.stderr
+    assert OLD_READ not in completed.stderr + completed.stdout
+
+
+def keyed_server(server_factory: Any, keys_file: Path) -> ServerProcess:
+    server: ServerProcess = server_factory(extra_args=["--keys-file", str(keys_file)])
+    return server.start()
+
+
+def status_with(server: ServerProcess, key: str, path: str = "/view") -> int:
+    return http_json("GET", server.url + path, headers=bearer(key))[0]
+
+
+class Traffic:
+    """Requests with the kept keys in a thread, until stopped (bounded in count and time)."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.statuses: Counter[int] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        for n in range(ROTATION_REQUESTS_MAX):
+            if self._stop.is_set():
+                return
+            if n % 2:
+                status, _ = http_json(
+                    "POST", self.server.url + "/events", [{"key": "during_reload"}], headers=bearer(KEPT_WRITE)
+                )
+            else:
+                status = status_with(self.server, KEPT_STATS, "/stats")
+            self.statuses[status] += 1
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=ROTATION_TIME_MAX_S)
+
+
+def test_sighup_rotates_keys_while_requests_run(server_factory: Any, tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(keys_text(f"write {KEPT_WRITE} sender", f"stats {KEPT_STATS} wall", f"read {OLD_READ} old"))
+    # An hour old, and the edit below keeps inode, size and that time: only SIGHUP reloads it.
+    an_hour_ago_ns = time.time_ns() - 3600 * 10**9
+    os.utime(path, ns=(an_hour_ago_ns, an_hour_ago_ns))
+    server = keyed_server(server_factory, path)
+    assert server.process is not None
+    assert status_with(server, OLD_READ) == 200
+    assert status_with(server, NEW_READ) == 401
+    with Traffic(server) as traffic:
+        eventually(lambda: sum(traffic.statuses.values()) >= 10, what="traffic before the reload")
+        path.write_text(keys_text(f"write {KEPT_WRITE} sender", f"stats {KEPT_STATS} wall", f"read {NEW_READ} new"))
+        os.utime(path, ns=(an_hour_ago_ns, an_hour_ago_ns))
+        os.kill(server.process.pid, signal.SIGHUP)
+        eventually(lambda: status_with(server, OLD_READ) == 401, timeout_s=30, what="the removed key refused")
+        assert status_with(server, NEW_READ) == 200
+        settled = sum(traffic.statuses.values())
+        eventually(lambda: sum(traffic.statuses.values()) >= settled + 10, what="traffic after the reload")
+    assert set(traffic.statuses) == {200}, traffic.statuses  # no request failed during the reload
+    assert server.process.poll() is None  # SIGHUP reloads; it does not stop the server
+    log = server.log()
+    assert '"keys_reload_requested"' in log and '"removed":["old"]' in log and '"added":["new"]' in log
+    assert '"key_label":"sender"' in log  # each request's line names its key by label
+    assert OLD_READ not in log and NEW_READ not in log and KEPT_WRITE not in log
+
+
+def test_editing_the_file_alone_rotates_keys(server_factory: Any, tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    path.write_text(keys_text(f"read {OLD_READ} old"))
+    server = keyed_server(server_factory, path)
+    assert status_with(server, OLD_READ) == 200
+    replace_file(path, keys_text(f"read {NEW_READ} new"))  # a new inode, no signal
+    eventually(lambda: status_with(server, NEW_READ) == 200, timeout_s=30, what="the new key accepted")
+    assert status_with(server, OLD_READ) == 401
+    # A bad edit keeps the keys in force; fixing it is picked up again.
+    replace_file(path, keys_text(f"read {NEW_READ} new", "admin too-short"))
+    eventually(lambda: '"keys_file_invalid"' in server.log(), timeout_s=30, what="the bad edit logged")
+    assert status_with(server, NEW_READ) == 200
+    assert status_with(server, OLD_READ + "x") == 401
+    assert "line 3" in server.log()
+    replace_file(path, keys_text(f"admin {OLD_READ}x root"))
+    eventually(lambda: status_with(server, OLD_READ + "x") == 200, timeout_s=30, what="the fixed file loaded")
+    assert status_with(server, NEW_READ) == 401
+    status, body = http_json("DELETE", server.url + "/events?key=nothing", headers=bearer(OLD_READ + "x"))
+    assert status == 200, body
