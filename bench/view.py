@@ -1,6 +1,7 @@
 """`GET /view` on a big store: fills a store with N events straight through the Store
 interface (not HTTP, to save time), starts the real server on it, and times the first page,
-a deep page, and the total.
+a deep page, and the total; then the richer questions of issue 14 (unique_total, compare=previous, a `>`
+and a `~` filter, a three-step funnel).
 
     python -m bench.view                  # 10M events (about 1.5 GB on disk, a minute or two)
     python -m bench.view --events 1000000
@@ -40,15 +41,26 @@ def fill(db_path: Path | None, events: int, batch: int = 50_000, store_url: str 
         store = SQLiteStore(db_path)
     started = time.perf_counter()
     base_us = BASE_US
-    data = '{"user_id":"u1","path":"/products/1","referrer":"https://example.com/"}'
     for start in range(0, events, batch):
         rows = [
-            (uuid7_int().to_bytes(16, "big"), f"key_{n % 20}", base_us + n * 1000, base_us + n * 1000, data)
+            (uuid7_int().to_bytes(16, "big"), f"key_{n % 20}", base_us + n * 1000, base_us + n * 1000, event_data(n))
             for n in range(start, min(start + batch, events))
         ]
         store.insert(rows)
     store.close()
     return time.perf_counter() - started
+
+
+USERS = 100_000
+
+
+def event_data(n: int) -> str:
+    """Event n's data: 100,000 users (each goes through every key, in order, every 20 events of
+    theirs), an amount from 0 to 999, 50 paths."""
+    return (
+        f'{{"user_id":"u{n % USERS}","amount":{n % 1000},"path":"/products/{n % 50}",'
+        '"referrer":"https://example.com/"}'
+    )
 
 
 def _iso(n: int) -> str:
@@ -73,6 +85,22 @@ def time_get(url: str, repeats: int) -> dict[str, float]:
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
     return {"p50_ms": statistics.median(samples), "p99_ms": samples[int(len(samples) * 0.99) - 1]}
+
+
+def question_figures(url: str, events: int) -> dict[str, object]:
+    """Issue 14, part 3: distinct users over the whole range, the previous period, a `>` and a
+    `~` filter, and a three-step funnel, over every event filled."""
+    whole = f"since={_iso(0)}&until={_iso(events)}"
+    daily = f"{url}/stats?interval=day&{whole}"
+    funnel = f"{url}/funnel?steps=key_0,key_1,key_2&by=data.user_id&within=7d&{whole}"
+    return {
+        "stats_unique_total": time_get(f"{daily}&unique=data.user_id", 3),
+        "stats_compare_previous": time_get(f"{daily}&compare=previous", 5),
+        "view_where_greater": time_get(f"{url}/view?where=data.amount%3E990", 5),
+        "stats_where_greater": time_get(f"{daily}&where=data.amount%3E990", 3),
+        "stats_where_contains": time_get(f"{daily}&where=data.path~ducts/4", 3),
+        "funnel_3_steps": time_get(funnel, 3),
+    }
 
 
 def measure(server_args: list[str], args: argparse.Namespace, fill_s: float) -> dict[str, object]:
@@ -110,6 +138,7 @@ def measure(server_args: list[str], args: argparse.Namespace, fill_s: float) -> 
                 f"{url}/stats?interval=day&since={_iso(args.events - 30 * 86_400_000)}&until={_iso(args.events)}", 5
             ),
             "keys": time_get(f"{url}/keys", 3),
+            **question_figures(url, args.events),
         }
     finally:
         process.send_signal(signal.SIGTERM)

@@ -39,7 +39,8 @@ VALUES = (
     | st.sampled_from(["true", "false", "null", '"1"', '"', '"\\u0000"', '"\\ud800"'])
     | st.text(max_size=40)
 )
-WHERE = st.builds(lambda path, value: f"{path}:{value}", PATHS, VALUES) | st.text(max_size=40)
+OPERATORS = st.sampled_from([":", "!=", ">", ">=", "<", "<=", "~", ":*", "=", "!"])
+WHERE = st.builds(lambda path, op, value: f"{path}{op}{value}", PATHS, OPERATORS, VALUES) | st.text(max_size=40)
 CURSOR = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=", max_size=80) | st.builds(
     lambda ts, hex_id: __import__("base64").urlsafe_b64encode(f"{ts}:{hex_id}".encode()).decode(),
     NUMBERS,
@@ -62,9 +63,20 @@ PARAMETERS: dict[str, st.SearchStrategy[str]] = {
     "tz": st.sampled_from(["UTC", "Europe/Paris", "Pacific/Kiritimati", "Etc/GMT+12", "../etc", "America"]) | ANY_TEXT,
     "unique": PATHS,
     "breakdown": PATHS,
+    "compare": st.sampled_from(["previous", ""]) | ANY_TEXT,
+    "steps": st.sampled_from(["k0,k1", "k1,k0,k1", ",", "k0"]) | ANY_TEXT,
+    "by": PATHS,
+    "within": st.sampled_from(["7d", "0d", "1s", "9999999w", "3 h"]) | NUMBER_TEXT | ANY_TEXT,
 }
 QUERIES = st.lists(st.tuples(st.sampled_from(sorted(PARAMETERS)), st.data()), max_size=6)
-ENDPOINTS = [("GET", "/view"), ("GET", "/export"), ("GET", "/stats"), ("GET", "/keys"), ("DELETE", "/events")]
+ENDPOINTS = [
+    ("GET", "/view"),
+    ("GET", "/export"),
+    ("GET", "/stats"),
+    ("GET", "/keys"),
+    ("GET", "/funnel"),
+    ("DELETE", "/events"),
+]
 
 
 @pytest.fixture(scope="module")

@@ -432,9 +432,7 @@ def test_funnel_counts_actors_through_the_steps_in_order_within_the_window(store
         ("signup", 0, "1"),  # another: the string "1"
         ("activate", 0, "u5"),  # never signed up
     ]  # fmt: skip
-    rows = [
-        row(n, T0 + at * hour, key=key, data={"user": user}) for n, (key, at, user) in enumerate(events, start=1)
-    ]
+    rows = [row(n, T0 + at * hour, key=key, data={"user": user}) for n, (key, at, user) in enumerate(events, start=1)]
     store.writer.insert([*rows, row(99, T0, key="signup", data={})])  # no actor: not counted
     steps = ["signup", "activate", "purchase"]
     assert store.reader.funnel(EventFilter(), steps, "user", 24 * hour) == [6, 4, 1]

@@ -99,11 +99,13 @@ $$;
 
 
 # Migration 3: the functions behind the ordering (`>` `>=` `<` `<=`) and contains (`~`) filters.
-# A number compares as the exact numeric its JSON text spells; an exponent beyond what
-# `numeric` reads (a value a double holds only as 0 or never) compares as 0 or as an infinity,
-# as SQLite's doubles do, never as an error.
+# A number compares as SQLite compares it: an integer within 64 bits exactly, any other number
+# as the double it reads as (its shortest decimal, exact as `numeric`; a value beyond a
+# double's range as an infinity or 0), and never as an error, whatever its spelling.
 _FILTER_FUNCTIONS = """
-CREATE FUNCTION tlytics_number_value(t text) RETURNS numeric
+-- The exact value of a JSON number's text; an exponent `numeric` cannot read (beyond what a
+-- double holds except as 0 or an infinity) is read as that 0 or infinity.
+CREATE FUNCTION tlytics_decimal_value(t text) RETURNS numeric
 LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
   SELECT CASE
     WHEN strpos(t, 'e') = 0 AND strpos(t, 'E') = 0 THEN t::numeric
@@ -114,18 +116,98 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     ELSE 'Infinity'::numeric
   END
 $$;
--- A JSON number's value; NULL for any other value or a missing one.
+-- A value as the nearest double, as `numeric`: the double's shortest decimal, which orders
+-- doubles as they order, or its exact integer.
+CREATE FUNCTION tlytics_double_value(n numeric) RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN abs(n) >= 1.7976931348623158e308 THEN CASE WHEN n < 0 THEN '-Infinity'::numeric ELSE 'Infinity'::numeric END
+    WHEN abs(n) < 2.5e-324 THEN 0
+    -- Beyond 2^53 a double is an integer: exact as int8 (its shortest decimal is not, and
+    -- would misorder it against a 64-bit integer).
+    WHEN abs(n::float8) >= 9007199254740992 AND n::float8 >= -9223372036854775808 AND n::float8 < 9223372036854775808
+      THEN n::float8::int8::numeric
+    ELSE n::float8::text::numeric
+  END
+$$;
+-- A double's equality key (`d` is its shortest decimal): an integral one within 64 bits as
+-- that integer, else its text; compared as the double itself (-2^63 is in range, although
+-- its shortest decimal, -9223372036854776000, is not).
+CREATE FUNCTION tlytics_double_key(d numeric) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN d::float8 = trunc(d::float8) AND d::float8 >= -9223372036854775808 AND d::float8 < 9223372036854775808
+      THEN d::float8::int8::text
+    ELSE d::float8::text
+  END
+$$;
+-- The equality key of migration 2, the same wherever that one answered, but never an error:
+-- it read every number as float8, which refuses a valid JSON integer beyond a double's range
+-- (`1` and 400 zeros) and a number too small for one (`1e-400`).
+CREATE OR REPLACE FUNCTION tlytics_number_key(t text) RETURNS text
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN t ~ '^-?[0-9]{1,19}$' AND t::numeric BETWEEN -9223372036854775808 AND 9223372036854775807
+      THEN t::numeric::text
+    ELSE tlytics_double_key(tlytics_double_value(tlytics_decimal_value(t)))
+  END
+$$;
+CREATE FUNCTION tlytics_number_value(t text) RETURNS numeric
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
+  SELECT CASE
+    WHEN t ~ '^-?[0-9]{1,19}$' AND t::numeric BETWEEN -9223372036854775808 AND 9223372036854775807 THEN t::numeric
+    ELSE tlytics_double_value(tlytics_decimal_value(t))
+  END
+$$;
+-- A JSON number's value; NULL for any other value or a missing one. The wrappers that read
+-- their JSON argument more than once are PL/pgSQL: PostgreSQL does not inline a SQL function
+-- whose costly argument (the property read from `data`) it would evaluate twice, and a SQL
+-- function that is not inlined costs tens of microseconds a row; PL/pgSQL a few.
 CREATE FUNCTION tlytics_json_number(v json) RETURNS numeric
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE WHEN json_typeof(v) = 'number' THEN tlytics_number_value(v::text) END
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+  IF json_typeof(v) = 'number' THEN
+    RETURN tlytics_number_value(v::text);
+  END IF;
+  RETURN NULL;
+END
+$$;
+-- Migration 2's equality functions, the same answers as PL/pgSQL (see above).
+CREATE OR REPLACE FUNCTION tlytics_matches_number(v json, number_key text, string_text text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+  CASE json_typeof(v)
+    WHEN 'number' THEN RETURN tlytics_number_key(v::text) = number_key;
+    WHEN 'string' THEN RETURN (v #>> '{}') = string_text;
+    ELSE RETURN false;
+  END CASE;
+END
+$$;
+CREATE OR REPLACE FUNCTION tlytics_matches_string(v json, string_text text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+  RETURN json_typeof(v) = 'string' AND (v #>> '{}') = string_text;
+END
+$$;
+CREATE OR REPLACE FUNCTION tlytics_value_key(v json) RETURNS text
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+BEGIN
+  CASE json_typeof(v)
+    WHEN 'number' THEN RETURN 'n' || tlytics_number_key(v::text);
+    WHEN 'boolean' THEN RETURN CASE v::text WHEN 'true' THEN 'n1' ELSE 'n0' END;
+    WHEN 'string' THEN RETURN 's' || (v #>> '{}');
+    WHEN 'null' THEN RETURN NULL;
+    ELSE RETURN 's' || v::text;
+  END CASE;
+END
 $$;
 -- Whether a JSON string contains `needle` (already ASCII-lowered), ASCII letters folded.
 CREATE FUNCTION tlytics_contains_text(v json, needle text) RETURNS boolean
-LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-  SELECT CASE json_typeof(v)
-    WHEN 'string' THEN strpos(translate(v #>> '{}', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), needle) > 0
-    ELSE false
-  END
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+BEGIN
+  RETURN json_typeof(v) = 'string'
+    AND strpos(translate(v #>> '{}', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz'), needle) > 0;
+END
 $$;
 """
 
