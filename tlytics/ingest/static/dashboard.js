@@ -185,13 +185,13 @@ function fillTable(id, rows) {
   }
 }
 
-function showTotals(stats) {
-  const total = stats.buckets.reduce((sum, b) => sum + b.count, 0);
+function showTotals(stats, uniqueAsked) {
+  const total = stats.total ?? stats.buckets.reduce((sum, b) => sum + b.count, 0);
   $("total").textContent = total.toLocaleString();
   document.body.dataset.total = String(total);
   // A server without these features leaves them out of its answer: hide their tiles.
-  $("unique-tile").hidden = stats.unique_total === undefined;
-  if (stats.unique_total !== undefined) $("unique-total").textContent = stats.unique_total.toLocaleString();
+  $("unique-tile").hidden = uniqueAsked && stats.unique_total === undefined;
+  $("unique-total").textContent = uniqueAsked ? (stats.unique_total ?? 0).toLocaleString() : "–";
   $("change-tile").hidden = !stats.previous;
   if (stats.previous) {
     const before = stats.previous.total;
@@ -244,7 +244,7 @@ async function loadChart(range) {
   const unique = $("unique-property").value.trim();
   if (unique) params.set("unique", unique);
   const stats = await api("/stats?" + params);
-  showTotals(stats);
+  showTotals(stats, Boolean(unique));
   drawChart(stats, range.interval);
 }
 
