@@ -195,6 +195,10 @@ def test_totals_chart_and_csv_download(open_server: ServerProcess, browser: Any)
     assert sum(int(row["count"]) for row in rows) == total
     assert sum(int(row["previous_count"] or 0) for row in rows) == len(PREVIOUS_EVENTS)
     assert datetime.fromisoformat(rows[0]["bucket_start"]) < datetime.fromisoformat(rows[-1]["bucket_start"])
+    # No key here, so none to share: the page says so rather than making a link.
+    browser.find_element("id", "share").click()
+    assert "needs no key" in browser.find_element("id", "share-message").text
+    assert not browser.find_element("id", "share-form").is_displayed()
     _assert_clean(browser, "totals")
 
 

@@ -398,6 +398,12 @@ function openShare() {
     return;
   }
   $("share-form").hidden = false;
+  if (access.known && !keyInput.value && canSeeRawEvents()) {
+    // Raw events without a key: this server has no reading keys, so none to share either.
+    message.textContent = "This server needs no key: anyone who reaches it sees everything, raw events included, so there is no aggregates-only link to make.";
+    $("share-form").hidden = true;
+    return;
+  }
   message.textContent = canSeeRawEvents()
     ? "What you see includes raw events, so your access is not shared: give a key with the stats scope (the link then shows aggregates only)."
     : "Give a key with the stats scope: whoever opens the link sees aggregates only.";
