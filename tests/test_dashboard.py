@@ -345,3 +345,7 @@ def test_share_link_carries_a_stats_key_that_sees_aggregates_only(keyed_server: 
     _wait_for(browser, "scope", "read")
     assert "key=" not in browser.current_url
     eventually(lambda: browser.find_element("id", "latest-panel").is_displayed(), what="raw events for the read key")
+    # The fragment never left the browser: no key in the server's log (its request lines).
+    log = keyed_server.log()
+    assert '"path":"/whoami"' in log  # the page's requests are logged
+    assert STATS_KEY not in log and READ_KEY not in log
