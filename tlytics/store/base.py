@@ -45,6 +45,10 @@ class PropertyMatch:
     `true`, `false`, `null`: that JSON literal only. A JSON number: any JSON number of that
     value (`1` matches `1` and `1.0`, never `true`), and also the string spelt exactly so
     (`"1"`). `"…"` (JSON string syntax): only that string. Anything else: that string.
+
+    With another `op` (see `parse_operator`): `!=` is everything the equality above does not
+    select; an ordering compares JSON numbers with `number`; `~` looks for `text` inside JSON
+    strings; `*` (kind unused) asks only that the property be present.
     """
 
     kind: ValueKind
