@@ -55,10 +55,11 @@ USERS = 100_000
 
 
 def event_data(n: int) -> str:
-    """Event n's data: 100,000 users (each goes through every key, in order, every 20 events of
-    theirs), an amount from 0 to 999, 50 paths."""
+    """Event n's data: 100,000 users, each with three keys in a row (key_k, key_k+1, key_k+2
+    for its own k, again every 300,000 events), so a funnel of key_0, key_1, key_2 has users
+    reaching one, two or three steps; an amount from 0 to 999, 50 paths."""
     return (
-        f'{{"user_id":"u{n % USERS}","amount":{n % 1000},"path":"/products/{n % 50}",'
+        f'{{"user_id":"u{n // 3 % USERS}","amount":{n % 1000},"path":"/products/{n % 50}",'
         '"referrer":"https://example.com/"}'
     )
 

@@ -157,3 +157,6 @@ async def test_funnel_counts_distinct_actors_step_after_step(server: Any) -> Non
     ):
         response = await server.get("/funnel", params=params)
         assert response.status == 400 and (await response.json())["field"] == field, params
+    # The default since (30 days before until) stops at the start of the calendar.
+    early = await get(server, "/funnel", [("steps", "signup"), ("by", "data.user"), ("until", "0001-01-05T00:00:00Z")])
+    assert (early["since"], early["steps"]) == ("0001-01-01T00:00:00Z", [{"key": "signup", "count": 0}])

@@ -13,7 +13,7 @@ from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.query import DATA_PROPERTY, read_query
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.ingest.state import STORE
-from tlytics.timefmt import datetime_to_us, format_rfc3339_us
+from tlytics.timefmt import MIN_US, datetime_to_us, format_rfc3339_us
 
 STEPS_MAX = 20
 DEFAULT_RANGE_US = 30 * 86_400_000_000
@@ -55,7 +55,9 @@ async def funnel(request: web.Request) -> web.Response:
     until_us = query.where.until_us
     if until_us is None:
         until_us = datetime_to_us(datetime.now(UTC))
-    since_us = query.where.since_us if query.where.since_us is not None else until_us - DEFAULT_RANGE_US
+    since_us = query.where.since_us
+    if since_us is None:
+        since_us = max(until_us - DEFAULT_RANGE_US, MIN_US)  # never before year 1
     if since_us >= until_us:
         raise ApiError(400, "since must be before until", field="since")
     window = replace(query.where, since_us=since_us, until_us=until_us)

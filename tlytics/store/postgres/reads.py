@@ -270,7 +270,9 @@ class PostgresReader:
                 "SELECT kind, grouped, count(*) AS n FROM ("
                 f" SELECT tlytics_value_kind(v) AS kind, tlytics_group_value(v) AS grouped FROM ({values}) present"
                 " WHERE v IS NOT NULL) kinds GROUP BY kind, grouped"
-                " ORDER BY n DESC, kind COLLATE \"C\", CASE WHEN kind = 'number' THEN grouped::float8 END,"
+                # Numbers in SQLite's order: 2^63 - 1 before the double 2^63 (as float8 they tie).
+                ' ORDER BY n DESC, kind COLLATE "C",'
+                " CASE WHEN kind = 'number' THEN tlytics_number_value(grouped) END,"
                 ' grouped COLLATE "C" LIMIT %s',
                 (*params, limit),
             ).fetchall()

@@ -130,6 +130,13 @@ LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS $$
     ELSE n::float8::text::numeric
   END
 $$;
+-- Migration 2's tlytics_json, the same answers, no longer STRICT: PostgreSQL inlines a SQL
+-- function only when it can prove it strict, which a CASE is not, and a call per row costs
+-- more than the parsing itself (a NULL text still gives NULL: strpos and the cast pass it on).
+CREATE OR REPLACE FUNCTION tlytics_json(t text) RETURNS json
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT (CASE WHEN strpos(t, '\\u0000') > 0 THEN replace(t, '\\u0000', '\\uffff') ELSE t END)::json
+$$;
 -- A double's equality key (`d` is its shortest decimal): an integral one within 64 bits as
 -- that integer, else its text; compared as the double itself (-2^63 is in range, although
 -- its shortest decimal, -9223372036854776000, is not).
