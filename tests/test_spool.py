@@ -196,3 +196,27 @@ def test_a_spool_that_cannot_open_says_where(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="file") as raised:
         Spool(tmp_path / "file")
     assert isinstance(raised.value.__cause__, (OSError, sqlite3.Error))
+
+
+def test_a_spool_limit_holds_between_measures_and_lifts_as_soon_as_the_spool_is_drained(tmp_path: Path) -> None:
+    # Appends reuse a measure of the spool's size for a moment (a measure per group commit
+    # cost more than the commit), counting what they add on top: the limit must still stop a
+    # fast writer near it, and a drained spool must take appends again at once.
+    empty = Spool(tmp_path / "spool")
+    limit = empty.size_bytes() + 512 * 1024
+    empty.close()
+    spool = Spool(tmp_path / "spool", max_bytes=limit)
+    try:
+        keys: list[int] = []
+        for _ in range(2000):  # 2000 entries of 4 KiB: 16 times the room
+            try:
+                keys += spool.append_many([b"x" * 4096])
+            except SpoolFull:
+                break
+        else:
+            pytest.fail("the spool never refused an append")
+        assert spool.size_bytes() < limit + 256 * 1024
+        spool.remove(keys)
+        assert spool.append_many([b"after the drain"])  # no wait for the next measure
+    finally:
+        spool.close()
