@@ -220,3 +220,24 @@ def test_a_spool_limit_holds_between_measures_and_lifts_as_soon_as_the_spool_is_
         assert spool.append_many([b"after the drain"])  # no wait for the next measure
     finally:
         spool.close()
+
+
+def test_appends_can_leave_checkpoints_to_the_drainer(tmp_path: Path) -> None:
+    # The server's spool (checkpoint_on_append=False) must not copy its WAL into the database
+    # inside a group commit; the writer's checkpoint after a batch does, and the next append
+    # starts the WAL over, so it stays small while the spool is drained.
+    wal = tmp_path / "spool" / "cache.db-wal"
+    server = Spool(tmp_path / "spool", checkpoint_on_append=False)
+    writer = Spool(tmp_path / "spool")
+    try:
+        entry = b"e" * 16_384
+        keys = [key for _ in range(48) for key in server.append_many([entry] * 8)]  # 6 MiB
+        assert wal.stat().st_size > 6 * 1024 * 1024  # SQLite's default would have checkpointed at 4 MiB
+        writer.remove(keys)
+        writer.checkpoint()
+        server.append_many([b"after the checkpoint"])
+        assert wal.stat().st_size <= 4 * 1024 * 1024  # reset and cut to the spool's WAL size limit
+        assert [value for _, value in writer.peek(10)] == [b"after the checkpoint"]
+    finally:
+        writer.close()
+        server.close()

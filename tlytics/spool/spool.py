@@ -52,6 +52,9 @@ _NEVER_A_SIDE_FILE = 1 << 40
 # What diskcache and the file system raise: SQLite errors, I/O errors, and diskcache's Timeout
 # when the database stays locked past the busy timeout.
 _BACKEND_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
+# With checkpoint_on_append=False, appends still checkpoint past this many WAL pages (64 MiB
+# at 4 KiB), so a spool nobody drains cannot grow its WAL without bound.
+_BACKSTOP_CHECKPOINT_PAGES = 16_384
 # How long a measure of the spool's size and of the disk's free space is reused by appends,
 # and what each appended entry is counted as beyond its value (SQLite's row and index cost).
 _MEASURE_EVERY_S = 0.1
@@ -81,6 +84,7 @@ class Spool:
         max_bytes: int | None = None,
         min_free_bytes: int = 0,
         busy_timeout_s: float = 30.0,
+        checkpoint_on_append: bool = True,
     ) -> None:
         if sync not in _SQLITE_SYNCHRONOUS:
             raise ValueError(f"spool sync must be 'normal' or 'full', not {sync!r}")
@@ -91,6 +95,13 @@ class Spool:
         # room too (SQLite writes the deletion to its WAL), and a spool that filled its disk
         # to the last byte could never be drained again.
         self.min_free_bytes = min_free_bytes
+        # SQLite checkpoints the WAL in whichever commit takes it past 1,000 pages: in the
+        # server that was a group commit, stalling the event loop for milliseconds (half the
+        # spool's CPU in the server went to it). With this False the appending connection only
+        # checkpoints past a backstop (a writer that stopped draining), and whoever drains the
+        # spool checkpoints after each removal (the writer process, on the other core).
+        self._checkpoint_on_append = checkpoint_on_append
+        self._tuned_connection: object | None = None
         # The last measure of the spool's size and the disk's free space (see _check_room).
         self._measured_at = -_MEASURE_EVERY_S
         self._measured_size = self._measured_free = self._appended_since = 0
@@ -117,6 +128,8 @@ class Spool:
         """Append several entries in one transaction (one disk sync for all); return their keys."""
         if self.max_bytes is not None or self.min_free_bytes:
             self._check_room(sum(len(value) for value in values))
+        if not self._checkpoint_on_append:
+            self._tune_append_connection()
         with _spool_errors("append"), self._cache.transact():
             if not self._known_layout:
                 return [self._cache.push(value) for value in values]
@@ -131,6 +144,15 @@ class Spool:
                 _INSERT_RAW, [(key, now, now, value) for key, value in zip(keys, values, strict=True)]
             )
             return keys
+
+    def _tune_append_connection(self) -> None:
+        """Raise the auto-checkpoint threshold of this thread's connection (per connection,
+        not stored in the file, so other processes' connections keep SQLite's default)."""
+        connection = self._cache._con  # diskcache's connection for this thread
+        if connection is not self._tuned_connection:
+            with _spool_errors("open"):
+                connection.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_CHECKPOINT_PAGES}").fetchall()
+            self._tuned_connection = connection
 
     def _check_room(self, adding: int) -> None:
         """Raise SpoolFull when the spool is at `max_bytes` or the disk at its reserve.
@@ -207,7 +229,8 @@ class Spool:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without waiting for anyone, so the WAL can be
-        reset (and cut to its size limit); the writer calls it when it emptied the spool."""
+        reset (and cut to its size limit) by the next append; the writer calls it after each
+        batch it removed (see checkpoint_on_append)."""
         with _spool_errors("checkpoint"):
             self._cache._sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
