@@ -52,9 +52,11 @@ _NEVER_A_SIDE_FILE = 1 << 40
 # What diskcache and the file system raise: SQLite errors, I/O errors, and diskcache's Timeout
 # when the database stays locked past the busy timeout.
 _BACKEND_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
-# With checkpoint_on_append=False, appends still checkpoint past this many WAL pages (64 MiB
-# at 4 KiB), so a spool nobody drains cannot grow its WAL without bound.
-_BACKSTOP_CHECKPOINT_PAGES = 16_384
+# With checkpoint_on_append=False, appends still checkpoint once the WAL holds this much, so a
+# spool nobody drains cannot grow its WAL without bound; and at most half the disk reserve
+# (min_free_bytes): a checkpoint copies the WAL into the database file, which takes that much
+# disk again before the WAL is reset, and the reserve must cover it.
+_BACKSTOP_CHECKPOINT_BYTES = 64 * 1024 * 1024
 # How long a measure of the spool's size and of the disk's free space is reused by appends,
 # and what each appended entry is counted as beyond its value (SQLite's row and index cost).
 _MEASURE_EVERY_S = 0.1
@@ -151,8 +153,14 @@ class Spool:
         connection = self._cache._con  # diskcache's connection for this thread
         if connection is not self._tuned_connection:
             with _spool_errors("open"):
-                connection.execute(f"PRAGMA wal_autocheckpoint = {_BACKSTOP_CHECKPOINT_PAGES}").fetchall()
+                connection.execute(f"PRAGMA wal_autocheckpoint = {self._backstop_checkpoint_pages()}").fetchall()
             self._tuned_connection = connection
+
+    def _backstop_checkpoint_pages(self) -> int:
+        backstop = _BACKSTOP_CHECKPOINT_BYTES
+        if self.min_free_bytes:
+            backstop = min(backstop, self.min_free_bytes // 2)
+        return max(1, backstop // int(self._cache._page_size))
 
     def _check_room(self, adding: int) -> None:
         """Raise SpoolFull when the spool is at `max_bytes` or the disk at its reserve.
