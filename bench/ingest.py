@@ -1,7 +1,7 @@
 """Ingest benchmark: the real `tlytics` server under wrk on 127.0.0.1, against a bare
 aiohttp+orjson ceiling measured in the same run, plus the client's emit() and delivery.
 
-    python -m bench.ingest                 # full run (about 5 minutes)
+    python -m bench.ingest                 # full run (about 8 minutes)
     python -m bench.ingest --duration 10   # a quick look
     python -m bench.ingest --store postgresql --only server   # + one and two nodes on PostgreSQL
 
