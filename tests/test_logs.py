@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -72,3 +73,34 @@ def test_lines_still_waiting_when_the_process_exits_are_written() -> None:
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60, check=True)
     (line,) = lines_of(done.stdout.decode())
     assert line["event"] == "before_exit" and line["n"] == 1
+
+
+def test_a_loop_in_another_thread_logs_beside_the_first_one(json_logs: None, capsys: Any) -> None:
+    log = structlog.get_logger("tlytics.test")
+    other_done = threading.Event()
+
+    def other_loop() -> None:
+        async def work() -> None:
+            for n in range(20):
+                log.info("other", n=n)
+                await asyncio.sleep(0)
+
+        asyncio.run(work())
+        other_done.set()
+
+    async def main_loop() -> None:
+        log.info("main", n=0)
+        thread = threading.Thread(target=other_loop)
+        thread.start()
+        for n in range(1, 200):  # bounded: the other thread logs 20 lines
+            log.info("main", n=n)
+            await asyncio.sleep(0.001)
+            if other_done.is_set() and n >= 20:
+                break
+        thread.join(30)
+
+    asyncio.run(main_loop())
+    lines = lines_of(capsys.readouterr().out)
+    assert [line["n"] for line in lines if line["event"] == "other"] == list(range(20))
+    mains = [line["n"] for line in lines if line["event"] == "main"]
+    assert mains == list(range(len(mains))) and len(mains) >= 21

@@ -94,11 +94,13 @@ class LineWriter:
 
     def msg(self, message: bytes) -> None:
         loop = asyncio._get_running_loop()
-        if loop is None:
+        if loop is None or (loop is not self._loop and self._loop is not None and self._loop.is_running()):
+            # No loop here, or a loop in another thread while the first one still runs: the
+            # waiting lines belong to that first loop's thread alone, so this one goes at once.
             self._write([message])
             return
         if self._loop is not loop:
-            if self._waiting:  # lines of another loop (tests run several): out first
+            if self._waiting:  # lines of a loop that stopped (tests run several): out first
                 self._write_waiting()
             self._loop = loop
         if not self._waiting:
