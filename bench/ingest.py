@@ -1,7 +1,7 @@
 """Ingest benchmark: the real `tlytics` server under wrk on 127.0.0.1, against a bare
 aiohttp+orjson ceiling measured in the same run, plus the client's emit() and delivery.
 
-    python -m bench.ingest                 # full run (about 5 minutes)
+    python -m bench.ingest                 # full run (about 8 minutes)
     python -m bench.ingest --duration 10   # a quick look
     python -m bench.ingest --store postgresql --only server   # + one and two nodes on PostgreSQL
 
@@ -91,6 +91,24 @@ def peak_rss_with_children_mb(pid: int) -> tuple[float, float]:
     return peak_rss_mb(pid), children
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_with_children(pid: int) -> float:
+    """CPU time of the server and of its children (the writer process): on a shared machine
+    the CPU a request costs is steadier than requests per second."""
+    total = cpu_seconds(pid)
+    for child in child_pids(pid):
+        try:
+            total += cpu_seconds(child)
+        except OSError:
+            pass
+    return total
+
+
 def run_wrk(url: str, events_per_request: int, duration_s: int, connections: int, threads: int) -> dict[str, Any]:
     completed = subprocess.run(
         [
@@ -167,8 +185,13 @@ def bench_ceiling(events_per_request: int, duration_s: int, args: argparse.Names
 
 
 def bench_tlytics(
-    events_per_request: int, duration_s: int, args: argparse.Namespace, spool_sync: str = "normal"
+    events_per_request: int,
+    duration_s: int,
+    args: argparse.Namespace,
+    spool_sync: str = "normal",
+    log_level: str | None = None,
 ) -> dict[str, Any]:
+    log_level = log_level or args.log_level
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-"))
@@ -187,16 +210,20 @@ def bench_tlytics(
         "--flush",
         args.flush,
         "--log-level",
-        args.log_level,
+        log_level,
     ]
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # The log goes to a file, as in production (a pipe to journald costs about the same).
+    with (workdir / "server.log").open("wb") as log_file:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         wait_healthy(url, process)
+        cpu_before = cpu_seconds_with_children(process.pid)
         started = time.monotonic()
         sampler = Sampler(url, started)
         sampler.start()
         wrk = run_wrk(url, events_per_request, duration_s, args.connections, args.threads)
         load_ended = time.monotonic()
+        at_load_end = get_json(url + "/health")
         health: dict[str, Any] = {}
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
@@ -206,6 +233,7 @@ def bench_tlytics(
             time.sleep(0.1)
         drained = time.monotonic()
         sampler.stop.set()
+        cpu_s = cpu_seconds_with_children(process.pid) - cpu_before
         rss_mb, writer_rss_mb = peak_rss_with_children_mb(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
@@ -213,16 +241,25 @@ def bench_tlytics(
         shutil.rmtree(workdir, ignore_errors=True)
     load_s = wrk["duration_us"] / 1e6
     acknowledged_events = wrk["ok"] * events_per_request
+    requests_per_s = wrk["ok"] / load_s
     return {
         "spool_sync": spool_sync,
-        "acknowledged_requests_per_s": wrk["ok"] / load_s,
+        "log_level": log_level,
+        "acknowledged_requests_per_s": requests_per_s,
         "acknowledged_events_per_s": acknowledged_events / load_s,
         "stored_events_per_s_end_to_end": health["stored_events"] / (drained - started),
         "drain_after_load_s": round(drained - load_ended, 2),
+        # What was still spooled when the load stopped, in seconds of the run's intake: the
+        # writer keeps up when this stays small however long the run.
+        "backlog_at_load_end_entries": at_load_end["spool_entries"],
+        "backlog_at_load_end_s": at_load_end["spool_entries"] / requests_per_s if requests_per_s else 0.0,
+        # Server and writer process, from load start until drained.
+        "cpu_us_per_request": cpu_s / wrk["ok"] * 1e6 if wrk["ok"] else 0.0,
         "p50_ms": wrk["p50_us"] / 1000,
         "p99_ms": wrk["p99_us"] / 1000,
         "peak_rss_mb": round(rss_mb, 1),
         "peak_rss_writer_process_mb": round(writer_rss_mb, 1),
+        "peak_rss_total_mb": round(rss_mb + writer_rss_mb, 1),
         "acknowledged_events_wrk": acknowledged_events,
         "acknowledged_events_server": health["accepted_events"],
         "stored_events": health["stored_events"],
@@ -410,6 +447,147 @@ def bench_client(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def server_runs(args: argparse.Namespace, results: dict[str, Any]) -> None:
+    """The server's configurations, each beside a ceiling measured right before it."""
+    for n, duration in ((100, args.sustained), (1, args.duration)):
+        ceiling = bench_ceiling(n, args.duration, args)
+        ours = bench_tlytics(n, duration, args)
+        results[f"events_{n}"] = {
+            "ceiling": ceiling,
+            "tlytics": ours,
+            "ratio_acknowledged_events": ours["acknowledged_events_per_s"] / ceiling["events_per_s"],
+            "ratio_stored_events": ours["stored_events_per_s_end_to_end"] / ceiling["events_per_s"],
+        }
+        print(f"done: {n} events/request (ceiling and tlytics)", flush=True)
+    # The per-request log line's cost: the 1-event run again with it off (what it costs
+    # shows most where requests are smallest).
+    quiet = bench_tlytics(1, args.duration, args, log_level="warning")
+    with_log = results["events_1"]["tlytics"]
+    results["events_1_log_off"] = {
+        "tlytics": quiet,
+        "ratio_log_on_to_off_requests": with_log["acknowledged_requests_per_s"] / quiet["acknowledged_requests_per_s"],
+        "ratio_log_on_to_off_cpu_per_request": with_log["cpu_us_per_request"] / quiet["cpu_us_per_request"],
+    }
+    print("done: 1 event/request, log off", flush=True)
+    full = bench_tlytics(100, args.duration, args, spool_sync="full")
+    normal = results["events_100"]["tlytics"]
+    results["spool_sync_full"] = {
+        "tlytics": full,
+        "ratio_to_normal_acknowledged": full["acknowledged_events_per_s"] / normal["acknowledged_events_per_s"],
+    }
+    print("done: --spool-sync full", flush=True)
+    if args.store == "postgresql":
+        bench_postgres(args, results)
+
+
+def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(configuration, figure, ceiling in the same run, ratio, target) for every run made."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    if "events_100" in results:
+        run = results["events_100"]
+        ours, ceiling = run["tlytics"], run["ceiling"]
+        rows += [
+            (
+                f"100 ev/req, {ours['wrk']['duration_us'] / 1e6:.0f} s: acknowledged",
+                f"{ours['acknowledged_events_per_s']:,.0f} ev/s",
+                f"{ceiling['events_per_s']:,.0f} ev/s",
+                f"{run['ratio_acknowledged_events']:.2f}",
+                "",
+            ),
+            (
+                "  stored end to end",
+                f"{ours['stored_events_per_s_end_to_end']:,.0f} ev/s",
+                "",
+                f"{run['ratio_stored_events']:.2f}",
+                ">= 0.32",
+            ),
+            (
+                "  backlog at load end",
+                f"{ours['backlog_at_load_end_s']:.1f} s of intake",
+                "",
+                "",
+                "< 5 s",
+            ),
+            ("  p50 / p99", f"{ours['p50_ms']:.1f} / {ours['p99_ms']:.1f} ms", "", "", "p99 <= 50 ms"),
+            ("  peak RSS server + writer", f"{ours['peak_rss_total_mb']:.0f} MB", "", "", "<= 300 MB"),
+            ("  stored == acknowledged", str(ours["stored_equals_acknowledged"]), "", "", "True"),
+            ("  CPU per request", f"{ours['cpu_us_per_request']:.0f} us", "", "", ""),
+        ]
+    if "events_1" in results:
+        run = results["events_1"]
+        ours, ceiling = run["tlytics"], run["ceiling"]
+        rows += [
+            (
+                "1 ev/req: acknowledged",
+                f"{ours['acknowledged_requests_per_s']:,.0f} req/s",
+                f"{ceiling['requests_per_s']:,.0f} req/s",
+                f"{run['ratio_acknowledged_events']:.2f}",
+                ">= 0.6",
+            ),
+            ("  p99, CPU per request", f"{ours['p99_ms']:.1f} ms, {ours['cpu_us_per_request']:.0f} us", "", "", ""),
+        ]
+    if "events_1_log_off" in results:
+        run = results["events_1_log_off"]
+        ours = run["tlytics"]
+        rows += [
+            (
+                "1 ev/req, log line off",
+                f"{ours['acknowledged_requests_per_s']:,.0f} req/s, {ours['cpu_us_per_request']:.0f} us",
+                "",
+                f"on/off {run['ratio_log_on_to_off_requests']:.2f} req/s,"
+                f" {run['ratio_log_on_to_off_cpu_per_request']:.2f} CPU",
+                "req/s >= 0.9",
+            )
+        ]
+    if "spool_sync_full" in results:
+        run = results["spool_sync_full"]
+        rows.append(
+            (
+                "100 ev/req, --spool-sync full",
+                f"{run['tlytics']['acknowledged_events_per_s']:,.0f} ev/s",
+                "",
+                f"{run['ratio_to_normal_acknowledged']:.2f} x normal",
+                ">= 0.7",
+            )
+        )
+    for nodes in (1, 2):
+        run = results.get(f"postgresql_{nodes}_nodes")
+        if run is not None:
+            rows.append(
+                (
+                    f"PostgreSQL, {nodes} node{'s' if nodes > 1 else ''}: stored",
+                    f"{run['stored_events_per_s_end_to_end']:,.0f} ev/s",
+                    "",
+                    f"{run['ratio_to_sqlite_stored']:.2f} x SQLite",
+                    ">= 0.5" if nodes == 1 else "",
+                )
+            )
+    if "client" in results:
+        client = results["client"]
+        rows += [
+            ("client emit() p50 / p99", f"{client['emit_p50_us']:.2f} / {client['emit_p99_us']:.2f} us", "", "", ""),
+            (
+                "client emits/s, delivery",
+                f"{client['emits_per_s']:,.0f} / {client['delivery_events_per_s']:,.0f} ev/s",
+                "",
+                "",
+                "",
+            ),
+        ]
+    return rows
+
+
+def format_table(rows: list[tuple[str, str, str, str, str]]) -> str:
+    header = ("configuration", "figure", "ceiling, same run", "ratio", "target")
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=30, help="seconds per load run (default 30)")
@@ -417,7 +595,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (one leaves the most CPU to the server)")
     parser.add_argument("--flush", default="1s", help="server flush period")
-    parser.add_argument("--log-level", default="warning", help="server log level (info logs every request)")
+    parser.add_argument(
+        "--log-level", default="info", help="server log level (default info: the per-request line on, as deployed)"
+    )
     parser.add_argument("--client-events", type=int, default=200_000)
     parser.add_argument("--only", choices=["server", "client"], help="run one part only")
     parser.add_argument(
@@ -426,6 +606,7 @@ def main() -> None:
         default="sqlite",
         help="postgresql: also one and two nodes on a PostgreSQL cluster the benchmark starts (needs Debian's postgresql)",
     )
+    parser.add_argument("--output", type=Path, help="the JSON file to write (default bench/results/ingest-<time>.json)")
     args = parser.parse_args()
     if shutil.which("wrk") is None and args.only != "client":
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -433,51 +614,15 @@ def main() -> None:
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        "options": vars(args),
+        "options": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
     }
     if args.only != "client":
-        for n, duration in ((100, args.sustained), (1, args.duration)):
-            ceiling = bench_ceiling(n, args.duration, args)
-            ours = bench_tlytics(n, duration, args)
-            results[f"events_{n}"] = {
-                "ceiling": ceiling,
-                "tlytics": ours,
-                "ratio_acknowledged_events": ours["acknowledged_events_per_s"] / ceiling["events_per_s"],
-                "ratio_stored_events": ours["stored_events_per_s_end_to_end"] / ceiling["events_per_s"],
-            }
-            print(
-                f"{n:>3} events/request  ceiling {ceiling['events_per_s']:>10,.0f} ev/s  {ceiling['requests_per_s']:>8,.0f} req/s"
-            )
-            print(
-                f"{'':19}tlytics ack {ours['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {ours['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
-                f"  ratio ack {results[f'events_{n}']['ratio_acknowledged_events']:.2f} stored {results[f'events_{n}']['ratio_stored_events']:.2f}"
-                f"  p50 {ours['p50_ms']:.1f} ms p99 {ours['p99_ms']:.1f} ms  RSS {ours['peak_rss_mb']} + {ours['peak_rss_writer_process_mb']} MB"
-                f"  stored==acked {ours['stored_equals_acknowledged']}",
-                flush=True,
-            )
-        full = bench_tlytics(100, args.duration, args, spool_sync="full")
-        normal = results["events_100"]["tlytics"]
-        results["spool_sync_full"] = {
-            "tlytics": full,
-            "ratio_to_normal_acknowledged": full["acknowledged_events_per_s"] / normal["acknowledged_events_per_s"],
-        }
-        print(
-            f"spool-sync full     ack {full['acknowledged_events_per_s']:>8,.0f} ev/s  stored e2e {full['stored_events_per_s_end_to_end']:>8,.0f} ev/s"
-            f"  ratio to normal {results['spool_sync_full']['ratio_to_normal_acknowledged']:.2f}  p99 {full['p99_ms']:.1f} ms",
-            flush=True,
-        )
-        if args.store == "postgresql":
-            bench_postgres(args, results)
+        server_runs(args, results)
     if args.only != "server":
-        client = bench_client(args)
-        results["client"] = client
-        print(
-            f"client  emit p50 {client['emit_p50_us']:.2f} µs  p99 {client['emit_p99_us']:.2f} µs  {client['emits_per_s']:,.0f} emits/s"
-            f"  delivery {client['delivery_events_per_s']:,.0f} ev/s",
-            flush=True,
-        )
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        results["client"] = bench_client(args)
+    print(format_table(table_rows(results)), flush=True)
+    out = args.output or RESULTS / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"results: {out}")
 

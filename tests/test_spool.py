@@ -196,3 +196,48 @@ def test_a_spool_that_cannot_open_says_where(tmp_path: Path) -> None:
     with pytest.raises(SpoolError, match="file") as raised:
         Spool(tmp_path / "file")
     assert isinstance(raised.value.__cause__, (OSError, sqlite3.Error))
+
+
+def test_a_spool_limit_holds_between_measures_and_lifts_as_soon_as_the_spool_is_drained(tmp_path: Path) -> None:
+    # Appends reuse a measure of the spool's size for a moment (a measure per group commit
+    # cost more than the commit), counting what they add on top: the limit must still stop a
+    # fast writer near it, and a drained spool must take appends again at once.
+    empty = Spool(tmp_path / "spool")
+    limit = empty.size_bytes() + 512 * 1024
+    empty.close()
+    spool = Spool(tmp_path / "spool", max_bytes=limit)
+    try:
+        keys: list[int] = []
+        for _ in range(2000):  # 2000 entries of 4 KiB: 16 times the room
+            try:
+                keys += spool.append_many([b"x" * 4096])
+            except SpoolFull:
+                break
+        else:
+            pytest.fail("the spool never refused an append")
+        assert spool.size_bytes() < limit + 256 * 1024
+        spool.remove(keys)
+        assert spool.append_many([b"after the drain"])  # no wait for the next measure
+    finally:
+        spool.close()
+
+
+def test_appends_can_leave_checkpoints_to_the_drainer(tmp_path: Path) -> None:
+    # The server's spool (checkpoint_on_append=False) must not copy its WAL into the database
+    # inside a group commit; the writer's checkpoint after a batch does, and the next append
+    # starts the WAL over, so it stays small while the spool is drained.
+    wal = tmp_path / "spool" / "cache.db-wal"
+    server = Spool(tmp_path / "spool", checkpoint_on_append=False)
+    writer = Spool(tmp_path / "spool")
+    try:
+        entry = b"e" * 16_384
+        keys = [key for _ in range(48) for key in server.append_many([entry] * 8)]  # 6 MiB
+        assert wal.stat().st_size > 6 * 1024 * 1024  # SQLite's default would have checkpointed at 4 MiB
+        writer.remove(keys)
+        writer.checkpoint()
+        server.append_many([b"after the checkpoint"])
+        assert wal.stat().st_size <= 4 * 1024 * 1024  # reset and cut to the spool's WAL size limit
+        assert [value for _, value in writer.peek(10)] == [b"after the checkpoint"]
+    finally:
+        writer.close()
+        server.close()

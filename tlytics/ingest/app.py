@@ -110,6 +110,8 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
         sync=settings.spool_sync,
         max_bytes=settings.spool_max_bytes,
         min_free_bytes=settings.spool_min_free_bytes,
+        # The writer checkpoints the spool's WAL after each batch: not the event loop.
+        checkpoint_on_append=False,
     )
     app[QUARANTINE] = Spool(spool_dir / "quarantine", sync=settings.spool_sync)
     yield

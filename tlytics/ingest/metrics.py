@@ -16,6 +16,10 @@ REJECTION_REASONS = {
 }
 
 
+# Distinct (method, route, status) children kept by Metrics.observe_request.
+_REQUEST_CHILDREN_MAX = 1024
+
+
 class Metrics:
     """Every figure the server exports."""
 
@@ -52,6 +56,23 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=registry,
         )
+        self._request_children: dict[tuple[str, str, int], Histogram] = {}
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """Count one answered request in `request_seconds`.
+
+        prometheus-client's labels() validates and looks its labels up under a lock on every
+        call (~4 us, a twentieth of a 1-event request); the child for each (method, route,
+        status) is kept here instead. The methods come from clients: past a bound, labels()
+        again, so the cache cannot grow without limit.
+        """
+        labels = (method, route, status)
+        child = self._request_children.get(labels)
+        if child is None:
+            child = self.request_seconds.labels(method, route, str(status))
+            if len(self._request_children) < _REQUEST_CHILDREN_MAX:
+                self._request_children[labels] = child
+        child.observe(seconds)
 
     def rejected(self, status: int) -> None:
         self.requests_rejected.labels(REJECTION_REASONS.get(status, "other")).inc()

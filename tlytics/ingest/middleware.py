@@ -67,7 +67,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     metrics = request.app[METRICS]
     resource = request.match_info.route.resource
     route = resource.canonical if resource is not None else "unmatched"
-    metrics.request_seconds.labels(request.method, route, str(response.status)).observe(duration_s)
+    metrics.observe_request(request.method, route, response.status, duration_s)
     if response.status >= 400 and request_access(request) == "write":
         metrics.rejected(response.status)
     duration_ms = round(duration_s * 1000, 3)

@@ -52,6 +52,15 @@ _NEVER_A_SIDE_FILE = 1 << 40
 # What diskcache and the file system raise: SQLite errors, I/O errors, and diskcache's Timeout
 # when the database stays locked past the busy timeout.
 _BACKEND_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
+# With checkpoint_on_append=False, appends still checkpoint once the WAL holds this much, so a
+# spool nobody drains cannot grow its WAL without bound; and at most half the disk reserve
+# (min_free_bytes): a checkpoint copies the WAL into the database file, which takes that much
+# disk again before the WAL is reset, and the reserve must cover it.
+_BACKSTOP_CHECKPOINT_BYTES = 64 * 1024 * 1024
+# How long a measure of the spool's size and of the disk's free space is reused by appends,
+# and what each appended entry is counted as beyond its value (SQLite's row and index cost).
+_MEASURE_EVERY_S = 0.1
+_ROW_OVERHEAD_BYTES = 128
 # Keys bound in one DELETE: SQLite's limit on parameters is 999 in older builds.
 _KEYS_PER_STATEMENT = 500
 
@@ -77,6 +86,7 @@ class Spool:
         max_bytes: int | None = None,
         min_free_bytes: int = 0,
         busy_timeout_s: float = 30.0,
+        checkpoint_on_append: bool = True,
     ) -> None:
         if sync not in _SQLITE_SYNCHRONOUS:
             raise ValueError(f"spool sync must be 'normal' or 'full', not {sync!r}")
@@ -87,6 +97,16 @@ class Spool:
         # room too (SQLite writes the deletion to its WAL), and a spool that filled its disk
         # to the last byte could never be drained again.
         self.min_free_bytes = min_free_bytes
+        # SQLite checkpoints the WAL in whichever commit takes it past 1,000 pages: in the
+        # server that was a group commit, stalling the event loop for milliseconds (half the
+        # spool's CPU in the server went to it). With this False the appending connection only
+        # checkpoints past a backstop (a writer that stopped draining), and whoever drains the
+        # spool checkpoints after each removal (the writer process, on the other core).
+        self._checkpoint_on_append = checkpoint_on_append
+        self._tuned_connection: object | None = None
+        # The last measure of the spool's size and the disk's free space (see _check_room).
+        self._measured_at = -_MEASURE_EVERY_S
+        self._measured_size = self._measured_free = self._appended_since = 0
         with _spool_errors(f"open at {self.directory}"):
             self._cache = diskcache.Cache(
                 str(self.directory),
@@ -108,12 +128,10 @@ class Spool:
 
     def append_many(self, values: Sequence[bytes]) -> list[int]:
         """Append several entries in one transaction (one disk sync for all); return their keys."""
-        if self.max_bytes is not None and (size := self.size_bytes()) >= self.max_bytes:
-            raise SpoolFull(f"spool holds {size} bytes, its limit is {self.max_bytes}")
-        if self.min_free_bytes:
-            free = self.disk_free_bytes()
-            if free < self.min_free_bytes + sum(len(value) for value in values):
-                raise SpoolFull(f"disk has {free} bytes free; {self.min_free_bytes} are kept in reserve")
+        if self.max_bytes is not None or self.min_free_bytes:
+            self._check_room(sum(len(value) for value in values))
+        if not self._checkpoint_on_append:
+            self._tune_append_connection()
         with _spool_errors("append"), self._cache.transact():
             if not self._known_layout:
                 return [self._cache.push(value) for value in values]
@@ -128,6 +146,49 @@ class Spool:
                 _INSERT_RAW, [(key, now, now, value) for key, value in zip(keys, values, strict=True)]
             )
             return keys
+
+    def _tune_append_connection(self) -> None:
+        """Raise the auto-checkpoint threshold of this thread's connection (per connection,
+        not stored in the file, so other processes' connections keep SQLite's default)."""
+        connection = self._cache._con  # diskcache's connection for this thread
+        if connection is not self._tuned_connection:
+            with _spool_errors("open"):
+                connection.execute(f"PRAGMA wal_autocheckpoint = {self._backstop_checkpoint_pages()}").fetchall()
+            self._tuned_connection = connection
+
+    def _backstop_checkpoint_pages(self) -> int:
+        backstop = _BACKSTOP_CHECKPOINT_BYTES
+        if self.min_free_bytes:
+            backstop = min(backstop, self.min_free_bytes // 2)
+        return max(1, backstop // int(self._cache._page_size))
+
+    def _check_room(self, adding: int) -> None:
+        """Raise SpoolFull when the spool is at `max_bytes` or the disk at its reserve.
+
+        Measuring both (two queries and a statvfs) on every group commit cost more than the
+        commit's own statements, so a measure is reused for up to _MEASURE_EVERY_S, counting
+        what was appended since on top of it (removals are not counted: the estimate only errs
+        towards full). An estimate that says "full" is measured again before it refuses, so a
+        spool the writer just drained takes appends again at once.
+        """
+        now = time.monotonic()
+        fresh = now - self._measured_at < _MEASURE_EVERY_S
+        if not fresh or self._room_estimate_short(adding):
+            self._measured_size = self.size_bytes() if self.max_bytes is not None else 0
+            self._measured_free = self.disk_free_bytes() if self.min_free_bytes else 0
+            self._appended_since = 0
+            self._measured_at = now
+            size, free = self._measured_size, self._measured_free
+            if self.max_bytes is not None and size >= self.max_bytes:
+                raise SpoolFull(f"spool holds {size} bytes, its limit is {self.max_bytes}")
+            if self.min_free_bytes and free < self.min_free_bytes + adding:
+                raise SpoolFull(f"disk has {free} bytes free; {self.min_free_bytes} are kept in reserve")
+        self._appended_since += adding + _ROW_OVERHEAD_BYTES
+
+    def _room_estimate_short(self, adding: int) -> bool:
+        if self.max_bytes is not None and self._measured_size + self._appended_since >= self.max_bytes:
+            return True
+        return bool(self.min_free_bytes) and (self._measured_free - self._appended_since < self.min_free_bytes + adding)
 
     def peek(self, max_entries: int) -> list[tuple[int, bytes]]:
         """Return up to `max_entries` of the oldest entries as (key, value), leaving them in place."""
@@ -176,7 +237,8 @@ class Spool:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without waiting for anyone, so the WAL can be
-        reset (and cut to its size limit); the writer calls it when it emptied the spool."""
+        reset (and cut to its size limit) by the next append; the writer calls it after each
+        batch it removed (see checkpoint_on_append)."""
         with _spool_errors("checkpoint"):
             self._cache._sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 

@@ -54,6 +54,8 @@ def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -
     inserted = resources.store.insert(rows) if rows else 0
     if keys:
         spool.remove(keys)
-    elif not quarantined:
-        spool.checkpoint()  # drained: let the spool's WAL shrink back
+    # The server's appends leave checkpoints to the writer (Spool checkpoint_on_append), off
+    # the event loop: after each batch, and when drained, so the spool's WAL shrinks back.
+    if keys or not quarantined:
+        spool.checkpoint()
     return DrainResult(entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined, pid=os.getpid())
