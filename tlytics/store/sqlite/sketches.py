@@ -20,8 +20,8 @@ import apsw
 import structlog
 
 from tlytics.chunks import chunks
-from tlytics.store.sketch import REGISTERS, RELATIVE_ERROR, Union, add_hashes, decode, encode, value_hash
 from tlytics.store.base import EventFilter, UniqueCounts
+from tlytics.store.sketch import REGISTERS, RELATIVE_ERROR, Union, add_hashes, decode, encode, value_hash
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US
 
