@@ -127,7 +127,7 @@ def test_a_property_no_longer_declared_is_counted_exactly(tmp_path: Path) -> Non
 
 
 def test_the_server_answers_declared_properties_from_sketches(server_factory: Any) -> None:
-    server = server_factory(extra_args=["--unique-property", "data.user", "--writer", "thread"]).start()
+    server = server_factory(extra_args=["--unique-property", "data.user"]).start()
     events = [
         {
             "id": str(uuid.UUID(int=n + 1)),
