@@ -158,6 +158,11 @@ def test_the_server_answers_declared_properties_from_sketches(server_factory: An
     status, body = http_json("GET", f"{server.url}/stats?{query}&unique=data.plan")
     assert status == 200
     assert body["unique_method"] == "exact" and "unique_error" not in body and body["unique_total"] == 2
+    # A property condition: exact too (a sketch holds every event of its bucket).
+    status, body = http_json("GET", f"{server.url}/stats?{query}&unique=data.user&where=data.plan:pro")
+    assert status == 200
+    assert body["unique_method"] == "exact" and body["unique_total"] == 350 and body["total"] == 1_000
+    assert [bucket["unique"] for bucket in body["buckets"]] == [350, 350]
     server.stop()
 
 
