@@ -86,8 +86,7 @@ class PostgresBackend:
         self._opened: list[StoreWriter | StoreReader] = []
 
     def open_writer(self, unique_properties: Sequence[str] | None = None) -> StoreWriter:
-        # No sketches in PostgreSQL (yet): its unique counts are exact whatever is declared.
-        writer = PostgresWriter(self.url, node="contract")
+        writer = PostgresWriter(self.url, node="contract", unique_properties=unique_properties)
         self._opened.append(writer)
         return writer
 

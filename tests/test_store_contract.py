@@ -479,6 +479,7 @@ def test_unique_counts_with_a_declared_property_stay_within_the_stated_error(sto
     reader = store_backend.open_reader()
     writer.insert(sketch_rows(24_000, users=12_000))
     ragged = EventFilter(since_us=T0 + 7 * MINUTE + 13_000_000, until_us=T0 + 46 * 60 * MINUTE + 5_000_000)
+    assert reader.unique_counts([T0], T0 + DAY, ragged, "user").method == "hll"
     assert assert_unique_counts_near_exact(reader, ragged, "user") > 11_000
     assert assert_unique_counts_near_exact(reader, replace(ragged, keys=("k1",)), "user") > 3_500
     # Bucket edges everywhere: 5-minute buckets inside one quarter of an hour.
@@ -502,3 +503,20 @@ def test_unique_counts_ignore_duplicates_and_forget_erased_values(store_backend:
     writer.delete_matching(where(group="1"), max_rows=100_000, remember_ids=True)
     after = assert_unique_counts_near_exact(reader, EventFilter(), "user")
     assert abs(after - before / 2) < 0.1 * before
+    # Retention of the first day: its sketches go with its events.
+    writer.delete_matching(EventFilter(until_us=T0 + DAY), max_rows=100_000, remember_ids=False)
+    first_day = reader.unique_counts([T0, T0 + DAY], T0 + 2 * DAY, EventFilter(), "user")
+    assert first_day.per_bucket[0] == 0
+    assert assert_unique_counts_near_exact(reader, EventFilter(), "user") < after
+
+
+def test_a_declared_property_is_backfilled_from_the_events_already_stored(store_backend: StoreBackend) -> None:
+    writer = store_backend.open_writer()
+    reader = store_backend.open_reader()
+    writer.insert(sketch_rows(6_000, users=4_000))
+    assert reader.unique_counts([T0], T0 + DAY, EventFilter(), "user").method == "exact"
+    writer.close()
+    writer = store_backend.open_writer(unique_properties=("user",))
+    writer.insert(sketch_rows(6_000, users=4_000, first=6_000))  # the backfill runs before it
+    assert reader.unique_counts([T0], T0 + DAY, EventFilter(), "user").method == "hll"
+    assert_unique_counts_near_exact(reader, EventFilter(), "user")

@@ -172,3 +172,50 @@ def test_a_unique_property_must_be_a_data_property(capsys: pytest.CaptureFixture
     assert "data.<property>" in capsys.readouterr().err
     settings, _ = parse_settings([], {"TLYTICS_UNIQUE_PROPERTIES": "data.a, data.b.c"})
     assert settings.unique_properties == ("a", "b.c")
+
+
+def test_postgresql_nodes_sketch_into_rows_of_their_own_and_reads_merge_them(postgres_cluster: Any) -> None:
+    import psycopg
+
+    from tlytics.store.postgres import PostgresReader, PostgresWriter
+
+    url = postgres_cluster.create_database("sketch_nodes")
+    # Only node a declares the property: b feeds it all the same once it is listed.
+    node_a = PostgresWriter(url, node="a", unique_properties=["user"])
+    node_b = PostgresWriter(url, node="b")
+    reader = PostgresReader(url)
+    try:
+        stored = rows(9_000, users=6_000)
+        node_a.insert(stored[:10])
+        for start in range(0, len(stored), 500):  # both nodes get every event (retries)
+            node_b.insert(stored[start : start + 500])
+            node_a.insert(stored[start : start + 500])
+        with psycopg.connect(url) as connection:
+            nodes = {row[0] for row in connection.execute("SELECT DISTINCT node FROM sketch_15m").fetchall()}
+        assert nodes == {"a", "b"}
+
+        def value_keys(kept: Sequence[StoreRow], low: int, high: int) -> list[str | None]:
+            # tlytics_value_key: "s" and the text for a string, "n" and the number for a number.
+            users = users_between(kept, low, high)
+            return [None if u is None else f"s{u}" if isinstance(u, str) else f"n{u}" for u in users]
+
+        since, until = T0 + 7 * MINUTE, T0 + 27 * HOUR + 11_000_000
+        window = EventFilter(since_us=since, until_us=until)
+        starts = [T0, T0 + 24 * HOUR]
+        got = reader.unique_counts(starts, until, window, "user")
+        assert got.method == "hll"
+        assert got.per_bucket == [
+            hll_of(value_keys(stored, since, T0 + 24 * HOUR)),
+            hll_of(value_keys(stored, T0 + 24 * HOUR, until)),
+        ]
+        assert got.total == hll_of(value_keys(stored, since, until))
+        # An erasure on node b rebuilds node a's rows too.
+        node_b.delete_matching(
+            EventFilter(where=(("group", PropertyMatch.parse("1")),)), max_rows=100_000, remember_ids=True
+        )
+        kept = [r for r in stored if orjson.loads(r[4])["group"] != 1]
+        assert reader.unique_counts(starts, until, window, "user").total == hll_of(value_keys(kept, since, until))
+    finally:
+        for opened in (reader, node_b, node_a):
+            opened.close()
+        postgres_cluster.drop_database("sketch_nodes")

@@ -92,7 +92,11 @@ def open_writer(settings: Settings) -> StoreWriter:
     from tlytics.store.postgres import PostgresWriter
 
     # PostgreSQL commits with synchronous_commit on whatever --spool-sync says.
-    return PostgresWriter(settings.store_url, node=node_name(settings.resolved_spool_dir))
+    return PostgresWriter(
+        settings.store_url,
+        node=node_name(settings.resolved_spool_dir),
+        unique_properties=settings.unique_properties,
+    )
 
 
 def open_reader(settings: Settings) -> StoreReader:
