@@ -44,10 +44,10 @@ def queries(url: str, events: int, step_us: int) -> dict[str, str]:
     }
 
 
-def serve(db_path: Path, extra: list[str], events: int, step_us: int, repeats: int) -> dict[str, object]:
+def serve(store_args: list[str], extra: list[str], events: int, step_us: int, repeats: int) -> dict[str, object]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), "--db", str(db_path)]
+    command = [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), *store_args]
     process = subprocess.Popen(
         [*command, *extra, "--log-level", "warning"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
@@ -73,7 +73,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--writer-events", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
+    if args.store == "postgresql":
+        postgresql(args)
+        return
     step_us = DAYS * 86_400_000_000 // args.events
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-uniques-bench-"))
     results: dict[str, object] = {"events": args.events, "days": DAYS}
@@ -92,18 +96,54 @@ def main() -> None:
             (workdir / name).unlink()
         db_path = workdir / "uniques.db"
         results["fill_s"] = fill(db_path, args.events, step_us=step_us, unique_properties=())
-        results["exact"] = serve(db_path, [], args.events, step_us, args.repeats)
+        results["exact"] = serve(["--db", str(db_path)], [], args.events, step_us, args.repeats)
         started = time.perf_counter()
         SQLiteStore(db_path, unique_properties=("user_id",)).close()
         results["backfill_s"] = time.perf_counter() - started
         size = db_path.stat().st_size
-        results["sketched"] = serve(db_path, ["--unique-property", "data.user_id"], args.events, step_us, args.repeats)
+        declared = ["--unique-property", "data.user_id"]
+        results["sketched"] = serve(["--db", str(db_path)], declared, args.events, step_us, args.repeats)
         results["db_bytes"] = size
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(results, indent=2))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"uniques-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
+
+
+def postgresql(args: argparse.Namespace) -> None:
+    """The same on PostgreSQL (a cluster of its own): exact, backfill, sketched."""
+    sys.path.insert(0, str(ROOT))
+    import psycopg
+
+    from tests.postgres_cluster import PostgresCluster
+    from tlytics.store.postgres import PostgresWriter
+
+    step_us = DAYS * 86_400_000_000 // args.events
+    workdir = Path(tempfile.mkdtemp(prefix="tlytics-uniques-bench-"))
+    results: dict[str, object] = {"store": "postgresql", "events": args.events, "days": DAYS}
+    cluster = PostgresCluster(fsync=True)
+    try:
+        cluster.start()
+        url = cluster.create_database("uniques")
+        results["fill_s"] = fill(None, args.events, store_url=url, step_us=step_us)
+        with psycopg.connect(url, autocommit=True) as connection:
+            connection.execute("VACUUM (ANALYZE)")
+        store_args = ["--store", url, "--spool", str(workdir / "pg.spool")]
+        results["exact"] = serve(store_args, [], args.events, step_us, args.repeats)
+        started = time.perf_counter()
+        writer = PostgresWriter(url, node="bench", unique_properties=("user_id",))
+        writer._sketches.backfill_declared(writer._writing())  # what its first insert would do
+        writer.close()
+        results["backfill_s"] = time.perf_counter() - started
+        declared = ["--unique-property", "data.user_id"]
+        results["sketched"] = serve(store_args, declared, args.events, step_us, args.repeats)
+    finally:
+        cluster.remove()
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(results, indent=2))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"uniques-postgresql-{time.strftime('%Y%m%d-%H%M%S')}.json").write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ def fill(
     if store_url is not None:
         from tlytics.store.postgres import PostgresWriter
 
-        store = PostgresWriter(store_url, node="bench")
+        store = PostgresWriter(store_url, node="bench", unique_properties=unique_properties)
     else:
         assert db_path is not None
         store = SQLiteStore(db_path, unique_properties=unique_properties)
