@@ -125,6 +125,23 @@ def postgresql(args: argparse.Namespace) -> None:
     cluster = PostgresCluster(fsync=True)
     try:
         cluster.start()
+        writer_step = DAYS * 86_400_000_000 // args.writer_events
+        costs = {}
+        for name, declared_properties in (("without", None), ("with_one_property", ("user_id",))):
+            database = cluster.create_database(f"writer_{name}")
+            costs[name] = (
+                fill(
+                    None,
+                    args.writer_events,
+                    store_url=database,
+                    step_us=writer_step,
+                    unique_properties=declared_properties,
+                )
+                / args.writer_events
+                * 1e6
+            )
+            cluster.drop_database(f"writer_{name}")
+        results["writer_us_per_event"] = {**costs, "added": costs["with_one_property"] - costs["without"]}
         url = cluster.create_database("uniques")
         results["fill_s"] = fill(None, args.events, store_url=url, step_us=step_us)
         with psycopg.connect(url, autocommit=True) as connection:

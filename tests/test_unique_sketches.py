@@ -52,6 +52,13 @@ def users_between(stored: Sequence[StoreRow], low: int, high: int, keys: tuple[s
     ]
 
 
+def pg_value_keys(stored: Sequence[StoreRow], low: int, high: int) -> list[str | None]:
+    """The users between low and high as PostgreSQL's tlytics_value_key spells them: "s" and the
+    text for a string, "n" and the number for a number."""
+    users = users_between(stored, low, high)
+    return [None if u is None else f"s{u}" if isinstance(u, str) else f"n{u}" for u in users]
+
+
 def test_a_sketched_answer_is_one_hll_over_exactly_the_events_in_range(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db", unique_properties=["user"])
     stored = rows(24_000, users=15_000)
@@ -194,28 +201,55 @@ def test_postgresql_nodes_sketch_into_rows_of_their_own_and_reads_merge_them(pos
             nodes = {row[0] for row in connection.execute("SELECT DISTINCT node FROM sketch_15m").fetchall()}
         assert nodes == {"a", "b"}
 
-        def value_keys(kept: Sequence[StoreRow], low: int, high: int) -> list[str | None]:
-            # tlytics_value_key: "s" and the text for a string, "n" and the number for a number.
-            users = users_between(kept, low, high)
-            return [None if u is None else f"s{u}" if isinstance(u, str) else f"n{u}" for u in users]
-
         since, until = T0 + 7 * MINUTE, T0 + 27 * HOUR + 11_000_000
         window = EventFilter(since_us=since, until_us=until)
         starts = [T0, T0 + 24 * HOUR]
         got = reader.unique_counts(starts, until, window, "user")
         assert got.method == "hll"
         assert got.per_bucket == [
-            hll_of(value_keys(stored, since, T0 + 24 * HOUR)),
-            hll_of(value_keys(stored, T0 + 24 * HOUR, until)),
+            hll_of(pg_value_keys(stored, since, T0 + 24 * HOUR)),
+            hll_of(pg_value_keys(stored, T0 + 24 * HOUR, until)),
         ]
-        assert got.total == hll_of(value_keys(stored, since, until))
+        assert got.total == hll_of(pg_value_keys(stored, since, until))
         # An erasure on node b rebuilds node a's rows too.
         node_b.delete_matching(
             EventFilter(where=(("group", PropertyMatch.parse("1")),)), max_rows=100_000, remember_ids=True
         )
         kept = [r for r in stored if orjson.loads(r[4])["group"] != 1]
-        assert reader.unique_counts(starts, until, window, "user").total == hll_of(value_keys(kept, since, until))
+        assert reader.unique_counts(starts, until, window, "user").total == hll_of(pg_value_keys(kept, since, until))
     finally:
         for opened in (reader, node_b, node_a):
             opened.close()
         postgres_cluster.drop_database("sketch_nodes")
+
+
+def test_postgresql_backfills_in_chunks_as_the_inserts_would_have(
+    postgres_cluster: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tlytics.store.postgres import PostgresReader, PostgresWriter, sketches
+
+    # Chunks and writes far smaller than the buckets: a bucket's values span several chunks.
+    monkeypatch.setattr(sketches, "_BACKFILL_CHUNK", 97)
+    monkeypatch.setattr(sketches, "_WRITE_EVERY", 5)
+    url = postgres_cluster.create_database("sketch_backfill")
+    before = PostgresWriter(url, node="a")
+    reader = PostgresReader(url)
+    declaring: PostgresWriter | None = None
+    try:
+        stored = rows(3_000, users=2_000)
+        before.insert(stored[:-1])
+        declaring = PostgresWriter(url, node="b", unique_properties=["user"])
+        declaring.insert(stored[-1:])  # its first insert backfills first
+        since, until = T0, T0 + 10 * HOUR
+        starts = [since + i * HOUR for i in range(10)]
+        got = reader.unique_counts(starts, until, EventFilter(since_us=since, until_us=until), "user")
+        assert got.method == "hll"
+        edges = [*starts, until]
+        expected = [hll_of(pg_value_keys(stored, low, high)) for low, high in itertools.pairwise(edges)]
+        assert got.per_bucket == expected
+        assert got.total == hll_of(pg_value_keys(stored, since, until))
+    finally:
+        for opened in (reader, before, declaring):
+            if opened is not None:
+                opened.close()
+        postgres_cluster.drop_database("sketch_backfill")

@@ -29,7 +29,8 @@ from tlytics.store.sketch import REGISTERS, RELATIVE_ERROR, Union, add_hashes, d
 log = structlog.get_logger("tlytics.store")
 
 Cursor = psycopg.Cursor[tuple[Any, ...]]
-_BACKFILL_CHUNK = 200_000  # events hashed and merged at a time
+_BACKFILL_CHUNK = 50_000  # events fetched and hashed at a time
+_WRITE_EVERY = 1_000  # (bucket, key) sketches written at a time
 # (bucket, key) pairs a deletion removed events from.
 BucketKeys = set[tuple[int, str]]
 
@@ -47,6 +48,12 @@ def _grouped(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str], list[int]
         if hashed is not None:
             groups[(int(bucket), str(key))].append(hashed)
     return groups
+
+
+def _registers(hashes: Iterable[int]) -> bytearray:
+    registers = bytearray(REGISTERS)
+    add_hashes(registers, hashes)
+    return registers
 
 
 def sketched_paths(cursor: Cursor) -> list[str]:
@@ -70,15 +77,52 @@ class PostgresSketches:
                     log.info("sketch_backfill_started", property=f"data.{path}")
                     for table in ("sketch_15m", "sketch_15m_all_keys"):
                         cursor.execute(f"DELETE FROM {table} WHERE path = %s", (path,))
-                    value_key, params = _value_key(path)
-                    # A server-side cursor: the events come in chunks, never all in memory.
-                    with connection.cursor(name="tlytics_sketch_backfill") as events:
-                        events.execute(f"SELECT {BUCKET_SQL}, key, {value_key} FROM events", params)
-                        while rows := events.fetchmany(_BACKFILL_CHUNK):
-                            self._merge(cursor, path, _grouped(rows))
+                    self._backfill(connection, cursor, path)
                     cursor.execute("INSERT INTO sketched_properties (path) VALUES (%s)", (path,))
                     log.info("sketch_backfill_done", property=f"data.{path}")
             self._to_backfill.pop(0)
+
+    def _backfill(self, connection: psycopg.Connection[tuple[Any, ...]], cursor: Cursor, path: str) -> None:
+        """Sketch every event, in time order through a server-side cursor: one bucket's values
+        in memory at a time, and its rows (none exist: deleted above, inserts held off by the
+        lock) written in batches."""
+        value_key, params = _value_key(path)
+        pending: list[tuple[int, str, list[int]]] = []
+
+        def write() -> None:
+            # A (bucket, key) may come in two chunks: one row of both.
+            merged: dict[tuple[int, str], list[int]] = defaultdict(list)
+            all_keys: dict[int, list[int]] = defaultdict(list)
+            for bucket, key, hashes in pending:
+                merged[(bucket, key)].extend(hashes)
+                all_keys[bucket].extend(hashes)
+            per_key = [
+                (path, bucket, key, self.node, encode(_registers(hashes))) for (bucket, key), hashes in merged.items()
+            ]
+            cursor.executemany(
+                "INSERT INTO sketch_15m (path, bucket, key, node, registers) VALUES (%s, %s, %s, %s, %s)", per_key
+            )
+            cursor.executemany(
+                "INSERT INTO sketch_15m_all_keys (path, bucket, node, registers) VALUES (%s, %s, %s, %s)",
+                [(path, bucket, self.node, encode(_registers(hashes))) for bucket, hashes in all_keys.items()],
+            )
+            pending.clear()
+
+        with connection.cursor(name="tlytics_sketch_backfill") as events:
+            events.execute(f"SELECT {BUCKET_SQL}, key, {value_key} FROM events ORDER BY ts", params)
+            while rows := events.fetchmany(_BACKFILL_CHUNK):
+                groups = _grouped(rows)
+                last_bucket = max(bucket for bucket, _ in groups) if groups else None
+                for (bucket, key), hashes in groups.items():
+                    pending.append((bucket, key, hashes))
+                # A bucket may go on in the next chunk: keep the last one back.
+                done = [entry for entry in pending if entry[0] != last_bucket]
+                if len(done) >= _WRITE_EVERY:
+                    kept = [entry for entry in pending if entry[0] == last_bucket]
+                    pending[:] = done
+                    write()
+                    pending[:] = kept
+        write()
 
     def add_inserted(self, cursor: Cursor) -> None:
         """Add the rows this transaction inserted from `staging` (not the duplicates its
