@@ -126,11 +126,12 @@ class PostgresSketches:
 
     def add_inserted(self, cursor: Cursor) -> None:
         """Add the rows this transaction inserted from `staging` (not the duplicates its
-        ON CONFLICT skipped: their xmin is an older transaction's)."""
+        ON CONFLICT skipped: their xmin is an older transaction's). The ids as one array: an
+        index lookup each, whatever the planner thinks of the unanalyzed staging table."""
         for path in sketched_paths(cursor):
             value_key, params = _value_key(path)
             rows = cursor.execute(
-                f"SELECT {BUCKET_SQL}, key, {value_key} FROM events WHERE id IN (SELECT id FROM staging)"
+                f"SELECT {BUCKET_SQL}, key, {value_key} FROM events WHERE id = ANY(ARRAY(SELECT id FROM staging))"
                 " AND xmin = pg_current_xact_id()::xid",
                 params,
             ).fetchall()
