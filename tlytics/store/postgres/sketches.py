@@ -50,8 +50,9 @@ def _grouped(rows: Iterable[tuple[Any, ...]]) -> dict[tuple[int, str], list[int]
     return groups
 
 
-def _registers(hashes: Iterable[int]) -> bytearray:
-    registers = bytearray(REGISTERS)
+def _registers(hashes: Iterable[int], blob: bytes | None = None) -> bytearray:
+    """The registers of sketch `blob` (or empty ones) with `hashes` added."""
+    registers = bytearray(decode(blob) if blob is not None else REGISTERS)
     add_hashes(registers, hashes)
     return registers
 
@@ -138,25 +139,42 @@ class PostgresSketches:
             self._merge(cursor, path, _grouped(rows))
 
     def _merge(self, cursor: Cursor, path: str, groups: dict[tuple[int, str], list[int]]) -> None:
+        """Add each group's hashes to this node's rows: one read of the rows there are (locked:
+        the rows are this node's, only an erasure's rebuild touches them too) and one batch of
+        upserts, whatever the number of groups."""
+        if not groups:
+            return
         all_keys: dict[int, list[int]] = defaultdict(list)
-        for (bucket, key), hashes in groups.items():
+        for (bucket, _), hashes in groups.items():
             all_keys[bucket].extend(hashes)
-            self._merge_row(cursor, "sketch_15m", {"path": path, "bucket": bucket, "key": key}, hashes)
-        for bucket, hashes in all_keys.items():
-            self._merge_row(cursor, "sketch_15m_all_keys", {"path": path, "bucket": bucket}, hashes)
-
-    def _merge_row(self, cursor: Cursor, table: str, identity: dict[str, object], hashes: list[int]) -> None:
-        """Add `hashes` to this node's row of `table` for `identity` (lock held: the row is ours)."""
-        columns = [*identity, "node"]
-        values = [*identity.values(), self.node]
-        where = " AND ".join(f"{column} = %s" for column in columns)
-        found = cursor.execute(f"SELECT registers FROM {table} WHERE {where} FOR UPDATE", values).fetchone()
-        registers = bytearray(decode(bytes(cast(bytes, found[0]))) if found else REGISTERS)
-        add_hashes(registers, hashes)
-        cursor.execute(
-            f"INSERT INTO {table} ({', '.join(columns)}, registers) VALUES ({', '.join(['%s'] * len(columns))}, %s)"
-            f" ON CONFLICT ({', '.join(columns)}) DO UPDATE SET registers = excluded.registers",
-            [*values, encode(registers)],
+        buckets = [bucket for bucket, _ in groups]
+        found = cursor.execute(
+            "SELECT bucket, key, registers FROM sketch_15m WHERE path = %s AND node = %s AND (bucket, key) IN"
+            " (SELECT * FROM unnest(%s::bigint[], %s::text[])) FOR UPDATE",
+            (path, self.node, buckets, [key for _, key in groups]),
+        ).fetchall()
+        existing = {(int(bucket), str(key)): bytes(blob) for bucket, key, blob in found}
+        cursor.executemany(
+            "INSERT INTO sketch_15m (path, bucket, key, node, registers) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (path, bucket, key, node) DO UPDATE SET registers = excluded.registers",
+            [
+                (path, bucket, key, self.node, encode(_registers(hashes, existing.get((bucket, key)))))
+                for (bucket, key), hashes in groups.items()
+            ],
+        )
+        found = cursor.execute(
+            "SELECT bucket, registers FROM sketch_15m_all_keys WHERE path = %s AND node = %s AND bucket = ANY(%s)"
+            " FOR UPDATE",
+            (path, self.node, list(all_keys)),
+        ).fetchall()
+        existing_all = {int(bucket): bytes(blob) for bucket, blob in found}
+        cursor.executemany(
+            "INSERT INTO sketch_15m_all_keys (path, bucket, node, registers) VALUES (%s, %s, %s, %s)"
+            " ON CONFLICT (path, bucket, node) DO UPDATE SET registers = excluded.registers",
+            [
+                (path, bucket, self.node, encode(_registers(hashes, existing_all.get(bucket))))
+                for bucket, hashes in all_keys.items()
+            ],
         )
 
     def rebuild(self, cursor: Cursor, pairs: Iterable[Sequence[Any]]) -> None:
@@ -180,9 +198,11 @@ class PostgresSketches:
                     f"SELECT %s::bigint, key, {value_key} FROM events WHERE key = %s AND ts >= %s AND ts < %s",
                     [bucket, *params, key, bucket * BUCKET_US, (bucket + 1) * BUCKET_US],
                 )
-                for (group_bucket, group_key), hashes in _grouped(rows).items():
-                    identity = {"path": path, "bucket": group_bucket, "key": group_key}
-                    self._merge_row(cursor, "sketch_15m", identity, hashes)
+                for hashes in _grouped(rows).values():
+                    cursor.execute(
+                        "INSERT INTO sketch_15m (path, bucket, key, node, registers) VALUES (%s, %s, %s, %s, %s)",
+                        (path, bucket, key, self.node, encode(_registers(hashes))),
+                    )
             for bucket in {bucket for bucket, _ in touched}:
                 cursor.execute("DELETE FROM sketch_15m_all_keys WHERE path = %s AND bucket = %s", (path, bucket))
                 union = Union()
