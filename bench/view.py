@@ -30,20 +30,35 @@ from tlytics.store import SQLiteStore, StoreWriter
 BASE_US = 1_700_000_000_000_000
 
 
-def fill(db_path: Path | None, events: int, batch: int = 50_000, store_url: str | None = None) -> float:
+def fill(
+    db_path: Path | None,
+    events: int,
+    batch: int = 50_000,
+    store_url: str | None = None,
+    *,
+    step_us: int = 1000,
+    unique_properties: tuple[str, ...] | None = None,
+) -> float:
+    """Fill a store with `events` events `step_us` apart from BASE_US; the seconds it took."""
     store: StoreWriter
     if store_url is not None:
         from tlytics.store.postgres import PostgresWriter
 
-        store = PostgresWriter(store_url, node="bench")
+        store = PostgresWriter(store_url, node="bench", unique_properties=unique_properties)
     else:
         assert db_path is not None
-        store = SQLiteStore(db_path)
+        store = SQLiteStore(db_path, unique_properties=unique_properties)
     started = time.perf_counter()
     base_us = BASE_US
     for start in range(0, events, batch):
         rows = [
-            (uuid7_int().to_bytes(16, "big"), f"key_{n % 20}", base_us + n * 1000, base_us + n * 1000, event_data(n))
+            (
+                uuid7_int().to_bytes(16, "big"),
+                f"key_{n % 20}",
+                base_us + n * step_us,
+                base_us + n * step_us,
+                event_data(n),
+            )
             for n in range(start, min(start + batch, events))
         ]
         store.insert(rows)

@@ -26,7 +26,7 @@ from tlytics.store.postgres import PostgresReader, PostgresWriter, migrate_postg
 class StoreBackend(Protocol):
     """What the contract suite needs of a backend."""
 
-    def open_writer(self) -> StoreWriter: ...
+    def open_writer(self, unique_properties: Sequence[str] | None = None) -> StoreWriter: ...
 
     def open_reader(self) -> StoreReader: ...
 
@@ -42,8 +42,8 @@ class SQLiteBackend:
         self.path = tmp_path / "contract.db"
         self._opened: list[StoreWriter | StoreReader] = []
 
-    def open_writer(self) -> StoreWriter:
-        writer = SQLiteWriter(self.path)
+    def open_writer(self, unique_properties: Sequence[str] | None = None) -> StoreWriter:
+        writer = SQLiteWriter(self.path, unique_properties=unique_properties)
         self._opened.append(writer)
         return writer
 
@@ -85,8 +85,8 @@ class PostgresBackend:
         self.url = cluster.create_database(self.database)
         self._opened: list[StoreWriter | StoreReader] = []
 
-    def open_writer(self) -> StoreWriter:
-        writer = PostgresWriter(self.url, node="contract")
+    def open_writer(self, unique_properties: Sequence[str] | None = None) -> StoreWriter:
+        writer = PostgresWriter(self.url, node="contract", unique_properties=unique_properties)
         self._opened.append(writer)
         return writer
 

@@ -156,6 +156,7 @@ def test_every_default_is_the_documented_one() -> None:
         "keys_file": None,
         "rate_limit": None,
         "read_rate_limit": None,
+        "unique_properties": (),
     }
     assert {name: getattr(parsed, name) for name, _ in operator_options()} == expected
 
@@ -185,6 +186,7 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--keys-file": "/etc/tlytics/keys",
         "--rate-limit": "2000/s",
         "--read-rate-limit": "20/s,burst=100",
+        "--unique-property": "data.user_id",
     }
     assert set(samples) == {option.flag for _, option in operator_options()}
     default = Settings()

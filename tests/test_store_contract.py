@@ -12,7 +12,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -20,7 +20,7 @@ import pytest
 
 from tests.store_backends import BACKENDS, StoreBackend
 from tlytics.store import EventFilter, Position, StoreReader, StoreRow, StoreWriter
-from tlytics.store.base import Operator, PropertyMatch
+from tlytics.store.base import Operator, PropertyMatch, exact_unique_counts
 
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
 MINUTE = 60_000_000
@@ -438,3 +438,85 @@ def test_funnel_counts_actors_through_the_steps_in_order_within_the_window(store
     assert store.reader.funnel(EventFilter(), steps, "user", 24 * hour) == [6, 4, 1]
     assert store.reader.funnel(EventFilter(until_us=T0 + 35 * hour), steps, "user", 24 * hour) == [6, 3, 1]
     assert store.reader.funnel(condition("user", "~", "u"), steps, "user", 100 * hour) == [4, 3, 1]
+
+
+# Unique counts from sketches (issue 14): `--unique-property` declares the properties a store
+# may sketch; whatever it does, its answers stay within the error it states.
+
+DAY = 24 * 60 * MINUTE
+
+
+def sketch_rows(count: int, users: int, first: int = 0, salt: str = "") -> list[StoreRow]:
+    """Events 7 s apart over about two days, three keys; a user property for most, none or
+    null for some (not counted), and a group that halves the users."""
+    rows = []
+    for n in range(first, first + count):
+        data: dict[str, Any] = {"user": f"u{n % users}{salt}", "group": n % users % 2}
+        if n % 97 == 0:
+            data = {"group": 3} if n % 2 else {"user": None, "group": 3}
+        rows.append(row(n, T0 + n * 7_000_000, key=f"k{n % 3}", data=data))
+    return rows
+
+
+def assert_unique_counts_near_exact(reader: StoreReader, window: EventFilter, path: str) -> int:
+    """The store's unique counts (daily, UTC) within 3 of its stated relative standard errors
+    of the exact counts; the total it answered."""
+    starts = [T0, T0 + DAY]
+    got = reader.unique_counts(starts, T0 + 2 * DAY, window, path)
+    exact = exact_unique_counts(reader, starts, T0 + 2 * DAY, window, path)
+    if got.method == "exact":
+        assert got.relative_error is None
+        assert got == exact
+    else:
+        assert got.relative_error is not None and 0 < got.relative_error < 0.05
+        for answered, truth in zip([*got.per_bucket, got.total], [*exact.per_bucket, exact.total], strict=True):
+            assert abs(answered - truth) <= 3 * got.relative_error * truth + 1, (got, exact)
+    return got.total
+
+
+def test_unique_counts_with_a_declared_property_stay_within_the_stated_error(store_backend: StoreBackend) -> None:
+    writer = store_backend.open_writer(unique_properties=("user",))
+    reader = store_backend.open_reader()
+    writer.insert(sketch_rows(24_000, users=12_000))
+    ragged = EventFilter(since_us=T0 + 7 * MINUTE + 13_000_000, until_us=T0 + 46 * 60 * MINUTE + 5_000_000)
+    assert reader.unique_counts([T0], T0 + DAY, ragged, "user").method == "hll"
+    assert assert_unique_counts_near_exact(reader, ragged, "user") > 11_000
+    assert assert_unique_counts_near_exact(reader, replace(ragged, keys=("k1",)), "user") > 3_500
+    # Bucket edges everywhere: 5-minute buckets inside one quarter of an hour.
+    starts = [T0 + QUARTER + i * 5 * MINUTE for i in range(3)]
+    short = reader.unique_counts(starts, T0 + 2 * QUARTER, EventFilter(), "user")
+    assert [abs(n - 42) <= 1 for n in short.per_bucket] == [True] * 3  # 300 s / 7 s, less the no-user ones
+    # A property not declared, or a property condition: exact.
+    assert reader.unique_counts([T0], T0 + DAY, ragged, "group").method == "exact"
+    assert reader.unique_counts([T0], T0 + DAY, replace(ragged, where=where(group="1").where), "user").method == "exact"
+
+
+def test_unique_counts_ignore_duplicates_and_forget_erased_values(store_backend: StoreBackend) -> None:
+    writer = store_backend.open_writer(unique_properties=("user",))
+    reader = store_backend.open_reader()
+    writer.insert(sketch_rows(24_000, users=12_000))
+    before = assert_unique_counts_near_exact(reader, EventFilter(), "user")
+    # The same ids again with other users: ignored by the insert, and by the counts.
+    assert writer.insert(sketch_rows(24_000, users=12_000, salt="-again")) == 0
+    assert reader.unique_counts([T0, T0 + DAY], T0 + 2 * DAY, EventFilter(), "user").total == before
+    # Erasing half the users halves the count.
+    writer.delete_matching(where(group="1"), max_rows=100_000, remember_ids=True)
+    after = assert_unique_counts_near_exact(reader, EventFilter(), "user")
+    assert abs(after - before / 2) < 0.1 * before
+    # Retention of the first day: its sketches go with its events.
+    writer.delete_matching(EventFilter(until_us=T0 + DAY), max_rows=100_000, remember_ids=False)
+    first_day = reader.unique_counts([T0, T0 + DAY], T0 + 2 * DAY, EventFilter(), "user")
+    assert first_day.per_bucket[0] == 0
+    assert assert_unique_counts_near_exact(reader, EventFilter(), "user") < after
+
+
+def test_a_declared_property_is_backfilled_from_the_events_already_stored(store_backend: StoreBackend) -> None:
+    writer = store_backend.open_writer()
+    reader = store_backend.open_reader()
+    writer.insert(sketch_rows(6_000, users=4_000))
+    assert reader.unique_counts([T0], T0 + DAY, EventFilter(), "user").method == "exact"
+    writer.close()
+    writer = store_backend.open_writer(unique_properties=("user",))
+    writer.insert(sketch_rows(6_000, users=4_000, first=6_000))  # the backfill runs before it
+    assert reader.unique_counts([T0], T0 + DAY, EventFilter(), "user").method == "hll"
+    assert_unique_counts_near_exact(reader, EventFilter(), "user")

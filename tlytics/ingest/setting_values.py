@@ -110,6 +110,18 @@ def api_key(value: str) -> str:
     return value
 
 
+# A property as /stats's unique= names it (tlytics.ingest.query.DATA_PROPERTY).
+_DATA_PROPERTY = re.compile(r"data\.([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\Z")
+
+
+def unique_property(value: str) -> str:
+    """A property whose distinct values the store sketches: `data.user_id` gives `user_id`."""
+    match = _DATA_PROPERTY.match(value.strip())
+    if match is None:
+        raise ValueError("a unique property looks like data.<property>, e.g. data.user_id")
+    return match[1]
+
+
 def rate(value: str) -> Rate | None:
     """A request rate with a burst: `2000/s`, `100/m`, `2000/s,burst=5000`; `off` for none."""
     return parse_rate(value)

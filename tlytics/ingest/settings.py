@@ -208,6 +208,17 @@ class Settings:
         repeatable=True,
         secret=True,
     )
+    # Properties whose distinct values the writer sketches (HyperLogLog per 15-minute bucket),
+    # so /stats?unique= answers them fast, within a stated error; others are counted exactly.
+    unique_properties: tuple[str, ...] = _option(
+        "--unique-property",
+        "TLYTICS_UNIQUE_PROPERTIES",
+        parse.unique_property,
+        "sketch this property's distinct values for /stats?unique= (SQLite), e.g. data.user_id;"
+        " repeatable (env: comma-separated)",
+        default=None,
+        repeatable=True,
+    )
     # More keys, one `scope secret [label]` per line, reloaded on SIGHUP and when it changes.
     keys_file: Path | None = _option(
         "--keys-file",

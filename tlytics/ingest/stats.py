@@ -21,6 +21,7 @@ from tlytics.ingest.query import DATA_PROPERTY, read_query
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.ingest.state import STORE
 from tlytics.store import EventFilter
+from tlytics.store.base import UniqueCounts
 from tlytics.timefmt import datetime_to_us, format_rfc3339_us, us_to_datetime
 
 INTERVALS = ("minute", "hour", "day", "week", "month")
@@ -122,17 +123,30 @@ async def _period(
     # Whole buckets, clipped to [since, until) by the filter: the store can then answer the
     # whole 15-minute parts from its rollup.
     edges_us = [datetime_to_us(start) for start in starts]
-    counts = await run_read(request, store.bucket_counts, edges_us, datetime_to_us(end), window, unique_path)
-    buckets = []
-    for start, (count, unique) in zip(starts, counts, strict=True):
-        bucket: dict[str, object] = {"start": _format_local(start), "count": count}
-        if unique is not None:
-            bucket["unique"] = unique
-        buckets.append(bucket)
+    end_us = datetime_to_us(end)
+    uniques: UniqueCounts | None = None
+    if unique_path is not None and window.where:
+        # A property condition reads the events whatever: counts and distinct values at once
+        # (no sketch answers for a subset of events anyway).
+        counts = await run_read(request, store.bucket_counts, edges_us, end_us, window, unique_path)
+        total = await run_read(request, store.unique_count, window, unique_path)
+        uniques = UniqueCounts(per_bucket=[unique or 0 for _, unique in counts], total=total)
+    else:
+        counts = await run_read(request, store.bucket_counts, edges_us, end_us, window, None)
+        if unique_path is not None:
+            # Per-bucket distinct counts do not add up: the store counts the whole window too.
+            uniques = await run_read(request, store.unique_counts, edges_us, end_us, window, unique_path)
+    buckets: list[dict[str, object]] = [
+        {"start": _format_local(start), "count": count} for start, (count, _) in zip(starts, counts, strict=True)
+    ]
     period: dict[str, object] = {"total": sum(count for count, _ in counts), "buckets": buckets}
-    if unique_path is not None:
-        # Per-bucket distinct counts do not add up: one count over the whole window.
-        period["unique_total"] = await run_read(request, store.unique_count, window, unique_path)
+    if uniques is not None:
+        for bucket, unique in zip(buckets, uniques.per_bucket, strict=True):
+            bucket["unique"] = unique
+        period["unique_total"] = uniques.total
+        period["unique_method"] = uniques.method
+        if uniques.relative_error is not None:
+            period["unique_error"] = uniques.relative_error
     return period
 
 

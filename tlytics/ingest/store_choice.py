@@ -25,7 +25,7 @@ from tlytics.errors import StoreError, StoreUnavailable
 from tlytics.ingest.settings import Settings
 from tlytics.store import EventFilter, Page, Position, SQLiteReader, SQLiteWriter, StoreReader, StoreWriter
 from tlytics.store import migrate_store as migrate_sqlite
-from tlytics.store.base import Breakdown
+from tlytics.store.base import Breakdown, UniqueCounts
 
 log = structlog.get_logger("tlytics.store")
 
@@ -86,11 +86,17 @@ def open_writer(settings: Settings) -> StoreWriter:
     if settings.store_url is None:
         # The store syncs at least as hard as the spool: with a "full" spool, a power loss
         # must not lose store commits whose spool entries were already removed.
-        return SQLiteWriter(settings.db_path, synchronous=settings.spool_sync)
+        return SQLiteWriter(
+            settings.db_path, synchronous=settings.spool_sync, unique_properties=settings.unique_properties
+        )
     from tlytics.store.postgres import PostgresWriter
 
     # PostgreSQL commits with synchronous_commit on whatever --spool-sync says.
-    return PostgresWriter(settings.store_url, node=node_name(settings.resolved_spool_dir))
+    return PostgresWriter(
+        settings.store_url,
+        node=node_name(settings.resolved_spool_dir),
+        unique_properties=settings.unique_properties,
+    )
 
 
 def open_reader(settings: Settings) -> StoreReader:
@@ -203,6 +209,9 @@ class ReaderOnDemand:
 
     def unique_count(self, where: EventFilter, path: str) -> int:
         return self._read(lambda reader: reader.unique_count(where, path))
+
+    def unique_counts(self, starts_us: Sequence[int], end_us: int, where: EventFilter, path: str) -> UniqueCounts:
+        return self._read(lambda reader: reader.unique_counts(starts_us, end_us, where, path))
 
     def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
         return self._read(lambda reader: reader.funnel(where, steps, by_path, within_us))

@@ -150,6 +150,26 @@ class Breakdown:
     missing: int
 
 
+@dataclass(frozen=True, slots=True)
+class UniqueCounts:
+    """Distinct values of a property per bucket and over the whole range, and how they were
+    counted: "exact", or "hll" (a HyperLogLog sketch, `relative_error` its relative standard
+    error)."""
+
+    per_bucket: list[int]
+    total: int
+    method: Literal["exact", "hll"] = "exact"
+    relative_error: float | None = None
+
+
+def exact_unique_counts(
+    reader: StoreReader, starts_us: Sequence[int], end_us: int, where: EventFilter, path: str
+) -> UniqueCounts:
+    """`StoreReader.unique_counts` counted exactly, from the events."""
+    per_bucket = [unique or 0 for _, unique in reader.bucket_counts(starts_us, end_us, where, path)]
+    return UniqueCounts(per_bucket=per_bucket, total=reader.unique_count(where, path))
+
+
 class StoreWriter(Protocol):
     """The write side of a store: used by the writer alone, one call at a time. Inserts are
     idempotent on `id`, and an erased id is never stored again."""
@@ -203,6 +223,12 @@ class StoreReader(Protocol):
     def unique_count(self, where: EventFilter, path: str) -> int:
         """The number of distinct values of data.`path` among matching events (null and a
         missing property not counted), exactly."""
+        ...
+
+    def unique_counts(self, starts_us: Sequence[int], end_us: int, where: EventFilter, path: str) -> UniqueCounts:
+        """Distinct values of data.`path` per bucket [start, next start) and over the whole of
+        `where`'s range: estimated from sketches when the store keeps them for that property
+        (and `where` has keys and times only), else exactly."""
         ...
 
     def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:

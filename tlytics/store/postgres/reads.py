@@ -24,11 +24,20 @@ import psycopg
 from psycopg import IsolationLevel
 
 from tlytics.errors import StoreError
-from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent
+from tlytics.store.base import (
+    Breakdown,
+    EventFilter,
+    Page,
+    Position,
+    StoredEvent,
+    UniqueCounts,
+    exact_unique_counts,
+)
 from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
 from tlytics.store.postgres.filters import property_value, sql_where
 from tlytics.store.postgres.schema import BUCKET_US, SCHEMA_VERSION, Connection, schema_version
+from tlytics.store.postgres.sketches import sketched, sketched_unique_counts
 from tlytics.store.sql import ThreadConnections
 
 # The per-node counter rows, summed: no count(*) over the whole table.
@@ -241,6 +250,14 @@ class PostgresReader:
                 f"SELECT count(DISTINCT tlytics_value_key({value})) FROM events{matching.sql}",
                 (*head, *matching.params),
             )
+
+    def unique_counts(self, starts_us: Sequence[int], end_us: int, where: EventFilter, path: str) -> UniqueCounts:
+        if not where.where:
+            # One snapshot: the sketches and the ragged edges agree.
+            with self._transaction("unique counts read", statements=2) as connection:
+                if sketched(connection, path):
+                    return sketched_unique_counts(connection, starts_us, end_us, where, path)
+        return exact_unique_counts(self, starts_us, end_us, where, path)
 
     def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
         step_indexes = indexes_of(steps)

@@ -285,6 +285,16 @@ MIGRATIONS: list[str | Callable[[Connection], None]] = [
     _derive_from_events,
     # 3: the functions of the ordering and contains filters.
     _FILTER_FUNCTIONS,
+    # 4: HyperLogLog sketches of the properties declared with --unique-property (see
+    # tlytics.store.postgres.sketches), per 15-minute bucket and key, and per bucket for all
+    # keys, each node's in rows of its own.
+    """
+    CREATE TABLE sketched_properties (path text PRIMARY KEY);
+    CREATE TABLE sketch_15m (path text NOT NULL, bucket bigint NOT NULL, key text COLLATE "C" NOT NULL,
+                             node text NOT NULL, registers bytea NOT NULL, PRIMARY KEY (path, bucket, key, node));
+    CREATE TABLE sketch_15m_all_keys (path text NOT NULL, bucket bigint NOT NULL, node text NOT NULL,
+                                      registers bytea NOT NULL, PRIMARY KEY (path, bucket, node));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

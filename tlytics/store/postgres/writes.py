@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Sequence
-from typing import cast
+from typing import Any, cast
 
 import psycopg
 
@@ -28,6 +28,7 @@ from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
 from tlytics.store.postgres.filters import filter_from_json, filter_to_json, sql_where
 from tlytics.store.postgres.schema import BUCKET_SQL, ERASURE_LOCK, Connection, migrate_postgres
+from tlytics.store.postgres.sketches import PostgresSketches
 
 _NODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 _NOW_US = "(extract(epoch FROM clock_timestamp()) * 1000000)::bigint"
@@ -85,7 +86,7 @@ WITH gone AS (
     INSERT INTO counters (node, count) SELECT %s, -count(*) FROM gone HAVING count(*) > 0
     ON CONFLICT (node) DO UPDATE SET count = counters.count + excluded.count
 )
-SELECT count(*), min({bucket}), max({bucket}) FROM gone
+SELECT count(*), min({bucket}), max({bucket}), jsonb_agg(DISTINCT jsonb_build_array({bucket}, key)) FROM gone
 """
 _REMEMBER = ", remembered AS (INSERT INTO erased_ids (id) SELECT id FROM gone ON CONFLICT DO NOTHING)"
 
@@ -95,7 +96,7 @@ class PostgresWriter:
     short name that stays the same across restarts: its counter and rollup rows). Opening it
     runs the migrations; the connection is opened on first use and again after it broke."""
 
-    def __init__(self, url: str, *, node: str) -> None:
+    def __init__(self, url: str, *, node: str, unique_properties: Sequence[str] | None = None) -> None:
         if not _NODE.match(node):
             raise ValueError(f"node must be 1-64 letters, digits or _.:- (got {node!r})")
         self.url = url
@@ -103,6 +104,8 @@ class PostgresWriter:
         self._where = describe(url)
         self._connection: Connection | None = None
         migrate_postgres(url)
+        # HyperLogLog sketches: --unique-property's are backfilled on first use if new.
+        self._sketches = PostgresSketches(node, unique_properties)
 
     def _writing(self) -> Connection:
         """The write connection, (re)opened when needed, with its staging table."""
@@ -134,6 +137,8 @@ class PostgresWriter:
             return 0
         connection = self._writing()
         try:
+            with store_errors("backfilling sketches"):
+                self._sketches.backfill_declared(connection)
             with store_errors(f"insert of {len(rows)} events"), connection.transaction(), connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ERASURE_LOCK,))
                 with cursor.copy(_COPY) as copy:
@@ -151,6 +156,7 @@ class PostgresWriter:
                     )
                 cursor.execute(_INSERT_NEW, (self.node, self.node, self.node))
                 inserted = cursor.fetchone()
+                self._sketches.add_inserted(cursor)
         except StoreError:
             if unusable(connection):
                 self._discard()
@@ -185,8 +191,9 @@ class PostgresWriter:
                     where=matching.sql, remember=_REMEMBER if remember_ids else "", bucket=BUCKET_SQL
                 )
                 cursor.execute(query, (*matching.params, max_rows, self.node, self.node, self.node))
-                deleted, first_bucket, last_bucket = cursor.fetchone() or (0, None, None)
+                deleted, first_bucket, last_bucket, touched = cursor.fetchone() or (0, None, None, None)
                 if deleted:
+                    self._sketches.rebuild(cursor, cast(list[list[Any]], touched or []))  # a sketch cannot forget
                     cursor.execute(
                         "DELETE FROM rollup_15m WHERE node = %s AND count = 0 AND bucket BETWEEN %s AND %s",
                         (self.node, first_bucket, last_bucket),

@@ -6,6 +6,7 @@ what they wrote; the server keeps the two apart.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from tlytics.store.sqlite.connection import Synchronous
@@ -23,8 +24,10 @@ def migrate_store(path: str | Path, *, synchronous: Synchronous = "normal") -> N
 class SQLiteStore(SQLiteWriter, SQLiteReader):
     """Both sides of the store on one file (opening it migrates)."""
 
-    def __init__(self, path: str | Path, *, synchronous: Synchronous = "normal") -> None:
-        SQLiteWriter.__init__(self, path, synchronous=synchronous)
+    def __init__(
+        self, path: str | Path, *, synchronous: Synchronous = "normal", unique_properties: Sequence[str] | None = None
+    ) -> None:
+        SQLiteWriter.__init__(self, path, synchronous=synchronous, unique_properties=unique_properties)
         SQLiteReader.__init__(self, path)
 
     def close(self) -> None:

@@ -21,12 +21,13 @@ import orjson
 
 from tlytics.chunks import chunks
 from tlytics.errors import StoreError
-from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent
+from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent, UniqueCounts, exact_unique_counts
 from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import ThreadConnections
 from tlytics.store.sqlite.connection import connect, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
+from tlytics.store.sqlite.sketches import sketched, sketched_unique_counts
 
 _COUNT = "SELECT value FROM counters WHERE name = 'events'"
 _INT64_MAX = 2**63 - 1
@@ -202,6 +203,15 @@ class SQLiteReader:
                 ["$." + path, *matching.params],
             )
         return unique
+
+    def unique_counts(self, starts_us: Sequence[int], end_us: int, where: EventFilter, path: str) -> UniqueCounts:
+        if not where.where:
+            connection = self._read_connection()
+            # One read transaction: the sketches and the ragged edges from the same snapshot.
+            with store_errors("unique counts read"), connection:
+                if sketched(connection, path):
+                    return sketched_unique_counts(connection, starts_us, end_us, where, path)
+        return exact_unique_counts(self, starts_us, end_us, where, path)
 
     def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
         step_indexes = indexes_of(steps)

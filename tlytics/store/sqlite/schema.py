@@ -103,6 +103,17 @@ MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [
     """,
     # 5: data in its canonical text.
     _canonicalize_stored_data,
+    # 6: HyperLogLog sketches of the properties declared with --unique-property (see
+    # tlytics.store.sqlite.sketches), per 15-minute bucket and key, and per bucket for all keys
+    # (a read without a key filter merges one sketch per bucket, not one per key). A property
+    # is listed in sketched_properties only once its sketches cover every event.
+    """
+    CREATE TABLE sketched_properties (path TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE TABLE sketch_15m (path TEXT NOT NULL, bucket INTEGER NOT NULL, key TEXT NOT NULL,
+                             registers BLOB NOT NULL, PRIMARY KEY (path, bucket, key));
+    CREATE TABLE sketch_15m_all_keys (path TEXT NOT NULL, bucket INTEGER NOT NULL, registers BLOB NOT NULL,
+                                      PRIMARY KEY (path, bucket));
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -19,6 +19,7 @@ from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.sqlite.connection import Synchronous, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_SQL, open_migrated, schema_version
+from tlytics.store.sqlite.sketches import SketchKeeper
 
 INSERT = "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
 BUMP_COUNT = "UPDATE counters SET value = value + ? WHERE name = 'events'"
@@ -38,7 +39,9 @@ KEY_STATS_NEW_ROWS = (
 class SQLiteWriter:
     """The write side of the store on one SQLite file; opening it runs the migrations."""
 
-    def __init__(self, path: str | Path, *, synchronous: Synchronous = "normal") -> None:
+    def __init__(
+        self, path: str | Path, *, synchronous: Synchronous = "normal", unique_properties: Sequence[str] | None = None
+    ) -> None:
         self.path = str(path)
         try:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -49,6 +52,9 @@ class SQLiteWriter:
         # Python, which costs nothing while there are none (a trigger cost 28% of inserts).
         with store_errors(f"reading the erased ids of {self.path}"):
             self._erased: set[bytes] = {row[0] for row in self._write_connection.execute("SELECT id FROM erased_ids")}
+            # HyperLogLog sketches of the --unique-property properties (backfilled here if new;
+            # None keeps those the store has, for tools and migrations).
+            self._sketches = SketchKeeper(self._write_connection, unique_properties)
 
     @property
     def schema_version(self) -> int:
@@ -67,6 +73,7 @@ class SQLiteWriter:
                 connection.execute(BUMP_COUNT, (inserted,))
                 connection.execute(ROLL_UP_NEW_ROWS, (last_seq,))
                 connection.execute(KEY_STATS_NEW_ROWS, (last_seq,))
+                self._sketches.add_new_rows(last_seq)
         return inserted
 
     def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
@@ -86,7 +93,9 @@ class SQLiteWriter:
             if not ids:
                 return 0
             self._roll_down(ids)
+            touched = self._sketches.touched(ids)
             connection.executemany("DELETE FROM events WHERE id = ?", [(event_id,) for event_id in ids])
+            self._sketches.rebuild(touched)  # a sketch cannot forget a value: rebuilt from what remains
             connection.execute(BUMP_COUNT, (-len(ids),))
             if remember_ids:
                 connection.executemany(
