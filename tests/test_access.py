@@ -414,3 +414,33 @@ async def test_whoami_says_what_the_presented_key_may_do(keyed: tuple[Any, web.A
 async def test_whoami_on_a_server_without_keys_allows_everything(client: Any) -> None:
     answer = await (await client.get("/whoami", headers={"Authorization": f"Bearer {WRONG_KEY}"})).json()
     assert answer == {"scope": None, "label": None, "allowed": ["write", "stats", "read", "admin"]}
+
+
+async def test_a_token_that_is_not_utf8_is_an_unknown_key(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Header bytes that are not UTF-8 (a garbled client) are a 401 on a keyed route and an
+    unknown key on /whoami, not a 500; a key whose secret is non-ASCII still opens its routes."""
+    unicode_key = "clé-secrète-ü-" + "k" * 8
+    client = await aiohttp_client(make_app(read_keys=(unicode_key,)))
+
+    async def status_with(token: bytes, target: str) -> tuple[int, bytes]:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", client.port), timeout=10)
+        try:
+            writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+                + b"Authorization: Bearer "
+                + token
+                + b"\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(reader.read(), timeout=30)
+        finally:
+            writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), body
+
+    for token in (b"\xc3\xa9\xff\xfe" + b"x" * 20, unicode_key.encode("latin-1", "replace")):
+        assert (await status_with(token, "/view"))[0] == 401, token
+        status, body = await status_with(token, "/whoami")
+        assert status == 200 and b'"scope":null' in body.replace(b" ", b""), (token, body)
+    assert (await status_with(unicode_key.encode(), "/view"))[0] == 200

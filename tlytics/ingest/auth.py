@@ -89,7 +89,9 @@ def bearer_token(request: web.Request) -> bytes | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return token.strip().encode()
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding back the same way
+    # gives the bytes the client sent (a token that is not UTF-8 is an unknown key, not a 500).
+    return token.strip().encode("utf-8", "surrogateescape")
 
 
 def presented_key(request: web.Request, ring: KeyRing) -> ApiKey | None:
