@@ -46,7 +46,26 @@ def test_a_rate_is_requests_per_unit_with_a_burst(text: str, per_second: float, 
     assert rate.per_second == pytest.approx(per_second) and rate.burst == burst
 
 
-@pytest.mark.parametrize("text", ["2000", "2000/d", "-1/s", "0/s", "fast", "10/s,burst=0", "10/s,burst=x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2000",
+        "2000/d",
+        "-1/s",
+        "0/s",
+        "fast",
+        "10/s,burst=0",
+        "10/s,burst=x",
+        "1/0s",
+        # Too large to be a float (an OverflowError, not a message), or too slow for any
+        # Retry-After (an infinite one: a 500 on the first refused request).
+        "9" * 400 + "/s",
+        "0." + "0" * 320 + "1/s",
+        "0.01/h",
+        "10/s,burst=" + "9" * 5000,
+        "10/s,burst=99999999999",
+    ],
+)
 def test_a_bad_rate_is_refused_with_an_example(text: str) -> None:
     with pytest.raises(ValueError, match="2000/s"):
         parse_rate(text)
