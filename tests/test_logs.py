@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
-from tlytics.logs import configure_logging
+from tlytics.logs import configure_logging, stop_routing_stdlib_logging
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -26,6 +26,7 @@ def json_logs() -> Iterator[None]:
     structlog.configure(cache_logger_on_first_use=False)  # each test's own capture of stdout
     yield
     structlog.reset_defaults()
+    stop_routing_stdlib_logging()
 
 
 def lines_of(out: str) -> list[dict[str, Any]]:
