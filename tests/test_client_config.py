@@ -182,3 +182,24 @@ def test_before_send_scrubs_drops_and_default_data_is_merged(server_factory: Any
     assert client.dropped == 0  # dropped on purpose is not lost
     assert [type(e) for e in errors] == [BeforeSendFailed]
     assert isinstance(errors[0], BeforeSendFailed) and errors[0].event_id == failed
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "argument"),
+    [
+        # Each is a client that would never deliver, drop everything or hang its exit.
+        ("TLYTICS_TIMEOUT", "0", {"timeout": 0}),
+        ("TLYTICS_SPOOL_MAX_BYTES", "-5", {"spool_max_bytes": 0}),
+        (None, None, {"flush_at_exit": float("inf")}),
+        (None, None, {"flush_period": float("nan")}),
+    ],
+)
+def test_a_value_that_would_lose_events_or_hang_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None, text: str | None, argument: dict[str, Any]
+) -> None:
+    if variable is not None and text is not None:
+        monkeypatch.setenv(variable, text)
+        with pytest.raises(ValueError, match=variable.removeprefix("TLYTICS_").lower()):
+            Config()
+    with pytest.raises(ValueError, match=next(iter(argument))):
+        Config(**argument)
