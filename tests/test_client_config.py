@@ -11,9 +11,11 @@ from typing import Any
 import platformdirs
 import pytest
 
-from tests.helpers import http_json
+from tests.fake_server import FakeServer
+from tests.helpers import eventually, http_json
 from tlytics import BeforeSendFailed, Client, Config, Event, InvalidEvent, SpoolError, TlyticsError
 from tlytics.client.config import settable_fields
+from tlytics.client.sender import MIN_IDLE_WAIT_S
 
 # A value for each field the environment may set, and what Config makes of it.
 ENVIRONMENT = {
@@ -203,3 +205,31 @@ def test_a_value_that_would_lose_events_or_hang_is_refused(
             Config()
     with pytest.raises(ValueError, match=next(iter(argument))):
         Config(**argument)
+
+
+def test_flush_period_zero_sends_at_once_without_spinning_while_idle(tmp_path: Path) -> None:
+    """flush_period=0 (send as soon as possible) delivers, and the idle sender still waits
+    between looks at the empty spool (it polled in a loop, most of a core for nothing)."""
+    fake = FakeServer().start()
+    try:
+        client = Client(Config(server_url=fake.url, spool_dir=tmp_path / "s", flush_period=0, spool_interval=0))
+        try:
+            client.emit("signup")
+            assert client.flush(timeout=30)
+            sender = client._sender
+            assert sender is not None
+            waits: list[float] = []
+            step = sender.step
+
+            def recording_step(transport: Any) -> Any:
+                answer = step(transport)
+                waits.append(answer[1])
+                return answer
+
+            sender.step = recording_step  # type: ignore[method-assign]
+            eventually(lambda: len(waits) >= 2, what="two idle steps")
+            assert min(waits) >= MIN_IDLE_WAIT_S
+        finally:
+            client.close(timeout=5)
+    finally:
+        fake.stop()
