@@ -218,3 +218,14 @@ def test_editing_the_file_alone_rotates_keys(server_factory: Any, tmp_path: Path
     assert status_with(server, NEW_READ) == 401
     status, body = http_json("DELETE", server.url + "/events?key=nothing", headers=bearer(OLD_READ + "x"))
     assert status == 200, body
+
+
+def test_sighup_without_a_keys_file_is_logged_and_the_server_keeps_serving(server_factory: Any) -> None:
+    """SIGHUP is the reload signal (systemd's ExecReload=kill -HUP); without a keys file there
+    is nothing to reload, and the default action killed the server on the spot."""
+    server: ServerProcess = server_factory().start()
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGHUP)
+    eventually(lambda: '"sighup_ignored"' in server.log(), what="the ignored SIGHUP in the log")
+    assert server.process.poll() is None
+    assert http_json("GET", f"{server.url}/health")[0] == 200

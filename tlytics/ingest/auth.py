@@ -20,7 +20,7 @@ import structlog
 from aiohttp import web
 
 from tlytics.ingest.keys import ApiKey, KeyRing, Keys, Scope, flag_keys
-from tlytics.ingest.keys_file import keys_file_ctx
+from tlytics.ingest.keys_file import keys_file_ctx, sighup_without_keys_file_ctx
 from tlytics.ingest.rate_limit import RateLimits, retry_after_header
 from tlytics.ingest.responses import ApiError
 from tlytics.ingest.state import KEYS, METRICS, RATE_LIMITS, SETTINGS
@@ -56,8 +56,7 @@ def install_access_control(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[RATE_LIMITS] = RateLimits(settings.rate_limit, settings.read_rate_limit, app[METRICS].registry)
     app.cleanup_ctx.append(_keys_ctx)
-    if settings.keys_file is not None:
-        app.cleanup_ctx.append(keys_file_ctx)
+    app.cleanup_ctx.append(keys_file_ctx if settings.keys_file is not None else sighup_without_keys_file_ctx)
 
 
 async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
