@@ -204,9 +204,10 @@ def _route_stdlib_logging(level: str) -> None:
     """Send stdlib log records (warnings and up, or `level` if higher: libraries' info chatter
     stays out, as before) through structlog, replacing a handler installed by an earlier call."""
     stop_routing_stdlib_logging()
-    root = logging.getLogger()
-    root.addHandler(_StdlibToStructlog())
-    root.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+    handler = _StdlibToStructlog()
+    # The handler's level, not the root logger's: the process's logging settings stay its own.
+    handler.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+    logging.getLogger().addHandler(handler)
 
 
 def stop_routing_stdlib_logging() -> None:
