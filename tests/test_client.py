@@ -303,6 +303,29 @@ def test_emit_validates_cheaply_and_rejects_what_could_never_be_stored(tmp_path:
     client.close(0.1)
 
 
+def test_emit_refuses_ids_the_server_would_refuse_and_returns_the_id_it_stores(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """An id the server refuses raised nothing at emit: it waited in the spool, then was
+    dead-lettered. An uppercase id is stored lowercase, so emit returns it so."""
+    server: ServerProcess = server_factory().start()
+    failures: list[TlyticsError] = []
+    client = Client(fast_config(server.url, tmp_path / "s", on_error=failures.append))
+    try:
+        for bad in ("", "garbage", "{0190a5d6-0000-7000-8000-000000000001}", "0190a5d600007000800000000000000001"):
+            with pytest.raises(InvalidEvent, match="id"):
+                client.emit(Event(key="a", id=bad))
+        upper = "0190A5D6-0000-7000-8000-00000000ABCD"
+        returned = client.emit(Event(key="a", id=upper))
+        assert returned == upper.lower()
+        assert client.flush(timeout=30)
+        server.wait_drained()
+        assert server.stored_ids() == [returned]
+        assert client.stats.dead_lettered == 0 and not failures
+    finally:
+        client.close(timeout=5)
+
+
 def test_emit_refuses_timestamps_the_server_could_not_print_back(tmp_path: Path) -> None:
     from datetime import datetime, timedelta, timezone
 

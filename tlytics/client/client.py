@@ -19,6 +19,7 @@ import atexit
 import functools
 import logging
 import os
+import re
 import threading
 import time
 import weakref
@@ -47,7 +48,7 @@ from tlytics.errors import (
     SpoolFull,
     TlyticsError,
 )
-from tlytics.events import check_key
+from tlytics.events import UUID_PATTERN, check_key
 from tlytics.ids import _reseed_after_fork as _reseed_ids_after_fork
 from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
@@ -70,6 +71,17 @@ _REFUSED_RETRY_PERIOD_S = 0.25
 def _canonical_id(value: int) -> str:
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+_EVENT_ID = re.compile(UUID_PATTERN)
+
+
+def _checked_id(event_id: object) -> str:
+    """An event id as the server stores it (lowercase), or InvalidEvent: an id the server
+    refuses ("", braces, no hyphens) must not wait in the spool to be dead-lettered later."""
+    if not isinstance(event_id, str) or _EVENT_ID.match(event_id) is None:
+        raise InvalidEvent("id must be a UUID string, e.g. 0190a5d6-0000-7000-8000-000000000001", field="id")
+    return event_id.lower()
 
 
 def _event_dict(pending: _Pending) -> dict[str, Any]:
@@ -205,8 +217,7 @@ class Client:
             key, event_id, timestamp, data = event.key, event.id, event.timestamp, event.data
         check_key(key)
         pending_timestamp: int | str = time.time_ns() if timestamp is None else self._checked_timestamp(timestamp)
-        if event_id is None:
-            event_id = _canonical_id(uuid7_int())
+        event_id = _canonical_id(uuid7_int()) if event_id is None else _checked_id(event_id)
         if data is None:
             data = {}
         elif not isinstance(data, Mapping):
@@ -258,7 +269,7 @@ class Client:
             elif not isinstance(new_data, Mapping):
                 raise InvalidEvent("data must be a mapping", field="data")
             return (
-                answer.id or _canonical_id(uuid7_int()),
+                _canonical_id(uuid7_int()) if answer.id is None else _checked_id(answer.id),
                 check_key(answer.key),
                 time.time_ns() if answer.timestamp is None else self._checked_timestamp(answer.timestamp),
                 dict(new_data),
