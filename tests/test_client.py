@@ -326,6 +326,28 @@ def test_emit_refuses_ids_the_server_would_refuse_and_returns_the_id_it_stores(
         client.close(timeout=5)
 
 
+def test_nan_and_infinity_are_reported_not_sent_as_null(tmp_path: Path) -> None:
+    """orjson writes NaN and Infinity as null: such an event was stored changed, silently.
+    It is now set aside and reported as data that cannot be encoded (as an int key is);
+    emit_and_send raises InvalidEvent for it. A real null still goes through."""
+    fake = FakeServer().start()
+    failures: list[TlyticsError] = []
+    client = Client(fast_config(fake.url, tmp_path / "s", on_error=failures.append))
+    try:
+        kept = client.emit("a", {"n": None, "x": 1.5})
+        client.emit("a", {"x": float("nan")})
+        client.emit("a", {"deep": [{"x": float("-inf")}]})
+        with pytest.raises(InvalidEvent, match="NaN"):
+            client.emit_and_send("a", {"x": float("inf")})
+        assert client.flush(timeout=30)
+        assert fake.ids() == [kept]
+        assert [event["data"] for received in fake.received for event in received.events] == [{"n": None, "x": 1.5}]
+        assert len(failures) == 2 and all(isinstance(failure, InvalidEvent) for failure in failures)
+    finally:
+        client.close(timeout=5)
+        fake.stop()
+
+
 def test_emit_refuses_timestamps_the_server_could_not_print_back(tmp_path: Path) -> None:
     from datetime import datetime, timedelta, timezone
 

@@ -18,6 +18,7 @@ import asyncio
 import atexit
 import functools
 import logging
+import math
 import os
 import re
 import threading
@@ -98,7 +99,28 @@ def _open_spool(directory: Path) -> Spool:
 
 def _encode_entry(events: list[dict[str, Any]]) -> bytes:
     # default=str: a Decimal or a custom object becomes its text instead of losing the event.
-    return orjson.dumps(events, default=str)
+    encoded = orjson.dumps(events, default=str)
+    # orjson writes NaN and Infinity as null: the event would be stored changed, silently (the
+    # server refuses them in JSON text). Only a body with a null can hold one, so most
+    # batches are not walked at all.
+    if b"null" in encoded:
+        for event in events:
+            _refuse_non_finite_numbers(event["data"])
+    return encoded
+
+
+def _refuse_non_finite_numbers(data: Any) -> None:
+    """TypeError (as for data orjson cannot encode) when `data` holds a NaN or an infinity."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise TypeError(f"{value} is not a JSON number (the server refuses NaN and Infinity)")
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
 
 
 class Client:
@@ -315,10 +337,15 @@ class Client:
         if pending is None:  # disabled, or before_send dropped it
             return self._last_emitted_id
         record = _event_dict(pending)
+        try:
+            # Encoded as emit() spools it (a Decimal as its text; NaN refused), then sent as that.
+            entry = _encode_entry([record])
+        except TypeError as exc:
+            raise InvalidEvent(f"event {pending[0]} cannot be encoded as JSON: {exc}", field="data") from None
         transport = Transport.for_config(self.config)
         rejected: list[TlyticsError] = []
         try:
-            reply = deliver(transport, [record], self._dead_letter, rejected.append, self.stats)
+            reply = deliver(transport, orjson.loads(entry), self._dead_letter, rejected.append, self.stats)
         except DeliveryError:
             reply = None
         finally:
@@ -330,7 +357,7 @@ class Client:
             return pending[0]
         # Not acknowledged: keep it for the sender, which retries until the server takes it.
         try:
-            self._spool.append(_encode_entry([record]))
+            self._spool.append(entry)
         except SpoolError:
             self._buffer.append(pending)  # the spooler writes it once the spool takes events
         self._ensure_started()
