@@ -53,7 +53,7 @@ PROMISED = {
     ("GET", "/"): "open",
     ("GET", "/openapi.json"): "open",
     ("GET", "/whoami"): "open",
-    ("GET", "/static"): "open",
+    ("GET", "/static/{name}"): "open",
 }
 # Routes other branches add (the funnel) carry the level the design gives them.
 PROMISED_IF_PRESENT = {("GET", "/funnel"): "stats"}
@@ -78,8 +78,8 @@ def undeclared_routes(app: web.Application) -> list[str]:
 def sample_path(route: web.AbstractRoute) -> str:
     """A path that reaches `route`."""
     assert route.resource is not None
-    if isinstance(route.resource, web.StaticResource):
-        return route.resource.canonical + "/dashboard.js"
+    if route.resource.canonical == "/static/{name}":
+        return "/static/dashboard.js"
     info = route.resource.get_info()
     assert "path" in info, f"add a sample path for {route.resource!r} to this test"
     return str(info["path"])
@@ -444,3 +444,21 @@ async def test_a_token_that_is_not_utf8_is_an_unknown_key(
         status, body = await status_with(token, "/whoami")
         assert status == 200 and b'"scope":null' in body.replace(b" ", b""), (token, body)
     assert (await status_with(unicode_key.encode(), "/view"))[0] == 200
+
+
+async def test_a_missing_static_file_is_a_json_404_logged_as_such(keyed: tuple[Any, web.Application]) -> None:
+    """aiohttp's static route answered a missing file with an empty octet-stream 404 that the
+    request log (and the metrics) recorded as a 200. The dashboard's files are still served,
+    HEAD included, and nothing outside their directory is reachable."""
+    client, _ = keyed
+    with capture_logs() as logs:
+        missing = await client.get("/static/no-such-file.js")
+    assert missing.status == 404 and (await missing.json())["error"] == "no such file: /static/no-such-file.js"
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert line["status"] == 404
+    for target in ("/static/%ff", "/static/..%2fopenapi.json", "/static/.", "/static/"):
+        assert (await client.get(target)).status == 404, target
+    script = await client.get("/static/dashboard.js")
+    assert script.status == 200 and "javascript" in script.headers["Content-Type"]
+    assert (await client.head("/static/dashboard.css")).status == 200
+    assert (await client.get("/static/dashboard.js", headers={"If-None-Match": script.headers["ETag"]})).status == 304
