@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 
 from tests.helpers import app_flush, spool_count, store_count
 from tlytics import Client, Config, Event
-from tlytics.ingest.rate_limit import SWEEP_PERIOD_S, Rate, RateLimiter, parse_rate
+from tlytics.ingest.rate_limit import SWEEP_PERIOD_S, Rate, RateLimiter, address_caller, parse_rate
 from tlytics.ingest.state import METRICS
 
 WRITE_A = "write-key-a-0123456789"
@@ -199,3 +199,15 @@ async def test_the_client_library_delivers_everything_through_a_limit(
     assert store_count(app) == 4  # every event, though most requests were refused at first
     limited = rate_limited(app_metrics_text(app))
     assert limited['tlytics_requests_rate_limited_total{limit="write",scope="write"}'] >= 1
+
+
+def test_an_ipv6_client_has_one_budget_per_64_not_per_address() -> None:
+    """A host usually holds a whole IPv6 /64: a budget per address gave it 2^64 of them."""
+    limiter = RateLimiter(Rate(per_second=1 / 3600, burst=1, text="1/h"), clock=FakeClock())
+    assert limiter.take(address_caller("2001:db8:1:2::1")) is None
+    assert limiter.take(address_caller("2001:db8:1:2:ffff::7")) is not None  # same /64: refused
+    assert limiter.take(address_caller("2001:db8:1:3::1")) is None  # another /64
+    assert limiter.take(address_caller("198.51.100.7")) is None
+    assert limiter.take(address_caller("::ffff:198.51.100.7")) is not None  # the same IPv4 client
+    assert limiter.take(address_caller("198.51.100.8")) is None
+    assert address_caller("fe80::1%eth0") == address_caller("fe80::2") and address_caller(None) == ""

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from tlytics.ingest.keys import ApiKey, KeyRing, Keys, Scope, flag_keys
 from tlytics.ingest.keys_file import keys_file_ctx, sighup_without_keys_file_ctx
-from tlytics.ingest.rate_limit import RateLimits, retry_after_header
+from tlytics.ingest.rate_limit import RateLimits, address_caller, retry_after_header
 from tlytics.ingest.responses import ApiError
 from tlytics.ingest.state import KEYS, METRICS, RATE_LIMITS, SETTINGS
 
@@ -150,7 +150,7 @@ def _check_rate(request: web.Request, access: Scope, key: ApiKey | None) -> None
     limiter = limits.write if limit == "write" else limits.read
     if limiter is None:
         return
-    wait_s = limiter.take(key.secret_digest if key is not None else (request.remote or ""))
+    wait_s = limiter.take(key.secret_digest if key is not None else address_caller(request.remote))
     if wait_s is None:
         return
     limits.limited.labels(limit, key.scope if key is not None else "none").inc()

@@ -13,6 +13,7 @@ Limits are per server process.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import time
@@ -124,6 +125,21 @@ class RateLimiter:
         if len(self._buckets) >= self._max_buckets:
             kept = list(self._buckets.items())[len(self._buckets) // 2 :]
             self._buckets = dict(kept)
+
+
+def address_caller(remote: str | None) -> Hashable:
+    """The bucket of a request without a valid key: its IPv4 address, or its IPv6 /64 (one
+    host usually holds a whole /64, so per-address buckets would give it 2^64 budgets and let
+    it flush everyone else's buckets out of the table)."""
+    if not remote or ":" not in remote:
+        return remote or ""
+    try:
+        address = ipaddress.IPv6Address(remote.partition("%")[0])
+    except ValueError:
+        return remote
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return int(address) >> 64
 
 
 def retry_after_header(wait_s: float) -> str:
