@@ -143,6 +143,25 @@ def test_flask_wsgi_middleware_and_track_event(server: ServerProcess, client: Cl
     assert recorded(server, client, "hello_view") == [{}]
 
 
+def test_wsgi_records_a_non_ascii_path_as_the_text_it_is(server: ServerProcess, client: Client) -> None:
+    """WSGI gives PATH_INFO as the URL's bytes read as latin-1 (PEP 3333): /café was recorded
+    as /cafÃ©. A path that is not UTF-8 is recorded with replacement characters."""
+    from flask import Flask
+
+    app = Flask(__name__)
+    app.wsgi_app = WSGIMiddleware(app.wsgi_app, client)  # type: ignore[method-assign]
+
+    @app.route("/<word>")
+    def echo(word: str) -> str:
+        return word
+
+    http = app.test_client()
+    http.get("/caf%C3%A9").close()
+    http.get("/bad%FF").close()
+    bad, cafe = recorded(server, client)
+    assert (cafe["path"], bad["path"]) == ("/café", "/bad\ufffd")
+
+
 def test_forwarded_address_only_when_trusted(server: ServerProcess, client: Client) -> None:
     from flask import Flask
 
