@@ -103,10 +103,14 @@ def log_level(value: str) -> str:
 
 
 def api_key(value: str) -> str:
-    """An API key: 16+ characters without spaces or commas (a comma separates keys in a variable)."""
-    if len(value) < MIN_KEY_LENGTH or any(c.isspace() or c == "," for c in value):
+    """An API key: 16+ printable ASCII characters without spaces or commas (a comma separates
+    keys in a variable). ASCII because an HTTP header carries it: Python's http.client sends a
+    header as latin-1 (an é arrives as another byte than the server's UTF-8 key; a € cannot be
+    sent at all) and browsers refuse anything beyond latin-1 in fetch(), so a non-ASCII key
+    would be refused to some clients only."""
+    if len(value) < MIN_KEY_LENGTH or not all("!" <= c <= "~" and c != "," for c in value):
         # The value is not shown: a key that is almost right is still almost a secret.
-        raise ValueError(f"an API key needs {MIN_KEY_LENGTH}+ characters, without spaces or commas")
+        raise ValueError(f"an API key needs {MIN_KEY_LENGTH}+ characters of printable ASCII, without spaces or commas")
     return value
 
 
