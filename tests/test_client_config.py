@@ -233,3 +233,15 @@ def test_flush_period_zero_sends_at_once_without_spinning_while_idle(tmp_path: P
             client.close(timeout=5)
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize("key", ["clé-secrète-0123456789", "key-€-0123456789abcdef", "with space-0123456789"])
+def test_a_write_key_that_is_not_printable_ascii_is_refused_unshown(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    """http.client sends a header as latin-1: a € key killed the sender thread (events stayed
+    on disk, nothing reported), an é key arrived as other bytes than the server's key (401)."""
+    with pytest.raises(ValueError, match="write_key") as raised:
+        Config(write_key=key)
+    assert key not in str(raised.value)
+    monkeypatch.setenv("TLYTICS_WRITE_KEY", key)
+    with pytest.raises(ValueError, match="write_key"):
+        Config()

@@ -177,6 +177,9 @@ class Config:
                 object.__setattr__(self, field.name, _from_environment(field.name, setting, environ))
         if not self.server_url.startswith(("http://", "https://")):
             raise ValueError(f"server_url must start with http:// or https://, not {self.server_url!r}")
+        if self.write_key is not None and not all("!" <= c <= "~" for c in self.write_key):
+            # The key is not shown. It travels in a header, which http.client sends as latin-1.
+            raise ValueError("write_key must be printable ASCII without spaces, as the server's keys are")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if self.max_memory_events < 0:
