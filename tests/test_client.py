@@ -348,6 +348,31 @@ def test_nan_and_infinity_are_reported_not_sent_as_null(tmp_path: Path) -> None:
         fake.stop()
 
 
+def test_the_sender_thread_survives_a_surprise_and_delivers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception nobody expected (here from the transport) ended the sender thread: the
+    events stayed on disk with nothing reported. It is logged, and the sender retries."""
+    from tlytics.client.transport import Transport
+
+    real_post = Transport.post_batch
+    calls: list[int] = []
+
+    def post_failing_once(self: Transport, events_json: bytes) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a surprise")
+        return real_post(self, events_json)
+
+    monkeypatch.setattr(Transport, "post_batch", post_failing_once)
+    fake = FakeServer().start()
+    client = Client(fast_config(fake.url, tmp_path / "s"))
+    try:
+        event_id = client.emit("a")
+        eventually(lambda: fake.ids() == [event_id], what="delivery after the surprise")
+    finally:
+        client.close(timeout=5)
+        fake.stop()
+
+
 def test_emit_refuses_timestamps_the_server_could_not_print_back(tmp_path: Path) -> None:
     from datetime import datetime, timedelta, timezone
 

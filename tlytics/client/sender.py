@@ -340,7 +340,16 @@ class Sender:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                step, delay_s = self.step(transport)
+                try:
+                    step, delay_s = self.step(transport)
+                except Exception as exc:
+                    # A surprise (a bug, a library raising what it should not) must not end
+                    # the thread: the events would wait on disk and nobody would know why.
+                    log.exception("client sender step failed; retrying")
+                    self._stats.last_error = repr(exc)
+                    self._attempt += 1
+                    step = Step.RETRY
+                    delay_s = backoff_delay_s(self._attempt, max_delay_s=seconds(self._config.retry_max_delay))
                 if step is Step.SENT:
                     continue
                 if step is Step.WAIT:
