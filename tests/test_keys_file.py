@@ -236,3 +236,6 @@ def test_sighup_without_a_keys_file_is_logged_and_the_server_keeps_serving(serve
     assert server.wait_drained()["spool_entries"] == 0
     assert server.process.poll() is None
     assert '"writer_process_died_restarting"' not in server.log()
+    # Nor did CPython's resource tracker die of it (tracebacks in the log at the stop, not JSON).
+    assert server.stop() == 0
+    assert all(line.startswith("{") for line in server.log().splitlines()), server.log()

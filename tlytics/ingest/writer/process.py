@@ -112,12 +112,16 @@ class ProcessExecutor:
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
-            initializer=_initialize,
-            initargs=(self._settings, self._parent_pid),
-        )
+        # Blocked here too: the pool's queues start CPython's resource tracker process, which
+        # ignores SIGINT and SIGTERM but not SIGHUP; spawned with it blocked, a hang-up of the
+        # process group cannot kill it (it did, with tracebacks in the server's log).
+        with _stop_signals_blocked():
+            return ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
+                initializer=_initialize,
+                initargs=(self._settings, self._parent_pid),
+            )
 
     async def execute(self, fn: Callable[[WriterResources, *Args], T], *args: *Args) -> T:
         executor = self._executor
