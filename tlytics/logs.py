@@ -208,10 +208,12 @@ def _route_stdlib_logging(level: str) -> None:
     # The handler's level, not the root logger's: the process's logging settings stay its own.
     handler.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
     logging.getLogger().addHandler(handler)
+    logging.captureWarnings(True)  # warnings.warn (a library's UserWarning) as log lines too
 
 
 def stop_routing_stdlib_logging() -> None:
     """Undo `_route_stdlib_logging` (for tests that configure logging for a while)."""
+    logging.captureWarnings(False)
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, _StdlibToStructlog):
