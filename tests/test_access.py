@@ -53,7 +53,7 @@ PROMISED = {
     ("GET", "/"): "open",
     ("GET", "/openapi.json"): "open",
     ("GET", "/whoami"): "open",
-    ("GET", "/static"): "open",
+    ("GET", "/static/{name}"): "open",
 }
 # Routes other branches add (the funnel) carry the level the design gives them.
 PROMISED_IF_PRESENT = {("GET", "/funnel"): "stats"}
@@ -78,8 +78,8 @@ def undeclared_routes(app: web.Application) -> list[str]:
 def sample_path(route: web.AbstractRoute) -> str:
     """A path that reaches `route`."""
     assert route.resource is not None
-    if isinstance(route.resource, web.StaticResource):
-        return route.resource.canonical + "/dashboard.js"
+    if route.resource.canonical == "/static/{name}":
+        return "/static/dashboard.js"
     info = route.resource.get_info()
     assert "path" in info, f"add a sample path for {route.resource!r} to this test"
     return str(info["path"])
@@ -414,3 +414,48 @@ async def test_whoami_says_what_the_presented_key_may_do(keyed: tuple[Any, web.A
 async def test_whoami_on_a_server_without_keys_allows_everything(client: Any) -> None:
     answer = await (await client.get("/whoami", headers={"Authorization": f"Bearer {WRONG_KEY}"})).json()
     assert answer == {"scope": None, "label": None, "allowed": ["write", "stats", "read", "admin"]}
+
+
+async def test_a_token_that_is_not_utf8_is_an_unknown_key(keyed: tuple[Any, web.Application]) -> None:
+    """Header bytes that are not UTF-8 (a garbled client, a key sent as latin-1) are a 401 on
+    a keyed route and an unknown key on /whoami, not a 500."""
+    client, _ = keyed
+
+    async def answer_with(token: bytes, target: str) -> tuple[int, bytes]:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", client.port), timeout=10)
+        try:
+            writer.write(
+                f"GET {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n".encode()
+                + b"Authorization: Bearer "
+                + token
+                + b"\r\n\r\n"
+            )
+            answer = await asyncio.wait_for(reader.read(), timeout=30)
+        finally:
+            writer.close()
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return int(head.split(b" ")[1]), body
+
+    for token in (b"\xc3\xa9\xff\xfe" + b"x" * 20, READ_KEY.encode() + b"\xe9"):
+        assert (await answer_with(token, "/view"))[0] == 401, token
+        status, body = await answer_with(token, "/whoami")
+        assert status == 200 and b'"scope":null' in body.replace(b" ", b""), (token, body)
+    assert (await answer_with(READ_KEY.encode(), "/view"))[0] == 200
+
+
+async def test_a_missing_static_file_is_a_json_404_logged_as_such(keyed: tuple[Any, web.Application]) -> None:
+    """aiohttp's static route answered a missing file with an empty octet-stream 404 that the
+    request log (and the metrics) recorded as a 200. The dashboard's files are still served,
+    HEAD included, and nothing outside their directory is reachable."""
+    client, _ = keyed
+    with capture_logs() as logs:
+        missing = await client.get("/static/no-such-file.js")
+    assert missing.status == 404 and (await missing.json())["error"] == "no such file: /static/no-such-file.js"
+    (line,) = [entry for entry in logs if entry["event"] == "request"]
+    assert line["status"] == 404
+    for target in ("/static/%ff", "/static/..%2fopenapi.json", "/static/.", "/static/"):
+        assert (await client.get(target)).status == 404, target
+    script = await client.get("/static/dashboard.js")
+    assert script.status == 200 and "javascript" in script.headers["Content-Type"]
+    assert (await client.head("/static/dashboard.css")).status == 200
+    assert (await client.get("/static/dashboard.js", headers={"If-None-Match": script.headers["ETag"]})).status == 304

@@ -303,6 +303,76 @@ def test_emit_validates_cheaply_and_rejects_what_could_never_be_stored(tmp_path:
     client.close(0.1)
 
 
+def test_emit_refuses_ids_the_server_would_refuse_and_returns_the_id_it_stores(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    """An id the server refuses raised nothing at emit: it waited in the spool, then was
+    dead-lettered. An uppercase id is stored lowercase, so emit returns it so."""
+    server: ServerProcess = server_factory().start()
+    failures: list[TlyticsError] = []
+    client = Client(fast_config(server.url, tmp_path / "s", on_error=failures.append))
+    try:
+        for bad in ("", "garbage", "{0190a5d6-0000-7000-8000-000000000001}", "0190a5d600007000800000000000000001"):
+            with pytest.raises(InvalidEvent, match="id"):
+                client.emit(Event(key="a", id=bad))
+        upper = "0190A5D6-0000-7000-8000-00000000ABCD"
+        returned = client.emit(Event(key="a", id=upper))
+        assert returned == upper.lower()
+        assert client.flush(timeout=30)
+        server.wait_drained()
+        assert server.stored_ids() == [returned]
+        assert client.stats.dead_lettered == 0 and not failures
+    finally:
+        client.close(timeout=5)
+
+
+def test_nan_and_infinity_are_reported_not_sent_as_null(tmp_path: Path) -> None:
+    """orjson writes NaN and Infinity as null: such an event was stored changed, silently.
+    It is now set aside and reported as data that cannot be encoded (as an int key is);
+    emit_and_send raises InvalidEvent for it. A real null still goes through."""
+    fake = FakeServer().start()
+    failures: list[TlyticsError] = []
+    client = Client(fast_config(fake.url, tmp_path / "s", on_error=failures.append))
+    try:
+        kept = client.emit("a", {"n": None, "x": 1.5})
+        client.emit("a", {"x": float("nan")})
+        client.emit("a", {"deep": [{"x": float("-inf")}]})
+        with pytest.raises(InvalidEvent, match="NaN"):
+            client.emit_and_send("a", {"x": float("inf")})
+        assert client.flush(timeout=30)
+        assert fake.ids() == [kept]
+        assert [event["data"] for received in fake.received for event in received.events] == [{"n": None, "x": 1.5}]
+        assert len(failures) == 2 and all(isinstance(failure, InvalidEvent) for failure in failures)
+    finally:
+        client.close(timeout=5)
+        fake.stop()
+
+
+def test_the_sender_thread_survives_a_surprise_and_delivers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exception nobody expected (here from the transport) ended the sender thread: the
+    events stayed on disk with nothing reported. It is logged, and the sender retries."""
+    from tlytics.client.transport import Transport
+
+    real_post = Transport.post_batch
+    calls: list[int] = []
+
+    def post_failing_once(self: Transport, events_json: bytes) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("a surprise")
+        return real_post(self, events_json)
+
+    monkeypatch.setattr(Transport, "post_batch", post_failing_once)
+    fake = FakeServer().start()
+    client = Client(fast_config(fake.url, tmp_path / "s"))
+    try:
+        event_id = client.emit("a")
+        eventually(lambda: fake.ids() == [event_id], what="delivery after the surprise")
+    finally:
+        client.close(timeout=5)
+        fake.stop()
+
+
 def test_emit_refuses_timestamps_the_server_could_not_print_back(tmp_path: Path) -> None:
     from datetime import datetime, timedelta, timezone
 

@@ -11,9 +11,11 @@ from typing import Any
 import platformdirs
 import pytest
 
-from tests.helpers import http_json
+from tests.fake_server import FakeServer
+from tests.helpers import eventually, http_json
 from tlytics import BeforeSendFailed, Client, Config, Event, InvalidEvent, SpoolError, TlyticsError
 from tlytics.client.config import settable_fields
+from tlytics.client.sender import MIN_IDLE_WAIT_S
 
 # A value for each field the environment may set, and what Config makes of it.
 ENVIRONMENT = {
@@ -182,3 +184,64 @@ def test_before_send_scrubs_drops_and_default_data_is_merged(server_factory: Any
     assert client.dropped == 0  # dropped on purpose is not lost
     assert [type(e) for e in errors] == [BeforeSendFailed]
     assert isinstance(errors[0], BeforeSendFailed) and errors[0].event_id == failed
+
+
+@pytest.mark.parametrize(
+    ("variable", "text", "argument"),
+    [
+        # Each is a client that would never deliver, drop everything or hang its exit.
+        ("TLYTICS_TIMEOUT", "0", {"timeout": 0}),
+        ("TLYTICS_SPOOL_MAX_BYTES", "-5", {"spool_max_bytes": 0}),
+        (None, None, {"flush_at_exit": float("inf")}),
+        (None, None, {"flush_period": float("nan")}),
+    ],
+)
+def test_a_value_that_would_lose_events_or_hang_is_refused(
+    monkeypatch: pytest.MonkeyPatch, variable: str | None, text: str | None, argument: dict[str, Any]
+) -> None:
+    if variable is not None and text is not None:
+        monkeypatch.setenv(variable, text)
+        with pytest.raises(ValueError, match=variable.removeprefix("TLYTICS_").lower()):
+            Config()
+    with pytest.raises(ValueError, match=next(iter(argument))):
+        Config(**argument)
+
+
+def test_flush_period_zero_sends_at_once_without_spinning_while_idle(tmp_path: Path) -> None:
+    """flush_period=0 (send as soon as possible) delivers, and the idle sender still waits
+    between looks at the empty spool (it polled in a loop, most of a core for nothing)."""
+    fake = FakeServer().start()
+    try:
+        client = Client(Config(server_url=fake.url, spool_dir=tmp_path / "s", flush_period=0, spool_interval=0))
+        try:
+            client.emit("signup")
+            assert client.flush(timeout=30)
+            sender = client._sender
+            assert sender is not None
+            waits: list[float] = []
+            step = sender.step
+
+            def recording_step(transport: Any) -> Any:
+                answer = step(transport)
+                waits.append(answer[1])
+                return answer
+
+            sender.step = recording_step  # type: ignore[method-assign]
+            eventually(lambda: len(waits) >= 2, what="two idle steps")
+            assert min(waits) >= MIN_IDLE_WAIT_S
+        finally:
+            client.close(timeout=5)
+    finally:
+        fake.stop()
+
+
+@pytest.mark.parametrize("key", ["clé-secrète-0123456789", "key-€-0123456789abcdef", "with space-0123456789"])
+def test_a_write_key_that_is_not_printable_ascii_is_refused_unshown(monkeypatch: pytest.MonkeyPatch, key: str) -> None:
+    """http.client sends a header as latin-1: a € key killed the sender thread (events stayed
+    on disk, nothing reported), an é key arrived as other bytes than the server's key (401)."""
+    with pytest.raises(ValueError, match="write_key") as raised:
+        Config(write_key=key)
+    assert key not in str(raised.value)
+    monkeypatch.setenv("TLYTICS_WRITE_KEY", key)
+    with pytest.raises(ValueError, match="write_key"):
+        Config()

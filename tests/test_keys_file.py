@@ -57,8 +57,13 @@ def test_a_keys_file_gives_scope_secret_and_label() -> None:
         (f"{OLD_READ} read", "the first word must be a scope"),
         ("owner " + OLD_READ, "the first word must be a scope"),
         ("read", "without its secret"),
-        ("read short-key", "16+ characters"),
+        ("read short-key", "16 to 1024 characters"),
+        # A key the HTTP parser could never take (a header line over 8190 bytes).
+        ("read " + "k" * 9000, "16 to 1024 characters"),
         (f"read {OLD_READ},x", "without spaces or commas"),
+        # A header carries keys: http.client sends é as latin-1 (another byte), cannot send €.
+        (f"read {OLD_READ}é", "printable ASCII"),
+        (f"read {OLD_READ}\x7f", "printable ASCII"),
         (f"write {KEPT_WRITE}", "the same key as on line 2"),
     ],
 )
@@ -218,3 +223,21 @@ def test_editing_the_file_alone_rotates_keys(server_factory: Any, tmp_path: Path
     assert status_with(server, NEW_READ) == 401
     status, body = http_json("DELETE", server.url + "/events?key=nothing", headers=bearer(OLD_READ + "x"))
     assert status == 200, body
+
+
+def test_sighup_without_a_keys_file_is_logged_and_the_server_keeps_serving(server_factory: Any) -> None:
+    """SIGHUP is the reload signal (systemd's ExecReload=kill -HUP); without a keys file there
+    is nothing to reload, and the default action killed the server on the spot. A terminal's
+    hang-up signals the whole process group: the writer process ignores it too (it died and
+    was restarted, a failed batch on the way)."""
+    server: ServerProcess = server_factory().start()
+    assert server.process is not None
+    os.killpg(server.process.pid, signal.SIGHUP)  # its own group (start_new_session)
+    eventually(lambda: '"sighup_ignored"' in server.log(), what="the ignored SIGHUP in the log")
+    assert http_json("POST", f"{server.url}/events", [{"key": "after_sighup"}])[0] == 200
+    assert server.wait_drained()["spool_entries"] == 0
+    assert server.process.poll() is None
+    assert '"writer_process_died_restarting"' not in server.log()
+    # Nor did CPython's resource tracker die of it (tracebacks in the log at the stop, not JSON).
+    assert server.stop() == 0
+    assert all(line.startswith("{") for line in server.log().splitlines()), server.log()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import structlog
 
-from tlytics.logs import configure_logging
+from tlytics.logs import configure_logging, stop_routing_stdlib_logging
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
 
@@ -26,6 +26,7 @@ def json_logs() -> Iterator[None]:
     structlog.configure(cache_logger_on_first_use=False)  # each test's own capture of stdout
     yield
     structlog.reset_defaults()
+    stop_routing_stdlib_logging()
 
 
 def lines_of(out: str) -> list[dict[str, Any]]:
@@ -104,3 +105,30 @@ def test_a_loop_in_another_thread_logs_beside_the_first_one(json_logs: None, cap
     assert [line["n"] for line in lines if line["event"] == "other"] == list(range(20))
     mains = [line["n"] for line in lines if line["event"] == "main"]
     assert mains == list(range(len(mains))) and len(mains) >= 21
+
+
+def test_stdlib_logging_and_warnings_are_json_lines_on_stdout() -> None:
+    """What libraries log through stdlib logging, and what they warn (warnings.warn), went to
+    stderr as plain text: in the server's log, lines that were not JSON."""
+    program = (
+        "import logging, warnings\n"
+        "from tlytics.logs import configure_logging\n"
+        "configure_logging('info', json=True)\n"
+        "logging.getLogger('some.library').warning('disk %s is slow', 'sda')\n"
+        "logging.getLogger('some.library').info('chatter stays out')\n"
+        "warnings.warn('a deprecated thing', UserWarning)\n"
+        "try:\n"
+        "    1 / 0\n"
+        "except ZeroDivisionError:\n"
+        "    logging.getLogger('asyncio').exception('Task exception was never retrieved')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, timeout=60, check=True)
+    assert done.stderr == b""
+    lines = [json.loads(line) for line in done.stdout.decode().splitlines()]
+    assert [(line["logger"], line["level"]) for line in lines] == [
+        ("some.library", "warning"),
+        ("py.warnings", "warning"),
+        ("asyncio", "error"),
+    ]
+    assert lines[0]["event"] == "disk sda is slow" and "a deprecated thing" in lines[1]["event"]
+    assert lines[2]["exception"][0]["exc_type"] == "ZeroDivisionError"

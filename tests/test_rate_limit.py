@@ -16,7 +16,7 @@ from prometheus_client import generate_latest
 
 from tests.helpers import app_flush, spool_count, store_count
 from tlytics import Client, Config, Event
-from tlytics.ingest.rate_limit import SWEEP_PERIOD_S, Rate, RateLimiter, parse_rate
+from tlytics.ingest.rate_limit import SWEEP_PERIOD_S, Rate, RateLimiter, address_caller, parse_rate
 from tlytics.ingest.state import METRICS
 
 WRITE_A = "write-key-a-0123456789"
@@ -46,7 +46,26 @@ def test_a_rate_is_requests_per_unit_with_a_burst(text: str, per_second: float, 
     assert rate.per_second == pytest.approx(per_second) and rate.burst == burst
 
 
-@pytest.mark.parametrize("text", ["2000", "2000/d", "-1/s", "0/s", "fast", "10/s,burst=0", "10/s,burst=x"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2000",
+        "2000/d",
+        "-1/s",
+        "0/s",
+        "fast",
+        "10/s,burst=0",
+        "10/s,burst=x",
+        "1/0s",
+        # Too large to be a float (an OverflowError, not a message), or too slow for any
+        # Retry-After (an infinite one: a 500 on the first refused request).
+        "9" * 400 + "/s",
+        "0." + "0" * 320 + "1/s",
+        "0.01/h",
+        "10/s,burst=" + "9" * 5000,
+        "10/s,burst=99999999999",
+    ],
+)
 def test_a_bad_rate_is_refused_with_an_example(text: str) -> None:
     with pytest.raises(ValueError, match="2000/s"):
         parse_rate(text)
@@ -180,3 +199,15 @@ async def test_the_client_library_delivers_everything_through_a_limit(
     assert store_count(app) == 4  # every event, though most requests were refused at first
     limited = rate_limited(app_metrics_text(app))
     assert limited['tlytics_requests_rate_limited_total{limit="write",scope="write"}'] >= 1
+
+
+def test_an_ipv6_client_has_one_budget_per_64_not_per_address() -> None:
+    """A host usually holds a whole IPv6 /64: a budget per address gave it 2^64 of them."""
+    limiter = RateLimiter(Rate(per_second=1 / 3600, burst=1, text="1/h"), clock=FakeClock())
+    assert limiter.take(address_caller("2001:db8:1:2::1")) is None
+    assert limiter.take(address_caller("2001:db8:1:2:ffff::7")) is not None  # same /64: refused
+    assert limiter.take(address_caller("2001:db8:1:3::1")) is None  # another /64
+    assert limiter.take(address_caller("198.51.100.7")) is None
+    assert limiter.take(address_caller("::ffff:198.51.100.7")) is not None  # the same IPv4 client
+    assert limiter.take(address_caller("198.51.100.8")) is None
+    assert address_caller("fe80::1%eth0") == address_caller("fe80::2") and address_caller(None) == ""

@@ -19,7 +19,7 @@ from tests.helpers import ServerProcess, eventually
 from tlytics.errors import SpoolFull
 from tlytics.ingest.auth import ROUTE_ACCESS
 from tlytics.ingest.state import COMMITTER
-from tlytics.logs import configure_logging
+from tlytics.logs import configure_logging, stop_routing_stdlib_logging
 
 GENERATED_ID = re.compile(r"[0-9a-f]{16}\Z")
 
@@ -126,6 +126,7 @@ def json_logs() -> Iterator[None]:
     structlog.configure(cache_logger_on_first_use=False)
     yield
     structlog.reset_defaults()
+    stop_routing_stdlib_logging()
 
 
 async def test_a_500_traceback_is_a_dict_in_json_mode(
@@ -168,3 +169,24 @@ def test_a_real_server_logs_one_json_line_per_request(server_factory: Any) -> No
     assert line["event"] == "request" and line["level"] == "info" and line["logger"] == "tlytics.ingest"
     assert (line["method"], line["path"], line["status"], line["events_accepted"]) == ("POST", "/events", 200, 3)
     assert isinstance(line["duration_ms"], float) and "timestamp" in line
+
+
+def test_a_real_server_log_is_json_lines_even_for_what_aiohttp_logs(server_factory: Any) -> None:
+    """aiohttp logs a request it cannot parse (a header line over 8190 bytes) through stdlib
+    logging: that line and its traceback are JSON too, so every line of the log parses."""
+    import socket
+
+    server: ServerProcess = server_factory().start()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Long: " + b"x" * 9000 + b"\r\n\r\n")
+        assert sock.recv(64).split(b" ")[1] == b"400"
+
+    def aiohttp_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(line) for line in server.log().splitlines()]  # every line, or it raises
+        return [line for line in lines if line.get("logger", "").startswith("aiohttp")]
+
+    (line,) = eventually(aiohttp_lines, what="aiohttp's line in the server's log")
+    assert line["level"] == "error" and line["event"].startswith("Error handling request")
+    assert line["exception"][0]["exc_type"] == "LineTooLong"
+    server.stop()
+    assert all(json.loads(line) for line in server.log().splitlines())

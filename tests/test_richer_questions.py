@@ -154,6 +154,10 @@ async def test_funnel_counts_distinct_actors_step_after_step(server: Any) -> Non
         ([("steps", "a")], "by"),
         ([("steps", "a"), ("by", "data.user"), ("within", "7 days")], "within"),
         ([("steps", "a"), ("by", "data.user"), ("key", "a")], "key"),
+        # Given twice: the second was ignored (a one-step funnel, or the wrong actor).
+        ([("steps", "signup"), ("steps", "activate"), ("by", "data.user")], "steps"),
+        ([("steps", "signup"), ("by", "data.user"), ("by", "data.plan")], "by"),
+        ([("steps", "signup"), ("by", "data.user"), ("within", "1d"), ("within", "7d")], "within"),
     ):
         response = await server.get("/funnel", params=params)
         assert response.status == 400 and (await response.json())["field"] == field, params

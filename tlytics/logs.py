@@ -168,6 +168,58 @@ _DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
 )
 
 
+class _StdlibToStructlog(logging.Handler):
+    """Lines of libraries that log through stdlib `logging` (aiohttp's "Error handling
+    request" for a header line too long, asyncio's "Task exception was never retrieved") as
+    structlog lines, so the server's output stays one JSON object per line: without it they
+    went to stderr as plain text and tracebacks, into the same log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # One structlog logger per stdlib logger name (a handful): each creates a LineWriter.
+        self._loggers: dict[str, Any] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            logger = self._loggers.get(record.name)
+            if logger is None:
+                logger = self._loggers[record.name] = structlog.get_logger(record.name)
+            method = _STDLIB_METHODS.get(record.levelno, "error" if record.levelno > logging.ERROR else "info")
+            extra = {"exc_info": record.exc_info} if record.exc_info else {}
+            getattr(logger, method)(record.getMessage(), **extra)
+        except Exception:
+            self.handleError(record)
+
+
+_STDLIB_METHODS = {
+    logging.DEBUG: "debug",
+    logging.INFO: "info",
+    logging.WARNING: "warning",
+    logging.ERROR: "error",
+    logging.CRITICAL: "critical",
+}
+
+
+def _route_stdlib_logging(level: str) -> None:
+    """Send stdlib log records (warnings and up, or `level` if higher: libraries' info chatter
+    stays out, as before) through structlog, replacing a handler installed by an earlier call."""
+    stop_routing_stdlib_logging()
+    handler = _StdlibToStructlog()
+    # The handler's level, not the root logger's: the process's logging settings stay its own.
+    handler.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+    logging.getLogger().addHandler(handler)
+    logging.captureWarnings(True)  # warnings.warn (a library's UserWarning) as log lines too
+
+
+def stop_routing_stdlib_logging() -> None:
+    """Undo `_route_stdlib_logging` (for tests that configure logging for a while)."""
+    logging.captureWarnings(False)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _StdlibToStructlog):
+            root.removeHandler(handler)
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog for the whole process; call once at program start."""
     if json is None:
@@ -185,3 +237,4 @@ def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
         logger_factory=_NamedLoggerFactory(json=json),
         cache_logger_on_first_use=True,
     )
+    _route_stdlib_logging(level)

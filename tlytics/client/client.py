@@ -18,7 +18,9 @@ import asyncio
 import atexit
 import functools
 import logging
+import math
 import os
+import re
 import threading
 import time
 import weakref
@@ -47,7 +49,7 @@ from tlytics.errors import (
     SpoolFull,
     TlyticsError,
 )
-from tlytics.events import check_key
+from tlytics.events import UUID_PATTERN, check_key
 from tlytics.ids import _reseed_after_fork as _reseed_ids_after_fork
 from tlytics.ids import uuid7_int
 from tlytics.spool import Spool
@@ -72,6 +74,17 @@ def _canonical_id(value: int) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+_EVENT_ID = re.compile(UUID_PATTERN)
+
+
+def _checked_id(event_id: object) -> str:
+    """An event id as the server stores it (lowercase), or InvalidEvent: an id the server
+    refuses ("", braces, no hyphens) must not wait in the spool to be dead-lettered later."""
+    if not isinstance(event_id, str) or _EVENT_ID.match(event_id) is None:
+        raise InvalidEvent("id must be a UUID string, e.g. 0190a5d6-0000-7000-8000-000000000001", field="id")
+    return event_id.lower()
+
+
 def _event_dict(pending: _Pending) -> dict[str, Any]:
     event_id, key, timestamp, data = pending
     if isinstance(timestamp, int):
@@ -86,7 +99,28 @@ def _open_spool(directory: Path) -> Spool:
 
 def _encode_entry(events: list[dict[str, Any]]) -> bytes:
     # default=str: a Decimal or a custom object becomes its text instead of losing the event.
-    return orjson.dumps(events, default=str)
+    encoded = orjson.dumps(events, default=str)
+    # orjson writes NaN and Infinity as null: the event would be stored changed, silently (the
+    # server refuses them in JSON text). Only a body with a null can hold one, so most
+    # batches are not walked at all.
+    if b"null" in encoded:
+        for event in events:
+            _refuse_non_finite_numbers(event["data"])
+    return encoded
+
+
+def _refuse_non_finite_numbers(data: Any) -> None:
+    """TypeError (as for data orjson cannot encode) when `data` holds a NaN or an infinity."""
+    stack = [data]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise TypeError(f"{value} is not a JSON number (the server refuses NaN and Infinity)")
+        elif isinstance(value, Mapping):
+            stack.extend(value.values())
+        elif isinstance(value, list | tuple):
+            stack.extend(value)
 
 
 class Client:
@@ -205,8 +239,7 @@ class Client:
             key, event_id, timestamp, data = event.key, event.id, event.timestamp, event.data
         check_key(key)
         pending_timestamp: int | str = time.time_ns() if timestamp is None else self._checked_timestamp(timestamp)
-        if event_id is None:
-            event_id = _canonical_id(uuid7_int())
+        event_id = _canonical_id(uuid7_int()) if event_id is None else _checked_id(event_id)
         if data is None:
             data = {}
         elif not isinstance(data, Mapping):
@@ -258,7 +291,7 @@ class Client:
             elif not isinstance(new_data, Mapping):
                 raise InvalidEvent("data must be a mapping", field="data")
             return (
-                answer.id or _canonical_id(uuid7_int()),
+                _canonical_id(uuid7_int()) if answer.id is None else _checked_id(answer.id),
                 check_key(answer.key),
                 time.time_ns() if answer.timestamp is None else self._checked_timestamp(answer.timestamp),
                 dict(new_data),
@@ -304,10 +337,15 @@ class Client:
         if pending is None:  # disabled, or before_send dropped it
             return self._last_emitted_id
         record = _event_dict(pending)
+        try:
+            # Encoded as emit() spools it (a Decimal as its text; NaN refused), then sent as that.
+            entry = _encode_entry([record])
+        except TypeError as exc:
+            raise InvalidEvent(f"event {pending[0]} cannot be encoded as JSON: {exc}", field="data") from None
         transport = Transport.for_config(self.config)
         rejected: list[TlyticsError] = []
         try:
-            reply = deliver(transport, [record], self._dead_letter, rejected.append, self.stats)
+            reply = deliver(transport, orjson.loads(entry), self._dead_letter, rejected.append, self.stats)
         except DeliveryError:
             reply = None
         finally:
@@ -319,7 +357,7 @@ class Client:
             return pending[0]
         # Not acknowledged: keep it for the sender, which retries until the server takes it.
         try:
-            self._spool.append(_encode_entry([record]))
+            self._spool.append(entry)
         except SpoolError:
             self._buffer.append(pending)  # the spooler writes it once the spool takes events
         self._ensure_started()

@@ -177,15 +177,25 @@ class Config:
                 object.__setattr__(self, field.name, _from_environment(field.name, setting, environ))
         if not self.server_url.startswith(("http://", "https://")):
             raise ValueError(f"server_url must start with http:// or https://, not {self.server_url!r}")
+        if self.write_key is not None and not all("!" <= c <= "~" for c in self.write_key):
+            # The key is not shown. It travels in a header, which http.client sends as latin-1.
+            raise ValueError("write_key must be printable ASCII without spaces, as the server's keys are")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
         if self.max_memory_events < 0:
             raise ValueError("max_memory_events must not be negative")
         if self.max_batch_bytes < 1:
             raise ValueError("max_batch_bytes must be at least 1")
+        if self.spool_max_bytes < 1:
+            raise ValueError("spool_max_bytes must be at least 1")  # else every event is dropped
         for name in ("flush_period", "spool_interval", "timeout", "retry_max_delay", "flush_at_exit"):
-            if seconds(getattr(self, name)) < 0:
-                raise ValueError(f"{name} must not be negative")
+            value = seconds(getattr(self, name))
+            # NaN passes `< 0`; infinity would wait forever (flush_at_exit: an exit that hangs).
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number of seconds, not negative")
+        if seconds(self.timeout) == 0:
+            # A request that times out at once: nothing would ever be delivered.
+            raise ValueError("timeout must be above 0")
         if self.default_data is not None and not isinstance(self.default_data, Mapping):
             raise ValueError("default_data must be a mapping")
         for name in ("before_send", "on_error"):

@@ -32,6 +32,11 @@ from tlytics.errors import DeliveryError, EventsRejected, ServerUnreachable, Tly
 log = logging.getLogger("tlytics.client")
 
 
+# The shortest wait of an idle sender: emitted events reach the disk every spool_interval
+# (50 ms by default) anyway, and max_batch waiting or a flush() wakes it at once.
+MIN_IDLE_WAIT_S = 0.05
+
+
 class Step(Enum):
     """What one Sender.step did."""
 
@@ -234,7 +239,9 @@ class Sender:
         self._stop = stop
         self._progress = progress
         self._stats = stats
-        self._flush_period_s = seconds(config.flush_period)
+        # An idle sender waits at least MIN_IDLE_WAIT_S: flush_period=0 (send at once) made
+        # it poll an empty spool in a loop, most of a core for nothing.
+        self._flush_period_s = max(seconds(config.flush_period), MIN_IDLE_WAIT_S)
         self._attempt = 0  # failed attempts in a row, for the backoff
 
     def _next_batch(self) -> tuple[list[int], list[bytes]]:
@@ -333,7 +340,16 @@ class Sender:
         try:
             while not self._stop.is_set():
                 self._wake.clear()
-                step, delay_s = self.step(transport)
+                try:
+                    step, delay_s = self.step(transport)
+                except Exception as exc:
+                    # A surprise (a bug, a library raising what it should not) must not end
+                    # the thread: the events would wait on disk and nobody would know why.
+                    log.exception("client sender step failed; retrying")
+                    self._stats.last_error = repr(exc)
+                    self._attempt += 1
+                    step = Step.RETRY
+                    delay_s = backoff_delay_s(self._attempt, max_delay_s=seconds(self._config.retry_max_delay))
                 if step is Step.SENT:
                     continue
                 if step is Step.WAIT:

@@ -20,8 +20,8 @@ import structlog
 from aiohttp import web
 
 from tlytics.ingest.keys import ApiKey, KeyRing, Keys, Scope, flag_keys
-from tlytics.ingest.keys_file import keys_file_ctx
-from tlytics.ingest.rate_limit import RateLimits, retry_after_header
+from tlytics.ingest.keys_file import keys_file_ctx, sighup_without_keys_file_ctx
+from tlytics.ingest.rate_limit import RateLimits, address_caller, retry_after_header
 from tlytics.ingest.responses import ApiError
 from tlytics.ingest.state import KEYS, METRICS, RATE_LIMITS, SETTINGS
 
@@ -56,8 +56,7 @@ def install_access_control(app: web.Application) -> None:
     settings = app[SETTINGS]
     app[RATE_LIMITS] = RateLimits(settings.rate_limit, settings.read_rate_limit, app[METRICS].registry)
     app.cleanup_ctx.append(_keys_ctx)
-    if settings.keys_file is not None:
-        app.cleanup_ctx.append(keys_file_ctx)
+    app.cleanup_ctx.append(keys_file_ctx if settings.keys_file is not None else sighup_without_keys_file_ctx)
 
 
 async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -89,7 +88,9 @@ def bearer_token(request: web.Request) -> bytes | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         return None
-    return token.strip().encode()
+    # aiohttp decodes header bytes as UTF-8 with surrogateescape: encoding back the same way
+    # gives the bytes the client sent (a token that is not UTF-8 is an unknown key, not a 500).
+    return token.strip().encode("utf-8", "surrogateescape")
 
 
 def presented_key(request: web.Request, ring: KeyRing) -> ApiKey | None:
@@ -149,7 +150,7 @@ def _check_rate(request: web.Request, access: Scope, key: ApiKey | None) -> None
     limiter = limits.write if limit == "write" else limits.read
     if limiter is None:
         return
-    wait_s = limiter.take(key.secret_digest if key is not None else (request.remote or ""))
+    wait_s = limiter.take(key.secret_digest if key is not None else address_caller(request.remote))
     if wait_s is None:
         return
     limits.limited.labels(limit, key.scope if key is not None else "none").inc()

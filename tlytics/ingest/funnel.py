@@ -22,8 +22,17 @@ _WITHIN = re.compile(r"(?P<amount>[0-9]{1,7})(?P<unit>[smhdw])\Z")
 _UNIT_US = {"s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000, "w": 604_800_000_000}
 
 
+def _single(request: web.Request, name: str) -> str | None:
+    """The one value of parameter `name`; a 400 when it is given twice (a second `steps` or
+    `by` was ignored: a one-step funnel, or the wrong actor, answered as if asked)."""
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise ApiError(400, f"{name} is given {len(values)} times: give it once", field=name)
+    return values[0] if values else None
+
+
 def _steps(request: web.Request) -> list[str]:
-    text = request.query.get("steps", "")
+    text = _single(request, "steps") or ""
     steps = text.split(",")
     if not text or any(not step for step in steps):
         raise ApiError(400, "steps must list event keys separated by commas, e.g. signup,activate", field="steps")
@@ -33,7 +42,7 @@ def _steps(request: web.Request) -> list[str]:
 
 
 def _within_us(request: web.Request) -> int | None:
-    text = request.query.get("within")
+    text = _single(request, "within")
     if not text:
         return None
     match = _WITHIN.match(text)
@@ -45,7 +54,7 @@ def _within_us(request: web.Request) -> int | None:
 async def funnel(request: web.Request) -> web.Response:
     """GET /funnel?steps=signup,activate,purchase&by=data.user_id&within=7d&since=…&until=…"""
     steps = _steps(request)
-    by = _BY.match(request.query.get("by", ""))
+    by = _BY.match(_single(request, "by") or "")
     if by is None:
         raise ApiError(400, "by must name who goes through the steps: data.<property>, e.g. data.user_id", field="by")
     within_us = _within_us(request)

@@ -133,3 +133,18 @@ async def keys_file_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with suppress(asyncio.CancelledError):
         await task
+
+
+async def sighup_without_keys_file_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Without a keys file there is nothing to reload, but SIGHUP is still the reload signal
+    (systemd's `ExecReload=kill -HUP $MAINPID`, an operator's habit): by default it would kill
+    the server on the spot, without a clean stop. It is logged and otherwise ignored."""
+    loop = asyncio.get_running_loop()
+    try:
+        loop.add_signal_handler(signal.SIGHUP, lambda: log.warning("sighup_ignored", reason="no --keys-file to reload"))
+        on_sighup = True
+    except (ValueError, RuntimeError, NotImplementedError, AttributeError):
+        on_sighup = False  # not the main thread (tests), or no SIGHUP on this platform
+    yield
+    if on_sighup:
+        loop.remove_signal_handler(signal.SIGHUP)

@@ -13,6 +13,7 @@ Limits are per server process.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import time
@@ -26,6 +27,9 @@ _UNIT_S = {"s": 1, "sec": 1, "second": 1, "m": 60, "min": 60, "minute": 60, "h":
 _EXAMPLES = "(use e.g. 2000/s, 100/m, or 2000/s,burst=5000; off for none)"
 SWEEP_PERIOD_S = 30.0
 MAX_BUCKETS = 50_000
+MIN_PER_SECOND = 1 / 86_400  # one request a day: the longest Retry-After is a day
+MAX_PER_SECOND = 1e9  # far beyond what one process serves; `off` says "no limit"
+MAX_BURST = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -51,9 +55,16 @@ def parse_rate(value: str) -> Rate | None:
     per_second = float(match[1]) / _UNIT_S[match[2]]
     if per_second <= 0:
         raise ValueError(f"a rate must be above 0: {value!r} {_EXAMPLES}")
+    # Bounded both ways: a rate of hundreds of digits is infinite as a float (the default
+    # burst cannot be computed), and one too slow makes a Retry-After no client could use (or
+    # an infinite one, a 500 on the first refused request).
+    if not MIN_PER_SECOND <= per_second <= MAX_PER_SECOND:
+        raise ValueError(f"a rate must be from 1 a day to {MAX_PER_SECOND:.0e}/s: {value!r} {_EXAMPLES}")
+    if match[3] is not None and len(match[3].lstrip("0")) > len(str(MAX_BURST)):
+        raise ValueError(f"a burst must be from 1 to {MAX_BURST}: {value!r} {_EXAMPLES}")
     burst = int(match[3]) if match[3] is not None else max(1, math.ceil(per_second))
-    if burst < 1:
-        raise ValueError(f"a burst must be at least 1: {value!r} {_EXAMPLES}")
+    if not 1 <= burst <= MAX_BURST:
+        raise ValueError(f"a burst must be from 1 to {MAX_BURST}: {value!r} {_EXAMPLES}")
     return Rate(per_second=per_second, burst=burst, text=value.strip())
 
 
@@ -114,6 +125,21 @@ class RateLimiter:
         if len(self._buckets) >= self._max_buckets:
             kept = list(self._buckets.items())[len(self._buckets) // 2 :]
             self._buckets = dict(kept)
+
+
+def address_caller(remote: str | None) -> Hashable:
+    """The bucket of a request without a valid key: its IPv4 address, or its IPv6 /64 (one
+    host usually holds a whole /64, so per-address buckets would give it 2^64 budgets and let
+    it flush everyone else's buckets out of the table)."""
+    if not remote or ":" not in remote:
+        return remote or ""
+    try:
+        address = ipaddress.IPv6Address(remote.partition("%")[0])
+    except ValueError:
+        return remote
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return int(address) >> 64
 
 
 def retry_after_header(wait_s: float) -> str:

@@ -54,10 +54,9 @@ ROUTES = (
     Route("GET", "/openapi.json", static_pages.openapi, access="open"),
     # What the presented key may do (the dashboard asks, to hide what its key cannot read).
     Route("GET", "/whoami", whoami.whoami, access="open"),
+    # The dashboard's own files (scripts, styles, the chart library): no data, open.
+    Route("GET", "/static/{name}", static_pages.static_file, access="open"),
 )
-# The dashboard's own files (scripts, styles, the chart library): no data, open.
-STATIC_PREFIX = "/static"
-STATIC_ACCESS: Access = "open"
 
 
 def add_routes(app: web.Application) -> None:
@@ -68,5 +67,3 @@ def add_routes(app: web.Application) -> None:
         # HEAD answers what GET answers (status, headers, Content-Length).
         for method in ("GET", "HEAD") if route.method == "GET" else (route.method,):
             route_access.declare(app.router.add_route(method, route.path, route.handler), route.access)
-    for static_route in app.router.add_static(STATIC_PREFIX, static_pages.STATIC_DIR, name="static"):
-        route_access.declare(static_route, STATIC_ACCESS)

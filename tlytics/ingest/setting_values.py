@@ -18,6 +18,9 @@ from tlytics.timefmt import parse_duration_s
 _SIZE_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 _SIZE = re.compile(r"\s*(\d+)\s*([a-zA-Z]*)\s*")
 MIN_KEY_LENGTH = 16
+# Far below the 8190 bytes the HTTP parser takes for a header line: a longer key could never be
+# presented, and the parser's error for it logs the line's first bytes (a part of the secret).
+MAX_KEY_LENGTH = 1024
 
 
 def text(value: str) -> str:
@@ -103,10 +106,17 @@ def log_level(value: str) -> str:
 
 
 def api_key(value: str) -> str:
-    """An API key: 16+ characters without spaces or commas (a comma separates keys in a variable)."""
-    if len(value) < MIN_KEY_LENGTH or any(c.isspace() or c == "," for c in value):
+    """An API key: 16+ printable ASCII characters without spaces or commas (a comma separates
+    keys in a variable). ASCII because an HTTP header carries it: Python's http.client sends a
+    header as latin-1 (an é arrives as another byte than the server's UTF-8 key; a € cannot be
+    sent at all) and browsers refuse anything beyond latin-1 in fetch(), so a non-ASCII key
+    would be refused to some clients only."""
+    if not MIN_KEY_LENGTH <= len(value) <= MAX_KEY_LENGTH or not all("!" <= c <= "~" and c != "," for c in value):
         # The value is not shown: a key that is almost right is still almost a secret.
-        raise ValueError(f"an API key needs {MIN_KEY_LENGTH}+ characters, without spaces or commas")
+        raise ValueError(
+            f"an API key needs {MIN_KEY_LENGTH} to {MAX_KEY_LENGTH} characters of printable ASCII,"
+            " without spaces or commas"
+        )
     return value
 
 

@@ -28,6 +28,17 @@ def _route_template(environ: dict[str, Any]) -> str | None:
     return rule if isinstance(rule, str) else None
 
 
+def _wsgi_text(value: object) -> str:
+    """A WSGI environ string as the text it stands for: PEP 3333 gives the URL's bytes read as
+    latin-1, so /café arrives as /cafÃ©; bytes that are not UTF-8 become U+FFFD (as werkzeug
+    decodes them). A string that is not latin-1 already is text, kept as it is."""
+    text = str(value)
+    try:
+        return text.encode("latin-1").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return text
+
+
 class WSGIMiddleware:
     """WSGI middleware: `app.wsgi_app = WSGIMiddleware(app.wsgi_app, client)` in Flask.
     The event is recorded when the server closes the response, so the size is the real one."""
@@ -67,7 +78,7 @@ class WSGIMiddleware:
                 lambda: RequestSeen(
                     method=str(environ.get("REQUEST_METHOD", "")),
                     route=state["route"],
-                    path=str(environ.get("PATH_INFO", "")),
+                    path=_wsgi_text(environ.get("PATH_INFO", "")),
                     status_code=state["status"],
                     started=started,
                     peer=environ.get("REMOTE_ADDR"),

@@ -35,7 +35,8 @@ T = TypeVar("T")
 Args = TypeVarTuple("Args")
 
 _PR_SET_PDEATHSIG = 1
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+# SIGHUP too: a terminal's hang-up signals the whole group, and the server reloads or ignores it.
+_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 # In the writer process: its resources, set by _initialize.
 _resources: WriterResources | None = None
 
@@ -61,8 +62,8 @@ def _initialize(settings: Settings, parent_pid: int) -> None:
     # decides when this process stops, after its final drain, so the writer ignores them. The
     # server spawned this process with them blocked (_stop_signals_blocked), so none could
     # kill it while it was importing; one that came meanwhile is discarded by SIG_IGN, then unblock.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for stop_signal in _STOP_SIGNALS:
+        signal.signal(stop_signal, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
     _die_with_parent(parent_pid)
@@ -111,12 +112,16 @@ class ProcessExecutor:
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=1,
-            mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
-            initializer=_initialize,
-            initargs=(self._settings, self._parent_pid),
-        )
+        # Blocked here too: the pool's queues start CPython's resource tracker process, which
+        # ignores SIGINT and SIGTERM but not SIGHUP; spawned with it blocked, a hang-up of the
+        # process group cannot kill it (it did, with tracebacks in the server's log).
+        with _stop_signals_blocked():
+            return ProcessPoolExecutor(
+                max_workers=1,
+                mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
+                initializer=_initialize,
+                initargs=(self._settings, self._parent_pid),
+            )
 
     async def execute(self, fn: Callable[[WriterResources, *Args], T], *args: *Args) -> T:
         executor = self._executor
