@@ -18,9 +18,10 @@ the whole range without empirical correction tables.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import math
 import zlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 PRECISION = 12
@@ -139,3 +140,41 @@ def estimate(registers: bytes) -> int:
     if math.isinf(z):
         return 0
     return round(_ALPHA_INF * m * m / z)
+
+
+def unique_counts_in_range(
+    starts_us: Sequence[int],
+    end_us: int,
+    since_us: int | None,
+    until_us: int | None,
+    bucket_us: int,
+    whole_buckets: Callable[[int, int], Iterable[bytes]],
+    edge_values: Callable[[int, int], Iterable[Any]],
+) -> tuple[list[int], int]:
+    """Distinct values per interval (`starts_us`… up to `end_us`) and over all of them, as
+    one HLL over exactly the events in [since, until): the stored sketches of the whole
+    buckets inside each interval (`whole_buckets(first, last)`: the encoded sketches of
+    buckets first ≤ b < last) merged with the values of its ragged edges
+    (`edge_values(low, high)`: the property's value of each event with low ≤ ts < high),
+    hashed as the writer hashes them. One algorithm for both stores; they supply the reads."""
+    per_interval: list[int] = []
+    total = Union()
+    for start, end in itertools.pairwise([*starts_us, end_us]):
+        low = start if since_us is None else max(start, since_us)
+        high = end if until_us is None else min(end, until_us)
+        union = Union()
+        if low < high:
+            first_whole = -(-low // bucket_us)  # ceil
+            last_whole = high // bucket_us
+            edges = [(low, high)]
+            if first_whole < last_whole:
+                for blob in whole_buckets(first_whole, last_whole):
+                    union.add_sketch(blob)
+                edges = [(low, first_whole * bucket_us), (last_whole * bucket_us, high)]
+            for edge_low, edge_high in edges:
+                if edge_low < edge_high:
+                    hashes = (value_hash(value) for value in edge_values(edge_low, edge_high))
+                    union.add_hashes(hashed for hashed in hashes if hashed is not None)
+        per_interval.append(union.estimate())
+        total.add_union(union)
+    return per_interval, total.estimate()

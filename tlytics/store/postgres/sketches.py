@@ -13,7 +13,6 @@ neighbour may): `DELETE FROM sketched_properties WHERE path = '…'` makes it ex
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -24,7 +23,16 @@ import structlog
 from tlytics.store.base import EventFilter, UniqueCounts
 from tlytics.store.postgres.filters import property_value, sql_where
 from tlytics.store.postgres.schema import BUCKET_SQL, BUCKET_US, ERASURE_LOCK
-from tlytics.store.sketch import REGISTERS, RELATIVE_ERROR, Union, add_hashes, decode, encode, value_hash
+from tlytics.store.sketch import (
+    REGISTERS,
+    RELATIVE_ERROR,
+    Union,
+    add_hashes,
+    decode,
+    encode,
+    unique_counts_in_range,
+    value_hash,
+)
 
 log = structlog.get_logger("tlytics.store")
 
@@ -236,32 +244,18 @@ def sketched_unique_counts(
     of_keys = sql_where(EventFilter(keys=where.keys))
     table = "sketch_15m" if where.keys else "sketch_15m_all_keys"
     value_key, params = _value_key(path)
-    per_bucket: list[int] = []
-    total = Union()
-    for start, end in itertools.pairwise([*starts_us, end_us]):
-        low = start if where.since_us is None else max(start, where.since_us)
-        high = end if where.until_us is None else min(end, where.until_us)
-        union = Union()
-        if low < high:
-            first_whole = -(-low // BUCKET_US)  # ceil
-            last_whole = high // BUCKET_US
-            edges = [(low, high)]
-            if first_whole < last_whole:
-                in_buckets = of_keys.and_also(
-                    "path = %s AND bucket >= %s AND bucket < %s", path, first_whole, last_whole
-                )
-                blobs = connection.execute(f"SELECT registers FROM {table}{in_buckets.sql}", in_buckets.params)
-                for (blob,) in blobs.fetchall():
-                    union.add_sketch(bytes(cast(bytes, blob)))
-                edges = [(low, first_whole * BUCKET_US), (last_whole * BUCKET_US, high)]
-            for edge_low, edge_high in edges:
-                if edge_low < edge_high:
-                    in_edge = of_keys.and_also("ts >= %s AND ts < %s", edge_low, edge_high)
-                    values = connection.execute(
-                        f"SELECT {value_key} FROM events{in_edge.sql}", [*params, *in_edge.params]
-                    ).fetchall()
-                    hashes = (value_hash(value) for (value,) in values)
-                    union.add_hashes(hashed for hashed in hashes if hashed is not None)
-        per_bucket.append(union.estimate())
-        total.add_union(union)
-    return UniqueCounts(per_bucket=per_bucket, total=total.estimate(), method="hll", relative_error=RELATIVE_ERROR)
+
+    def whole_buckets(first: int, last: int) -> Iterable[bytes]:
+        in_buckets = of_keys.and_also("path = %s AND bucket >= %s AND bucket < %s", path, first, last)
+        blobs = connection.execute(f"SELECT registers FROM {table}{in_buckets.sql}", in_buckets.params).fetchall()
+        return (bytes(cast(bytes, blob)) for (blob,) in blobs)
+
+    def edge_values(low: int, high: int) -> Iterable[Any]:
+        in_edge = of_keys.and_also("ts >= %s AND ts < %s", low, high)
+        values = connection.execute(f"SELECT {value_key} FROM events{in_edge.sql}", [*params, *in_edge.params])
+        return (value for (value,) in values.fetchall())
+
+    per_bucket, total = unique_counts_in_range(
+        starts_us, end_us, where.since_us, where.until_us, BUCKET_US, whole_buckets, edge_values
+    )
+    return UniqueCounts(per_bucket=per_bucket, total=total, method="hll", relative_error=RELATIVE_ERROR)

@@ -11,7 +11,6 @@ is no longer declared) reads count it exactly.
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any, cast
@@ -21,7 +20,16 @@ import structlog
 
 from tlytics.chunks import chunks
 from tlytics.store.base import EventFilter, UniqueCounts
-from tlytics.store.sketch import REGISTERS, RELATIVE_ERROR, Union, add_hashes, decode, encode, value_hash
+from tlytics.store.sketch import (
+    REGISTERS,
+    RELATIVE_ERROR,
+    Union,
+    add_hashes,
+    decode,
+    encode,
+    unique_counts_in_range,
+    value_hash,
+)
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US
 
@@ -177,29 +185,20 @@ def sketched_unique_counts(
     assert not where.where
     of_keys = sql_where(EventFilter(keys=where.keys))
     table = "sketch_15m" if where.keys else "sketch_15m_all_keys"
-    per_bucket: list[int] = []
-    total = Union()
-    for start, end in itertools.pairwise([*starts_us, end_us]):
-        low = start if where.since_us is None else max(start, where.since_us)
-        high = end if where.until_us is None else min(end, where.until_us)
-        union = Union()
-        if low < high:
-            first_whole = -(-low // BUCKET_US)  # ceil
-            last_whole = high // BUCKET_US
-            edges = [(low, high)]
-            if first_whole < last_whole:
-                in_buckets = of_keys.and_also("path = ? AND bucket >= ? AND bucket < ?", path, first_whole, last_whole)
-                for (blob,) in connection.execute(f"SELECT registers FROM {table}{in_buckets.sql}", in_buckets.params):
-                    union.add_sketch(cast(bytes, blob))
-                edges = [(low, first_whole * BUCKET_US), (last_whole * BUCKET_US, high)]
-            for edge_low, edge_high in edges:
-                if edge_low < edge_high:
-                    in_edge = of_keys.and_also("ts >= ? AND ts < ?", edge_low, edge_high)
-                    values = connection.execute(
-                        f"SELECT json_extract(data, ?1) FROM events{in_edge.sql}", ["$." + path, *in_edge.params]
-                    )
-                    hashes = (value_hash(value) for (value,) in values)
-                    union.add_hashes(hashed for hashed in hashes if hashed is not None)
-        per_bucket.append(union.estimate())
-        total.add_union(union)
-    return UniqueCounts(per_bucket=per_bucket, total=total.estimate(), method="hll", relative_error=RELATIVE_ERROR)
+
+    def whole_buckets(first: int, last: int) -> Iterable[bytes]:
+        in_buckets = of_keys.and_also("path = ? AND bucket >= ? AND bucket < ?", path, first, last)
+        for (blob,) in connection.execute(f"SELECT registers FROM {table}{in_buckets.sql}", in_buckets.params):
+            yield cast(bytes, blob)
+
+    def edge_values(low: int, high: int) -> Iterable[Any]:
+        in_edge = of_keys.and_also("ts >= ? AND ts < ?", low, high)
+        values = connection.execute(
+            f"SELECT json_extract(data, ?1) FROM events{in_edge.sql}", ["$." + path, *in_edge.params]
+        )
+        return (value for (value,) in values)
+
+    per_bucket, total = unique_counts_in_range(
+        starts_us, end_us, where.since_us, where.until_us, BUCKET_US, whole_buckets, edge_values
+    )
+    return UniqueCounts(per_bucket=per_bucket, total=total, method="hll", relative_error=RELATIVE_ERROR)
