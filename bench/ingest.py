@@ -383,67 +383,30 @@ def bench_postgres(args: argparse.Namespace, results: dict[str, Any]) -> None:
 
 
 def bench_client(args: argparse.Namespace) -> dict[str, Any]:
-    sys.path.insert(0, str(ROOT))
-    from tlytics import Client, Config
+    """The client library's figures for the table, measured as `python -m bench.client` measures
+    them (its functions: one way to measure the client): delivery, then emit() with the sender
+    delivering a backlog meanwhile."""
+    from bench import client as client_bench  # imported here: bench.client imports this module
 
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    n = args.client_events
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-client-"))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tlytics",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--db",
-            str(workdir / "c.db"),
-            "--flush",
-            args.flush,
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process, url = client_bench.start_server(workdir)
     try:
-        wait_healthy(url, process)
-        n = args.client_events
-        data = {"user_id": "123", "source": "web"}
-        # Latency: every call timed (perf_counter_ns itself costs ~0.1 µs).
-        client = Client(Config(server_url=url, spool_dir=workdir / "lat-spool", flush_period=1.0))
-        latencies = []
-        for _ in range(n):
-            t0 = time.perf_counter_ns()
-            client.emit("bench_emit", data)
-            latencies.append(time.perf_counter_ns() - t0)
-        client.flush(120)
-        client.close(5)
-        latencies.sort()
-        # Throughput and delivery: emit n events as fast as possible, then wait for the acks.
-        client = Client(Config(server_url=url, spool_dir=workdir / "rate-spool", flush_period=1.0))
-        t0 = time.perf_counter()
-        for _ in range(n):
-            client.emit("bench_emit", data)
-        emit_s = time.perf_counter() - t0
-        delivered = client.flush(300)
-        delivery_s = time.perf_counter() - t0
-        client.close(5)
+        delivery = client_bench.bench_delivery(url, workdir, n)
+        emit = client_bench.bench_emit(url, workdir, n)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
         shutil.rmtree(workdir, ignore_errors=True)
     return {
         "events": n,
-        "emit_p50_us": latencies[n // 2] / 1000,
-        "emit_p99_us": latencies[int(n * 0.99)] / 1000,
-        "emit_max_us": latencies[-1] / 1000,
-        "emits_per_s": n / emit_s,
-        "delivered_all": delivered,
-        "delivery_events_per_s": n / delivery_s,
+        "emit_p50_us": emit["p50_us"],
+        "emit_p99_us": emit["p99_us"],
+        "emit_max_us": emit["max_us"],
+        "emits_per_s": emit["emits_per_s"],
+        "delivered_all": delivery["delivered_all"] and emit["delivered_all"],
+        "delivery_events_per_s": delivery["events_per_s"],
+        "client_cpu_us_per_event": delivery["client_cpu_us_per_event"],
     }
 
 
