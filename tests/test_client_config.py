@@ -221,8 +221,8 @@ def test_flush_period_zero_sends_at_once_without_spinning_while_idle(tmp_path: P
             waits: list[float] = []
             step = sender.step
 
-            def recording_step(transport: Any) -> Any:
-                answer = step(transport)
+            def recording_step(*transports: Any) -> Any:
+                answer = step(*transports)
                 waits.append(answer[1])
                 return answer
 

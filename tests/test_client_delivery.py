@@ -4,6 +4,7 @@ spend its deadline when no server is there at all (issue 12, defects 1 and 3).""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from pathlib import Path
@@ -11,11 +12,12 @@ from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 
 from tests.fake_server import FakeServer
 from tests.helpers import free_port
 from tests.test_client import fast_config
-from tlytics import Client, EventsRejected
+from tlytics import Client, Config, EventsRejected
 from tlytics.client.transport import Transport
 from tlytics.errors import ServerUnreachable, TlyticsError
 
@@ -186,3 +188,54 @@ def test_requests_keep_to_max_batch_when_data_nests_event_like_objects(tmp_path:
         assert client.stats.delivered == 95
     finally:
         fake.stop()
+
+
+class PairingServer(FakeServer):
+    """Holds each request until a second one is in flight beside it (at most 5 s), counts how
+    many were in flight at once, and refuses the first request that arrives second (503)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.arrivals = 0
+        self.refused_one = False
+
+    async def _batch(self, request: web.Request) -> web.Response:
+        self.in_flight += 1
+        self.arrivals += 1
+        arrival = self.arrivals
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        second = self.in_flight >= 2
+        try:
+            for _ in range(500):  # bounded: 5 s for a partner to arrive
+                if second or self.arrivals > arrival:
+                    break
+                await asyncio.sleep(0.01)
+            if second and not self.refused_one:
+                self.refused_one = True
+                return web.json_response({"error": "busy"}, status=503, headers={"Retry-After": "0"})
+            return await super()._batch(request)
+        finally:
+            self.in_flight -= 1
+
+
+def test_the_sender_keeps_two_requests_in_flight_and_resends_only_what_was_refused(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    refused = f"http://127.0.0.1:{free_port()}"
+    offline = Client(Config(server_url=refused, spool_dir=spool_dir, spool_interval=0, max_batch=10))
+    # 7 batches of 10, one refused and sent again: 8 requests, in 4 pairs (none waits alone)
+    emitted = [offline.emit("signup", {"n": n}) for n in range(70)]
+    assert not offline.close(timeout=2)  # nobody there: the events stay in the spool
+    server = PairingServer().start()
+    try:
+        client = Client(Config(server_url=server.url, spool_dir=spool_dir, spool_interval=0, max_batch=10))
+        try:
+            assert client.flush(timeout=60), client.stats
+        finally:
+            client.close(timeout=5)
+        assert server.refused_one
+        assert server.most_in_flight == 2  # two at once, never more
+        assert sorted(server.ids()) == sorted(emitted)  # every event once: the refused batch alone was sent again
+    finally:
+        server.stop()

@@ -13,10 +13,12 @@ the stats, and never blocking the queue behind it.
 from __future__ import annotations
 
 import logging
+import queue
 import re
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -214,6 +216,46 @@ def deliver(
     return last
 
 
+def _delivered(in_flight: Future[Reply]) -> bool:
+    """Whether the request behind `in_flight` was delivered; waits for its answer (bounded by
+    the transport's timeout). A connection failure there counts as not delivered."""
+    try:
+        return classify(in_flight.result().status) is Outcome.DELIVERED
+    except DeliveryError:
+        return False
+
+
+class SecondRequest:
+    """A second connection, and a daemon thread posting on it, so the sender keeps two requests
+    in flight. A daemon, like the sender thread: a request to a server that hangs must never
+    hold up the application's exit (flush_at_exit bounds that)."""
+
+    def __init__(self, config: Config, deliver: Callable[[Transport, list[bytes]], Reply]) -> None:
+        self._transport = Transport.for_config(config)
+        self._deliver = deliver
+        self._jobs: queue.SimpleQueue[tuple[list[bytes], Future[Reply]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._run, name="tlytics-sender-second", daemon=True).start()
+
+    def post(self, entries: list[bytes]) -> Future[Reply]:
+        future: Future[Reply] = Future()
+        self._jobs.put((entries, future))
+        return future
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+    def _run(self) -> None:
+        try:
+            while (job := self._jobs.get()) is not None:
+                entries, future = job
+                try:
+                    future.set_result(self._deliver(self._transport, entries))
+                except BaseException as exc:  # handed to the sender thread, which waits on it
+                    future.set_exception(exc)
+        finally:
+            self._transport.close()
+
+
 class Sender:
     """The body of the sender thread for one Client in one process."""
 
@@ -244,8 +286,9 @@ class Sender:
         self._flush_period_s = max(seconds(config.flush_period), MIN_IDLE_WAIT_S)
         self._attempt = 0  # failed attempts in a row, for the backoff
 
-    def _next_batch(self) -> tuple[list[int], list[bytes]]:
-        """The oldest spool entries that fit one request: their keys and their bytes."""
+    def _next_batch(self, after: int = -1) -> tuple[list[int], list[bytes]]:
+        """The oldest spool entries (with keys above `after`) that fit one request: their keys
+        and their bytes."""
         keys: list[int] = []
         entries: list[bytes] = []
         unreadable: list[tuple[int, bytes]] = []
@@ -253,7 +296,7 @@ class Sender:
         event_count = 0
         with self._spool.locked() as spool:
             # Lazily, oldest first, and only as many entries as one request takes.
-            for key, value in spool.iter_oldest(self._config.max_batch):
+            for key, value in spool.iter_oldest(self._config.max_batch, after=after):
                 try:
                     if value[:1] != b"[" or value[-1:] != b"]":
                         raise orjson.JSONDecodeError("not a JSON array", value.decode("utf-8", "replace"), 0)
@@ -278,11 +321,22 @@ class Sender:
             self._spool.remove([key])
         return keys, entries
 
-    def step(self, transport: Transport) -> tuple[Step, float]:
-        """Send the oldest batch once; say what happened and how long to wait before the next.
+    def _deliver(self, transport: Transport, entries: list[bytes]) -> Reply:
+        return deliver_entries(
+            transport,
+            entries,
+            self._dead_letter,
+            self._report,
+            self._stats,
+            max_batch_bytes=self._config.max_batch_bytes,
+        )
+
+    def step(self, transport: Transport, second: SecondRequest | None = None) -> tuple[Step, float]:
+        """Send the oldest batch once (and, with `second`, the batch after it at the same time
+        on a second connection); say what happened and how long to wait before the next.
 
         The sender thread calls it in a loop; a client without threads (uWSGI without
-        enable-threads) calls it from flush().
+        enable-threads) calls it from flush(), one request at a time.
         """
         if not self._spool.is_open or not self._lease.try_acquire():
             # No spool yet (events wait in memory), or another process sends for this spool.
@@ -291,14 +345,21 @@ class Sender:
             keys, entries = self._next_batch()
             if not keys:
                 return Step.IDLE, self._flush_period_s
-            reply = deliver_entries(
-                transport,
-                entries,
-                self._dead_letter,
-                self._report,
-                self._stats,
-                max_batch_bytes=self._config.max_batch_bytes,
-            )
+            # Two requests in flight: while the server validates and spools one batch, this
+            # process prepares and posts the next, so neither side waits on the other.
+            more_keys, more_entries = self._next_batch(after=keys[-1]) if second is not None else ([], [])
+            in_flight = second.post(more_entries) if second is not None and more_keys else None
+            try:
+                reply: Reply | None = self._deliver(transport, entries)
+            finally:
+                # The second batch's fate never decides this step's: if it was not delivered
+                # it stays the oldest entry but one, sent again by the next step.
+                more_delivered = in_flight is not None and _delivered(in_flight)
+            if more_delivered:
+                if reply is not None and classify(reply.status) is Outcome.DELIVERED:
+                    keys = keys + more_keys
+                else:
+                    self._spool.remove(more_keys)
             self._stats.server_unreachable = False
         except DeliveryError as exc:
             reply = None
@@ -337,11 +398,12 @@ class Sender:
 
     def run(self) -> None:
         transport = Transport.for_config(self._config)
+        second = SecondRequest(self._config, self._deliver)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
                 try:
-                    step, delay_s = self.step(transport)
+                    step, delay_s = self.step(transport, second)
                 except Exception as exc:
                     # A surprise (a bug, a library raising what it should not) must not end
                     # the thread: the events would wait on disk and nobody would know why.
@@ -358,6 +420,7 @@ class Sender:
                     self._wake.wait(delay_s)
         finally:
             transport.close()
+            second.close()
             if self._stop.is_set():
                 # Let another client or process send for this spool from now on.
                 self._lease.release()

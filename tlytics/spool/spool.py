@@ -194,17 +194,17 @@ class Spool:
         """Return up to `max_entries` of the oldest entries as (key, value), leaving them in place."""
         return list(self.iter_oldest(max_entries))
 
-    def iter_oldest(self, max_entries: int) -> Iterator[tuple[int, bytes]]:
-        """Yield up to `max_entries` of the oldest entries, oldest first, reading each only when
-        asked for: a caller that stops early (the writer, once it has enough events) does not
-        pay for reading the rest. Nothing is removed."""
+    def iter_oldest(self, max_entries: int, *, after: int = -1) -> Iterator[tuple[int, bytes]]:
+        """Yield up to `max_entries` of the oldest entries (with keys above `after`), oldest
+        first, reading each only when asked for: a caller that stops early (the writer, once it
+        has enough events) does not pay for reading the rest. Nothing is removed."""
         with _spool_errors("read"):
             # One query for the whole batch; a get() per key cost a round trip per entry.
             # Integer keys are the queue's (push); values are raw blobs since side files are off.
             cursor = self._cache._sql(
-                "SELECT key, mode, value FROM Cache WHERE raw = 1 AND key >= 0"
+                "SELECT key, mode, value FROM Cache WHERE raw = 1 AND key > ?"
                 " AND typeof(key) = 'integer' ORDER BY key LIMIT ?",
-                (max_entries,),
+                (max(after, -1), max_entries),
             )
             try:
                 for key, mode, value in cursor:
