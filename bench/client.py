@@ -27,7 +27,6 @@ import platform
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -36,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from bench.ingest import free_port, get_json, wait_healthy
+from bench.ingest import free_port, get_json, server_command, wait_healthy
 from tlytics import Client, Config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,21 +47,7 @@ def start_server(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tlytics",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--db",
-            str(workdir / "b.db"),
-            "--flush",
-            "1s",
-            "--log-level",
-            "warning",
-        ],
+        server_command(port, "--db", str(workdir / "b.db"), "--flush", "1s", "--log-level", "warning"),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -39,6 +39,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def server_command(port: int, *flags: str) -> list[str]:
+    """The command line of the real `tlytics` server on 127.0.0.1:`port` with `flags`."""
+    return [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), *flags]
+
+
 def get_json(url: str, timeout_s: float = 10.0) -> Any:
     """The JSON answer, also of a 503 (/health answers 503 with its figures while it cannot
     accept, e.g. with a full spool)."""
@@ -195,14 +200,8 @@ def bench_tlytics(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-bench-"))
-    command = [
-        sys.executable,
-        "-m",
-        "tlytics",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+    command = server_command(
+        port,
         "--db",
         str(workdir / "bench.db"),
         "--spool-sync",
@@ -211,7 +210,7 @@ def bench_tlytics(
         args.flush,
         "--log-level",
         log_level,
-    ]
+    )
     # The log goes to a file, as in production (a pipe to journald costs about the same).
     with (workdir / "server.log").open("wb") as log_file:
         process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
@@ -280,14 +279,8 @@ def bench_nodes(node_count: int, store_url: str, duration_s: int, args: argparse
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     processes = [
         subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tlytics",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
+            server_command(
+                port,
                 "--store",
                 store_url,
                 "--spool",
@@ -296,7 +289,7 @@ def bench_nodes(node_count: int, store_url: str, duration_s: int, args: argparse
                 args.flush,
                 "--log-level",
                 args.log_level,
-            ],
+            ),
             cwd=ROOT,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -25,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.ingest import RESULTS, ROOT, free_port, wait_healthy
+from bench.ingest import RESULTS, ROOT, free_port, server_command, wait_healthy
 from bench.view import BASE_US, fill, time_get
 from tlytics.store import SQLiteStore
 from tlytics.timefmt import format_rfc3339_us
@@ -47,7 +47,7 @@ def queries(url: str, events: int, step_us: int) -> dict[str, str]:
 def serve(store_args: list[str], extra: list[str], events: int, step_us: int, repeats: int) -> dict[str, object]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), *store_args]
+    command = server_command(port, *store_args)
     process = subprocess.Popen(
         [*command, *extra, "--log-level", "warning"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )

@@ -23,7 +23,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.ingest import RESULTS, ROOT, free_port, wait_healthy
+from bench.ingest import RESULTS, ROOT, free_port, server_command, wait_healthy
 from tlytics.ids import uuid7_int
 from tlytics.store import SQLiteStore, StoreWriter
 
@@ -124,18 +124,7 @@ def measure(server_args: list[str], args: argparse.Namespace, fill_s: float) -> 
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tlytics",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            *server_args,
-            "--log-level",
-            "warning",
-        ],
+        server_command(port, *server_args, "--log-level", "warning"),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
