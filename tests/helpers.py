@@ -119,6 +119,11 @@ def held_write_lock(db_path: Path) -> Iterator[None]:
         connection.close()
 
 
+def server_argv(port: int, *flags: str) -> list[str]:
+    """The command line of a real `tlytics` server on 127.0.0.1:`port` (0: any) with `flags`."""
+    return [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), *flags]
+
+
 class ServerProcess:
     """A real `python -m tlytics` on 127.0.0.1 and a free port."""
 
@@ -143,20 +148,7 @@ class ServerProcess:
         env = {**os.environ, **self.extra_env}
         self._log = open(self.log_path, "ab")  # noqa: SIM115  kept open for the server's lifetime, closed by kill/stop
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "tlytics",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--db",
-                str(self.db_path),
-                "--flush",
-                self.flush,
-                *self.extra_args,
-            ],
+            server_argv(self.port, "--db", str(self.db_path), "--flush", self.flush, *self.extra_args),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,

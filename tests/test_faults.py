@@ -8,7 +8,6 @@ import random
 import shutil
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Sender, assert_exactly_once, eventually, http_json
+from tests.helpers import Sender, assert_exactly_once, eventually, http_json, server_argv
 from tlytics.spool import Spool
 
 
@@ -106,7 +105,7 @@ def test_corrupted_spool_entry_is_quarantined_not_a_crash_loop(
 def test_second_server_on_the_same_store_is_refused(server_factory: Any, tmp_path: Path) -> None:
     first = server_factory(tmp_path / "shared.db").start()
     second = subprocess.run(
-        [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", "0", "--db", str(tmp_path / "shared.db")],
+        server_argv(0, "--db", str(tmp_path / "shared.db")),
         capture_output=True,
         text=True,
         timeout=60,
@@ -130,21 +129,7 @@ def test_second_server_on_the_same_spool_with_another_store_is_refused(server_fa
         assert status == 200
         acknowledged.extend(ids)
     second = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tlytics",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--db",
-            str(tmp_path / "second.db"),
-            "--spool",
-            str(spool),
-            "--flush",
-            "20ms",
-        ],
+        server_argv(0, "--db", str(tmp_path / "second.db"), "--spool", str(spool), "--flush", "20ms"),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

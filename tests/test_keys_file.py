@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -17,7 +16,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from tests.helpers import ServerProcess, eventually, free_port, http_json
+from tests.helpers import ServerProcess, eventually, free_port, http_json, server_argv
 from tlytics.ingest.keys import ApiKey, KeyRing, Keys, KeysFileError, parse_keys_file
 from tlytics.ingest.keys_file import KeysFileWatcher
 
@@ -122,13 +121,7 @@ def test_a_bad_keys_file_stops_the_start_naming_the_line(tmp_path: Path) -> None
     path = tmp_path / "keys"
     path.write_text(keys_text(f"write {KEPT_WRITE}", f"reader {OLD_READ}"))
     completed = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tlytics",
-            *("--host", "127.0.0.1", "--port", str(free_port()), "--db", str(tmp_path / "a.db")),
-            *("--keys-file", str(path)),
-        ],
+        server_argv(free_port(), "--db", str(tmp_path / "a.db"), "--keys-file", str(path)),
         capture_output=True,
         text=True,
         timeout=120,
