@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from tlytics.client import Config
 from tlytics.ingest.state import SPOOL, STORE, WRITE_SCHEDULER
 
 T = TypeVar("T")
@@ -117,6 +118,20 @@ def held_write_lock(db_path: Path) -> Iterator[None]:
         connection.execute("ROLLBACK")
     finally:
         connection.close()
+
+
+def fast_config(server_url: str, spool: Path, **overrides: Any) -> Config:
+    """A client Config for tests: short periods and timeouts, so waits stay short."""
+    options: dict[str, Any] = {
+        "server_url": server_url,
+        "spool_dir": spool,
+        "flush_period": 0.1,
+        "spool_interval": 0.02,
+        "timeout": 2.0,
+        "retry_max_delay": 0.5,
+    }
+    options.update(overrides)
+    return Config(**options)
 
 
 def server_argv(port: int, *flags: str) -> list[str]:

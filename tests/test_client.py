@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from tests.fake_server import FakeServer
-from tests.helpers import ServerProcess, eventually, free_port
-from tlytics import Client, Config, Event, EventsRejected
+from tests.helpers import ServerProcess, eventually, fast_config, free_port
+from tlytics import Client, Event, EventsRejected
 from tlytics.errors import DeliveryError, EventsDropped, InvalidEvent, TlyticsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,19 +44,6 @@ def assert_stored_exactly(server: ServerProcess, expected: set[str], *, allowed_
     missing = expected - set(stored)
     assert not missing, f"{len(missing)} events lost, e.g. {sorted(missing)[:3]}"
     assert set(stored) <= expected | allowed_extra
-
-
-def fast_config(server_url: str, spool: Path, **overrides: Any) -> Config:
-    options: dict[str, Any] = {
-        "server_url": server_url,
-        "spool_dir": spool,
-        "flush_period": 0.1,
-        "spool_interval": 0.02,
-        "timeout": 2.0,
-        "retry_max_delay": 0.5,
-    }
-    options.update(overrides)
-    return Config(**options)
 
 
 def test_offline_emit_then_exit_then_new_client_delivers_each_once(server_factory: Any, tmp_path: Path) -> None:

@@ -15,8 +15,7 @@ import pytest
 from aiohttp import web
 
 from tests.fake_server import FakeServer
-from tests.helpers import free_port
-from tests.test_client import fast_config
+from tests.helpers import fast_config, free_port
 from tlytics import Client, Config, EventsRejected
 from tlytics.client.transport import Transport
 from tlytics.errors import ServerUnreachable, TlyticsError

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ServerProcess, eventually
+from tests.helpers import ServerProcess, eventually, fast_config
 from tlytics import Client, Config
 from tlytics.errors import EventsDropped, SpoolError, TlyticsError
 
@@ -23,18 +23,9 @@ KEPT = 1000
 
 
 def config(server_url: str, spool: Path, errors: list[TlyticsError], **overrides: Any) -> Config:
-    options: dict[str, Any] = {
-        "server_url": server_url,
-        "spool_dir": spool,
-        "flush_period": 0.1,
-        "spool_interval": 0.02,
-        "timeout": 2.0,
-        "retry_max_delay": 0.2,
-        "max_memory_events": KEPT,
-        "on_error": errors.append,
-    }
+    options: dict[str, Any] = {"retry_max_delay": 0.2, "max_memory_events": KEPT, "on_error": errors.append}
     options.update(overrides)
-    return Config(**options)
+    return fast_config(server_url, spool, **options)
 
 
 def reported_drops(errors: list[TlyticsError]) -> int:
