@@ -13,7 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 from tlytics.errors import InvalidEvent, InvalidRequest, RequestTooLarge, SpoolError, SpoolFull, StoreError
 from tlytics.ingest.error_answers import error_answer
 from tlytics.ingest.responses import ApiError
-from tlytics.ingest.writer import ErasureIncomplete
+from tlytics.writer import ErasureIncomplete
 
 RETRY = {"Retry-After": "1"}
 

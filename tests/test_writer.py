@@ -21,9 +21,9 @@ from tlytics.errors import StoreError
 from tlytics.ids import uuid7_bytes
 from tlytics.ingest import Settings
 from tlytics.ingest.state import WRITE_SCHEDULER
-from tlytics.ingest.writer import ErasureIncomplete, ProcessExecutor, ThreadExecutor, WriterResources, WriteScheduler
 from tlytics.spool import Spool
 from tlytics.store import EventFilter, SQLiteReader, SQLiteStore, SQLiteWriter, StoreRow
+from tlytics.writer import ErasureIncomplete, ProcessExecutor, ThreadExecutor, WriterResources, WriteScheduler
 
 
 def entry(n_events: int, key: str = "k") -> bytes:
@@ -300,8 +300,8 @@ def test_a_store_locked_at_start_is_waited_for_while_ingest_goes_on(server_facto
 async def test_one_execute_call_runs_a_writer_function_in_a_thread_or_a_process(
     tmp_path: Path, where_it_runs: str, open_spool: Callable[[Path], Spool]
 ) -> None:
-    from tlytics.ingest.writer.drain import drain_batch
-    from tlytics.ingest.writer.retention import delete_expired
+    from tlytics.writer.drain import drain_batch
+    from tlytics.writer.retention import delete_expired
 
     spool = open_spool(tmp_path / "spool")
     spool.append_many([entry(4), entry(6)])  # timestamps 1 s after the epoch and on

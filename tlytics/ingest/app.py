@@ -33,7 +33,8 @@ from tlytics.ingest.state import (
     IngestCounters,
 )
 from tlytics.ingest.store_choice import node_name, open_reader, open_writer
-from tlytics.ingest.writer import (
+from tlytics.spool import GroupCommitter, Spool
+from tlytics.writer import (
     DrainResult,
     ProcessExecutor,
     ThreadExecutor,
@@ -41,7 +42,6 @@ from tlytics.ingest.writer import (
     WriterResources,
     WriteScheduler,
 )
-from tlytics.spool import GroupCommitter, Spool
 
 log = structlog.get_logger("tlytics.ingest")
 

@@ -10,7 +10,7 @@ from aiohttp import web
 from tlytics.ingest.query import read_query
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.ingest.state import WRITE_SCHEDULER
-from tlytics.ingest.writer import ErasureIncomplete
+from tlytics.writer import ErasureIncomplete
 
 
 async def erase_events(request: web.Request) -> web.Response:

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from tlytics.errors import InvalidRequest, RequestTooLarge, SpoolError, SpoolFull, StoreUnavailable, TlyticsError
 from tlytics.ingest.responses import ApiError
-from tlytics.ingest.writer import ErasureIncomplete
+from tlytics.writer import ErasureIncomplete
 
 # What a client should wait before it retries a 503: the spool drains within a flush period.
 RETRY_AFTER_S = "1"

@@ -11,9 +11,9 @@ from tlytics.ingest.keys import Keys
 from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.rate_limit import RateLimits
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.writer import WriteScheduler
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import StoreReader
+from tlytics.writer import WriteScheduler
 
 
 @dataclass

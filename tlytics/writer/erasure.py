@@ -6,9 +6,9 @@ from __future__ import annotations
 from concurrent.futures.process import BrokenProcessPool
 
 from tlytics.errors import StoreError
-from tlytics.ingest.writer.executor import WriteExecutor
-from tlytics.ingest.writer.resources import WriterResources
 from tlytics.store import EventFilter
+from tlytics.writer.executor import WriteExecutor
+from tlytics.writer.resources import WriterResources
 
 ERASE_CHUNK = 5_000
 

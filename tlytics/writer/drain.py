@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import structlog
 
 from tlytics.ingest.entry import store_rows
-from tlytics.ingest.writer.resources import WriterResources
 from tlytics.store import StoreRow
+from tlytics.writer.resources import WriterResources
 
 log = structlog.get_logger("tlytics.writer")
 

@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import structlog
 
-from tlytics.ingest.writer.executor import WriteExecutor
-from tlytics.ingest.writer.resources import WriterResources
 from tlytics.store import EventFilter
+from tlytics.writer.executor import WriteExecutor
+from tlytics.writer.resources import WriterResources
 
 log = structlog.get_logger("tlytics.writer")
 

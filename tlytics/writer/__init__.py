@@ -6,12 +6,12 @@ a process of its own) runs plain writer functions `fn(resources, *args)` (drain.
 retention.py, erasure.py) with the store's write side, the spool and the quarantine.
 """
 
-from tlytics.ingest.writer.drain import DrainResult, drain_batch
-from tlytics.ingest.writer.erasure import ErasureIncomplete
-from tlytics.ingest.writer.executor import ThreadExecutor, WriteExecutor
-from tlytics.ingest.writer.process import ProcessExecutor
-from tlytics.ingest.writer.resources import WriterResources
-from tlytics.ingest.writer.scheduler import WriteScheduler
+from tlytics.writer.drain import DrainResult, drain_batch
+from tlytics.writer.erasure import ErasureIncomplete
+from tlytics.writer.executor import ThreadExecutor, WriteExecutor
+from tlytics.writer.process import ProcessExecutor
+from tlytics.writer.resources import WriterResources
+from tlytics.writer.scheduler import WriteScheduler
 
 __all__ = [
     "DrainResult",

@@ -17,11 +17,11 @@ from contextlib import suppress
 
 import structlog
 
-from tlytics.ingest.writer.drain import DrainResult, drain_batch
-from tlytics.ingest.writer.erasure import ErasureIncomplete, erase_stored
-from tlytics.ingest.writer.executor import WriteExecutor
-from tlytics.ingest.writer.retention import apply_retention
 from tlytics.store import EventFilter
+from tlytics.writer.drain import DrainResult, drain_batch
+from tlytics.writer.erasure import ErasureIncomplete, erase_stored
+from tlytics.writer.executor import WriteExecutor
+from tlytics.writer.retention import apply_retention
 
 log = structlog.get_logger("tlytics.writer")
 

@@ -26,8 +26,8 @@ import structlog
 
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.store_choice import open_writer
-from tlytics.ingest.writer.resources import WriterResources
 from tlytics.spool import Spool
+from tlytics.writer.resources import WriterResources
 
 log = structlog.get_logger("tlytics.writer")
 

@@ -3,7 +3,7 @@
 
 Like datasette's `execute_write_fn`, the executor is generic: a new kind of write is a new
 plain function, not a new method. `ThreadExecutor` runs them on one dedicated thread of this
-process; `ProcessExecutor` (tlytics.ingest.writer.process) in a writer process of its own.
+process; `ProcessExecutor` (tlytics.writer.process) in a writer process of its own.
 Either way one place holds the store's only write connection, and a failing call leaves the
 executor ready for the next one.
 """
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar, TypeVarTuple
 
-from tlytics.ingest.writer.resources import WriterResources
+from tlytics.writer.resources import WriterResources
 
 T = TypeVar("T")
 Args = TypeVarTuple("Args")
