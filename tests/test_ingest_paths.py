@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from tlytics.errors import InvalidEvent, InvalidRequest, RequestTooLarge
-from tlytics.ingest.entry import EVENT_OVERHEAD_BYTES, decode_spool_entry, event_size_bytes
 from tlytics.ingest.fastpath import fast_spool_entry
 from tlytics.ingest.validation import reference_spool_entry, spool_entry
+from tlytics.spool.entry import EVENT_OVERHEAD_BYTES, decode_spool_entry, event_size_bytes
 
 NOW_US = 1_756_116_000_000_000
 ID = "0190f7c4-1234-7abc-8def-0123456789ab"

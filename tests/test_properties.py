@@ -17,10 +17,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import Bundle, RuleBasedStateMachine, invariant, rule
 
 from tlytics.errors import InvalidRequest
-from tlytics.ingest.entry import decode_spool_entry
 from tlytics.ingest.fastpath import fast_spool_entry
 from tlytics.ingest.validation import reference_spool_entry
 from tlytics.spool import Spool
+from tlytics.spool.entry import decode_spool_entry
 
 NOW_US = 1_700_000_000_000_000
 

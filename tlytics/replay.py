@@ -28,9 +28,9 @@ import orjson
 from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, InvalidEvent
 from tlytics.events import normalize_event
-from tlytics.ingest.entry import decode_spool_entry
 from tlytics.jsontext import DEPTH_MAX, parse_checked
 from tlytics.spool import Spool
+from tlytics.spool.entry import decode_spool_entry
 from tlytics.timefmt import format_rfc3339_us
 
 SEND_ATTEMPTS = 5

@@ -18,8 +18,8 @@ from msgspec import Meta, Raw, Struct
 
 from tlytics.events import KEY_MAX_CHARS, UUID_PATTERN
 from tlytics.ids import BLOCK_MAX, uuid7_block, uuid7_int
-from tlytics.ingest.entry import EVENT_OVERHEAD_BYTES, SpoolRow, encode_spool_entry, event_size_bytes
 from tlytics.jsontext import DEPTH_MAX, at_most_depth, canonical
+from tlytics.spool.entry import EVENT_OVERHEAD_BYTES, SpoolRow, encode_spool_entry, event_size_bytes
 from tlytics.timefmt import parse_rfc3339_us
 
 EMPTY_OBJECT = Raw(b"{}")

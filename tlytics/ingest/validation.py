@@ -3,7 +3,7 @@
 The reference rules (`tlytics.events` for events, `tlytics.jsontext` for the JSON inside them)
 are slower and say precisely what is wrong and where, raising typed errors (`InvalidRequest`,
 `InvalidEvent`, `RequestTooLarge`) that the HTTP layer maps to statuses in one place. Both paths
-build the entry with `tlytics.ingest.entry`, from the canonical `data` text.
+build the entry with `tlytics.spool.entry`, from the canonical `data` text.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from msgspec import Raw
 
 from tlytics.errors import InvalidEvent, InvalidRequest, RequestTooLarge
 from tlytics.events import normalize_events
-from tlytics.ingest.entry import SpoolRow, encode_spool_entry, event_size_bytes
 from tlytics.ingest.fastpath import EMPTY_OBJECT, fast_spool_entry
 from tlytics.jsontext import DEPTH_MAX, canonical, parse_checked, problem
+from tlytics.spool.entry import SpoolRow, encode_spool_entry, event_size_bytes
 
 _OPEN_BRACE = 0x7B
 _raw_fields_decoder = msgspec.json.Decoder(dict[str, Raw])

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import structlog
 
-from tlytics.ingest.entry import store_rows
+from tlytics.spool.entry import store_rows
 from tlytics.store import StoreRow
 from tlytics.writer.resources import WriterResources
 
