@@ -25,7 +25,7 @@ from bench.ingest import RESULTS
 from tlytics.ingest import Settings, create_app
 from tlytics.ingest.auth import admit
 from tlytics.ingest.keys import ApiKey, KeyRing
-from tlytics.ingest.rate_limit import parse_rate
+from tlytics.rate import parse_rate
 
 KEY = "bench-write-key-0123456789"
 

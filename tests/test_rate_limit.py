@@ -16,8 +16,9 @@ from prometheus_client import generate_latest
 
 from tests.helpers import app_flush, spool_count, store_count
 from tlytics import Client, Config, Event
-from tlytics.ingest.rate_limit import SWEEP_PERIOD_S, Rate, RateLimiter, address_caller, parse_rate
+from tlytics.ingest.rate_limit import SWEEP_PERIOD_S, RateLimiter, address_caller
 from tlytics.ingest.state import METRICS
+from tlytics.rate import Rate, parse_rate
 
 WRITE_A = "write-key-a-0123456789"
 WRITE_B = "write-key-b-0123456789"

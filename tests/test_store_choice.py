@@ -20,9 +20,9 @@ from tests.helpers import eventually, free_port, http_json
 from tlytics.cli import parse_settings
 from tlytics.errors import SpoolError, StoreError, StoreUnavailable
 from tlytics.ingest.instance_lock import InstanceLock
-from tlytics.ingest.setting_values import masked_url, store_url
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.store_choice import NODE_NAME_FILE, ReaderOnDemand, node_name
+from tlytics.setting_values import masked_url, store_url
 from tlytics.store import StoreReader
 
 SECRET = "s3cret-Pa55"

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from tlytics.errors import TlyticsError
-from tlytics.ingest.setting_values import api_key
+from tlytics.setting_values import api_key
 
 Scope = Literal["write", "stats", "read", "admin"]
 SCOPES: tuple[Scope, ...] = get_args(Scope)

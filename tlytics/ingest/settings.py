@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import tlytics.ingest.setting_values as parse
-from tlytics.ingest.rate_limit import Rate
+import tlytics.setting_values as parse
+from tlytics.rate import Rate
 from tlytics.spool import SpoolSync
 
 _OPTION = "tlytics_option"

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit, urlunsplit
 
-from tlytics.ingest.rate_limit import Rate, parse_rate
+from tlytics.rate import Rate, parse_rate
 from tlytics.spool import SpoolSync
 from tlytics.timefmt import parse_duration_s
 
