@@ -25,8 +25,8 @@ from typing import TypeVar, TypeVarTuple
 import structlog
 
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.store_choice import open_writer
 from tlytics.spool import Spool
+from tlytics.store.open import open_writer
 from tlytics.writer.resources import WriterResources
 
 log = structlog.get_logger("tlytics.writer")
