@@ -234,9 +234,13 @@ class ServerProcess:
 class Sender:
     """Threads posting batches of fresh-id events until stopped; records what got a 200."""
 
-    def __init__(self, url: str, *, threads: int = 4, batch_size: int = 50) -> None:
+    def __init__(self, url: str, *, threads: int = 4, batch_size: int = 50, max_run_s: float = 120.0) -> None:
         self.url = url
         self.batch_size = batch_size
+        # Bounded even if nobody stops it (the test's own timeout is as long); stop() fails
+        # if a thread got there first, since the load the test counted on had ended unseen.
+        self.max_run_s = max_run_s
+        self.ran_out = False
         self.acknowledged: set[str] = set()
         self.sent: set[str] = set()
         # (monotonic start, end, HTTP status or "cut off") of every request that was sent
@@ -251,9 +255,12 @@ class Sender:
         return self
 
     def _run(self, n: int) -> None:
-        deadline = time.monotonic() + 60  # bounded even if nobody stops us
+        deadline = time.monotonic() + self.max_run_s
         path = "/events" if n % 2 else "/batch"
-        while not self._stop.is_set() and time.monotonic() < deadline:
+        while not self._stop.is_set():
+            if time.monotonic() >= deadline:
+                self.ran_out = True
+                return
             ids = [str(uuid.uuid4()) for _ in range(self.batch_size)]
             events = [{"id": i, "key": "crash_test", "data": {"thread": n}} for i in ids]
             # A duplicate inside the request must still count once.
@@ -276,9 +283,18 @@ class Sender:
                     self.acknowledged.update(ids)
 
     def wait_acknowledged(self, timeout_s: float = 30.0) -> Sender:
-        """Wait for the first 200: on a busy machine the stream can take a while to get going."""
+        """Wait for the first 200 (on a busy machine the stream can take a while to get going);
+        fail, saying what the server answered meanwhile, if none comes within `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        while not self.acknowledged and time.monotonic() < deadline:
+        while not self.acknowledged:
+            if time.monotonic() >= deadline:
+                with self._lock:
+                    answers = [outcome for _, _, outcome in self.answers]
+                running = sum(thread.is_alive() for thread in self._threads)
+                raise AssertionError(
+                    f"no request to {self.url} acknowledged within {timeout_s}s: {len(answers)} answers"
+                    f" {sorted(set(map(str, answers)))}, {running} of {len(self._threads)} sender threads running"
+                )
             time.sleep(0.01)
         return self
 
@@ -286,6 +302,9 @@ class Sender:
         self._stop.set()
         for thread in self._threads:
             thread.join(timeout=10)
+        stuck = sum(thread.is_alive() for thread in self._threads)
+        assert not stuck, f"{stuck} sender threads still posting to {self.url} 10s after stop()"
+        assert not self.ran_out, f"the sender to {self.url} stopped by itself after {self.max_run_s}s, before stop()"
 
 
 def assert_exactly_once(server: ServerProcess, acknowledged: set[str], sent: set[str]) -> None:
