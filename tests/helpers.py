@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -140,7 +141,13 @@ def server_argv(port: int, *flags: str) -> list[str]:
 
 
 class ServerProcess:
-    """A real `python -m tlytics` on 127.0.0.1 and a free port."""
+    """A real `python -m tlytics` on 127.0.0.1.
+
+    Its port is the one it binds with `--port 0`, read back from its `listening` log line, so
+    no other process can take it between choosing and binding (as with a port chosen by
+    free_port). Only when the address is asked for before `start` (a client pointed at a server
+    not up yet) or set (a restart on the same address) is the port chosen beforehand.
+    """
 
     def __init__(
         self,
@@ -149,21 +156,42 @@ class ServerProcess:
         flush: str = "100ms",
         extra_env: dict[str, str] | None = None,
         extra_args: list[str] | None = None,
+        port: int | None = None,
     ) -> None:
         self.extra_args = extra_args or []
         self.db_path = db_path
         self.flush = flush
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self._port = port
         self.extra_env = extra_env or {}
         self.process: subprocess.Popen[bytes] | None = None
-        self.log_path = db_path.parent / f"server-{self.port}.log"
+        self.log_path = db_path.parent / f"server-{uuid.uuid4().hex[:8]}.log"
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            self._port = free_port()  # asked for before start: chosen now, bound later
+        return self._port
+
+    @port.setter
+    def port(self, port: int) -> None:
+        self._port = port
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @url.setter
+    def url(self, url: str) -> None:
+        port = urllib.parse.urlsplit(url).port
+        assert port is not None, url
+        self._port = port
 
     def start(self, *, wait_s: float = 60.0) -> ServerProcess:
         env = {**os.environ, **self.extra_env}
         self._log = open(self.log_path, "ab")  # noqa: SIM115  kept open for the server's lifetime, closed by kill/stop
+        log_start = self.log_path.stat().st_size  # a restart appends to the same log
         self.process = subprocess.Popen(
-            server_argv(self.port, "--db", str(self.db_path), "--flush", self.flush, *self.extra_args),
+            server_argv(self._port or 0, "--db", str(self.db_path), "--flush", self.flush, *self.extra_args),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -173,6 +201,11 @@ class ServerProcess:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            if self._port is None:
+                self._port = self._listening_port(log_start)
+                if self._port is None:
+                    time.sleep(0.05)
+                    continue
             try:
                 status, _ = http_json("GET", f"{self.url}/health", timeout_s=1.0)
                 if status == 200:
@@ -185,6 +218,19 @@ class ServerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def _listening_port(self, log_start: int) -> int | None:
+        """The port in this run's `listening` log line, once it is written."""
+        with open(self.log_path, "rb") as log:
+            log.seek(log_start)
+            for line in log:
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    continue  # not a JSON log line, or one still being written
+                if isinstance(record, dict) and record.get("event") == "listening":
+                    return int(record["port"])
+        return None
 
     def kill(self) -> None:
         """SIGKILL: no cleanup of any kind runs."""

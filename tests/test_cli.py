@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import http_json
+from tests.helpers import free_port, http_json
 from tlytics.cli import parse_settings
 from tlytics.ingest.settings import Settings, operator_options
 from tlytics.timefmt import format_rfc3339_us, parse_duration_s, parse_rfc3339_us
@@ -123,7 +123,8 @@ def test_python_dash_m_serves_and_help_lists_env_vars(tmp_path: Path, server_fac
         "TLYTICS_FLUSH",
     ):
         assert variable in help_text
-    server = server_factory(extra_env={"TLYTICS_PORT": "1"}).start()  # type: ignore[operator]
+    # A port of its own on the command line (not --port 0): /health says the port flagged.
+    server = server_factory(port=free_port(), extra_env={"TLYTICS_PORT": "1"}).start()  # type: ignore[operator]
     status, body = http_json("GET", server.url + "/health")
     assert status == 200 and body["port"] == server.port  # the flag beat TLYTICS_PORT=1
 

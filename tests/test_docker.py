@@ -174,7 +174,7 @@ def test_files_the_dockerfile_copies_build_the_package(tmp_path: Path) -> None:
 def test_healthcheck_follows_the_servers_own_flags(server_factory: Any) -> None:
     # The server listens where its flags say (ServerProcess passes --host and --port, no
     # TLYTICS_PORT): the check reads them from the server process, as it reads PID 1 in a container.
-    server = server_factory().start()
+    server = server_factory(port=free_port()).start()  # a port the flags name, not --port 0
     assert server.process is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLYTICS_")}
     env["TLYTICS_PORT"] = str(free_port())  # the checker's own environment points elsewhere

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -103,6 +104,12 @@ def _new_event_loop() -> asyncio.AbstractEventLoop:
     return uvloop.new_event_loop()
 
 
+def _bound_port(banner: str, requested: int) -> int:
+    """The port in aiohttp's "Running on http://host:port" line, else `requested`."""
+    found = re.search(r"Running on \S*:(\d+)\s", banner)
+    return int(found[1]) if found else requested
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     if _missing_server_module is not None:
         sys.stderr.write(f"tlytics: {SERVER_EXTRA_MISSING} (no module named {_missing_server_module!r})\n")
@@ -112,18 +119,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     log = structlog.get_logger("tlytics")
     app = create_app(settings)
 
-    async def announce(_: web.Application) -> None:
+    def announce(banner: str) -> None:
+        # run_app's `print`, called once the server listens: so the line comes only then, and
+        # names the port bound (with --port 0, the one the system chose; tests start so).
         log.info(
             "listening",
             host=settings.host,
-            port=settings.port,
+            port=_bound_port(banner, settings.port),
             store=settings.store_description,
             spool=str(settings.resolved_spool_dir),
             spool_sync=settings.spool_sync,
             flush_period_s=settings.flush_period_s,
         )
 
-    app.on_startup.append(announce)
     # aiohttp handles SIGINT/SIGTERM: stop accepting, let in-flight requests finish, then run
     # the cleanup contexts (committer, then writer's final drain, then store and spool).
     try:
@@ -132,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             host=settings.host,
             port=settings.port,
             access_log=None,
-            print=None,
+            print=announce,
             shutdown_timeout=30.0,
             loop=_new_event_loop(),
         )
