@@ -278,3 +278,19 @@ async def test_rate_limit_and_metrics_as_for_events(aiohttp_client: Any, make_ap
     assert (await limited.json())["code"] == "rate_limited"
     metrics = await (await client.get("/metrics")).text()
     assert 'route="/v1/batch"' in metrics
+
+
+async def test_json_that_cannot_be_stored_is_refused_not_a_500(client: Any, app: web.Application) -> None:
+    good = orjson.dumps(message(n=0)).decode()
+    bad_messages = (
+        '{"type": "track", "event": "e", "userId": "u", "properties": {"s": "\\ud800"}}',  # a lone surrogate
+        '{"type": "track", "event": "e", "userId": "u", "properties": {"x": 1e400}}',
+        '{"type": "track", "event": "e", "userId": "u", "properties": {"x": NaN}}',
+    )
+    for bad in bad_messages:
+        body = f'{{"batch": [{good}, {bad}]}}'.encode()
+        response = await client.post("/v1/batch", data=body, headers={"Content-Type": "application/json"})
+        assert response.status == 400, bad
+        answer = await response.json()
+        assert answer.get("index", 1) == 1, answer
+    assert spool_count(app) == 0

@@ -28,6 +28,7 @@ from tlytics.ingest.auth import admit_key, bearer_token
 from tlytics.ingest.error_answers import error_answer
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.ingest.validation import parse_body
+from tlytics.jsontext import problem
 from tlytics.timefmt import check_in_range_us, format_rfc3339_us, parse_rfc3339_us
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -105,7 +106,13 @@ def parse_json(body: bytes) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError:
-        return parse_body(body)
+        payload = parse_body(body)
+    # The reference reader marks what it cannot take (1e400, NaN, a lone surrogate) rather than
+    # raising; depth is judged later, per event, by the accept path.
+    what = problem(payload, depth_max=1 << 30)
+    if what is not None:
+        raise InvalidRequest(f"body {what}")
+    return payload
 
 
 def form_data_json(body: bytes, *, base64_encoded: bool) -> bytes:
@@ -162,7 +169,24 @@ def admit_body_key(request: web.Request, tokens: Iterable[object]) -> None:
 
 async def spool_events(request: web.Request, events: list[dict[str, Any]]) -> int:
     """Spool translated events through the accept path of `/batch`; their count once committed."""
-    return await spool_body(request, orjson.dumps({"events": events}), batch=True)
+    try:
+        body = orjson.dumps({"events": events})
+    except orjson.JSONEncodeError:
+        raise InvalidEvent(_NOT_UNICODE, index=_first_not_encodable(events)) from None
+    return await spool_body(request, body, batch=True)
+
+
+# orjson reads an escaped lone surrogate ("\ud800") but cannot write it back, nor can the store.
+_NOT_UNICODE = "a string is not Unicode (a lone surrogate such as \\ud800)"
+
+
+def _first_not_encodable(events: list[dict[str, Any]]) -> int | None:
+    for index, event in enumerate(events):
+        try:
+            orjson.dumps(event)
+        except orjson.JSONEncodeError:
+            return index
+    return None
 
 
 @dataclass(frozen=True)
