@@ -164,3 +164,22 @@ def test_a_page_of_another_origin_is_refused(sites: tuple[ServerProcess, Site, S
     )
     assert "TypeError" in error  # the preflight was refused: the page never saw an answer
     assert stored(server) == []
+
+
+def test_do_not_track_sends_nothing(sites: tuple[ServerProcess, Site, Site], browser: Any) -> None:
+    server, allowed, _ = sites
+    do_not_track = browser.execute_cdp_cmd(
+        "Page.addScriptToEvaluateOnNewDocument",
+        {"source": "Object.defineProperty(Navigator.prototype, 'doNotTrack', {get: () => '1'});"},
+    )
+    try:
+        browser.get(allowed.origin + "/")
+        eventually(lambda: browser.execute_script("return typeof window.tlytics === 'function'"), what="t.js ran")
+        assert browser.execute_script("return navigator.doNotTrack") == "1"
+        assert browser.execute_script("return window.tlytics.page") is None  # switched off
+        browser.execute_script("tlytics('signup', {plan: 'pro'})")  # a no-op
+    finally:
+        browser.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": do_not_track["identifier"]})
+    browser.get(allowed.origin + "/")  # the same visit without Do Not Track: its page view arrives
+    eventually(lambda: len(stored(server)) >= 1, what="the page view without Do Not Track")
+    assert [event["key"] for event in stored(server)] == ["$page"]
