@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import http.server
 import shutil
+import subprocess
+import tarfile
 import threading
 import urllib.request
 from collections.abc import Iterator
@@ -40,22 +42,27 @@ document.addEventListener("securitypolicyviolation", (event) => {
 class Site:
     """A web site on its own origin (127.0.0.1 and a port of its own) whose pages include t.js."""
 
-    def __init__(self, tlytics_url: str, port: int | None = None) -> None:
+    def __init__(
+        self, tlytics_url: str, port: int | None = None, files: dict[str, tuple[bytes, str]] | None = None
+    ) -> None:
         page = (
             "<!doctype html><html><head><meta charset='utf-8'><title>Shop</title>"
             f"<script defer src='{tlytics_url}/t.js' data-key='{WRITE_KEY}'></script>"
             "</head><body><h1>Shop</h1></body></html>"
         ).encode()
-        policy = f"default-src 'none'; script-src {tlytics_url}; connect-src {tlytics_url}"
+        policy = f"default-src 'none'; script-src 'self' {tlytics_url}; connect-src {tlytics_url}"
+        served = {"/": (page, "text/html; charset=utf-8")}
+        served.update(files or {})
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
+                body, content_type = served.get(self.path.split("?")[0], (b"", ""))
+                self.send_response(200 if content_type else 404)
+                self.send_header("Content-Type", content_type or "text/plain")
                 self.send_header("Content-Security-Policy", policy)
-                self.send_header("Content-Length", str(len(page)))
+                self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(page)
+                self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
@@ -183,3 +190,54 @@ def test_do_not_track_sends_nothing(sites: tuple[ServerProcess, Site, Site], bro
     browser.get(allowed.origin + "/")  # the same visit without Do Not Track: its page view arrives
     eventually(lambda: len(stored(server)) >= 1, what="the page view without Do Not Track")
     assert [event["key"] for event in stored(server)] == ["$page"]
+
+
+@pytest.fixture(scope="module")
+def posthog_js(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """posthog-js's browser bundle, from the npm registry (served by the test site, no CDN)."""
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("needs npm to fetch posthog-js")
+    directory = tmp_path_factory.mktemp("npm")
+    packed = subprocess.run(
+        [npm, "pack", "posthog-js@1", "--silent"], cwd=directory, capture_output=True, text=True, timeout=300
+    )
+    if packed.returncode != 0:
+        pytest.skip(f"npm pack posthog-js failed: {packed.stderr[-500:]}")
+    with tarfile.open(directory / packed.stdout.strip().splitlines()[-1]) as archive:
+        member = archive.extractfile("package/dist/array.js")
+        assert member is not None
+        return member.read()
+
+
+def test_posthog_js_page_view_and_event(server_factory: Any, browser: Any, posthog_js: bytes) -> None:
+    port = free_port()
+    server = server_factory(
+        flush="50ms", extra_args=["--write-key", WRITE_KEY, "--cors-origin", f"http://127.0.0.1:{port}"]
+    ).start()
+    app = (
+        f"posthog.init('{WRITE_KEY}', {{api_host: '{server.url}', autocapture: false, persistence: 'memory',"
+        " disable_session_recording: true, disable_surveys: true, advanced_disable_flags: true,"
+        " advanced_disable_decide: true, request_batching: false,"
+        # Headless Chromium's user agent says HeadlessChrome: posthog-js drops a bot's events.
+        " opt_out_useragent_filter: true});"
+    ).encode()
+    page = b"<!doctype html><title>SDK</title><script src='/posthog.js'></script><script src='/app.js'></script>"
+    files = {
+        "/sdk": (page, "text/html"),
+        "/posthog.js": (posthog_js, "text/javascript"),
+        "/app.js": (app, "text/javascript"),
+    }
+    site = Site(server.url, port, files=files)
+    try:
+        browser.get(site.origin + "/sdk")
+        eventually(lambda: browser.execute_script("return !!(window.posthog && window.posthog.__loaded)"), what="init")
+        browser.execute_script("posthog.capture('signup', {plan: 'pro'})")
+        eventually(lambda: {"$pageview", "signup"} <= {e["key"] for e in stored(server)}, what="posthog-js events")
+    finally:
+        site.close()
+    events = {event["key"]: event for event in stored(server)}
+    assert events["signup"]["data"]["plan"] == "pro"
+    assert events["signup"]["data"]["distinct_id"] == events["$pageview"]["data"]["distinct_id"]
+    assert events["$pageview"]["data"]["$current_url"].startswith(site.origin)
+    assert WRITE_KEY not in str(events)  # posthog-js's token is never stored

@@ -3,7 +3,8 @@ posthog-js and PostHog's other SDKs send to them.
 
 Bodies: one event (`{"event", "properties", ...}`), an array of events (posthog-js), or
 `{"batch": [...]}` (posthog-python), as JSON; gzip by `Content-Encoding` or by
-`?compression=gzip-js` (posthog-js, which says so in the query only); and, with CORS on, the
+`?compression=gzip-js` (posthog-js, which says so in the query only, or nowhere: a body
+starting with gzip's magic bytes is gzip); and, with CORS on, the
 `text/plain` and `data=` form bodies browsers send (`?compression=base64`, or JSON text).
 The key: `api_key` or `token` in the body, on an event, or as posthog-js puts it, in
 `properties.token` (never stored); a Bearer header works too.
@@ -66,6 +67,7 @@ POSTHOG = Dialect(
 )
 _SUCCESS = {"status": 1}
 _UUID = re.compile(UUID_PATTERN)
+_GZIP_MAGIC = b"\x1f\x8b"
 
 
 def _sent_at_us(request: web.Request, top: dict[str, Any]) -> int | None:
@@ -118,12 +120,13 @@ def _tokens(top: dict[str, Any], events: list[Any]) -> list[str]:
 
 async def _body(request: web.Request) -> bytes:
     compression = request.query.get("compression", "").lower()
-    form_allowed = cors_enabled(request.app)
-    body = await read_body(
-        request,
-        also_accept=(FORM_CONTENT_TYPE,) if form_allowed else (),
-        content_coding="gzip" if compression in ("gzip", "gzip-js") else None,
-    )
+    also_accept = (FORM_CONTENT_TYPE,) if cors_enabled(request.app) else ()
+    coding = "gzip" if compression in ("gzip", "gzip-js") else None
+    body = await read_body(request, also_accept=also_accept, content_coding=coding)
+    if coding is None and body[:2] == _GZIP_MAGIC:
+        # posthog-js gzips without saying so in some requests (no query parameter, no header):
+        # JSON never starts with these bytes. aiohttp keeps the body read, so this reads no more.
+        body = await read_body(request, also_accept=also_accept, content_coding="gzip")
     if request.content_type == FORM_CONTENT_TYPE:
         return form_data_json(body, base64_encoded=compression == "base64")
     return body
