@@ -54,6 +54,10 @@ PROMISED = {
     ("GET", "/openapi.json"): "open",
     ("GET", "/whoami"): "open",
     ("GET", "/static/{name}"): "open",
+    ("GET", "/t.js"): "open",
+    # Other SDKs' capture APIs (issue 23): write, the key also in the body or a Basic header.
+    **{("POST", f"/v1/{kind}"): "write" for kind in ("track", "page", "screen", "identify", "group", "alias")},
+    **{("POST", path): "write" for path in ("/v1/batch", "/v1/import", "/capture/", "/batch/", "/e/", "/i/v0/e/")},
 }
 # Routes other branches add (the funnel) carry the level the design gives them.
 PROMISED_IF_PRESENT = {("GET", "/funnel"): "stats"}

@@ -158,6 +158,7 @@ def test_every_default_is_the_documented_one() -> None:
         "rate_limit": None,
         "read_rate_limit": None,
         "unique_properties": (),
+        "cors_origins": (),
     }
     assert {name: getattr(parsed, name) for name, _ in operator_options()} == expected
 
@@ -188,6 +189,7 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--rate-limit": "2000/s",
         "--read-rate-limit": "20/s,burst=100",
         "--unique-property": "data.user_id",
+        "--cors-origin": "https://shop.example",
     }
     assert set(samples) == {option.flag for _, option in operator_options()}
     default = Settings()

@@ -16,7 +16,14 @@ from tlytics.ingest.validation import spool_entry
 
 
 async def _accept(request: web.Request, *, batch: bool) -> web.Response:
-    body = await read_body(request)
+    count = await spool_body(request, await read_body(request), batch=batch)
+    return json_response({"message": f"Successfully queued {count} events", "count": count})
+
+
+async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
+    """Validate a body of Tlytics events (`/events` or `/batch` shape), spool it and return its
+    event count once committed: the one accept path (the Segment and PostHog routes translate
+    their bodies to a `/batch` body and come here)."""
     settings = request.app[SETTINGS]
     # InvalidRequest (400/413) and SpoolError (503) propagate: error_answers maps them.
     entry, count = spool_entry(
@@ -33,7 +40,7 @@ async def _accept(request: web.Request, *, batch: bool) -> web.Response:
     counters.accepted_requests += 1
     counters.accepted_events += count
     structlog.contextvars.bind_contextvars(events_accepted=count)  # for the request's canonical line
-    return json_response({"message": f"Successfully queued {count} events", "count": count})
+    return count
 
 
 async def post_events(request: web.Request) -> web.Response:

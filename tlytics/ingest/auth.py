@@ -38,9 +38,17 @@ class RouteAccess:
 
     def __init__(self) -> None:
         self._levels: dict[web.AbstractRoute, Access] = {}
+        self._key_in_body: set[web.AbstractRoute] = set()
 
-    def declare(self, route: web.AbstractRoute, access: Access) -> None:
+    def declare(self, route: web.AbstractRoute, access: Access, *, key_in_body: bool = False) -> None:
+        """`key_in_body`: the route's clients (Segment's, PostHog's SDKs) may present the key
+        in the body or a Basic header; its handler then checks it with `admit_key`."""
         self._levels[route] = access
+        if key_in_body:
+            self._key_in_body.add(route)
+
+    def key_in_body(self, route: web.AbstractRoute) -> bool:
+        return route in self._key_in_body
 
     def level(self, route: web.AbstractRoute) -> Access | None:
         """The declared level of `route`, or None when it declared none (then it is refused)."""
@@ -124,15 +132,23 @@ def admit(request: web.Request) -> None:
         raise ApiError(403, f"{route} has no declared access level, so it is refused")
     if access == "open":
         return
-    key = _check_key(request, access)
+    token = bearer_token(request)
+    if token is None and request.app[ROUTE_ACCESS].key_in_body(request.match_info.route):
+        return  # the handler finds the key in the body or a Basic header and calls admit_key
+    admit_key(request, access, token)
+
+
+def admit_key(request: web.Request, access: Scope, token: bytes | None) -> None:
+    """The key check and rate limit of `admit`, for the key `token` (None: no key presented)."""
+    key = _check_key(request, access, token)
     _check_rate(request, access, key)
 
 
-def _check_key(request: web.Request, access: Scope) -> ApiKey | None:
-    """The known key the request presents (None: none) if it may call a route of `access`;
-    else a 401 (no known key) or 403 (a key of another scope), naming the scope needed."""
+def _check_key(request: web.Request, access: Scope, token: bytes | None) -> ApiKey | None:
+    """The known key `token` is (None: none) if it may call a route of `access`; else a 401 (no
+    known key) or 403 (a key of another scope), naming the scope needed."""
     ring = request.app[KEYS].ring
-    key = presented_key(request, ring) if ring.keys else None
+    key = ring.find(token) if token is not None and ring.keys else None
     if key is not None:
         structlog.contextvars.bind_contextvars(key_label=key.label)  # the label, never the secret
     if may_call(ring, access, key):

@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from collections.abc import Collection
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from tlytics.errors import InvalidRequest, RequestTooLarge
+from tlytics.ingest.cors import beacon_body_allowed
 from tlytics.ingest.responses import ApiError
 from tlytics.ingest.state import SETTINGS
 from tlytics.ingest.validation import parse_body
@@ -24,16 +26,25 @@ log = structlog.get_logger("tlytics.ingest")
 _BODY_DECODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 
-async def read_body(request: web.Request) -> bytes:
+async def read_body(
+    request: web.Request, *, also_accept: Collection[str] = (), content_coding: str | None = None
+) -> bytes:
     """The request's JSON body, decoded; refuses a wrong type or coding (415), a body too large
-    (413) or too slow to arrive (408), and a corrupt coding (400)."""
-    if request.content_type != "application/json" and not request.content_type.endswith("+json"):
+    (413) or too slow to arrive (408), and a corrupt coding (400). `also_accept`: more content
+    types (PostHog's form body); `content_coding`: the coding when the client says it elsewhere
+    than in Content-Encoding (PostHog's `?compression=gzip-js`)."""
+    if (
+        request.content_type != "application/json"
+        and not request.content_type.endswith("+json")
+        and request.content_type not in also_accept
+        and not beacon_body_allowed(request)
+    ):
         raise ApiError(
             415,
             f"content type must be application/json, not {request.content_type}",
             field="Content-Type",
         )
-    encoding = request.headers.get("Content-Encoding", "").strip().lower()
+    encoding = content_coding or request.headers.get("Content-Encoding", "").strip().lower()
     if encoding not in ("", "identity") and encoding not in _BODY_DECODINGS:
         raise ApiError(
             415,

@@ -19,11 +19,14 @@ import tlytics.ingest.export as export
 import tlytics.ingest.funnel as funnel
 import tlytics.ingest.lookup as lookup
 import tlytics.ingest.monitoring as monitoring
+import tlytics.ingest.posthog as posthog
+import tlytics.ingest.segment as segment
 import tlytics.ingest.static_pages as static_pages
 import tlytics.ingest.stats as stats
 import tlytics.ingest.view as view
 import tlytics.ingest.whoami as whoami
 from tlytics.ingest.auth import ROUTE_ACCESS, Access, RouteAccess
+from tlytics.ingest.cors import cors_enabled, install_cors, preflight
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -36,6 +39,8 @@ class Route:
     path: str
     handler: Handler
     access: Access
+    # Other SDKs' routes: the key may come in the body or a Basic header (see auth.admit_key).
+    key_in_body: bool = False
 
 
 ROUTES = (
@@ -56,14 +61,38 @@ ROUTES = (
     Route("GET", "/whoami", whoami.whoami, access="open"),
     # The dashboard's own files (scripts, styles, the chart library): no data, open.
     Route("GET", "/static/{name}", static_pages.static_file, access="open"),
+    # The page script (`<script src=".../t.js" data-key=...>`): no data, open.
+    Route("GET", "/t.js", static_pages.page_script, access="open"),
+    # Segment's HTTP Tracking API (tlytics.ingest.segment).
+    Route("POST", "/v1/track", segment.post_track, access="write", key_in_body=True),
+    Route("POST", "/v1/page", segment.post_page, access="write", key_in_body=True),
+    Route("POST", "/v1/screen", segment.post_screen, access="write", key_in_body=True),
+    Route("POST", "/v1/identify", segment.post_identify, access="write", key_in_body=True),
+    Route("POST", "/v1/group", segment.post_group, access="write", key_in_body=True),
+    Route("POST", "/v1/alias", segment.post_alias, access="write", key_in_body=True),
+    Route("POST", "/v1/batch", segment.post_batch, access="write", key_in_body=True),
+    Route("POST", "/v1/import", segment.post_batch, access="write", key_in_body=True),
+    # PostHog's capture API (tlytics.ingest.posthog).
+    Route("POST", "/capture/", posthog.capture, access="write", key_in_body=True),
+    Route("POST", "/batch/", posthog.capture, access="write", key_in_body=True),
+    Route("POST", "/e/", posthog.capture, access="write", key_in_body=True),
+    Route("POST", "/i/v0/e/", posthog.capture, access="write", key_in_body=True),
 )
 
 
 def add_routes(app: web.Application) -> None:
-    """Add every route of the table to `app`'s router, each with its declared level."""
+    """Add every route of the table to `app`'s router, each with its declared level; with
+    `--cors-origin`, also each write route's preflight (OPTIONS, open: a browser sends it
+    without credentials) and the CORS rules (`cors.install_cors`). Without it no route answers
+    OPTIONS (405)."""
     route_access = RouteAccess()
     app[ROUTE_ACCESS] = route_access
+    with_preflight = cors_enabled(app)
     for route in ROUTES:
         # HEAD answers what GET answers (status, headers, Content-Length).
         for method in ("GET", "HEAD") if route.method == "GET" else (route.method,):
-            route_access.declare(app.router.add_route(method, route.path, route.handler), route.access)
+            added = app.router.add_route(method, route.path, route.handler)
+            route_access.declare(added, route.access, key_in_body=route.key_in_body)
+        if with_preflight and route.access == "write" and route.method == "POST":
+            route_access.declare(app.router.add_route("OPTIONS", route.path, preflight), "open")
+    install_cors(app)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import tlytics.setting_values as parse
+from tlytics.origins import cors_origin
 from tlytics.rate import Rate
 from tlytics.spool import SpoolSync
 
@@ -243,6 +244,17 @@ class Settings:
         "requests to the reading routes per key or client address, e.g. 20/s",
         default=None,
         unset_means="off",
+    )
+    # Web pages allowed to send events (CORS on the write routes, sendBeacon's text/plain
+    # bodies); empty: no page may, as before.
+    cors_origins: tuple[str, ...] = _option(
+        "--cors-origin",
+        "TLYTICS_CORS_ORIGINS",
+        cors_origin,
+        "origin of web pages allowed to post events (https://shop.example, or * for any);"
+        " repeatable (env: comma-separated)",
+        default=None,
+        repeatable=True,
     )
     # Tuning without a flag: tests set these directly.
     # The writer wakes before its period once this many events wait in the spool.

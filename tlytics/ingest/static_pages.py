@@ -27,6 +27,17 @@ async def openapi(request: web.Request) -> web.Response:
     return web.Response(body=_OPENAPI.read_bytes(), content_type="application/json")
 
 
+async def page_script(request: web.Request) -> web.Response:
+    """GET /t.js: the script a web page includes to send its page views and events (see
+    static/t.js). Cached an hour by browsers: it changes only with the server's version."""
+    return web.Response(
+        body=(STATIC_DIR / "t.js").read_bytes(),
+        content_type="text/javascript",
+        charset="utf-8",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
 async def static_file(request: web.Request) -> web.FileResponse:
     """GET /static/{name}: one of the dashboard's files (with ETag and Last-Modified). aiohttp's
     own static route answered a missing file with an empty 404 that the request log and the

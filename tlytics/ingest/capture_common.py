@@ -1,0 +1,248 @@
+"""What the routes of other SDKs' capture APIs (`segment`, `posthog`) share: where their key
+comes from, the ids and timestamps they derive, how their messages reach the one accept path,
+and the error answers their clients can read.
+
+Each of those routes translates its body into a Tlytics `/batch` body and hands it to
+`accept.spool_body`, so its events pass the same rules (key, sizes, depth), the same spool and
+the same acknowledgement as `/batch`: the 200 goes out once they are committed, and a request
+with any bad message is refused whole, nothing stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from aiohttp import web
+
+from tlytics.errors import InvalidEvent, InvalidRequest
+from tlytics.ingest.accept import spool_body
+from tlytics.ingest.auth import admit_key, bearer_token
+from tlytics.ingest.error_answers import error_answer
+from tlytics.ingest.responses import ApiError, json_response
+from tlytics.ingest.validation import parse_body
+from tlytics.jsontext import problem
+from tlytics.timefmt import check_in_range_us, format_rfc3339_us, parse_rfc3339_us
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_VERSION_8 = 0x8 << 76
+_VARIANT = 0b10 << 62
+
+
+def message_uuid(source: bytes, message_id: str, client_timestamp_us: int | None) -> str:
+    """The Tlytics id of a message another SDK named `message_id`: a UUIDv8 (RFC 9562's custom
+    layout) shaped like a UUIDv7, its first 48 bits the message's own timestamp in ms (as the
+    client sent it: a retry sends the same, so it gets the same id) and the other 74 free bits
+    from SHA-256 of `source` and the message id. So a retried message is stored once, and ids
+    still sort by time: the store's unique index stays append-mostly, as with v7 (random ids
+    make SQLite inserts ~10x slower). Without a timestamp all 122 bits come from the hash."""
+    digest = hashlib.sha256(source + b"\0" + message_id.encode("utf-8", "surrogatepass")).digest()
+    hashed = int.from_bytes(digest[:16], "big")
+    high_48 = hashed >> 80 if client_timestamp_us is None else (client_timestamp_us // 1000) & 0xFFFF_FFFF_FFFF
+    value = high_48 << 80 | _VERSION_8 | (hashed >> 64 & 0xFFF) << 64 | _VARIANT | hashed & ((1 << 62) - 1)
+    text = f"{value:032x}"
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+def skew_corrected_us(client_us: int, sent_at_us: int | None, received_us: int) -> int:
+    """When an event happened, by the server's clock: the client's timestamp moved by the
+    difference between the server's clock and the client's at sending (Segment's `timestamp =
+    receivedAt - (sentAt - originalTimestamp)`, PostHog's `now + (timestamp - sent_at)`)."""
+    if sent_at_us is None:
+        return client_us
+    corrected = received_us - (sent_at_us - client_us)
+    try:
+        return check_in_range_us(corrected)
+    except ValueError:
+        return client_us  # a sentAt decades off: keep what the client said rather than refuse
+
+
+def timestamp_us(value: Any, *, index: int | None, field: str) -> int:
+    """A message's RFC 3339 timestamp in µs, or InvalidEvent naming where it is."""
+    if not isinstance(value, str):
+        raise InvalidEvent(f"{field} must be an RFC 3339 string", index=index, field=field)
+    try:
+        return parse_rfc3339_us(value)
+    except ValueError as exc:
+        raise InvalidEvent(f"{field}: {exc}", index=index, field=field) from None
+
+
+def rfc3339(micros: int) -> str:
+    return format_rfc3339_us(micros)
+
+
+def object_field(message: Mapping[str, Any], name: str, index: int | None) -> dict[str, Any]:
+    """`message[name]` when it is a JSON object; {} when absent or null; else InvalidEvent."""
+    value = message.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"{name} must be a JSON object", index=index, field=name)
+    return value
+
+
+def merged_data(fields: dict[str, Any], properties: dict[str, Any], properties_name: str) -> dict[str, Any]:
+    """An event's data: `properties` spread at the top (so `data.plan` reads as for a native
+    event) beside the message's own `fields`; when a property has the name of one of those
+    fields, the properties stay whole under `properties_name` instead, so nothing is lost."""
+    if not properties:
+        return fields
+    if any(name in fields or name == properties_name for name in properties):
+        return {**fields, properties_name: properties}
+    return {**properties, **fields}
+
+
+def parse_json(body: bytes) -> Any:
+    """The body's JSON value: orjson when it can, else the reference reader, which says what is
+    wrong and where (and takes what orjson cannot, such as integers beyond 64 bits)."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        payload = parse_body(body)
+    # The reference reader marks what it cannot take (1e400, NaN, a lone surrogate) rather than
+    # raising; depth is judged later, per event, by the accept path.
+    what = problem(payload, depth_max=1 << 30)
+    if what is not None:
+        raise InvalidRequest(f"body {what}")
+    return payload
+
+
+def form_data_json(body: bytes, *, base64_encoded: bool) -> bytes:
+    """The JSON inside a `data=...` form body (posthog-js without gzip), base64 or not."""
+    try:
+        values = parse_qs(body.decode("ascii"), strict_parsing=False).get("data")
+    except UnicodeDecodeError:
+        values = None
+    if not values:
+        raise InvalidRequest("a form body needs a data field holding the JSON", field="data")
+    text = values[0]
+    if not base64_encoded:
+        return text.encode("utf-8")
+    try:
+        return base64.b64decode(text + "=" * (-len(text) % 4), validate=False)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("data is not base64", field="data") from None
+
+
+def basic_user(request: web.Request) -> bytes | None:
+    """The user of an HTTP Basic Authorization header (Segment's SDKs send the write key so,
+    with an empty password), or None."""
+    scheme, _, encoded = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, _ = base64.b64decode(encoded.strip(), validate=True).partition(b":")
+    except (binascii.Error, ValueError):
+        return None
+    return user or None
+
+
+def admit_header_key(request: web.Request) -> bool:
+    """Check a key the headers present (Bearer was checked by `auth.admit`; Basic here, before
+    the body is read). True when a header presented one, so the body's key is not asked."""
+    if bearer_token(request) is not None:
+        return True
+    user = basic_user(request)
+    if user is None:
+        return False
+    admit_key(request, "write", user)
+    return True
+
+
+def admit_body_key(request: web.Request, tokens: Iterable[object]) -> None:
+    """Check the key a body names (None when it names none): the same key check and rate
+    limit as any write route. A body naming two different keys is refused."""
+    found = {token for token in tokens if token is not None}
+    if len(found) > 1:
+        raise InvalidRequest("the messages name different keys: send each key's messages apart", field="writeKey")
+    token = found.pop() if found else None
+    admit_key(request, "write", token.encode("utf-8", "surrogateescape") if isinstance(token, str) else None)
+
+
+async def spool_events(request: web.Request, events: list[dict[str, Any]]) -> int:
+    """Spool translated events through the accept path of `/batch`; their count once committed."""
+    try:
+        body = orjson.dumps({"events": events})
+    except orjson.JSONEncodeError:
+        raise InvalidEvent(_NOT_UNICODE, index=_first_not_encodable(events)) from None
+    return await spool_body(request, body, batch=True)
+
+
+# orjson reads an escaped lone surrogate ("\ud800") but cannot write it back, nor can the store.
+_NOT_UNICODE = "a string is not Unicode (a lone surrogate such as \\ud800)"
+
+
+def _first_not_encodable(events: list[dict[str, Any]]) -> int | None:
+    for index, event in enumerate(events):
+        try:
+            orjson.dumps(event)
+        except orjson.JSONEncodeError:
+            return index
+    return None
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How one SDK family reads an error answer: the names its messages give Tlytics' fields,
+    and the fields its client looks for in an error's JSON."""
+
+    field_names: Mapping[str, str] = field(default_factory=dict)
+    # (status, message) -> more fields of the error's JSON
+    error_fields: Callable[[int, str], dict[str, Any]] = lambda status, message: {}
+
+
+# A word for each refusal, for clients that want a code beside the message.
+ERROR_CODES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    408: "timeout",
+    413: "too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class _DialectError(ApiError):
+    """An error answer with the fields an SDK's client reads beside ours (Segment's `message`
+    among them, which json_error's own parameter name cannot take)."""
+
+    def __init__(self, status: int, message: str, *, headers: Mapping[str, str] | None, details: dict[str, Any]):
+        super().__init__(status, message, headers=headers)
+        self.details = details
+
+    def response(self) -> web.Response:
+        return json_response({"error": self.message, **self.details}, status=self.status, headers=self.headers)
+
+
+def answering_in(dialect: Dialect) -> Callable[[Handler], Handler]:
+    """A handler's errors answered as usual (`error_answers`), with the field names of the
+    SDK's messages and the fields its client reads (so it retries or gives up as it should)."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def answering(request: web.Request) -> web.StreamResponse:
+            try:
+                return await handler(request)
+            except Exception as exc:
+                answer = error_answer(request, exc)
+                if answer is None:
+                    raise
+                details = dict(answer.details)
+                if details.get("field") in dialect.field_names:
+                    details["field"] = dialect.field_names[details["field"]]
+                details.update(dialect.error_fields(answer.status, answer.message))
+                raise _DialectError(answer.status, answer.message, headers=answer.headers, details=details) from exc
+
+        return answering
+
+    return wrap
