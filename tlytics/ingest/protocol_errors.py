@@ -15,8 +15,6 @@ servers in the same process (a test's fake server) keep aiohttp's behaviour.
 from __future__ import annotations
 
 import logging
-from typing import Any
-
 import orjson
 import structlog
 from aiohttp import http_exceptions, web, web_protocol
@@ -46,11 +44,11 @@ class _ProtocolLogger(logging.Logger):
     debug chatter) go to structlog with the exception's type, without its message or the
     arguments, either of which may quote a request."""
 
-    def _log(self, level: int, msg: object, args: Any, exc_info: Any = None, **kwargs: Any) -> None:
-        if not self.isEnabledFor(level) or level < logging.WARNING:
+    def handle(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.WARNING:
             return
-        exception = exc_info if isinstance(exc_info, BaseException) else None
-        log.error("aiohttp_error", what=str(msg), exc_type=type(exception).__name__ if exception else None)
+        exception = record.exc_info[1] if record.exc_info else None
+        log.error("aiohttp_error", what=str(record.msg), exc_type=type(exception).__name__ if exception else None)
 
 
 PROTOCOL_LOGGER = _ProtocolLogger("tlytics.http")
