@@ -15,6 +15,7 @@ servers in the same process (a test's fake server) keep aiohttp's behaviour.
 from __future__ import annotations
 
 import logging
+
 import orjson
 import structlog
 from aiohttp import http_exceptions, web, web_protocol
