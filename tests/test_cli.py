@@ -12,6 +12,7 @@ import pytest
 
 from tests.helpers import http_json
 from tlytics.cli import parse_settings
+from tlytics.ingest.rate_limit import Rate
 from tlytics.ingest.settings import Settings, operator_options
 from tlytics.timefmt import format_rfc3339_us, parse_duration_s, parse_rfc3339_us
 
@@ -157,6 +158,7 @@ def test_every_default_is_the_documented_one() -> None:
         "rate_limit": None,
         "read_rate_limit": None,
         "unique_properties": (),
+        "auth_failure_rate": Rate(per_second=10.0, burst=100, text="10/s,burst=100"),
     }
     assert {name: getattr(parsed, name) for name, _ in operator_options()} == expected
 
@@ -187,6 +189,7 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--rate-limit": "2000/s",
         "--read-rate-limit": "20/s,burst=100",
         "--unique-property": "data.user_id",
+        "--auth-failure-limit": "1/s",
     }
     assert set(samples) == {option.flag for _, option in operator_options()}
     default = Settings()
