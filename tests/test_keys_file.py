@@ -313,3 +313,12 @@ def test_a_server_whose_keys_file_became_a_fifo_keeps_its_keys_and_stops_cleanly
         assert server.stop(timeout_s=60) == 0
     finally:
         _unblock_fifo_readers(keys_file)
+
+
+@pytest.mark.parametrize("label", ["invoice\u202etxt.exe", "bell\u0007", "zero\u200bwidth", "x" * 201])
+def test_a_label_that_could_disguise_itself_is_refused(label: str) -> None:
+    """Labels are echoed in logs, 403 answers and /whoami: a right-to-left override or a
+    control character in one is refused with the line, not echoed back."""
+    with pytest.raises(KeysFileError, match="line 2: the label") as refused:
+        parse_keys_file(keys_text(f"read {OLD_READ} {label}"), "keys")
+    assert OLD_READ not in str(refused.value) and label not in str(refused.value)
