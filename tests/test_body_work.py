@@ -56,7 +56,7 @@ async def test_many_empty_gzip_members_are_refused_at_once(client: Any, app: web
     answer = await response.json()
     assert answer["field"] == "Content-Encoding"
     assert f"more than {GZIP_MEMBERS_MAX} gzip members" in answer["error"]
-    assert stalls.longest_s < 1.0
+    assert stalls.longest_s < 2.0
     assert spool_count(app) == 0
 
 
@@ -80,8 +80,9 @@ async def test_a_small_body_of_tiny_objects_is_413_without_holding_the_loop(clie
         assert response.status == 413
         answer = await response.json()
         assert "more than" in answer["error"] and answer["index"] == 0
-    # A generous bound for a busy machine: the old path held the loop for seconds per body.
-    assert stalls.longest_s < 1.0
+    # A generous bound for a busy machine (GIL waits behind the body thread's C calls): the
+    # old path held the loop for 6 s to minutes per body.
+    assert stalls.longest_s < 2.0
     assert spool_count(app) == 0
 
 
