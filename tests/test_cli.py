@@ -13,6 +13,7 @@ import pytest
 from tests.helpers import free_port, http_json
 from tlytics.cli import parse_settings
 from tlytics.ingest.settings import Settings, operator_options
+from tlytics.rate import Rate
 from tlytics.timefmt import format_rfc3339_us, parse_duration_s, parse_rfc3339_us
 
 
@@ -159,6 +160,7 @@ def test_every_default_is_the_documented_one() -> None:
         "read_rate_limit": None,
         "unique_properties": (),
         "cors_origins": (),
+        "auth_failure_rate": Rate(per_second=10.0, burst=100, text="10/s,burst=100"),
     }
     assert {name: getattr(parsed, name) for name, _ in operator_options()} == expected
 
@@ -190,6 +192,7 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--read-rate-limit": "20/s,burst=100",
         "--unique-property": "data.user_id",
         "--cors-origin": "https://shop.example",
+        "--auth-failure-limit": "1/s",
     }
     assert set(samples) == {option.flag for _, option in operator_options()}
     default = Settings()

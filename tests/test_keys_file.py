@@ -234,3 +234,91 @@ def test_sighup_without_a_keys_file_is_logged_and_the_server_keeps_serving(serve
     # Nor did CPython's resource tracker die of it (tracebacks in the log at the stop, not JSON).
     assert server.stop() == 0
     assert all(line.startswith("{") for line in server.log().splitlines()), server.log()
+
+
+def _unblock_fifo_readers(path: Path) -> None:
+    """Open the FIFO for writing, without blocking: a reader stuck in open() (the bug) returns."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+    except OSError:
+        pass  # no reader waiting: nothing to unblock
+
+
+def test_a_fifo_at_the_keys_path_is_a_refused_reload_not_a_stuck_one(tmp_path: Path) -> None:
+    """A FIFO (any non-regular file) at the path: the reload is refused at once and logged,
+    the keys in force stay, and a regular file put back is loaded again. The open used to
+    block until a writer came, stopping reloads for good and later blocking shutdown."""
+    path = tmp_path / "keys"
+    path.write_text(keys_text(f"read {OLD_READ} analyst"))
+    keys = Keys(())
+    watcher = KeysFileWatcher(path, keys)
+    watcher.load()
+    ring = keys.ring
+    path.unlink()
+    os.mkfifo(path)
+    results: list[bool] = []
+    with capture_logs() as logs:
+        checker = threading.Thread(target=lambda: results.append(watcher.check(force=True)), daemon=True)
+        checker.start()
+        checker.join(timeout=30)
+        stuck = checker.is_alive()
+        _unblock_fifo_readers(path)
+    assert not stuck, "the reload blocked on the FIFO"
+    assert results == [False] and keys.ring is ring
+    (refused,) = [log for log in logs if log["event"] == "keys_file_unreadable"]
+    assert "not a regular file" in refused["error"] and refused["kept_keys"] == 1
+    path.unlink()
+    path.write_text(keys_text(f"read {NEW_READ} analyst"))
+    assert watcher.check() is True
+    assert keys.ring.find(NEW_READ.encode()) is not None
+
+
+def test_a_fifo_at_start_stops_the_start_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "keys"
+    os.mkfifo(path)
+    try:
+        with pytest.raises(KeysFileError, match="not a regular file"):
+            KeysFileWatcher(path, Keys(())).load()
+    finally:
+        _unblock_fifo_readers(path)
+
+
+@pytest.mark.parametrize(("mode", "warned"), [(0o644, True), (0o604, True), (0o640, False), (0o600, False)])
+def test_a_keys_file_others_may_read_is_warned_about(tmp_path: Path, mode: int, warned: bool) -> None:
+    path = tmp_path / "keys"
+    path.write_text(keys_text(f"read {OLD_READ} analyst"))
+    path.chmod(mode)
+    with capture_logs() as logs:
+        KeysFileWatcher(path, Keys(())).load()
+    warnings = [log for log in logs if log["event"] == "keys_file_readable_by_others"]
+    assert bool(warnings) is warned
+    if warned:
+        assert warnings[0]["mode"] == f"{mode:04o}" and warnings[0]["log_level"] == "warning"
+    assert OLD_READ not in repr(logs)
+
+
+def test_a_server_whose_keys_file_became_a_fifo_keeps_its_keys_and_stops_cleanly(
+    server_factory: Any, tmp_path: Path
+) -> None:
+    keys_file = tmp_path / "keys"
+    keys_file.write_text(keys_text(f"read {OLD_READ} analyst"))
+    server = keyed_server(server_factory, keys_file)
+    keys_file.unlink()
+    os.mkfifo(keys_file)
+    try:
+        eventually(lambda: "not a regular file" in server.log(), what="the refused reload in the log")
+        assert status_with(server, OLD_READ) == 200
+        server.process.send_signal(signal.SIGHUP)  # a forced reload: refused the same way
+        assert status_with(server, OLD_READ) == 200
+        assert server.stop(timeout_s=60) == 0
+    finally:
+        _unblock_fifo_readers(keys_file)
+
+
+@pytest.mark.parametrize("label", ["invoice\u202etxt.exe", "bell\u0007", "zero\u200bwidth", "x" * 201])
+def test_a_label_that_could_disguise_itself_is_refused(label: str) -> None:
+    """Labels are echoed in logs, 403 answers and /whoami: a right-to-left override or a
+    control character in one is refused with the line, not echoed back."""
+    with pytest.raises(KeysFileError, match="line 2: the label") as refused:
+        parse_keys_file(keys_text(f"read {OLD_READ} {label}"), "keys")
+    assert OLD_READ not in str(refused.value) and label not in str(refused.value)

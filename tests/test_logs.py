@@ -10,11 +10,13 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import structlog
 
+from tests.helpers import ServerProcess, eventually, http_json
 from tlytics.logs import configure_logging, stop_routing_stdlib_logging
 
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
@@ -132,3 +134,31 @@ def test_stdlib_logging_and_warnings_are_json_lines_on_stdout() -> None:
     ]
     assert lines[0]["event"] == "disk sda is slow" and "a deprecated thing" in lines[1]["event"]
     assert lines[2]["exception"][0]["exc_type"] == "ZeroDivisionError"
+
+
+def test_after_a_kill_every_line_of_the_log_is_json(tmp_path: Path) -> None:
+    """kill -9 of a real server: its writer's helper processes (multiprocessing's resource
+    tracker) clean up after it and used to warn about leaked semaphores in plain text, into
+    the same log. Once they have all exited, every line still parses."""
+    server = ServerProcess(tmp_path / "a.db").start()
+    assert http_json("POST", server.url + "/events", [{"key": "a"}])[0] == 200
+    assert server.process is not None
+    pid = server.process.pid
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    assert children  # the writer process and the resource tracker
+    server.kill()
+
+    def all_gone() -> bool:
+        for child in children:
+            try:
+                state = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if state != "Z":
+                return False
+        return True
+
+    eventually(all_gone, timeout_s=60, what="the server's child processes to exit")
+    lines = server.log().splitlines()
+    assert lines and [line for line in lines if not line.startswith("{")] == []
+    assert all(json.loads(line) for line in lines)

@@ -212,3 +212,45 @@ def test_an_ipv6_client_has_one_budget_per_64_not_per_address() -> None:
     assert limiter.take(address_caller("::ffff:198.51.100.7")) is not None  # the same IPv4 client
     assert limiter.take(address_caller("198.51.100.8")) is None
     assert address_caller("fe80::1%eth0") == address_caller("fe80::2") and address_caller(None) == ""
+
+
+def test_a_full_table_never_hands_out_fresh_budgets() -> None:
+    """Cycling through more addresses than the table holds (60k addresses of one IPv6 /48 in
+    the issue) used to evict the oldest half and give every address a fresh budget: now the
+    newcomers of a full table share one overflow bucket, and the old buckets stay."""
+    clock = FakeClock()
+    limiter = RateLimiter(Rate(per_second=1 / 3600, burst=1, text="1/h"), max_buckets=100, clock=clock)
+    granted = 0
+    for _ in range(3):
+        for n in range(600):
+            granted += limiter.take(f"address-{n}") is None
+        clock.now += 1.0
+    # 100 buckets of one token each, plus the overflow bucket's one token: never more.
+    assert granted == 101
+    assert len(limiter) == 100
+    clock.now += SWEEP_PERIOD_S  # not long enough to refill a 1/h bucket: nothing is forgotten
+    assert limiter.take("address-599") is not None and limiter.take("address-0") is not None
+
+
+async def test_failed_authentications_are_limited_per_address(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    """Guessing keys: past the failure budget, the address gets 429 before its key is even
+    looked at (a right guess must not stand out), whatever --rate-limit says."""
+    client = await aiohttp_client(make_app(read_keys=(READ_KEY,), auth_failure_rate=parse_rate("1/h,burst=3")))
+    guesses = [(await client.get("/view", headers=bearer(f"guess-{n:020d}"))).status for n in range(5)]
+    assert guesses == [401, 401, 401, 429, 429]
+    right = await client.get("/view", headers=bearer(READ_KEY))
+    assert right.status == 429 and int(right.headers["Retry-After"]) >= 1
+    assert "failed authentications" in (await right.json())["error"]
+    assert (await client.get("/health")).status == 200  # open routes are never limited
+    metrics = generate_latest(client.app[METRICS].registry).decode()
+    assert rate_limited(metrics) == {'tlytics_requests_rate_limited_total{limit="auth_failures",scope="none"}': 3.0}
+
+
+async def test_a_right_key_does_not_use_the_failure_budget(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app(read_keys=(READ_KEY,), auth_failure_rate=parse_rate("1/h,burst=2")))
+    assert [(await client.get("/view", headers=bearer(READ_KEY))).status for _ in range(10)] == [200] * 10
+    assert (await client.get("/view")).status == 401

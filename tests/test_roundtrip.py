@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
@@ -23,8 +24,11 @@ from tlytics.timefmt import MAX_US, MIN_US, datetime_to_us
 
 # Keys: any text the server takes (no control, invisible or separator characters, something visible).
 _REFUSED = ("Cc", "Cf", "Zl", "Zp", "Cs")
-keys = st.text(st.characters(blacklist_categories=_REFUSED), min_size=1, max_size=200).filter(
-    lambda key: not key.isspace()
+# Spaces but U+0020 are refused too, and so is a key not in NFC (issue 19): normalized here.
+keys = (
+    st.text(st.characters(blacklist_categories=_REFUSED), min_size=1, max_size=200)
+    .map(lambda key: unicodedata.normalize("NFC", "".join(" " if ch.isspace() else ch for ch in key)))
+    .filter(lambda key: not key.isspace() and 1 <= len(key) <= 200)
 ) | st.sampled_from(["page_view", "=SUM(A1)", "-1", "+x", "@home", "'quoted", 'a,b"c'])
 strings = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)
 scalars = (

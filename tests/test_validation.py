@@ -42,11 +42,20 @@ BAD_EVENTS: list[tuple[Any, str, int | None, str | None]] = [
     ([{"key": "para\u2029sep"}], "U+2029", 0, "key"),
     ([{"key": "soft\u00adhyphen"}], "U+00AD", 0, "key"),
     ([{"key": " \u3000\u00a0 "}], "only whitespace", 0, "key"),
+    # Spelt otherwise but alike (issue 19): both spellings would count as two keys.
+    ([GOOD, {"key": "cafe\u0301"}], "NFC", 1, "key"),
+    ([{"key": "sign\u00a0up"}], "U+00A0", 0, "key"),
+    ([{"key": "sign\u202fup"}], "U+202F", 0, "key"),
     # Timestamps whose UTC instant falls outside the years 0001-9999 could not be printed back.
     ([GOOD, {"key": "a", "timestamp": "9999-12-31T23:59:59-12:00"}], "0001-9999", 1, "timestamp"),
     ([{"key": "a", "timestamp": "9999-12-31T23:30:00-00:31"}], "0001-9999", 0, "timestamp"),
     ([{"key": "a", "timestamp": "0001-01-01T00:00:00+00:01"}], "0001-9999", 0, "timestamp"),
     ([{"key": "a", "timestamp": "0000-12-31T23:59:59Z"}], "timestamp", 0, "timestamp"),
+    # A leap second and an offset of 24 hours: said plainly (the offset was a Python repr).
+    ([GOOD, {"key": "a", "timestamp": "2016-12-31T23:59:60Z"}], "leap second", 1, "timestamp"),
+    ([{"key": "a", "timestamp": "2025-01-01T00:00:00+24:00"}], "offset +24:00 is beyond", 0, "timestamp"),
+    ([{"key": "a", "timestamp": "2025-01-01T00:00:00-00:60"}], "offset -00:60 is beyond", 0, "timestamp"),
+    ([{"key": "a", "timestamp": "2025-02-30T00:00:00Z"}], "day is out of range", 0, "timestamp"),
 ]
 
 
@@ -60,6 +69,7 @@ async def test_bad_event_rejects_whole_request(
     assert response.status == 400
     error = await response.json()
     assert message in error["error"]
+    assert "timedelta" not in error["error"]  # no Python repr in an answer
     assert error.get("index") == index
     assert error.get("field") == field
     # Nothing of the request was spooled, so nothing can reach the store.
@@ -235,3 +245,8 @@ def test_every_refused_key_character_class_is_complete() -> None:
     ]
     assert missing == [] and wrongly == []
     assert re.match(r"\w", "é")  # letters of every script stay allowed
+
+
+async def test_a_composed_key_is_accepted_as_sent(client: Any, app: web.Application) -> None:
+    response = await client.post("/events", json=[{"key": "caf\u00e9 \u2014 ok"}])
+    assert response.status == 200

@@ -9,6 +9,7 @@ What JSON inside `data` may hold is `tlytics.jsontext`'s to say.
 from __future__ import annotations
 
 import re
+import unicodedata
 from typing import Any
 
 from tlytics.errors import InvalidEvent
@@ -31,6 +32,8 @@ _REFUSED_IN_KEY = (
     r"\U000e0001\U000e0020-\U000e007f"
 )
 _REFUSED_KEY_CHARS = re.compile(f"[{_REFUSED_IN_KEY}]")
+# The space separators (Zs) but U+0020: a no-break space looks like a space in a key.
+_ODD_SPACE = re.compile("[\u00a0\u1680\u2000-\u200a\u202f\u205f\u3000]")
 # \Z, not $: $ also matches before a trailing newline.
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\Z"
 _UUID = re.compile(UUID_PATTERN)
@@ -48,17 +51,45 @@ def check_key(key: object, index: int | None = None) -> str:
         raise InvalidEvent("key must not be empty", index=index, field="key")
     if len(key) > KEY_MAX_CHARS:
         raise InvalidEvent(f"key is longer than {KEY_MAX_CHARS} characters", index=index, field="key")
-    refused = _REFUSED_KEY_CHARS.search(key)
-    if refused:
+    refused = refused_character(key)
+    if refused is not None:
         raise InvalidEvent(
             f"key must not contain control characters, invisible formatting characters or"
-            f" line separators (found U+{ord(refused[0]):04X})",
+            f" line separators (found U+{ord(refused):04X})",
             index=index,
             field="key",
         )
     if key.isspace():
         raise InvalidEvent("key must not be only whitespace", index=index, field="key")
+    if not key.isascii():
+        _check_key_look(key, index)
     return key
+
+
+def refused_character(text: str) -> str | None:
+    """The first character of `text` that makes one name look like another (a control or
+    invisible format character, a line separator, a lone surrogate), or None."""
+    refused = _REFUSED_KEY_CHARS.search(text)
+    return refused[0] if refused else None
+
+
+def _check_key_look(key: str, index: int | None) -> None:
+    """Refuse the keys that look like another one but are spelt differently: a space other
+    than U+0020 (a no-break space), or a spelling that is not Unicode's composed form (NFC:
+    `e` + U+0301 where `é` is meant), since both spellings would count as two keys."""
+    odd_space = _ODD_SPACE.search(key)
+    if odd_space:
+        raise InvalidEvent(
+            f"key must not contain spaces other than U+0020 (found U+{ord(odd_space[0]):04X})",
+            index=index,
+            field="key",
+        )
+    if not unicodedata.is_normalized("NFC", key):
+        raise InvalidEvent(
+            "key must be in Unicode's composed form NFC (e.g. 'é' as one character, not 'e' + U+0301)",
+            index=index,
+            field="key",
+        )
 
 
 def normalize_event(raw: object, index: int, now_us: int, new_id_hex: str | None = None) -> NormalizedEvent:

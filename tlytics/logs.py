@@ -220,8 +220,18 @@ def stop_routing_stdlib_logging() -> None:
             root.removeHandler(handler)
 
 
+# multiprocessing's resource tracker, a helper process started beside the writer process,
+# writes to the server's stderr (its log) without this logging: after a kill -9 of the server
+# it frees the writer's semaphores and warns about each kind in plain text, the only lines of
+# the log that were not JSON. That cleanup is expected after a kill, so its warning is turned
+# off; the tracker takes its -W options from this process's sys.warnoptions.
+_QUIET_RESOURCE_TRACKER = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
 def configure_logging(level: str = "info", *, json: bool | None = None) -> None:
     """Configure structlog for the whole process; call once at program start."""
+    if _QUIET_RESOURCE_TRACKER not in sys.warnoptions:
+        sys.warnoptions.append(_QUIET_RESOURCE_TRACKER)
     if json is None:
         json = not sys.stdout.isatty()
     shared: list[structlog.typing.Processor] = [merge_context, add_level_logger_and_time]

@@ -29,7 +29,17 @@ def parse_rfc3339_us(text: str) -> int:
     fraction = (match["fraction"] or "").ljust(6, "0")[:6]
     offset = match["offset"]
     offset = "+00:00" if offset in ("Z", "z") else offset
-    micros = datetime_to_us(datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}"))
+    if match["time"].endswith(":60"):
+        raise ValueError(
+            "a leap second (:60): RFC 3339 allows it but it cannot be stored; send :59.999999 or the next second"
+        )
+    if int(offset[1:3]) > 23 or int(offset[4:6]) > 59:
+        raise ValueError(f"not a valid RFC 3339 timestamp: the offset {offset} is beyond ±23:59")
+    try:
+        moment = datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}")
+    except ValueError as exc:  # "month must be in 1..12", "day is out of range for month", ...
+        raise ValueError(f"not a valid RFC 3339 timestamp: {exc}") from None
+    micros = datetime_to_us(moment)
     check_in_range_us(micros)
     return micros
 

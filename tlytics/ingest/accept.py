@@ -10,9 +10,11 @@ import structlog
 from aiohttp import web
 
 from tlytics.ingest.bodies import read_body
+from tlytics.ingest.body_work import BODY_WORKERS, INLINE_BODY_BYTES, INLINE_REFERENCE_BYTES
+from tlytics.ingest.fastpath import fast_spool_entry
 from tlytics.ingest.responses import json_response
 from tlytics.ingest.state import COMMITTER, COUNTERS, METRICS, SETTINGS
-from tlytics.ingest.validation import spool_entry
+from tlytics.ingest.validation import reference_spool_entry, spool_entry
 
 
 async def _accept(request: web.Request, *, batch: bool) -> web.Response:
@@ -26,7 +28,8 @@ async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
     their bodies to a `/batch` body and come here)."""
     settings = request.app[SETTINGS]
     # InvalidRequest (400/413) and SpoolError (503) propagate: error_answers maps them.
-    entry, count = spool_entry(
+    entry, count = await _spool_entry(
+        request,
         body,
         batch=batch,
         now_us=time.time_ns() // 1000,
@@ -41,6 +44,23 @@ async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
     counters.accepted_events += count
     structlog.contextvars.bind_contextvars(events_accepted=count)  # for the request's canonical line
     return count
+
+
+async def _spool_entry(
+    request: web.Request, body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int
+) -> tuple[bytes, int]:
+    """The body's spool entry, worked out on the loop only when that is surely cheap: the fast
+    path on a small body, the reference rules on a tiny one; else on a body thread."""
+    limits = {"batch": batch, "now_us": now_us, "max_events": max_events, "max_event_bytes": max_event_bytes}
+    if len(body) <= INLINE_BODY_BYTES:
+        accepted = fast_spool_entry(body, **limits)  # type: ignore[arg-type]
+        if accepted is not None:
+            return accepted
+        if len(body) <= INLINE_REFERENCE_BYTES:
+            return reference_spool_entry(body, **limits)  # type: ignore[arg-type]
+    return await request.app[BODY_WORKERS].run(
+        spool_entry, body, batch=batch, now_us=now_us, max_events=max_events, max_event_bytes=max_event_bytes
+    )
 
 
 async def post_events(request: web.Request) -> web.Response:

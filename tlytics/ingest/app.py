@@ -13,7 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import structlog
 from aiohttp import web
 
+import tlytics.ingest.protocol_errors as protocol_errors
 from tlytics.ingest.auth import install_access_control
+from tlytics.ingest.body_work import body_workers_ctx
 from tlytics.ingest.instance_lock import InstanceLock
 from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.middleware import answer_headers, errors_and_access_log
@@ -56,13 +58,16 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[errors_and_access_log],
         # Request bodies are decoded by the handlers (bodies.read_body): aiohttp's own
         # decoding answers a corrupt or unsupported body with a plain-text 400 or a 500.
-        handler_args={"auto_decompress": False},
+        # aiohttp's own refusals (a request its parser cannot read) answer in JSON, without
+        # quoting the request, and log without it (protocol_errors).
+        handler_args={"auto_decompress": False, "logger": protocol_errors.PROTOCOL_LOGGER},
     )
+    protocol_errors.install()
     app[SETTINGS] = settings
     app[COUNTERS] = IngestCounters()
     app[METRICS] = Metrics()
     install_access_control(app)  # first: a bad keys file stops the start before anything opens
-    app.cleanup_ctx.extend([_instance_lock_ctx, _spool_ctx, _store_ctx, _writer_ctx, _committer_ctx])
+    app.cleanup_ctx.extend([_instance_lock_ctx, _spool_ctx, _store_ctx, _writer_ctx, _committer_ctx, body_workers_ctx])
     app.on_startup.append(_warn_if_open)
     app.on_response_prepare.append(answer_headers)
     add_routes(app)

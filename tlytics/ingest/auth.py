@@ -8,7 +8,9 @@ a percent-encoded path or an implicit HEAD gets exactly the level of the route i
 matched route with no declared level is refused. Posting needs a key once write keys exist;
 reading, once any reading key exists. No key, or an unknown one: 401; a known key whose scope
 does not open the route: 403; both name the scope the route needs. A request that passes is
-then counted against its rate limit (per key, else per client address).
+then counted against its rate limit (per key, else per client address). A 401 is counted
+against the client address (`--auth-failure-limit`); past it, that address gets 429 on every
+route that needs a key until its budget refills, whatever key it presents.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from aiohttp import web
 
 from tlytics.ingest.keys import ApiKey, KeyRing, Keys, Scope, flag_keys
 from tlytics.ingest.keys_file import keys_file_ctx, sighup_without_keys_file_ctx
-from tlytics.ingest.rate_limit import RateLimits, address_caller, retry_after_header
+from tlytics.ingest.rate_limit import RateLimiter, RateLimits, address_caller, retry_after_header
 from tlytics.ingest.responses import ApiError
 from tlytics.ingest.state import KEYS, METRICS, RATE_LIMITS, SETTINGS
 
@@ -62,7 +64,9 @@ def install_access_control(app: web.Application) -> None:
     """The keys (of the settings, and of the keys file, then watched) and the rate limits.
     Called before any other resource is added, so a bad key setting stops the start first."""
     settings = app[SETTINGS]
-    app[RATE_LIMITS] = RateLimits(settings.rate_limit, settings.read_rate_limit, app[METRICS].registry)
+    app[RATE_LIMITS] = RateLimits(
+        settings.rate_limit, settings.read_rate_limit, app[METRICS].registry, auth_failures=settings.auth_failure_rate
+    )
     app.cleanup_ctx.append(_keys_ctx)
     app.cleanup_ctx.append(keys_file_ctx if settings.keys_file is not None else sighup_without_keys_file_ctx)
 
@@ -148,6 +152,9 @@ def _check_key(request: web.Request, access: Scope, token: bytes | None) -> ApiK
     """The known key `token` is (None: none) if it may call a route of `access`; else a 401 (no
     known key) or 403 (a key of another scope), naming the scope needed."""
     ring = request.app[KEYS].ring
+    failures = request.app[RATE_LIMITS].auth_failures if ring.needs_key(access) else None
+    if failures is not None:
+        _check_auth_failures(request, failures)
     key = ring.find(token) if token is not None and ring.keys else None
     if key is not None:
         structlog.contextvars.bind_contextvars(key_label=key.label)  # the label, never the secret
@@ -155,8 +162,27 @@ def _check_key(request: web.Request, access: Scope, token: bytes | None) -> ApiK
         return key
     needs = f"this endpoint needs {_an(access)} key{_ALSO_OPENED_BY.get(access, '')}"
     if key is None:
+        if failures is not None:
+            failures.take(address_caller(request.remote))
         raise ApiError(401, f"{needs}: Authorization: Bearer <key>", headers=_NEEDS_KEY_HEADERS, needs_scope=access)
     raise ApiError(403, f"{needs}; this one ({key.label}) is {_an(key.scope)} key", needs_scope=access, scope=key.scope)
+
+
+def _check_auth_failures(request: web.Request, failures: RateLimiter) -> None:
+    """429 for an address that failed to authenticate too often lately, before its key is
+    looked at: otherwise a right guess would stand out from the wrong ones."""
+    wait_s = failures.wait_s(address_caller(request.remote))
+    if wait_s is None:
+        return
+    request.app[RATE_LIMITS].limited.labels("auth_failures", "none").inc()
+    raise ApiError(
+        429,
+        f"too many failed authentications from this client address (at most {failures.rate});"
+        " retry after Retry-After seconds",
+        headers={"Retry-After": retry_after_header(wait_s)},
+        rate_limit=str(failures.rate),
+        retry_after_s=round(wait_s, 3),
+    )
 
 
 def _check_rate(request: web.Request, access: Scope, key: ApiKey | None) -> None:

@@ -1,6 +1,8 @@
 """Request bodies: the checks every JSON body passes before it is parsed (content type, content
 coding, size, time to arrive) and its decoding (gzip, deflate), with a bounded output so a
-compression bomb costs `max_body_bytes` of work, never the server's memory."""
+compression bomb costs `max_body_bytes` of work, never the server's memory, linear in the body
+and bounded in gzip members; a body that inflates to more than a little is decoded off the
+event loop (`body_work`)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from tlytics.errors import InvalidRequest, RequestTooLarge
+from tlytics.ingest.body_work import BODY_WORKERS, INLINE_BODY_BYTES, INLINE_REFERENCE_BYTES
 from tlytics.ingest.cors import beacon_body_allowed
 from tlytics.ingest.responses import ApiError
 from tlytics.ingest.state import SETTINGS
@@ -73,34 +76,70 @@ async def read_body(
             headers={"Connection": "close"},
         ) from None
     if encoding in _BODY_DECODINGS:
-        return _decode_body(body, encoding, max_bytes)
+        return await _decoded(request, body, encoding, max_bytes)
     return body
 
 
-def _decode_body(body: bytes, encoding: str, max_bytes: int) -> bytes:
+async def _decoded(request: web.Request, body: bytes, encoding: str, max_bytes: int) -> bytes:
+    """The body inflated: on the loop while it inflates to little (most bodies, where a thread
+    hop would cost more than the work), else on a body thread, from the start."""
+    inline_max = min(max_bytes, INLINE_BODY_BYTES)
+    if len(body) <= inline_max:
+        try:
+            return decode_body(body, encoding, inline_max)
+        except RequestTooLarge:
+            if inline_max >= max_bytes:
+                raise
+    return await request.app[BODY_WORKERS].run(decode_body, body, encoding, max_bytes)
+
+
+# Several gzip members in one body are legal (RFC 1952), and concatenated files make them; more
+# than this many is no client's doing, only a way to make decoding cost per member.
+GZIP_MEMBERS_MAX = 64
+# Compressed input is fed to zlib this much at a time, so what is left over after a member's
+# end (zlib copies it into `unused_data`) is at most this long: decoding is linear in the body
+# whatever its members, not quadratic as when the whole rest was copied after each member.
+_FEED_BYTES = 64 * 1024
+
+
+def decode_body(body: bytes, encoding: str, max_bytes: int) -> bytes:
     """Inflate a gzip or deflate body, refusing past `max_bytes` of output (a gzip bomb is a
-    413 after max_bytes of work, not an out-of-memory)."""
+    413 after max_bytes of work, not an out-of-memory) and past GZIP_MEMBERS_MAX members.
+    The work is linear in `len(body) + max_bytes`."""
     wbits = _BODY_DECODINGS[encoding]
     if encoding == "deflate" and body[:1] and body[0] & 0x0F != 8:
         wbits = -zlib.MAX_WBITS  # raw deflate, without the zlib header
+    view = memoryview(body)
     decompressor = zlib.decompressobj(wbits)
-    pending = body
+    members = 1
+    offset = 0  # how much of the body was fed to zlib
     out = bytearray()
     try:
         while True:
-            out += decompressor.decompress(pending, max_bytes + 1 - len(out))
+            chunk = view[offset : offset + _FEED_BYTES]
+            offset += len(chunk)
+            out += decompressor.decompress(chunk, max_bytes + 1 - len(out))
             if len(out) > max_bytes:
                 raise RequestTooLarge(
                     f"request body is larger than {max_bytes} bytes once decompressed", limit=max_bytes
                 )
-            # Below the limit, decompress() consumed all its input: what is left follows the
-            # end of the stream, which for gzip is the next member (RFC 1952 allows several).
-            pending = decompressor.unused_data
-            if not decompressor.eof or not pending:
+            # Below the limit, decompress() consumed its whole chunk; at a stream's end, what
+            # follows it (the next gzip member) is in unused_data, at most a chunk long.
+            if decompressor.eof:
+                leftover = len(decompressor.unused_data)
+                if not leftover and offset >= len(view):
+                    break
+                if wbits != _BODY_DECODINGS["gzip"]:
+                    raise zlib.error("data after the end of the stream")
+                members += 1
+                if members > GZIP_MEMBERS_MAX:
+                    raise InvalidRequest(
+                        f"request body has more than {GZIP_MEMBERS_MAX} gzip members", field="Content-Encoding"
+                    )
+                offset -= leftover
+                decompressor = zlib.decompressobj(wbits)
+            elif offset >= len(view):
                 break
-            if wbits != _BODY_DECODINGS["gzip"]:
-                raise zlib.error("data after the end of the stream")
-            decompressor = zlib.decompressobj(wbits)
     except zlib.error as exc:
         raise InvalidRequest(f"request body is not valid {encoding}: {exc}", field="Content-Encoding") from None
     if not decompressor.eof:
@@ -109,5 +148,9 @@ def _decode_body(body: bytes, encoding: str, max_bytes: int) -> bytes:
 
 
 async def read_json(request: web.Request) -> Any:
-    """The request's body parsed as JSON (InvalidRequest, with `position`, when it is not)."""
-    return parse_body(await read_body(request))
+    """The request's body parsed as JSON (InvalidRequest, with `position`, when it is not);
+    parsed on a body thread unless it is small."""
+    body = await read_body(request)
+    if len(body) <= INLINE_REFERENCE_BYTES:
+        return parse_body(body)
+    return await request.app[BODY_WORKERS].run(parse_body, body)

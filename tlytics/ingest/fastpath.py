@@ -11,6 +11,7 @@ spools it to the same bytes — a property test checks both.
 
 from __future__ import annotations
 
+import unicodedata
 from typing import Annotated, Any
 
 import msgspec
@@ -91,9 +92,10 @@ def fast_spool_entry(
     first_id = uuid7_block(count) if 0 < count <= BLOCK_MAX else None
     rows: list[SpoolRow] = []
     for index, event in enumerate(events):
-        # Printable (no Cc, Cf, Cs, Zl, Zp, nor any space but ' ') and not all spaces is a
-        # subset of what check_key accepts; other keys are for the reference to judge.
-        if not event.key.isprintable() or event.key.isspace():
+        # Printable (no Cc, Cf, Cs, Zl, Zp, nor any space but ' '), not all spaces and in NFC
+        # is a subset of what check_key accepts; other keys are for the reference to judge.
+        key = event.key
+        if not key.isprintable() or key.isspace() or not (key.isascii() or unicodedata.is_normalized("NFC", key)):
             return None
         if event.id is not None:
             id_hex = event.id.replace("-", "").lower()

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from tlytics.errors import TlyticsError
+from tlytics.events import refused_character
 from tlytics.setting_values import api_key
 
 Scope = Literal["write", "stats", "read", "admin"]
@@ -122,6 +123,22 @@ def flag_keys(keys_by_scope: dict[Scope, tuple[str, ...]]) -> tuple[ApiKey, ...]
     )
 
 
+LABEL_MAX_CHARS = 200
+
+
+def _check_label(label: str, where: str) -> None:
+    """A label is shown in logs and answers (403, /whoami): refuse one that could disguise
+    itself or what follows it (a right-to-left override, a control character), or too long."""
+    refused = refused_character(label)
+    if refused is not None:
+        raise KeysFileError(
+            f"{where}: the label has a control or invisible formatting character (U+{ord(refused):04X});"
+            " write it without"
+        )
+    if len(label) > LABEL_MAX_CHARS:
+        raise KeysFileError(f"{where}: the label is longer than {LABEL_MAX_CHARS} characters")
+
+
 def parse_keys_file(text: str, source: str) -> tuple[ApiKey, ...]:
     """The keys of a keys file: one `scope secret [label]` per line; blank lines and lines
     starting with `#` are skipped; a line without a label is labelled `<source>:<line>`.
@@ -144,6 +161,7 @@ def parse_keys_file(text: str, source: str) -> tuple[ApiKey, ...]:
         except ValueError as exc:
             raise KeysFileError(f"{where}: {exc}") from None
         label = words[2].strip() if len(words) == 3 else f"{source}:{number}"
+        _check_label(label, where)
         key = ApiKey.of(scope, secret, label)
         if key.secret_digest in seen:
             raise KeysFileError(f"{where}: the same key as on line {seen[key.secret_digest]}")

@@ -6,6 +6,10 @@ At start a bad file stops the server (exit 1, the message names the line). On a 
 or missing file changes nothing: the keys in force stay, and an error names the line. A reload
 replaces the key ring whole, so a request in flight sees the old keys or the new ones, never a
 mix, and none is dropped. Logs name keys by label, never by secret.
+
+Only a regular file is read, and never with a blocking open: a FIFO or a device at the path is
+a refused reload (logged), not a reload thread stuck for ever. A file other users may read is
+loaded with a warning.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import stat
 import time
 from collections.abc import AsyncIterator
 from contextlib import suppress
@@ -27,6 +32,8 @@ from tlytics.ingest.state import KEYS, SETTINGS
 log = structlog.get_logger("tlytics.ingest")
 
 POLL_PERIOD_S = 0.25
+# Far more than any list of keys; a larger file is refused rather than read into memory.
+KEYS_FILE_MAX_BYTES = 1024 * 1024
 # An edit in place within the file system's timestamp granularity can leave inode, size and
 # mtime as they were: while the file was modified this recently, its bytes are compared too.
 _RECENT_S = 2.0
@@ -44,14 +51,43 @@ class KeysFileWatcher:
         self.keys = keys
         self._signature: tuple[int, int, int, int] | None = None
         self._text: str | None = None
+        self._warned_mode: int | None = None
 
     def _read(self) -> tuple[tuple[int, int, int, int], str]:
+        """The file's signature and text. Only a regular file is read, opened without blocking:
+        a FIFO put at the path would block the open (and the reload thread, and shutdown
+        waiting for it) until a writer came; a device would never end."""
         try:
-            with open(self.path, encoding="utf-8-sig") as file:  # a BOM (Windows editors) is no scope
-                signature = _signature(os.fstat(file.fileno()))
-                return signature, file.read()
+            descriptor = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as exc:
+            raise KeysFileError(f"cannot read the keys file {self.path}: {exc.strerror}") from exc
+        try:
+            status = os.fstat(descriptor)
+            if not stat.S_ISREG(status.st_mode):
+                raise KeysFileError(f"the keys file {self.path} is not a regular file; it was not read")
+            if status.st_size > KEYS_FILE_MAX_BYTES:
+                raise KeysFileError(f"the keys file {self.path} is larger than {KEYS_FILE_MAX_BYTES} bytes")
+            self._warn_if_others_may_read(status)
+            with os.fdopen(descriptor, "rb", closefd=False) as file:
+                raw = file.read(KEYS_FILE_MAX_BYTES + 1)
+            return _signature(status), raw.decode("utf-8-sig")  # a BOM (Windows editors) is no scope
         except (OSError, UnicodeDecodeError) as exc:
             raise KeysFileError(f"cannot read the keys file {self.path}: {exc}") from exc
+        finally:
+            os.close(descriptor)
+
+    def _warn_if_others_may_read(self, status: os.stat_result) -> None:
+        """A warning, once per mode, when users other than the owner (and its group) may read
+        the secrets: the file works, but anyone on the machine can take a key."""
+        mode = stat.S_IMODE(status.st_mode)
+        if mode & stat.S_IROTH and mode != self._warned_mode:
+            log.warning(
+                "keys_file_readable_by_others",
+                keys_file=str(self.path),
+                mode=f"{mode:04o}",
+                hint=f"chmod 600 {self.path}",
+            )
+        self._warned_mode = mode if mode & stat.S_IROTH else None
 
     def _install(self, text: str) -> None:
         ring = self.keys.with_file_keys(parse_keys_file(text, str(self.path)))

@@ -7,8 +7,10 @@ and without one it is answered 429 with the `Retry-After` the bucket needs to ho
 again. Checking costs a clock read, a dict lookup and some arithmetic on the event loop (no
 lock: one loop owns the tables). A bucket idle long enough to have refilled is the same as
 no bucket, so such buckets are swept out every `SWEEP_PERIOD_S`, and a table never holds
-more than `max_buckets` (a flood of new addresses drops the oldest buckets instead).
-Limits are per server process.
+more than `max_buckets`: when it is full of buckets still refilling, new callers share one
+overflow bucket (a flood of fresh addresses gets one budget between them, never one each).
+Failed authentications are limited per client address too (`--auth-failure-limit`), so keys
+cannot be guessed at thousands per second. Limits are per server process.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class RateLimiter:
         self._max_buckets = max_buckets
         self._clock = clock
         self._buckets: dict[Hashable, _Bucket] = {}
+        self._overflow = _Bucket(self._burst, clock())
         self._next_sweep = clock() + SWEEP_PERIOD_S
 
     def __len__(self) -> int:
@@ -56,10 +59,30 @@ class RateLimiter:
         now = self._clock()
         bucket = self._buckets.get(caller)
         if bucket is None:
-            if now >= self._next_sweep or len(self._buckets) >= self._max_buckets:
+            if now >= self._next_sweep:
                 self._sweep(now)
-            self._buckets[caller] = _Bucket(self._burst - 1.0, now)
-            return None
+            if len(self._buckets) >= self._max_buckets:
+                # Full even of buckets still refilling: a new caller shares the overflow
+                # bucket with every other newcomer. Dropping buckets to make room would give
+                # a flood of fresh addresses a fresh budget each.
+                bucket = self._overflow
+            else:
+                self._buckets[caller] = _Bucket(self._burst - 1.0, now)
+                return None
+        return self._take_from(bucket, now)
+
+    def wait_s(self, caller: Hashable) -> float | None:
+        """Like `take`, without taking: None when `caller` has a token, else the seconds until
+        it has one (a caller without a bucket has its whole burst)."""
+        bucket = self._buckets.get(caller)
+        if bucket is None:
+            if len(self._buckets) < self._max_buckets:
+                return None
+            bucket = self._overflow
+        tokens = min(self._burst, bucket.tokens + (self._clock() - bucket.updated) * self._per_second)
+        return None if tokens >= 1.0 else (1.0 - tokens) / self._per_second
+
+    def _take_from(self, bucket: _Bucket, now: float) -> float | None:
         tokens = bucket.tokens + (now - bucket.updated) * self._per_second
         if tokens > self._burst:
             tokens = self._burst
@@ -71,8 +94,8 @@ class RateLimiter:
         return (1.0 - tokens) / self._per_second
 
     def _sweep(self, now: float) -> None:
-        """Forget the buckets that have refilled (as good as none); if the table is still
-        full, the oldest half of it, so memory stays bounded under a flood of callers."""
+        """Forget the buckets that have refilled (as good as none): at most once a sweep
+        period, so a full table does not cost a pass over it per request."""
         self._next_sweep = now + SWEEP_PERIOD_S
         burst, per_second = self._burst, self._per_second
         self._buckets = {
@@ -80,9 +103,6 @@ class RateLimiter:
             for caller, bucket in self._buckets.items()
             if bucket.tokens + (now - bucket.updated) * per_second < burst
         }
-        if len(self._buckets) >= self._max_buckets:
-            kept = list(self._buckets.items())[len(self._buckets) // 2 :]
-            self._buckets = dict(kept)
 
 
 def address_caller(remote: str | None) -> Hashable:
@@ -106,12 +126,16 @@ def retry_after_header(wait_s: float) -> str:
 
 
 class RateLimits:
-    """The server's two limiters (None where off) and the count of requests they refused, by
-    the limit (`write` or `read`) and the scope of the caller's key (`none` without one)."""
+    """The server's limiters (None where off): ingest, reads, and failed authentications per
+    address; and the count of requests they refused, by the limit (`write`, `read` or
+    `auth_failures`) and the scope of the caller's key (`none` without one)."""
 
-    def __init__(self, write: Rate | None, read: Rate | None, registry: CollectorRegistry) -> None:
+    def __init__(
+        self, write: Rate | None, read: Rate | None, registry: CollectorRegistry, *, auth_failures: Rate | None = None
+    ) -> None:
         self.write = RateLimiter(write) if write is not None else None
         self.read = RateLimiter(read) if read is not None else None
+        self.auth_failures = RateLimiter(auth_failures) if auth_failures is not None else None
         self.limited = Counter(
             "tlytics_requests_rate_limited",
             "Requests answered 429 by a rate limit, by limit and by the scope of the caller's key",

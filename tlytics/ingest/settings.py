@@ -256,6 +256,15 @@ class Settings:
         default=None,
         repeatable=True,
     )
+    # Failed authentications (401) per client address, whatever --rate-limit says: past it,
+    # that address gets 429 on every keyed route until its bucket refills (no key guessing).
+    auth_failure_rate: Rate | None = _option(
+        "--auth-failure-limit",
+        "TLYTICS_AUTH_FAILURE_LIMIT",
+        parse.rate,
+        "failed authentications (401) per client address before it gets 429, e.g. 10/s,burst=100",
+        default="10/s,burst=100",
+    )
     # Tuning without a flag: tests set these directly.
     # The writer wakes before its period once this many events wait in the spool.
     backlog_threshold_events: int = 20_000

@@ -18,19 +18,34 @@ from tlytics.errors import InvalidEvent, InvalidRequest, RequestTooLarge
 from tlytics.events import normalize_events
 from tlytics.ingest.fastpath import EMPTY_OBJECT, fast_spool_entry
 from tlytics.jsontext import DEPTH_MAX, canonical, parse_checked, problem
-from tlytics.spool.entry import SpoolRow, encode_spool_entry, event_size_bytes
+from tlytics.spool.entry import EVENT_OVERHEAD_BYTES, SpoolRow, encode_spool_entry, event_size_bytes
 
 _OPEN_BRACE = 0x7B
 _raw_fields_decoder = msgspec.json.Decoder(dict[str, Raw])
 _raw_events_decoder = msgspec.json.Decoder(list[dict[str, Raw]])
+_key_decoder = msgspec.json.Decoder(str)
+_JSON_SPACES = (b" ", b"\t", b"\n", b"\r")
 
 
 def spool_entry(body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int) -> tuple[bytes, int]:
     """(spool entry, event count) of a valid request body; raises InvalidRequest (InvalidEvent,
     RequestTooLarge) saying what is wrong and where."""
     limits = {"batch": batch, "now_us": now_us, "max_events": max_events, "max_event_bytes": max_event_bytes}
+    # Cheap checks first: the fast path decodes every value into a Python object, which costs
+    # seconds on 10 MiB of `{}` that the size limits refuse in milliseconds.
+    if may_be_too_large(body, max_events=max_events, max_event_bytes=max_event_bytes):
+        refuse_too_large(body, batch=batch, max_events=max_events, max_event_bytes=max_event_bytes)
     accepted = fast_spool_entry(body, **limits)  # type: ignore[arg-type]
     return accepted if accepted is not None else reference_spool_entry(body, **limits)  # type: ignore[arg-type]
+
+
+# The shortest JSON an event can be written in: {"key":"k"} and a comma.
+_SHORTEST_EVENT_BYTES = 12
+
+
+def may_be_too_large(body: bytes, *, max_events: int, max_event_bytes: int) -> bool:
+    """Whether the body is long enough to hold too many events or an event too large."""
+    return len(body) > min(max_event_bytes, max_events * _SHORTEST_EVENT_BYTES)
 
 
 def _data(raw: Raw) -> Raw | None:
@@ -41,10 +56,52 @@ def _data(raw: Raw) -> Raw | None:
     return raw if view[0] == _OPEN_BRACE else None
 
 
+def refuse_too_large(body: bytes, *, batch: bool, max_events: int, max_event_bytes: int) -> None:
+    """Raise RequestTooLarge if the body holds too many events or an event too large, checked
+    in C (msgspec, one pass) before anything decodes every value into Python objects: that
+    costs seconds on 10 MiB of tiny objects, which the size limits refuse anyway. Says nothing
+    of a body it cannot split into events: the reference rules will say what is wrong with it."""
+    try:
+        events_text = _raw_fields_decoder.decode(body)["events"] if batch else body
+        events = _raw_events_decoder.decode(events_text)
+    except (msgspec.DecodeError, KeyError, UnicodeDecodeError, RecursionError):
+        return
+    if len(events) > max_events:
+        raise RequestTooLarge(f"too many events in one request: {len(events)} (at most {max_events})", limit=max_events)
+    for index, fields in enumerate(events):
+        data = _data(fields.get("data", Raw(b"")))
+        # The data as sent is never shorter than its canonical text, and a key is at least a byte.
+        if data is None or len(data) + 1 + EVENT_OVERHEAD_BYTES <= max_event_bytes:
+            continue
+        try:
+            key = _key_decoder.decode(fields.get("key", Raw(b"null")))
+        except msgspec.DecodeError:
+            continue  # no string key: the reference rules refuse it for that
+        if len(data) > 2 * max_event_bytes:
+            # Far too large: whitespace is all canonical text removes, so the data without any
+            # of it is a lower bound, counted without a second pass over its JSON.
+            at_least = event_size_bytes(key, data) - sum(bytes(data).count(space) for space in _JSON_SPACES)
+            if at_least > max_event_bytes:
+                raise RequestTooLarge(
+                    f"event is at least {at_least} bytes (its data and key), more than {max_event_bytes}",
+                    index=index,
+                    limit=max_event_bytes,
+                )
+        size = event_size_bytes(key, canonical(data))
+        if size > max_event_bytes:
+            raise RequestTooLarge(
+                f"event is {size} bytes (its data and key), more than {max_event_bytes}",
+                index=index,
+                limit=max_event_bytes,
+            )
+
+
 def reference_spool_entry(
     body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int
 ) -> tuple[bytes, int]:
     """The reference rules: slower, and they say exactly what is wrong and where."""
+    if may_be_too_large(body, max_events=max_events, max_event_bytes=max_event_bytes):
+        refuse_too_large(body, batch=batch, max_events=max_events, max_event_bytes=max_event_bytes)
     payload = parse_body(body, batch=batch)
     if batch:
         if not isinstance(payload, dict):
