@@ -157,6 +157,8 @@ def test_every_default_is_the_documented_one() -> None:
         "rate_limit": None,
         "read_rate_limit": None,
         "unique_properties": (),
+        "public_properties": (),
+        "min_group_size": 5,
     }
     assert {name: getattr(parsed, name) for name, _ in operator_options()} == expected
 
@@ -187,6 +189,8 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--rate-limit": "2000/s",
         "--read-rate-limit": "20/s,burst=100",
         "--unique-property": "data.user_id",
+        "--public-property": "data.country",
+        "--min-group-size": "10",
     }
     assert set(samples) == {option.flag for _, option in operator_options()}
     default = Settings()
