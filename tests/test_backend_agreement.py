@@ -5,19 +5,23 @@ an answer on both, never a 500 (nor an erasure that fails for ever)."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pytest
+from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import app_flush
 from tests.postgres_cluster import PostgresCluster
 from tests.store_backends import BACKENDS, PostgresBackend, SQLiteBackend, StoreBackend
+from tlytics.ingest import Settings, create_app
 from tlytics.store import EventFilter, StoreReader, StoreRow, StoreWriter
 from tlytics.store.base import PropertyMatch
 
@@ -153,3 +157,41 @@ def test_nul_in_filters_is_answered_and_erased_on_both(opened: tuple[StoreWriter
     assert writer.delete_matching(erase, max_rows=10, remember_ids=True) == 1
     assert writer.delete_matching(EventFilter(keys=("a\x00",)), max_rows=10, remember_ids=True) == 0
     assert writer.insert(rows) == 0 and reader.count() == 2
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+async def server(request: pytest.FixtureRequest, aiohttp_client: Any, settings: Settings) -> AsyncIterator[Any]:
+    """A server on the store named by the parameter, holding events with NUL in a value."""
+    cluster: PostgresCluster | None = None
+    if request.param == "postgresql":
+        cluster = request.getfixturevalue("postgres_cluster")
+        name = f"nul_{uuid.uuid4().hex[:12]}"
+        settings = dataclasses.replace(settings, store_url=cluster.create_database(name))
+    app: web.Application = create_app(settings)
+    client = await aiohttp_client(app)
+    events = [{"key": "a", "data": {"v": "x\x00y"}}, {"key": "a", "data": {"v": "x\\u0000y"}}]
+    assert (await client.post("/events", json=events)).status == 200
+    await app_flush(app)
+    yield client
+    await client.close()
+    if cluster is not None:
+        cluster.drop_database(name)
+
+
+async def test_nul_in_a_request_is_answered_on_a_real_server(server: Any) -> None:
+    answers = []
+    for target in (
+        "/view?key=a%00b",
+        "/view?where=data.v:x%00y",
+        "/view?where=data.v~%00",
+        "/stats?where=data.v:x%00y",
+    ):
+        response = await server.get(target)
+        assert response.status == 200, (target, await response.text())
+        body = await response.json()
+        answers.append(body["total"])
+    assert answers == [0, 1, 1, 1]
+    response = await server.delete("/events?where=data.v:x%00y")
+    assert response.status == 200 and await response.json() == {"deleted": 1}
+    response = await server.get("/view")
+    assert [event["data"] for event in (await response.json())["events"]] == [{"v": "x\\u0000y"}]
