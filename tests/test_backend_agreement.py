@@ -38,7 +38,10 @@ NUMBERS = st.one_of(
     st.sampled_from([100, 100.0, -0.0, 0, 1.5, 2**63 - 1, 2.0**63, 1e20, -7, 0.1]),
     st.integers(min_value=-5, max_value=5),
 )
-VALUES = st.one_of(STRINGS, NUMBERS, st.booleans(), st.none())
+SCALARS = st.one_of(STRINGS, NUMBERS, st.booleans(), st.none())
+VALUES = st.one_of(
+    SCALARS, st.lists(SCALARS, max_size=2), st.dictionaries(st.sampled_from(["k", "\x00", "é"]), SCALARS, max_size=2)
+)
 DATA = st.fixed_dictionaries({}, optional={"v": VALUES, "w": VALUES})
 EVENTS = st.lists(st.tuples(st.sampled_from(KEYS), st.integers(0, 30), DATA), max_size=12)
 
@@ -95,6 +98,7 @@ def answers(reader: StoreReader, window: EventFilter) -> bytes:
     found: dict[str, Any] = {
         "page": [page.total, [(e.id, e.key, e.timestamp_us, e.data_json) for e in page.events]],
         "buckets": reader.bucket_counts(starts, (window.since_us or 0) + DAY, window, "v"),
+        "rollup buckets": reader.bucket_counts(starts, (window.since_us or 0) + DAY, window, None),
     }
     for path in ("v", "w"):
         breakdown = reader.breakdown(window, path, 3)
@@ -107,7 +111,7 @@ def answers(reader: StoreReader, window: EventFilter) -> bytes:
 _days = itertools.count(1)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(events=EVENTS, question=QUESTIONS)
 def test_both_backends_answer_the_same_bytes(
     pair: Pair, events: list[tuple[str, int, dict[str, Any]]], question: list[tuple[str, str, Any]]
