@@ -161,6 +161,8 @@ def test_every_default_is_the_documented_one() -> None:
         "unique_properties": (),
         "cors_origins": (),
         "auth_failure_rate": Rate(per_second=10.0, burst=100, text="10/s,burst=100"),
+        "public_properties": (),
+        "min_group_size": 5,
     }
     assert {name: getattr(parsed, name) for name, _ in operator_options()} == expected
 
@@ -193,6 +195,8 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--unique-property": "data.user_id",
         "--cors-origin": "https://shop.example",
         "--auth-failure-limit": "1/s",
+        "--public-property": "data.country",
+        "--min-group-size": "10",
     }
     assert set(samples) == {option.flag for _, option in operator_options()}
     default = Settings()

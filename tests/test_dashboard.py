@@ -269,8 +269,18 @@ WRITE_KEY, STATS_KEY, READ_KEY = "write-key-0123456789", "stats-key-0123456789",
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    """A server with a write, a stats and a read key, holding the funnel's events."""
-    keys = ["--write-key", WRITE_KEY, "--stats-key", STATS_KEY, "--read-key", READ_KEY]
+    """A server with a write, a stats and a read key, holding the funnel's events; the
+    dashboard's breakdown property is declared public, so a shared stats key may break it down."""
+    keys = [
+        "--write-key",
+        WRITE_KEY,
+        "--stats-key",
+        STATS_KEY,
+        "--read-key",
+        READ_KEY,
+        "--public-property",
+        "data.path",
+    ]
     server = ServerProcess(tmp_path_factory.mktemp("keyed") / "analytics.db", flush="50ms", extra_args=keys).start()
     try:
         _post(server, FUNNEL_EVENTS, key=WRITE_KEY)

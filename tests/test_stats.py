@@ -295,3 +295,35 @@ def test_stats_near_the_ends_of_the_calendar_answer_200_or_400_naming_the_field(
         loop = loop_box[0]
         loop.call_soon_threadsafe(loop.stop)
         thread.join(30)
+
+
+async def test_hour_buckets_stay_on_local_hours_across_a_half_hour_dst_change(client: Any) -> None:
+    # Lord Howe Island moves its clocks by 30 minutes: back at 02:00 (+11:00 to +10:30) on
+    # 2025-04-06, forward at 02:00 (+10:30 to +11:00) on 2025-10-05.
+    body = await stats(
+        client,
+        interval="hour",
+        tz="Australia/Lord_Howe",
+        since="2025-04-06T00:00:00+11:00",
+        until="2025-04-06T05:00:00+10:30",
+    )
+    assert [b["start"] for b in body["buckets"]] == [
+        "2025-04-06T00:00:00+11:00",
+        "2025-04-06T01:00:00+11:00",  # 01:30-02:00 happens twice: this hour lasts 90 minutes
+        "2025-04-06T02:00:00+10:30",
+        "2025-04-06T03:00:00+10:30",
+        "2025-04-06T04:00:00+10:30",
+    ]
+    body = await stats(
+        client,
+        interval="hour",
+        tz="Australia/Lord_Howe",
+        since="2025-10-05T00:00:00+10:30",
+        until="2025-10-05T05:00:00+11:00",
+    )
+    assert [b["start"] for b in body["buckets"]] == [
+        "2025-10-05T00:00:00+10:30",
+        "2025-10-05T01:00:00+10:30",  # 02:00-02:30 never happens: this hour lasts 90 minutes too
+        "2025-10-05T03:00:00+11:00",
+        "2025-10-05T04:00:00+11:00",
+    ]

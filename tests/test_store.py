@@ -4,6 +4,7 @@ backend must do is in test_store_contract.py."""
 
 from __future__ import annotations
 
+import tracemalloc
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +14,7 @@ import apsw
 import pytest
 
 from tlytics.errors import StoreError
-from tlytics.store import SQLiteReader, SQLiteStore, SQLiteWriter
+from tlytics.store import EventFilter, SQLiteReader, SQLiteStore, SQLiteWriter
 from tlytics.store.sqlite import SCHEMA_VERSION
 
 
@@ -152,3 +153,28 @@ async def test_a_store_holding_unreadable_rows_is_repaired_and_every_read_answer
     finally:
         connection.close()
     assert kept == [("late", year_10000), ("early", -62_135_596_800_000_001)]
+
+
+def test_the_writer_keeps_erased_ids_in_the_store_not_in_memory(tmp_path: Path) -> None:
+    # Issue 19, item 12: every erased id was held in a set (~80 bytes each), read whole at
+    # every start; 200,000 of them took ~16 MB before the first insert.
+    path = tmp_path / "erased.db"
+    SQLiteWriter(path).close()
+    connection = apsw.Connection(str(path))
+    with connection:
+        connection.executemany(
+            "INSERT INTO erased_ids (id) VALUES (?)", ((uuid.UUID(int=n).bytes,) for n in range(1, 200_001))
+        )
+    connection.close()
+    tracemalloc.start()
+    try:
+        writer = SQLiteWriter(path)
+        # Erased ids (old and new) are still refused, a fresh one stored.
+        assert writer.insert([row(7, 1), row(150_000, 2), row(300_000, 3)]) == 1
+        assert writer.delete_matching(EventFilter(), max_rows=10, remember_ids=True) == 1
+        assert writer.insert([row(300_000, 3), row(300_001, 4)]) == 1
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    writer.close()
+    assert peak < 2_000_000, f"{peak} bytes traced while opening, inserting and erasing"

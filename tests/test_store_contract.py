@@ -520,3 +520,27 @@ def test_a_declared_property_is_backfilled_from_the_events_already_stored(store_
     writer.insert(sketch_rows(6_000, users=4_000, first=6_000))  # the backfill runs before it
     assert reader.unique_counts([T0], T0 + DAY, EventFilter(), "user").method == "hll"
     assert_unique_counts_near_exact(reader, EventFilter(), "user")
+
+
+def test_keys_summary_forgets_the_times_only_erased_events_had(store: OpenStore) -> None:
+    # Issue 19, item 12: /keys kept first_seen/last_seen from erased events.
+    store.writer.insert([row(n, T0 + n * QUARTER, key="a", data={"user": n % 2}) for n in range(8)])
+    store.writer.insert([row(20, T0 - 3 * QUARTER, key="b"), row(21, T0 + 9 * QUARTER, key="b")])
+    store.writer.insert([row(30, T0 + 5, key="c", data={"user": 1})])
+    erased = store.writer.delete_matching(where(user="1"), max_rows=100, remember_ids=True)
+    assert erased == 5
+    store.writer.delete_matching(EventFilter(keys=("b",)), max_rows=100, remember_ids=True)
+    # a: the events of user 0 (n = 0, 2, 4, 6) remain; b and c are gone.
+    assert store.reader.keys_summary() == [("a", 4, T0, T0 + 6 * QUARTER)]
+    # The first and the last of them erased: the next ones are first and last seen.
+    store.writer.delete_matching(EventFilter(keys=("a",), until_us=T0 + 1), max_rows=100, remember_ids=True)
+    store.writer.delete_matching(EventFilter(keys=("a",), since_us=T0 + 6 * QUARTER), max_rows=100, remember_ids=True)
+    assert store.reader.keys_summary() == [("a", 2, T0 + 2 * QUARTER, T0 + 4 * QUARTER)]
+    # A key seen again after its erasure is first seen then, not when its erased events were.
+    # (Received after the erasure: PostgreSQL erases what was received before it, on any node.)
+    again = row(40, T0 + 2 * QUARTER, key="b")
+    store.writer.insert([(*again[:3], 2**62, again[4])])
+    assert ("b", 1, T0 + 2 * QUARTER, T0 + 2 * QUARTER) in store.reader.keys_summary()
+    # A retention keeps when a key was first seen (it was, then), as before.
+    store.writer.delete_matching(EventFilter(until_us=T0 + 3 * QUARTER), max_rows=100, remember_ids=False)
+    assert store.reader.keys_summary() == [("a", 1, T0 + 2 * QUARTER, T0 + 4 * QUARTER)]

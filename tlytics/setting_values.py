@@ -124,12 +124,21 @@ def api_key(value: str) -> str:
 _DATA_PROPERTY = re.compile(r"data\.([A-Za-z0-9_\-]+(?:\.[A-Za-z0-9_\-]+)*)\Z")
 
 
-def unique_property(value: str) -> str:
-    """A property whose distinct values the store sketches: `data.user_id` gives `user_id`."""
+def _data_property(value: str, kind: str, example: str) -> str:
     match = _DATA_PROPERTY.match(value.strip())
     if match is None:
-        raise ValueError("a unique property looks like data.<property>, e.g. data.user_id")
+        raise ValueError(f"a {kind} property looks like data.<property>, e.g. {example}")
     return match[1]
+
+
+def unique_property(value: str) -> str:
+    """A property whose distinct values the store sketches: `data.user_id` gives `user_id`."""
+    return _data_property(value, "unique", "data.user_id")
+
+
+def public_property(value: str) -> str:
+    """A property a stats key may break down and filter by: `data.country` gives `country`."""
+    return _data_property(value, "public", "data.country")
 
 
 def rate(value: str) -> Rate | None:

@@ -13,6 +13,7 @@ from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.query import DATA_PROPERTY, read_query
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.ingest.state import STORE
+from tlytics.ingest.stats_scope import aggregates_only, check_group, check_where
 from tlytics.timefmt import MIN_US, datetime_to_us, format_rfc3339_us
 
 STEPS_MAX = 20
@@ -59,6 +60,9 @@ async def funnel(request: web.Request) -> web.Response:
         raise ApiError(400, "by must name who goes through the steps: data.<property>, e.g. data.user_id", field="by")
     within_us = _within_us(request)
     query = read_query(request)
+    restricted = aggregates_only(request)
+    if restricted:
+        check_where(request, query.where)
     if query.where.keys:
         raise ApiError(400, "the steps are the keys a funnel reads: key is not taken here", field="key")
     until_us = query.where.until_us
@@ -73,6 +77,8 @@ async def funnel(request: web.Request) -> web.Response:
     # Without `within`, any later step inside [since, until) counts.
     limit_us = within_us if within_us is not None else until_us - since_us
     counts = await run_read(request, request.app[STORE].funnel, window, steps, by["path"], limit_us)
+    if restricted:
+        check_group(request, window, counts[:1])
     answer: list[dict[str, object]] = []
     for index, (key, count) in enumerate(zip(steps, counts, strict=True)):
         step: dict[str, object] = {"key": key, "count": count}

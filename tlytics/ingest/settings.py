@@ -220,6 +220,24 @@ class Settings:
         default=None,
         repeatable=True,
     )
+    # What a stats key (aggregates only) may see: breakdowns and where conditions over these
+    # properties only, and no group of fewer events than min_group_size (tlytics.ingest.stats_scope).
+    public_properties: tuple[str, ...] = _option(
+        "--public-property",
+        "TLYTICS_PUBLIC_PROPERTIES",
+        parse.public_property,
+        "a property a stats key may break down and filter by, e.g. data.country; repeatable"
+        " (env: comma-separated); read and admin keys see every property",
+        default=None,
+        repeatable=True,
+    )
+    min_group_size: int = _option(
+        "--min-group-size",
+        "TLYTICS_MIN_GROUP_SIZE",
+        parse.count,
+        "the fewest events a breakdown group or a where-filtered answer shown to a stats key holds",
+        default="5",
+    )
     # More keys, one `scope secret [label]` per line, reloaded on SIGHUP and when it changes.
     keys_file: Path | None = _option(
         "--keys-file",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
@@ -20,6 +21,7 @@ from tlytics.ingest.off_loop import run_read
 from tlytics.ingest.query import DATA_PROPERTY, read_query
 from tlytics.ingest.responses import ApiError, json_response
 from tlytics.ingest.state import STORE
+from tlytics.ingest.stats_scope import aggregates_only, check_group, check_public, check_where, shown_groups
 from tlytics.store import EventFilter
 from tlytics.store.base import UniqueCounts
 from tlytics.timefmt import datetime_to_us, format_rfc3339_us, us_to_datetime
@@ -45,11 +47,21 @@ def _floor(moment: datetime, interval: str) -> datetime:
     return day.replace(day=1)
 
 
+# Every UTC offset in use is a multiple of 15 minutes: a local hour starts on one of these.
+_QUARTER = timedelta(minutes=15)
+
+
 def _next(moment: datetime, interval: str, zone: ZoneInfo) -> datetime:
-    if interval in ("minute", "hour"):
-        # Step in absolute time: an hour is an hour, across DST changes too.
-        step = timedelta(minutes=1) if interval == "minute" else timedelta(hours=1)
-        return (moment.astimezone(UTC) + step).astimezone(zone)
+    if interval == "minute":
+        return (moment.astimezone(UTC) + timedelta(minutes=1)).astimezone(zone)
+    if interval == "hour":
+        # The next instant at a local :00, in absolute time: an hour is an hour across a DST
+        # change of one hour, and a change of 30 minutes (Australia/Lord_Howe) makes one
+        # bucket longer or shorter instead of moving every later one to :30.
+        following = moment.astimezone(UTC) + _QUARTER
+        while (local := following.astimezone(zone)).minute != 0:
+            following += _QUARTER
+        return local
     if interval == "day":
         following = moment.replace(tzinfo=None) + timedelta(days=1)
     elif interval == "week":
@@ -166,6 +178,11 @@ async def stats(request: web.Request) -> web.Response:
     query = read_query(request)
     unique_path = _property(request, "unique")
     breakdown_path = _property(request, "breakdown")
+    restricted = aggregates_only(request)
+    if restricted:
+        check_where(request, query.where)
+        if breakdown_path is not None:
+            check_public(request, "breakdown", breakdown_path)
     try:
         limit = int(request.query.get("limit", "10"))
     except ValueError:
@@ -201,17 +218,22 @@ async def stats(request: web.Request) -> web.Response:
         "until": format_rfc3339_us(until_us),
         **await _period(request, window, interval, zone, unique_path),
     }
+    periods = [body]
     if compare == "previous":
         before = replace(window, since_us=since_us - length, until_us=since_us)
-        body["previous"] = {
+        body["previous"] = previous = {
             "since": format_rfc3339_us(since_us - length),
             "until": format_rfc3339_us(since_us),
             **await _period(request, before, interval, zone, unique_path),
         }
+        periods.append(previous)
+    if restricted:
+        check_group(request, window, (cast(int, period["total"]) for period in periods))
     if breakdown_path is not None:
         found = await run_read(request, store.breakdown, window, breakdown_path, limit)
-        breakdown: list[dict[str, object]] = [{"value": value, "count": n} for value, n in found.top]
-        rest = found.total - found.missing - sum(n for _, n in found.top)
+        shown = shown_groups(request, found)
+        breakdown: list[dict[str, object]] = [{"value": value, "count": n} for value, n in shown]
+        rest = found.total - found.missing - sum(n for _, n in shown)
         if rest > 0:
             breakdown.append({"value": None, "other": True, "count": rest})
         body["breakdown"] = breakdown

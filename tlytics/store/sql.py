@@ -31,6 +31,15 @@ class SqlWhere:
         return SqlWhere((*self.conditions, condition), (*self.params, *params))
 
 
+def grouped_number(value: int | float) -> int | float:
+    """A number as breakdowns name its group, the same on every backend: an integral double
+    within 64 bits as that integer (SQLite groups 100 and 100.0, and 0 and -0.0, as one
+    value, named by whichever row came first)."""
+    if isinstance(value, float) and value.is_integer() and -(2**63) <= value < 2**63:
+        return int(value)
+    return value
+
+
 class ThreadConnections(Generic[C]):
     """One connection per reading thread, opened on the thread's first read, all closed at once.
 

@@ -25,6 +25,25 @@ from tlytics.store.sql import SqlWhere
 _INDEX_LIKE = re.compile(r"-?[0-9]+\Z")
 
 
+def pg_text(text: str) -> str:
+    """`text` as the schema's tlytics_json codes strings (PostgreSQL text holds no U+0000):
+    U+0001 as U+0001 U+0002, then U+0000 as U+0001 U+0001. Equal strings stay equal, different
+    ones different, in the same order."""
+    if "\x00" not in text and "\x01" not in text:
+        return text
+    return text.replace("\x01", "\x01\x02").replace("\x00", "\x01\x01")
+
+
+_CODED = re.compile("\x01(.)", re.DOTALL)
+
+
+def from_pg_text(text: str) -> str:
+    """The string `pg_text` coded as `text`."""
+    if "\x01" not in text:
+        return text
+    return _CODED.sub(lambda code: "\x00" if code[1] == "\x01" else "\x01", text)
+
+
 def json_path(path: str) -> list[str]:
     """A property path (`a.b`) as the text[] `#>` takes."""
     return path.split(".")
@@ -50,8 +69,9 @@ def sql_where(where: EventFilter, *, table: str = "") -> SqlWhere:
     conditions: list[str] = []
     params: list[Any] = []
     if where.keys:
+        # No event key holds U+0000 (nor can PostgreSQL text): such a key matches nothing.
         conditions.append(f"{prefix}key = ANY(%s::text[])")
-        params.append(list(where.keys))
+        params.append([key for key in where.keys if "\x00" not in key])
     if where.since_us is not None:
         conditions.append(f"{prefix}ts >= %s")
         params.append(where.since_us)
@@ -72,7 +92,7 @@ def _property_condition(value: str, match: PropertyMatch) -> tuple[str, list[Any
         return f"({value} IS NOT NULL)", []
     if match.op == "~":
         # Folds ASCII letters only, as SQLite's LIKE does.
-        return f"tlytics_contains_text({value}, %s)", [ascii_lower(match.text)]
+        return f"tlytics_contains_text({value}, %s)", [ascii_lower(pg_text(match.text))]
     if match.op in ORDERINGS:
         # Both sides as exact numerics from their JSON text; the filter's number is folded once.
         return f"(tlytics_json_number({value}) {match.op} tlytics_number_value(%s))", [match.text]
@@ -101,7 +121,7 @@ def _equality_condition(value: str, match: PropertyMatch) -> tuple[str, list[Any
         # A JSON number of that value (keys computed by the same function on both sides),
         # or a JSON string spelt exactly so.
         return f"tlytics_matches_number({value}, tlytics_number_key(%s), %s)", [match.text, match.text]
-    return f"tlytics_matches_string({value}, %s)", [match.text]
+    return f"tlytics_matches_string({value}, %s)", [pg_text(match.text)]
 
 
 def filter_to_json(where: EventFilter) -> str:

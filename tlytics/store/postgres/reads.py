@@ -35,10 +35,10 @@ from tlytics.store.base import (
 )
 from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
-from tlytics.store.postgres.filters import property_value, sql_where
+from tlytics.store.postgres.filters import from_pg_text, property_value, sql_where
 from tlytics.store.postgres.schema import BUCKET_US, SCHEMA_VERSION, Connection, schema_version
 from tlytics.store.postgres.sketches import sketched, sketched_unique_counts
-from tlytics.store.sql import ThreadConnections
+from tlytics.store.sql import ThreadConnections, grouped_number
 
 # The per-node counter rows, summed: no count(*) over the whole table.
 _COUNT = "SELECT coalesce(sum(count), 0)::bigint FROM counters"
@@ -48,13 +48,25 @@ _JSON_LITERALS: dict[str, Any] = {"true": True, "false": False, "null": None}
 
 
 def _json_value(kind: str, value: str) -> Any:
-    """A property's value as a JSON value, from its kind and tlytics_group_value's text."""
+    """A property's value as a JSON value, from its kind and tlytics_group_value's text (its
+    strings coded by tlytics_json: decoded here)."""
     if kind in _JSON_LITERALS:
         return _JSON_LITERALS[kind]
     if kind == "number":
-        return int(value) if _INTEGER.match(value) else float(value)
+        return grouped_number(int(value) if _INTEGER.match(value) else float(value))
     if kind in ("object", "array"):
-        return orjson.loads(value)
+        return _decoded(orjson.loads(value))
+    return from_pg_text(value)
+
+
+def _decoded(value: Any) -> Any:
+    """A JSON value with every string (keys too) decoded from tlytics_json's coding."""
+    if isinstance(value, str):
+        return from_pg_text(value)
+    if isinstance(value, list):
+        return [_decoded(item) for item in value]
+    if isinstance(value, dict):
+        return {from_pg_text(key): _decoded(item) for key, item in value.items()}
     return value
 
 

@@ -219,6 +219,55 @@ $$;
 """
 
 
+# Migration 5: NUL in strings. PostgreSQL text cannot hold U+0000, so a `\u0000` escape is
+# read as the two characters U+0001 U+0001, and a `\u0001` as U+0001 U+0002: a code that tells
+# every string apart and orders them as SQLite does (Python applies it to the filter values,
+# see filters.pg_text, and undoes it on the way out). Migration 2's version read `\u0000` as
+# U+FFFF, which made a NUL equal U+FFFF, and it rewrote the six characters `\u0000` of an
+# escaped backslash followed by `u0000` too. An escape is one preceded by an even number of
+# backslashes. Substring search must look at whole codes only (tlytics_contains_text).
+_NUL_FUNCTIONS = r"""
+CREATE OR REPLACE FUNCTION tlytics_json(t text) RETURNS json
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+  SELECT (CASE WHEN strpos(t, '\u000') = 0 THEN t ELSE regexp_replace(
+    regexp_replace(t, '(?<!\\)((?:\\\\)*)\\u0001', '\1\\u0001\\u0002', 'g'),
+    '(?<!\\)((?:\\\\)*)\\u0000', '\1\\u0001\\u0001', 'g') END)::json
+$$;
+-- Whether `hay` (coded as above) contains `needle` (coded too): at a whole code only, so a
+-- needle never matches the second half of a code.
+CREATE FUNCTION tlytics_contains_coded(hay text, needle text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE AS $$
+DECLARE
+  i integer := 1;
+  stop integer := length(hay) - length(needle) + 1;
+BEGIN
+  WHILE i <= stop LOOP
+    IF substr(hay, i, length(needle)) = needle THEN
+      RETURN true;
+    END IF;
+    i := i + CASE WHEN substr(hay, i, 1) = chr(1) THEN 2 ELSE 1 END;
+  END LOOP;
+  RETURN false;
+END
+$$;
+CREATE OR REPLACE FUNCTION tlytics_contains_text(v json, needle text) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+DECLARE
+  hay text;
+BEGIN
+  IF json_typeof(v) <> 'string' THEN
+    RETURN false;
+  END IF;
+  hay := translate(v #>> '{}', 'ABCDEFGHIJKLMNOPQRSTUVWXYZ', 'abcdefghijklmnopqrstuvwxyz');
+  IF strpos(hay, chr(1)) > 0 THEN
+    RETURN tlytics_contains_coded(hay, needle);
+  END IF;
+  RETURN strpos(hay, needle) > 0;
+END
+$$;
+"""
+
+
 def _canonicalize_stored_data(connection: Connection) -> None:
     """Part of migration 2: `data` in its canonical text (no whitespace between tokens), as
     Tlytics writes it; a bulk load may have kept it as sent. Tokens themselves are not touched."""
@@ -295,6 +344,8 @@ MIGRATIONS: list[str | Callable[[Connection], None]] = [
     CREATE TABLE sketch_15m_all_keys (path text NOT NULL, bucket bigint NOT NULL, node text NOT NULL,
                                       registers bytea NOT NULL, PRIMARY KEY (path, bucket, node));
     """,
+    # 5: NUL and U+0001 in strings, coded (see _NUL_FUNCTIONS).
+    _NUL_FUNCTIONS,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -27,7 +27,7 @@ from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
 from tlytics.store.postgres.filters import filter_from_json, filter_to_json, sql_where
-from tlytics.store.postgres.schema import BUCKET_SQL, ERASURE_LOCK, Connection, migrate_postgres
+from tlytics.store.postgres.schema import BUCKET_SQL, BUCKET_US, ERASURE_LOCK, Connection, migrate_postgres
 from tlytics.store.postgres.sketches import PostgresSketches
 
 _NODE = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
@@ -69,8 +69,8 @@ SELECT count(*) FROM new
 """
 
 # Deleted rows out of this node's rollups and counter (another node's rows may go negative
-# there: the sums stay right). key_stats keeps first_ts/last_ts: they say when a key was first
-# and last seen, which stays true after its events are deleted.
+# there: the sums stay right). After an erasure, the first and last timestamps of key_stats
+# become those of the remaining events (see _refresh_key_bounds), from the spans returned here.
 _DELETE = """
 WITH gone AS (
     DELETE FROM events WHERE id IN (SELECT id FROM events{where} LIMIT %s) RETURNING id, key, ts
@@ -86,8 +86,16 @@ WITH gone AS (
     INSERT INTO counters (node, count) SELECT %s, -count(*) FROM gone HAVING count(*) > 0
     ON CONFLICT (node) DO UPDATE SET count = counters.count + excluded.count
 )
-SELECT count(*), min({bucket}), max({bucket}), jsonb_agg(DISTINCT jsonb_build_array({bucket}, key)) FROM gone
+SELECT count(*), min({bucket}), max({bucket}), jsonb_agg(DISTINCT jsonb_build_array({bucket}, key)),
+    (SELECT jsonb_agg(jsonb_build_array(key, first_ts, last_ts))
+     FROM (SELECT key, min(ts) AS first_ts, max(ts) AS last_ts FROM gone GROUP BY key) spans)
+FROM gone
 """
+# The first or last 15-minute bucket in which a key still has events (every node's rows summed).
+_REMAINING_BUCKET = (
+    "SELECT {which}(bucket) FROM (SELECT bucket FROM rollup_15m WHERE key = %s GROUP BY bucket"
+    " HAVING sum(count) > 0) counted"
+)
 _REMEMBER = ", remembered AS (INSERT INTO erased_ids (id) SELECT id FROM gone ON CONFLICT DO NOTHING)"
 
 
@@ -191,9 +199,11 @@ class PostgresWriter:
                     where=matching.sql, remember=_REMEMBER if remember_ids else "", bucket=BUCKET_SQL
                 )
                 cursor.execute(query, (*matching.params, max_rows, self.node, self.node, self.node))
-                deleted, first_bucket, last_bucket, touched = cursor.fetchone() or (0, None, None, None)
+                deleted, first_bucket, last_bucket, touched, spans = cursor.fetchone() or (0, None, None, None, None)
                 if deleted:
                     self._sketches.rebuild(cursor, cast(list[list[Any]], touched or []))  # a sketch cannot forget
+                    if remember_ids:
+                        _refresh_key_bounds(cursor, cast(list[list[Any]], spans or []))
                     cursor.execute(
                         "DELETE FROM rollup_15m WHERE node = %s AND count = 0 AND bucket BETWEEN %s AND %s",
                         (self.node, first_bucket, last_bucket),
@@ -206,3 +216,41 @@ class PostgresWriter:
 
     def close(self) -> None:
         self._discard()
+
+
+def _refresh_key_bounds(cursor: psycopg.Cursor[tuple[Any, ...]], spans: Sequence[Sequence[Any]]) -> None:
+    """After an erasure, the first and last timestamps of each key it deleted from (`spans`:
+    key, first and last erased timestamp): those of the remaining events, in every node's row
+    (/keys must not keep a time only erased events had; a retention keeps them). Read only when a deleted event held
+    one, from the first or last bucket the rollups still count; under the erasure lock, so no
+    node's insert moves them meanwhile."""
+    if not spans:
+        return
+    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,))
+    for key, deleted_first, deleted_last in spans:
+        row = cursor.execute(
+            "SELECT coalesce(sum(count), 0), min(first_ts), max(last_ts) FROM key_stats WHERE key = %s", (key,)
+        ).fetchone()
+        assert row is not None  # an aggregate always answers one row
+        count, first, last = row
+        if cast(int, count) <= 0:
+            cursor.execute("DELETE FROM key_stats WHERE key = %s", (key,))
+            continue
+        if deleted_first <= cast(int, first):
+            first = _remaining_bound(cursor, key, "min")
+        if deleted_last >= cast(int, last):
+            last = _remaining_bound(cursor, key, "max")
+        cursor.execute("UPDATE key_stats SET first_ts = %s, last_ts = %s WHERE key = %s", (first, last, key))
+
+
+def _remaining_bound(cursor: psycopg.Cursor[tuple[Any, ...]], key: str, which: str) -> int:
+    """min or max(ts) of the stored events of `key` (at least one remains)."""
+    found = cursor.execute(_REMAINING_BUCKET.format(which=which), (key,)).fetchone()
+    assert found is not None and found[0] is not None
+    bucket = cast(int, found[0])
+    bound = cursor.execute(
+        f"SELECT {which}(ts) FROM events WHERE key = %s AND ts >= %s AND ts < %s",
+        (key, bucket * BUCKET_US, (bucket + 1) * BUCKET_US),
+    ).fetchone()
+    assert bound is not None
+    return cast(int, bound[0])

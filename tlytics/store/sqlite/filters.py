@@ -39,11 +39,12 @@ def _property_condition(json_path: str, match: PropertyMatch) -> tuple[str, list
     if match.op == "*":
         return "json_type(data, ?) IS NOT NULL", [json_path]
     if match.op == "~":
-        # LIKE folds ASCII letters only, as the PostgreSQL store does; a missing property or
-        # another type is never a match.
+        # lower() folds ASCII letters only, as the PostgreSQL store does; instr() and lower()
+        # read the whole string (LIKE stops at a NUL, in the pattern and in the value); a
+        # missing property or another type is never a match.
         return (
-            "(json_type(data, ?) = 'text' AND json_extract(data, ?) LIKE ? ESCAPE '\\')",
-            [json_path, json_path, "%" + like_escaped(match.text) + "%"],
+            "(json_type(data, ?) = 'text' AND instr(lower(json_extract(data, ?)), ?) > 0)",
+            [json_path, json_path, ascii_lower(match.text)],
         )
     if match.op in ORDERINGS:
         return (
@@ -57,9 +58,12 @@ def _property_condition(json_path: str, match: PropertyMatch) -> tuple[str, list
     return condition, params
 
 
-def like_escaped(text: str) -> str:
-    """`text` as a LIKE pattern matching itself (escape character: backslash)."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def ascii_lower(text: str) -> str:
+    """`text` with its ASCII capitals lowered and nothing else changed."""
+    return text.translate(_ASCII_LOWER)
 
 
 def _equality_condition(json_path: str, match: PropertyMatch) -> tuple[str, list[Any]]:

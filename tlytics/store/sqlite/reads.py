@@ -23,7 +23,7 @@ from tlytics.chunks import chunks
 from tlytics.errors import StoreError
 from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent, UniqueCounts, exact_unique_counts
 from tlytics.store.funnel import count_funnel, indexes_of
-from tlytics.store.sql import ThreadConnections
+from tlytics.store.sql import ThreadConnections, grouped_number
 from tlytics.store.sqlite.connection import connect, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
@@ -45,6 +45,8 @@ def _json_value(kind: str, value: Any) -> Any:
         return _JSON_LITERALS[kind]
     if kind in ("object", "array"):
         return orjson.loads(value)  # json_extract gives containers as JSON text
+    if kind == "number":
+        return grouped_number(value)
     return value
 
 

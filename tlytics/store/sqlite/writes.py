@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import apsw
 
@@ -18,10 +19,12 @@ from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.sqlite.connection import Synchronous, store_errors
 from tlytics.store.sqlite.filters import sql_where
-from tlytics.store.sqlite.schema import BUCKET_SQL, open_migrated, schema_version
+from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US, open_migrated, schema_version
 from tlytics.store.sqlite.sketches import SketchKeeper
 
 INSERT = "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+# The rows a transaction added after `seq` ? whose id was erased: never stored again.
+DROP_ERASED_NEW_ROWS = "DELETE FROM events WHERE seq > ? AND EXISTS (SELECT 1 FROM erased_ids e WHERE e.id = events.id)"
 BUMP_COUNT = "UPDATE counters SET value = value + ? WHERE name = 'events'"
 # The rollups of the rows a transaction added after `seq` ? (duplicates were not added),
 # aggregated in SQLite: the rollups always agree with the events table.
@@ -48,10 +51,12 @@ class SQLiteWriter:
         except OSError as exc:
             raise StoreError(f"opening store {self.path} failed: {exc}") from exc
         self._write_connection = open_migrated(self.path, synchronous)
-        # Erasures are rare: the writer keeps their ids in memory and filters inserts in
-        # Python, which costs nothing while there are none (a trigger cost 28% of inserts).
+        # Erasures are rare: while there are none, inserts skip looking their ids up (a trigger
+        # cost 28% of inserts). The erased ids themselves stay in the store, never in memory:
+        # they are kept for good (a replay of an erased event is never stored), so a set of
+        # them would grow for ever and be read again at every start.
         with store_errors(f"reading the erased ids of {self.path}"):
-            self._erased: set[bytes] = {row[0] for row in self._write_connection.execute("SELECT id FROM erased_ids")}
+            self._any_erased = self._write_connection.execute("SELECT EXISTS (SELECT 1 FROM erased_ids)").get == 1
             # HyperLogLog sketches of the --unique-property properties (backfilled here if new;
             # None keeps those the store has, for tools and migrations).
             self._sketches = SketchKeeper(self._write_connection, unique_properties)
@@ -61,14 +66,16 @@ class SQLiteWriter:
         return schema_version(self._write_connection)
 
     def insert(self, rows: Sequence[StoreRow]) -> int:
-        if self._erased:
-            rows = [row for row in rows if row[0] not in self._erased]
         connection = self._write_connection
         with store_errors(f"insert of {len(rows)} events"), connection:
             last_seq = connection.execute("SELECT max(seq) FROM events").get or 0
             before = connection.total_changes()
             connection.executemany(INSERT, rows)
             inserted = int(connection.total_changes() - before)
+            if inserted and self._any_erased:
+                # One pass in SQLite over the new rows, each id looked up in erased_ids.
+                connection.execute(DROP_ERASED_NEW_ROWS, (last_seq,))
+                inserted -= connection.changes()
             if inserted:
                 connection.execute(BUMP_COUNT, (inserted,))
                 connection.execute(ROLL_UP_NEW_ROWS, (last_seq,))
@@ -92,9 +99,11 @@ class SQLiteWriter:
             ]
             if not ids:
                 return 0
-            self._roll_down(ids)
+            spans = self._roll_down(ids)
             touched = self._sketches.touched(ids)
             connection.executemany("DELETE FROM events WHERE id = ?", [(event_id,) for event_id in ids])
+            if remember_ids:
+                self._refresh_key_bounds(spans)
             self._sketches.rebuild(touched)  # a sketch cannot forget a value: rebuilt from what remains
             connection.execute(BUMP_COUNT, (-len(ids),))
             if remember_ids:
@@ -102,26 +111,62 @@ class SQLiteWriter:
                     "INSERT OR IGNORE INTO erased_ids (id) VALUES (?)", [(event_id,) for event_id in ids]
                 )
         if remember_ids:
-            self._erased.update(ids)
+            self._any_erased = True
         return len(ids)
 
-    def _roll_down(self, ids: Sequence[bytes]) -> None:
-        """Take events about to be deleted out of the rollups (inside the delete's transaction).
-
-        key_stats keeps first_ts/last_ts: they say when a key was first and last seen, which
-        stays true after its events are deleted.
-        """
+    def _roll_down(self, ids: Sequence[bytes]) -> dict[str, tuple[int, int]]:
+        """Take events about to be deleted out of the rollups (inside the delete's transaction);
+        return the first and last timestamp they had per key."""
         connection = self._write_connection
+        spans: dict[str, tuple[int, int]] = {}
         for chunk in chunks(ids):
             marks = ",".join("?" * len(chunk))
-            for key, bucket, count in connection.execute(
-                f"SELECT key, {BUCKET_SQL}, count(*) FROM events WHERE id IN ({marks}) GROUP BY 1, 2", chunk
+            for key, bucket, count, first, last in connection.execute(
+                f"SELECT key, {BUCKET_SQL}, count(*), min(ts), max(ts) FROM events WHERE id IN ({marks}) GROUP BY 1, 2",
+                chunk,
             ).fetchall():
                 connection.execute(
                     "UPDATE rollup_15m SET count = count - ? WHERE bucket = ? AND key = ?", (count, bucket, key)
                 )
                 connection.execute("UPDATE key_stats SET count = count - ? WHERE key = ?", (count, key))
+                low, high = cast(int, first), cast(int, last)
+                known = spans.get(cast(str, key))
+                spans[cast(str, key)] = (low, high) if known is None else (min(known[0], low), max(known[1], high))
         connection.execute("DELETE FROM rollup_15m WHERE count <= 0")
+        return spans
+
+    def _refresh_key_bounds(self, spans: dict[str, tuple[int, int]]) -> None:
+        """After an erasure, the first and last timestamps of each key it deleted from: those
+        of the events that remain (/keys must not keep a time only erased events had; a
+        retention keeps them: a key was first seen then, whatever is left), read
+        only when a deleted event held one, from the first or last 15-minute bucket the
+        rollup still counts."""
+        connection = self._write_connection
+        for key, (deleted_first, deleted_last) in spans.items():
+            row = connection.execute("SELECT count, first_ts, last_ts FROM key_stats WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                continue
+            count, first, last = row
+            if count <= 0:
+                connection.execute("DELETE FROM key_stats WHERE key = ?", (key,))
+                continue
+            if deleted_first <= first:
+                first = self._remaining_bound(key, "min")
+            if deleted_last >= last:
+                last = self._remaining_bound(key, "max")
+            connection.execute("UPDATE key_stats SET first_ts = ?, last_ts = ? WHERE key = ?", (first, last, key))
+
+    def _remaining_bound(self, key: str, which: str) -> int:
+        """min or max(ts) of the stored events of `key` (at least one remains)."""
+        connection = self._write_connection
+        bucket = connection.execute(f"SELECT {which}(bucket) FROM rollup_15m WHERE key = ?", (key,)).get
+        return cast(
+            int,
+            connection.execute(
+                f"SELECT {which}(ts) FROM events WHERE key = ? AND ts >= ? AND ts < ?",
+                (key, cast(int, bucket) * BUCKET_US, (cast(int, bucket) + 1) * BUCKET_US),
+            ).get,
+        )
 
     def close(self) -> None:
         try:
