@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import time
 import types
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import ServerProcess, http_json
 from tlytics import Client, Config
@@ -206,6 +208,18 @@ def _django_urlconf() -> Any:
 
         return StreamingHttpResponse(chunks())
 
+    async def stream_async(request: Any) -> Any:
+        import asyncio
+
+        from django.http import StreamingHttpResponse
+
+        async def chunks() -> AsyncIterator[bytes]:
+            for chunk in (b"first,", b"second,", b"third"):
+                await asyncio.sleep(STREAM_PAUSE_S)
+                yield chunk
+
+        return StreamingHttpResponse(chunks())
+
     # ROOT_URLCONF may be a module object instead of a dotted path: no urls.py file needed.
     urlconf = types.ModuleType("tlytics_test_urls")
     urlconf.urlpatterns = [  # type: ignore[attr-defined]
@@ -213,6 +227,7 @@ def _django_urlconf() -> Any:
         path("broken/", broken),
         path("ping/", ping),
         path("stream/", stream),
+        path("stream-async/", stream_async),
         path("health/", ping),
     ]
     return urlconf
@@ -400,6 +415,18 @@ def test_django_records_a_streamed_response_once_its_body_is_sent(
     assert stream_event["duration_ms"] >= 3 * STREAM_PAUSE_S * 1000
 
 
+async def test_django_records_an_async_streamed_response_once_its_body_is_sent(
+    server: ServerProcess, client: Client, django_settings: Any
+) -> None:
+    from django.test import AsyncClient
+
+    response = await AsyncClient().get("/stream-async/")
+    assert b"".join([chunk async for chunk in response.streaming_content]) == b"first,second,third"
+    (stream_event,) = recorded(server, client)
+    check_fields(stream_event, "GET", "/stream-async/", "/stream-async/", 200, len(b"first,second,third"))
+    assert stream_event["duration_ms"] >= 3 * STREAM_PAUSE_S * 1000
+
+
 def test_flask_records_the_route_of_a_view_that_raises(server: ServerProcess, client: Client) -> None:
     """When Flask lets the view's exception out (testing, debug, PROPAGATE_EXCEPTIONS), no
     response starts: the route was recorded as null."""
@@ -513,3 +540,20 @@ def test_is_bot_is_one_matcher_many_times_cheaper_than_the_lists_loop() -> None:
     ours = min(timeit.repeat(lambda: [matcher(text) for text in unseen], number=1, repeat=5))
     theirs = min(timeit.repeat(lambda: [is_crawler(text) for text in unseen], number=1, repeat=5))
     assert theirs / ours > 3, f"is_crawler {theirs:.4f}s, one matcher {ours:.4f}s"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from(["bot", "Bot", "crawl", "spider", "curl", " ", "/", "-", "Mozilla/5.0 ", "Google", "x"])
+        | st.text(max_size=6),
+        max_size=8,
+    )
+)
+def test_is_bot_agrees_with_the_list_on_made_up_user_agents(pieces: list[str]) -> None:
+    from crawleruseragents import is_crawler
+
+    from tlytics.client.middleware import bots
+
+    text = "".join(pieces)
+    assert bots._matcher()(text) == bool(is_crawler(text))
