@@ -7,6 +7,9 @@ the server which ids it already stores (`POST /lookup`, which needs a read key w
 server has read keys), sends only the others, and counts those as "already stored". When it
 cannot ask, it says so once, sends everything (the ids still dedupe) and reports "already
 stored unknown" rather than a count it does not have. The source is only read, never changed.
+
+The source is read as a stream (`replay_read`) and sent a batch at a time (`replay_send`), in
+requests cut to the limits the server's 413 answers name.
 """
 
 from __future__ import annotations
