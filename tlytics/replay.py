@@ -7,288 +7,32 @@ the server which ids it already stores (`POST /lookup`, which needs a read key w
 server has read keys), sends only the others, and counts those as "already stored". When it
 cannot ask, it says so once, sends everything (the ids still dedupe) and reports "already
 stored unknown" rather than a count it does not have. The source is only read, never changed.
+
+The source is read as a stream (`replay_read`) and sent a batch at a time (`replay_send`), in
+requests cut to the limits the server's 413 answers name.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+import itertools
 import sys
-import time
-import uuid
-from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
 
 import click
-import orjson
 
-from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
-from tlytics.errors import DeliveryError, InvalidEvent
-from tlytics.events import normalize_event
-from tlytics.jsontext import DEPTH_MAX, parse_checked
-from tlytics.spool import Spool
-from tlytics.spool.entry import decode_spool_entry
-from tlytics.timefmt import format_rfc3339_us
-
-SEND_ATTEMPTS = 5
-
-
-@dataclass
-class Found:
-    """One event read from the source, with where it came from (for error messages)."""
-
-    where: str
-    event: dict[str, Any]
-
-
-@dataclass
-class Summary:
-    read: int = 0
-    sent: int = 0
-    # None once the server could not be asked which ids it stores: then some of `sent` may
-    # have been stored already, and no count would be true.
-    already_stored: int | None = 0
-    invalid: int = 0
-    failed: int = 0
-    # Events whose id an earlier event of the source already had, with the same content: sent
-    # once, since the server stores an id once.
-    repeated: int = 0
-    # Why already_stored is unknown: one line, shown once.
-    warning: str | None = None
-    # In source order: every invalid line or entry once, then what the server refused.
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.invalid == 0 and self.failed == 0
-
-    def line(self) -> str:
-        stored = "unknown" if self.already_stored is None else str(self.already_stored)
-        return (
-            f"read {self.read}, sent {self.sent}, already stored {stored}, invalid {self.invalid}, failed {self.failed}"
-        )
-
-
-def _derived_id(line: bytes, occurrence: int) -> str:
-    """A stable id for an id-less line: the same file replayed twice gives the same ids."""
-    digest = bytearray(hashlib.sha256(line + b"\0" + str(occurrence).encode()).digest()[:16])
-    digest[6] = (digest[6] & 0x0F) | 0x80  # version 8: custom
-    digest[8] = (digest[8] & 0x3F) | 0x80  # RFC 9562 variant
-    return str(uuid.UUID(bytes=bytes(digest)))
-
-
-def read_ndjson(stream: IO[bytes], name: str, summary: Summary) -> Iterator[Found]:
-    seen: Counter[bytes] = Counter()
-    for number, line in enumerate(stream, start=1):
-        line = line.strip()
-        if not line:
-            continue
-        where = f"{name}:{number}"
-        try:
-            event = _read_json(line)
-        except ValueError as exc:  # also json.JSONDecodeError and UnicodeDecodeError
-            summary.invalid += 1
-            summary.problems.append(f"{where}: invalid JSON: {exc}")
-            continue
-        if isinstance(event, dict) and event.get("id") is None:
-            seen[line] += 1
-            event = {**event, "id": _derived_id(line, seen[line])}
-        if isinstance(event, dict) and "received_at" in event:
-            # A line of the server's own /export: when the server received the event is the
-            # server's to say, not a field of the event.
-            event = {name: value for name, value in event.items() if name != "received_at"}
-        yield Found(where, event)
-
-
-def _read_json(text: bytes) -> Any:
-    """JSON read exactly as the server reads it (orjson would turn an integer beyond 64 bits
-    into a float, changing the data), with what the server refuses marked for validation."""
-    try:
-        return parse_checked(text.decode("utf-8"))
-    except RecursionError:
-        raise ValueError(f"nests deeper than {DEPTH_MAX} levels") from None
-
-
-def _json_bytes(value: Any) -> bytes:
-    """Compact JSON that keeps every integer exact (orjson refuses those beyond 64 bits)."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
-
-
-def _events_of_spool_entry(value: bytes) -> list[dict[str, Any]]:
-    entry = _read_json(value)
-    if isinstance(entry, list):  # a client spool entry: a list of events
-        return entry
-    if isinstance(entry, dict) and "received_at" in entry:  # a server spool entry
-        _, rows = decode_spool_entry(value)
-        return [
-            {
-                "id": str(uuid.UUID(hex=id_hex)),
-                "key": key,
-                "timestamp": format_rfc3339_us(ts),
-                "data": _read_json(bytes(data)),
-            }
-            for id_hex, key, ts, data in rows
-        ]
-    if isinstance(entry, dict) and "events" in entry:  # a client dead-letter record
-        return list(entry["events"])
-    raise ValueError("not a Tlytics spool entry")
-
-
-def read_spool(directory: Path, summary: Summary) -> Iterator[Found]:
-    queue_dir = directory / "queue" if (directory / "queue").is_dir() else directory
-    if not (queue_dir / "cache.db").exists():
-        raise click.UsageError(f"{directory} holds no Tlytics spool (no cache.db)")
-    spool = Spool(queue_dir)
-    try:
-        for key, value in spool.peek(sys.maxsize):
-            try:
-                events = _events_of_spool_entry(value)
-            except (ValueError, TypeError, KeyError) as exc:
-                summary.invalid += 1
-                summary.problems.append(f"{queue_dir} entry {key}: unreadable: {exc}")
-                continue
-            for position, event in enumerate(events):
-                yield Found(f"{queue_dir} entry {key} event {position}", event)
-    finally:
-        spool.close()
-
-
-def _validated(found: Found, summary: Summary) -> dict[str, Any] | None:
-    try:
-        normalize_event(found.event, 0, 0)
-    except InvalidEvent as exc:
-        summary.invalid += 1
-        field_note = f" ({exc.field})" if exc.field else ""
-        summary.problems.append(f"{found.where}: {exc.message}{field_note}")
-        return None
-    return found.event
-
-
-def _canonical_id(event_id: str) -> str:
-    """The form /lookup answers with (lowercase, hyphens), for any spelling the server accepts."""
-    return str(uuid.UUID(event_id))
-
-
-def _to_send(found_events: Iterator[Found], summary: Summary) -> list[Found]:
-    """The valid events of the source, the first of each id only. Checked as read, so every
-    problem is reported once and in the source's order.
-
-    The server stores an id once, so a later event with a known id is either the same event
-    again (counted as repeated, not sent) or a different one that would be acknowledged and
-    never stored (invalid, reported)."""
-    first_of: dict[str, Found] = {}
-    kept: list[Found] = []
-    for found in found_events:
-        if _validated(found, summary) is None:
-            continue
-        event_id = _canonical_id(found.event["id"])
-        first = first_of.setdefault(event_id, found)
-        if first is found:
-            kept.append(found)
-        elif {**first.event, "id": event_id} == {**found.event, "id": event_id}:
-            summary.repeated += 1
-        else:
-            summary.invalid += 1
-            summary.problems.append(
-                f"{found.where}: id {event_id} is also {first.where}'s, with other content;"
-                " the server keeps one event per id"
-            )
-    return kept
-
-
-class Replayer:
-    """Sends batches to /batch (with the write key) after asking /lookup (with the read key,
-    or the write key when none is given) which ids the server already stores."""
-
-    def __init__(
-        self, writes: Transport, reads: Transport, summary: Summary, *, max_retry_delay_s: float = 10.0
-    ) -> None:
-        self._writes = writes
-        self._reads = reads
-        self._summary = summary
-        self._max_retry_delay_s = max_retry_delay_s
-        self._lookup_usable = True
-
-    def _request(self, transport: Transport, path: str, body: bytes) -> Reply:
-        """POST with retries on connection errors and retryable answers; returns the reply."""
-        for attempt in range(1, SEND_ATTEMPTS + 1):
-            reply = None  # a Retry-After is only this attempt's to give
-            try:
-                reply = transport.request("POST", path, body)
-            except DeliveryError as exc:
-                last = str(exc)
-            else:
-                if classify(reply.status) is not Outcome.RETRY:
-                    return reply
-                last = f"server answered {reply.status}"
-            if attempt < SEND_ATTEMPTS:
-                asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
-                time.sleep(
-                    asked if asked is not None else backoff_delay_s(attempt, max_delay_s=self._max_retry_delay_s)
-                )
-        raise DeliveryError(f"gave up after {SEND_ATTEMPTS} attempts: {last}")
-
-    def _stop_looking_up(self, warning: str) -> None:
-        """From now on send every event: the ids still dedupe, but the count is unknown."""
-        self._lookup_usable = False
-        self._summary.already_stored = None
-        self._summary.warning = f"warning: {warning}; sending every event, already stored unknown"
-
-    def _stored(self, ids: list[str]) -> set[str]:
-        """Which of `ids` the server stores (canonical form); empty once that is unknowable."""
-        if not self._lookup_usable:
-            return set()
-        reply = self._request(self._reads, "/lookup", orjson.dumps({"ids": ids}))
-        answer = reply.json()
-        if reply.status == 200 and isinstance(answer, dict) and isinstance(answer.get("present"), list):
-            return {_canonical_id(event_id) for event_id in answer["present"]}
-        if reply.status in (401, 403):
-            self._stop_looking_up(
-                "the server refused the read key given to check which events it already stores (/lookup)"
-                if self._reads is not self._writes
-                else "the server needs a read key to tell which events it already stores (/lookup):"
-                " give --read-key or TLYTICS_READ_KEYS"
-            )
-        elif reply.status in (404, 405):
-            self._stop_looking_up("the server cannot tell which events it already stores (no /lookup)")
-        else:
-            self._stop_looking_up(f"/lookup answered {reply.status}: {answer}")
-        return set()
-
-    def send(self, batch: list[Found]) -> None:
-        summary = self._summary
-        try:
-            stored = self._stored([found.event["id"] for found in batch])
-        except DeliveryError as exc:
-            summary.failed += len(batch)
-            summary.problems.append(f"lookup failed: {exc}")
-            return
-        pending = [found for found in batch if _canonical_id(found.event["id"]) not in stored]
-        if summary.already_stored is not None:
-            summary.already_stored += len(batch) - len(pending)
-        while pending:
-            try:
-                reply = self._request(self._writes, "/batch", _json_bytes({"events": [f.event for f in pending]}))
-            except DeliveryError as exc:
-                summary.failed += len(pending)
-                summary.problems.append(f"{len(pending)} events not delivered: {exc}")
-                return
-            if classify(reply.status) is Outcome.DELIVERED:
-                summary.sent += len(pending)
-                return
-            answer = reply.json()
-            index = answer.get("index") if isinstance(answer, dict) else None
-            if isinstance(index, int) and 0 <= index < len(pending):
-                rejected = pending.pop(index)
-                summary.failed += 1
-                summary.problems.append(f"{rejected.where}: rejected by the server: {answer.get('error')}")
-                continue
-            summary.failed += len(pending)
-            summary.problems.append(f"{len(pending)} events rejected with {reply.status}: {answer}")
-            return
+from tlytics.client.transport import Transport
+from tlytics.replay_read import (
+    Found,
+    Progress,
+    Summary,
+    count_spool_entries,
+    first_of_each_id,
+    read_ndjson,
+    read_spools,
+    spool_directories,
+)
+from tlytics.replay_send import Replayer
 
 
 def _first_key(value: str | None) -> str | None:
@@ -358,46 +102,69 @@ def main(
         raise click.UsageError("--server is required (or --dry-run)")
 
     summary = Summary()
-    found_events = _read_source(spool_dir, file_name, summary)
-    valid = _to_send(found_events, summary)
-    summary.read = len(valid) + summary.invalid + summary.repeated
+    progress = Progress()
+    found_events = _read_source(spool_dir, file_name, summary, progress)
     replayer = None
     if not dry_run:
         assert server is not None
         replayer = _replayer(server, _first_key(write_key), _first_key(read_key), timeout, summary)
-    with click.progressbar(length=len(valid), label="replaying" if replayer else "checking", file=sys.stderr) as bar:
-        for start in range(0, len(valid), batch_size):
-            batch = valid[start : start + batch_size]
-            if replayer is not None:
-                replayer.send(batch)
-            bar.update(len(batch))
+    batches = _batches(first_of_each_id(found_events, summary), batch_size)
+    for batch in _shown(batches, progress, "replaying" if replayer else "checking"):
+        if replayer is not None:
+            replayer.send(batch)
 
     if summary.warning is not None:
         click.echo(summary.warning, err=True)
+    if replayer is not None and (replayer.limits.max_events or replayer.limits.max_body_bytes):
+        click.echo(f"note: the server takes at most {replayer.limits.description()} per request", err=True)
     for problem in summary.problems:
         click.echo(problem, err=True)
     if dry_run:
         repeated = f", repeated {summary.repeated}" if summary.repeated else ""
-        click.echo(f"dry run: read {summary.read}, valid {len(valid)}, invalid {summary.invalid}{repeated}")
+        click.echo(f"dry run: read {summary.read}, valid {summary.valid}, invalid {summary.invalid}{repeated}")
     else:
         click.echo(summary.line())
     sys.exit(0 if summary.ok else 1)
 
 
-def _read_source(spool_dir: Path | None, file_name: str | None, summary: Summary) -> Iterator[Found]:
+def _batches(found_events: Iterator[Found], batch_size: int) -> Iterator[list[Found]]:
+    while batch := list(itertools.islice(found_events, batch_size)):
+        yield batch
+
+
+def _shown(batches: Iterator[list[Found]], progress: Progress, label: str) -> Iterator[list[Found]]:
+    """The batches, with a progress bar on stderr (shown on a terminal) by the source's unit."""
+    if progress.total is None:  # stdin: its size is unknown, so batches are counted instead
+        with click.progressbar(batches, label=f"{label} (batches)", file=sys.stderr) as counted:
+            yield from counted
+        return
+    with click.progressbar(length=progress.total, label=label, file=sys.stderr) as bar:
+        for batch in batches:
+            yield batch
+            bar.update(progress.done - bar.pos)
+
+
+def _read_source(
+    spool_dir: Path | None, file_name: str | None, summary: Summary, progress: Progress
+) -> Iterator[Found]:
     if spool_dir is not None:
-        return read_spool(spool_dir, summary)
+        directories = spool_directories(spool_dir)
+        if not directories:
+            raise click.UsageError(f"{spool_dir} holds no Tlytics spool (no cache.db)")
+        progress.total = count_spool_entries(directories)
+        return read_spools(directories, summary, progress)
     if file_name not in (None, "-"):
         path = Path(str(file_name))
         if not path.is_file():
             raise click.UsageError(f"no such file: {path}")
-        return _read_file(path, summary)
-    return read_ndjson(sys.stdin.buffer, "stdin", summary)
+        progress.total = path.stat().st_size
+        return _read_file(path, summary, progress)
+    return read_ndjson(sys.stdin.buffer, "stdin", summary, progress)
 
 
-def _read_file(path: Path, summary: Summary) -> Iterator[Found]:
+def _read_file(path: Path, summary: Summary, progress: Progress) -> Iterator[Found]:
     with path.open("rb") as stream:
-        yield from read_ndjson(stream, str(path), summary)
+        yield from read_ndjson(stream, str(path), summary, progress)
 
 
 def _replayer(server: str, write_key: str | None, read_key: str | None, timeout_s: float, summary: Summary) -> Replayer:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
 from tlytics.client.client import Client
@@ -29,18 +29,24 @@ def aiohttp_middleware(
     key: str = HTTP_REQUEST_KEY,
     trust_forwarded: bool = False,
     record_ip: RecordIP = "truncated",
+    skip_paths: Iterable[str] = (),
 ) -> Middleware:
     """An aiohttp middleware: `web.Application(middlewares=[aiohttp_middleware(client)])`.
 
     With `trust_forwarded`, client_ip is the first X-Forwarded-For address (behind a proxy
     you run); otherwise the peer address. `record_ip`: "truncated" (default), "full", "none".
+    `skip_paths`: paths not recorded, exact ("/health") or prefixes ending with "*".
     """
     from aiohttp import web
 
-    recorder = RequestRecorder(client, key=key, trust_forwarded=trust_forwarded, record_ip=record_ip)
+    recorder = RequestRecorder(
+        client, key=key, trust_forwarded=trust_forwarded, record_ip=record_ip, skip_paths=skip_paths
+    )
 
     @web.middleware
     async def tlytics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if recorder.skips(request.path):
+            return await handler(request)
         started = time.perf_counter()
         status = 500
         size: int | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
 from tlytics.client.client import Client
@@ -29,7 +29,7 @@ def _route_template(scope: Scope) -> str | None:
 
 class ASGIMiddleware:
     """ASGI middleware: `app.add_middleware(ASGIMiddleware, client=client)` in FastAPI/Starlette,
-    or `ASGIMiddleware(app, client)` around any ASGI app."""
+    or `ASGIMiddleware(app, client)` around any ASGI app. Options as `aiohttp_middleware`'s."""
 
     def __init__(
         self,
@@ -39,12 +39,15 @@ class ASGIMiddleware:
         key: str = HTTP_REQUEST_KEY,
         trust_forwarded: bool = False,
         record_ip: RecordIP = "truncated",
+        skip_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
-        self.recorder = RequestRecorder(client, key=key, trust_forwarded=trust_forwarded, record_ip=record_ip)
+        self.recorder = RequestRecorder(
+            client, key=key, trust_forwarded=trust_forwarded, record_ip=record_ip, skip_paths=skip_paths
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope.get("type") != "http":
+        if scope.get("type") != "http" or self.recorder.skips(str(scope.get("path", ""))):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

@@ -7,6 +7,8 @@ import functools
 import re
 from collections.abc import Callable
 
+from tlytics.client.middleware.bot_patterns import one_matcher
+
 # Only when the list cannot be imported (a vendored install without it): the words nearly every
 # crawler names itself with, so is_bot still means something.
 _FALLBACK_PATTERN = re.compile(r"bot|crawl|spider|slurp|scrap", re.IGNORECASE)
@@ -17,10 +19,13 @@ def _matcher() -> Callable[[str], bool]:
     # Imported on first use: the list is half a megabyte of JSON read at import time, which an
     # application that never records a request should not pay for.
     try:
-        from crawleruseragents import is_crawler  # type: ignore[import-untyped]
+        from crawleruseragents import CRAWLER_USER_AGENTS_DATA  # type: ignore[import-untyped]
     except ImportError:
         return lambda user_agent: _FALLBACK_PATTERN.search(user_agent) is not None
-    return lambda user_agent: bool(is_crawler(user_agent))
+    # One compiled matcher instead of the list's own is_crawler, a loop over 60 regexes
+    # of 25 patterns each: 120-280 us per user agent not seen before.
+    matcher = one_matcher(entry["pattern"] for entry in CRAWLER_USER_AGENTS_DATA)
+    return lambda user_agent: matcher.search(user_agent) is not None
 
 
 # Longer user agents are matched every time: a client sending long random ones must not be

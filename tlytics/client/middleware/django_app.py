@@ -7,22 +7,28 @@ cannot be passed as arguments):
         "record_ip": "truncated",                # or "full", "none"
         "trust_forwarded": False,
         "key": "http_request",
+        "skip_paths": ["/health"],               # exact paths, or prefixes ending with "*"
     }
 
-Works under WSGI and ASGI Django alike (sync and async capable).
+Works under WSGI and ASGI Django alike (sync and async capable). A streamed response
+(StreamingHttpResponse, FileResponse) is recorded when Django closes it, once its body is
+sent: its duration_ms includes the body, and its response_size is the bytes sent.
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any
 
 from tlytics.client.client import Client
 from tlytics.client.middleware.recording import HTTP_REQUEST_KEY, RequestRecorder, RequestSeen
 
+log = logging.getLogger("tlytics.client.middleware")
+
 SETTING_NAME = "TLYTICS"
-_OPTION_NAMES = frozenset({"client", "record_ip", "trust_forwarded", "key"})
+_OPTION_NAMES = frozenset({"client", "record_ip", "trust_forwarded", "key", "skip_paths"})
 
 
 def _configured_recorder() -> RequestRecorder:
@@ -47,6 +53,7 @@ def _configured_recorder() -> RequestRecorder:
             key=str(options.get("key", HTTP_REQUEST_KEY)),
             trust_forwarded=bool(options.get("trust_forwarded", False)),
             record_ip=str(options.get("record_ip", "truncated")),
+            skip_paths=options.get("skip_paths", ()),
         )
     except ValueError as exc:
         raise ImproperlyConfigured(f"settings.{SETTING_NAME}: {exc}") from exc
@@ -81,31 +88,75 @@ class DjangoMiddleware:
     def __call__(self, request: Any) -> Any:
         if self._is_async:
             return self._call_async(request)
+        if self.recorder.skips(request.path):
+            return self.get_response(request)
         started = time.perf_counter()
         response = None
         try:
             response = self.get_response(request)
             return response
         finally:
-            self._record(request, response, started)
+            self._record_when_sent(request, response, started)
 
     async def _call_async(self, request: Any) -> Any:
+        if self.recorder.skips(request.path):
+            return await self.get_response(request)
         started = time.perf_counter()
         response = None
         try:
             response = await self.get_response(request)
             return response
         finally:
-            self._record(request, response, started)
+            self._record_when_sent(request, response, started)
 
-    def _record(self, request: Any, response: Any, started: float) -> None:
-        self.recorder.record(lambda: _seen(request, response, started))
+    def _record_when_sent(self, request: Any, response: Any, started: float) -> None:
+        """Record now; a streamed body (StreamingHttpResponse) once the server has sent it and
+        closed the response, so that duration_ms and response_size cover the body."""
+        closers = getattr(response, "_resource_closers", None)
+        streamed = response is not None and getattr(response, "streaming", False)
+        if not streamed or not isinstance(closers, list):
+            self.recorder.record(lambda: _seen(request, response, started, None))
+            return
+        sent = _SentBytes()
+        try:
+            if getattr(response, "file_to_stream", None) is None:  # a FileResponse has its size
+                response.streaming_content = _counted(response, sent)
+        except Exception:  # recording never breaks the response
+            log.exception("tlytics_middleware_observe_failed")
+        # Django runs these in response.close(), which the server calls once the body is sent
+        # (WSGI: the iterable's close(); ASGI: after the last chunk).
+        closers.append(lambda: self.recorder.record(lambda: _seen(request, response, started, sent)))
 
 
-def _seen(request: Any, response: Any, started: float) -> RequestSeen:
+class _SentBytes:
+    """Bytes of a streamed body sent so far."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+def _counted(response: Any, sent: _SentBytes) -> Any:
+    """The response's streamed body, counting its bytes into `sent` as they go out."""
+    chunks = response.streaming_content
+    if getattr(response, "is_async", False):
+
+        async def counted_async() -> AsyncIterator[bytes]:
+            async for chunk in chunks:
+                sent.count += len(chunk)
+                yield chunk
+
+        return counted_async()
+
+    def counted() -> Iterator[bytes]:
+        for chunk in chunks:
+            sent.count += len(chunk)
+            yield chunk
+
+    return counted()
+
+
+def _seen(request: Any, response: Any, started: float, sent: _SentBytes | None) -> RequestSeen:
     meta = request.META
-    # A streamed body's size is not known without consuming it: null rather than a guess.
-    streaming = response is None or getattr(response, "streaming", False)
     return RequestSeen(
         method=str(request.method),
         route=_route_template(request),
@@ -117,5 +168,16 @@ def _seen(request: Any, response: Any, started: float) -> RequestSeen:
         peer=meta.get("REMOTE_ADDR"),
         forwarded_for=meta.get("HTTP_X_FORWARDED_FOR"),
         user_agent=meta.get("HTTP_USER_AGENT"),
-        response_size=None if streaming else len(response.content),
+        response_size=_size(response, sent),
     )
+
+
+def _size(response: Any, sent: _SentBytes | None) -> int | None:
+    if response is None:
+        return None
+    if not getattr(response, "streaming", False):
+        return len(response.content)
+    length = response.get("Content-Length") if hasattr(response, "get") else None
+    if length is not None and str(length).isdigit():
+        return int(length)  # a FileResponse: its file's size
+    return sent.count if sent is not None else None

@@ -28,6 +28,24 @@ def _route_template(environ: dict[str, Any]) -> str | None:
     return rule if isinstance(rule, str) else None
 
 
+def _route_matched_before_failing(app: WSGIApp, environ: dict[str, Any]) -> str | None:
+    """The rule of a request whose exception left a Flask app (as Flask lets it when testing
+    or debugging): no response started, and Flask has taken its request out of the environ,
+    so the rule is matched again with the app's own URL map. None for an app without one."""
+    url_map = getattr(getattr(app, "__self__", app), "url_map", None)
+    if url_map is None:
+        return None
+    from werkzeug.exceptions import HTTPException
+    from werkzeug.routing import RequestRedirect
+
+    try:
+        rule, _ = url_map.bind_to_environ(environ).match(return_rule=True)
+    except (HTTPException, RequestRedirect):  # no rule matched, or only with a redirect
+        return None
+    text = getattr(rule, "rule", None)
+    return text if isinstance(text, str) else None
+
+
 def _wsgi_text(value: object) -> str:
     """A WSGI environ string as the text it stands for: PEP 3333 gives the URL's bytes read as
     latin-1, so /café arrives as /cafÃ©; bytes that are not UTF-8 become U+FFFD (as werkzeug
@@ -41,7 +59,8 @@ def _wsgi_text(value: object) -> str:
 
 class WSGIMiddleware:
     """WSGI middleware: `app.wsgi_app = WSGIMiddleware(app.wsgi_app, client)` in Flask.
-    The event is recorded when the server closes the response, so the size is the real one."""
+    The event is recorded when the server closes the response, so the size is the real one.
+    Options as `aiohttp_middleware`'s."""
 
     def __init__(
         self,
@@ -51,11 +70,17 @@ class WSGIMiddleware:
         key: str = HTTP_REQUEST_KEY,
         trust_forwarded: bool = False,
         record_ip: RecordIP = "truncated",
+        skip_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
-        self.recorder = RequestRecorder(client, key=key, trust_forwarded=trust_forwarded, record_ip=record_ip)
+        self.recorder = RequestRecorder(
+            client, key=key, trust_forwarded=trust_forwarded, record_ip=record_ip, skip_paths=skip_paths
+        )
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        path = _wsgi_text(environ.get("PATH_INFO", ""))
+        if self.recorder.skips(path):
+            return self.app(environ, start_response)
         started = time.perf_counter()
         state: dict[str, Any] = {"status": 500, "size": 0, "route": None, "recorded": False}
 
@@ -78,7 +103,7 @@ class WSGIMiddleware:
                 lambda: RequestSeen(
                     method=str(environ.get("REQUEST_METHOD", "")),
                     route=state["route"],
-                    path=_wsgi_text(environ.get("PATH_INFO", "")),
+                    path=path,
                     status_code=state["status"],
                     started=started,
                     peer=environ.get("REMOTE_ADDR"),
@@ -91,6 +116,11 @@ class WSGIMiddleware:
         try:
             body = self.app(environ, observing_start_response)
         except BaseException:
+            if state["route"] is None:
+                try:
+                    state["route"] = _route_matched_before_failing(self.app, environ)
+                except Exception:  # recording never breaks the response
+                    log.exception("tlytics_middleware_observe_failed")
             record()
             raise
         return _ObservedBody(body, state, record)
