@@ -18,9 +18,7 @@ def leftovers(folder: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("writer", ["process", "thread"])
-def test_a_sigterm_stopped_server_leaves_no_wal_or_shm_files(
-    writer: str, server_factory: Any, tmp_path: Path
-) -> None:
+def test_a_sigterm_stopped_server_leaves_no_wal_or_shm_files(writer: str, server_factory: Any, tmp_path: Path) -> None:
     server = server_factory(extra_args=["--writer", writer]).start()
     status, _ = http_json("POST", f"{server.url}/events", [{"key": "before_stop", "data": {"n": 1}}])
     assert status == 200
