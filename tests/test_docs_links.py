@@ -1,4 +1,4 @@
-"""Every relative link in README.md and docs/*.md points at a file that exists and, when it
+"""Every relative link in README.md, docs/*.md and bench/README.md points at a file that exists and, when it
 names a heading (`page.md#anchor`), at a heading of that page as GitHub spells its anchor;
 and every page of docs/ is reachable from the README."""
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+PAGES = [ROOT / "README.md", *DOCS, ROOT / "bench" / "README.md"]
 FENCE = re.compile(r"^(```|~~~).*?^\1", re.MULTILINE | re.DOTALL)
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
@@ -77,5 +78,5 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
     linked = {
         (ROOT / target.partition("#")[0]).resolve() for target in relative_links(ROOT / "README.md") if target[0] != "#"
     }
-    unlinked = [page.name for page in PAGES[1:] if page.resolve() not in linked]
+    unlinked = [page.name for page in DOCS if page.resolve() not in linked]
     assert unlinked == []
