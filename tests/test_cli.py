@@ -226,12 +226,12 @@ def test_a_bad_environment_value_is_named_even_when_a_flag_overrides_it(
     assert f"{variable}={value!r}" in capsys.readouterr().err
 
 
-def test_the_readme_configuration_table_matches_the_declarations() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_the_documented_configuration_table_matches_the_declarations() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "operations.md").read_text()
     rows = re.findall(r"^\| `(--[a-z-]+)` \| `(TLYTICS_[A-Z_]+)` \| (.*) \|$", readme, re.MULTILINE)
     table = {flag: (variable, default) for flag, variable, default in rows}
     for _, option in operator_options():
         variable, default = table.pop(option.flag)
         assert variable == option.environment_variable
         assert default.lstrip("`").startswith(option.default_text), (option.flag, default)
-    assert table == {}, "the README documents flags that do not exist"
+    assert table == {}, "docs/operations.md documents flags that do not exist"

@@ -94,14 +94,30 @@ def test_the_nodes_profile_runs_two_nodes_on_one_postgresql_each_with_its_own_sp
     assert len(spools) == 2 and spools <= set(COMPOSE["volumes"]), "each node needs a spool of its own"
 
 
+NGINX_CONFIG = (ROOT / "docker" / "nginx-nodes.conf").read_text()
+# `resolve` on an upstream server (re-resolving its name at run time) came to open-source
+# nginx in 1.27.3.
+NGINX_RESOLVE_SINCE = (1, 27, 3)
+
+
+def nginx_version(text: str) -> tuple[int, ...]:
+    match = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?", text)
+    assert match, text
+    return tuple(int(part) for part in match.groups(default="99"))
+
+
 def test_the_balancer_config_is_valid_nginx_and_sends_to_both_nodes(tmp_path: Path) -> None:
-    config = (ROOT / "docker" / "nginx-nodes.conf").read_text()
+    config = NGINX_CONFIG
     for name in NODES:
         assert f"server {name}:{COMPOSE['services'][name]['environment']['TLYTICS_PORT']}" in config
     nginx = shutil.which("nginx")
     if nginx is None:
-        pytest.skip("nginx is not installed here: only the upstreams were checked")
-    # nginx -t resolves upstream names: point them at loopback for the syntax check.
+        pytest.skip("nginx is not installed here (apt-get install nginx): only the upstreams were checked")
+    version = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=60).stderr
+    if nginx_version(version) < NGINX_RESOLVE_SINCE:
+        # An older nginx here than in the image: check the rest of the syntax without `resolve`.
+        config = config.replace(" resolve ", " ")
+    # nginx -t resolves upstream names without `resolve`: point them at loopback for the check.
     for name in NODES:
         config = config.replace(f"server {name}:", "server 127.0.0.1:")
     (tmp_path / "site.conf").write_text(config)
@@ -111,6 +127,62 @@ def test_the_balancer_config_is_valid_nginx_and_sends_to_both_nodes(tmp_path: Pa
         [nginx, "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True, timeout=60
     )
     assert checked.returncode == 0, checked.stderr
+
+
+def test_the_balancer_re_resolves_the_nodes_addresses() -> None:
+    # A node recreated by Docker gets a new address: nginx asks Docker's DNS again (valid=…)
+    # instead of keeping the address it resolved at start.
+    assert re.search(r"^resolver 127\.0\.0\.11 valid=\d+s\b", NGINX_CONFIG, re.MULTILINE)
+    servers = re.findall(r"^\s*server (\S+) (.*);$", NGINX_CONFIG, re.MULTILINE)
+    assert {address.split(":")[0] for address, _ in servers} == set(NODES)
+    assert all(options.split()[0] == "resolve" for _, options in servers), servers
+    assert re.search(r"^\s*zone tlytics \d+k;", NGINX_CONFIG, re.MULTILINE), "resolve needs a shared memory zone"
+    image = COMPOSE["services"]["balancer"]["image"]
+    assert re.fullmatch(r"nginx:\d+\.\d+(\.\d+)?-alpine", image)
+    assert nginx_version(image) >= NGINX_RESOLVE_SINCE, image
+
+
+def test_the_balancer_waits_for_healthy_nodes() -> None:
+    balancer = COMPOSE["services"]["balancer"]
+    assert balancer["depends_on"] == {name: {"condition": "service_healthy"} for name in NODES}
+    for name in NODES:
+        assert COMPOSE["services"][name]["healthcheck"]["test"] == SERVICE["healthcheck"]["test"]
+
+
+def test_the_nodes_profile_does_not_start_the_single_server() -> None:
+    # A service without a profile is started with every profile: each one has its own.
+    profiles = {name: service.get("profiles") for name, service in COMPOSE["services"].items()}
+    assert all(profiles.values()), profiles
+    nodes = {name for name, names in profiles.items() if "nodes" in names}
+    assert nodes == {"postgres", "balancer", *NODES}
+    assert "nodes" not in profiles["tlytics"]
+    assert not any("single" in names for name, names in profiles.items() if name != "tlytics")
+
+
+def test_one_image_built_once_and_never_pulled() -> None:
+    builders = [name for name, service in COMPOSE["services"].items() if "build" in service]
+    assert builders == ["tlytics"]
+    image = SERVICE["image"]
+    for name in NODES:
+        service = COMPOSE["services"][name]
+        assert service["image"] == image and service["pull_policy"] == "never" and "build" not in service
+
+
+def test_the_image_installs_the_locked_versions_with_their_hashes() -> None:
+    installs = [line for line in instruction("RUN") if "pip install" in line]
+    assert installs, "the Dockerfile installs nothing"
+    first = re.split(r"\s*&&\s*", installs[0])[0].split()
+    assert first[:2] == ["pip", "install"] and "--require-hashes" in first
+    assert first[first.index("-r") + 1] == "requirements.lock"
+    # Every later pip install adds the project alone: nothing resolved from an index.
+    for line in installs[1:]:
+        for command in re.split(r"\s*&&\s*", line):
+            if command.startswith("pip install"):
+                assert "--no-deps" in command.split() and "--no-build-isolation" in command.split(), command
+    copies = [line.split() for line in instruction("COPY")]
+    assert copies[0] == ["requirements.lock", "./"], "the lock is copied (and installed) before the code"
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert "!requirements.lock" in ignore and ignore.index("!requirements.lock") > ignore.index("**/*.lock")
 
 
 def test_entry_point_is_the_console_script() -> None:

@@ -24,7 +24,7 @@ from tlytics.errors import StoreError
 from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent, UniqueCounts, exact_unique_counts
 from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import ThreadConnections, grouped_number
-from tlytics.store.sqlite.connection import connect, store_errors
+from tlytics.store.sqlite.connection import connect, fold_wal_on_close, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
 from tlytics.store.sqlite.sketches import sketched, sketched_unique_counts
@@ -264,6 +264,7 @@ class SQLiteReader:
     def close(self) -> None:
         """Close every thread's connection; call once no read is running."""
         self._connections.close()
+        fold_wal_on_close(self.path)
 
 
 def _close_quietly(connection: apsw.Connection) -> None:
