@@ -2,7 +2,7 @@
 of problem (`causes`). The figures and the texts that name the store (host, port, user,
 database, the driver's error) and the counts need a key that may read raw events; a stats key or
 a wrong key gets the short answer, never a 401. While no reading key is set, reading is open to
-all, and so are the details."""
+all, and so are the details. And its 503 names the cause of now, not an earlier one."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from tests.helpers import free_port
+from tlytics.errors import SpoolError, SpoolFull
 from tlytics.ingest import Settings, create_app
 from tlytics.ingest.monitoring import CAUSES
+from tlytics.ingest.state import SPOOL
 
 READ_KEY = "read-key-0123456789"
 STATS_KEY = "stats-key-0123456789"
@@ -30,9 +32,7 @@ async def _health(client: Any, key: str | None = None) -> tuple[int, dict[str, A
 async def test_without_a_read_key_health_says_only_whether_and_what_kind(
     aiohttp_client: Any, settings: Settings
 ) -> None:
-    app: web.Application = create_app(
-        dataclasses.replace(settings, read_keys=(READ_KEY,), stats_keys=(STATS_KEY,))
-    )
+    app: web.Application = create_app(dataclasses.replace(settings, read_keys=(READ_KEY,), stats_keys=(STATS_KEY,)))
     client = await aiohttp_client(app)
     for key in (None, STATS_KEY, "not-a-key-at-all-0000"):
         status, body, _ = await _health(client, key)
@@ -54,3 +54,34 @@ async def test_an_unreachable_store_is_named_only_to_readers(aiohttp_client: Any
         assert secret not in text, secret
     status, body, text = await _health(client, READ_KEY)
     assert status == 503 and body["stored_events"] is None and "secret_db_x" in body["store"], body
+
+
+async def test_health_names_the_latest_cause_not_an_earlier_one(
+    aiohttp_client: Any, settings: Settings, monkeypatch: Any
+) -> None:
+    app: web.Application = create_app(settings)
+    client = await aiohttp_client(app)
+    spool = app[SPOOL]
+
+    def failing_append(entries: Any) -> None:
+        raise SpoolError("spool append failed: disk I/O error (the earlier cause)")
+
+    def append_to_a_full_disk(entries: Any) -> None:
+        raise SpoolFull("disk has 0 bytes free; 67108864 are kept in reserve")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(spool, "append_many", failing_append)
+        assert (await client.post("/events", json=[{"key": "k"}])).status == 503
+        status, body, _ = await _health(client)
+        assert status == 503 and body["causes"] == ["spool_failing"], body
+        # Then the disk fills up: that is the cause from here on, in the answers and in /health.
+        patched.setattr(spool, "append_many", append_to_a_full_disk)
+        patched.setattr(spool, "disk_free_bytes", lambda: 0)
+        answer = await client.post("/events", json=[{"key": "k"}])
+        assert answer.status == 503 and "spool is full" in (await answer.json())["error"]
+        status, body, text = await _health(client)
+        assert status == 503 and body["causes"] == ["spool_disk_full"], body
+        assert "earlier cause" not in text
+    assert (await client.post("/events", json=[{"key": "k"}])).status == 200
+    status, body, _ = await _health(client)
+    assert status == 200 and body["causes"] == [], body
