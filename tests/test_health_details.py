@@ -7,10 +7,13 @@ all, and so are the details. And its 503 names the cause of now, not an earlier 
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+import tlytics.ingest
 from tests.helpers import free_port
 from tlytics.errors import SpoolError, SpoolFull
 from tlytics.ingest import Settings, create_app
@@ -85,3 +88,9 @@ async def test_health_names_the_latest_cause_not_an_earlier_one(
     assert (await client.post("/events", json=[{"key": "k"}])).status == 200
     status, body, _ = await _health(client)
     assert status == 200 and body["causes"] == [], body
+
+
+def test_the_causes_are_the_documented_ones() -> None:
+    document = json.loads((Path(tlytics.ingest.__file__).parent / "openapi.json").read_text())
+    documented = document["components"]["schemas"]["Health"]["properties"]["causes"]["items"]["enum"]
+    assert documented == list(CAUSES)
