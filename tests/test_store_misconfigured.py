@@ -8,6 +8,7 @@ test_store_choice."""
 from __future__ import annotations
 
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +19,6 @@ import pytest
 
 from tests.helpers import free_port, http_json, server_argv
 from tests.postgres_cluster import PostgresCluster
-
-__all__ = ["postgres_cluster"]  # the session fixture, used here by name
 
 
 def _start(tmp_path: Path, url: str, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -75,3 +74,13 @@ def test_start_without_store_starts_anyway_and_health_says_why(
     status, health = http_json("GET", server.url + "/health")
     assert status == 503 and health["status"] == "unavailable" and "store_unreachable" in health["causes"], health
     assert any("does not exist" in problem for problem in health["problems"]), health
+    # The container health check fails, and says why (docker inspect shows it).
+    assert server.process is not None
+    check = subprocess.run(
+        [sys.executable, "-m", "tlytics.healthcheck", "--pid", str(server.process.pid)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.returncode == 1 and "503 store_unreachable" in check.stderr, check
