@@ -75,9 +75,12 @@ class OneAtATime(Generic[T]):
 
     async def result(self, *, wait_s: float) -> T:
         """The result of a call started now (or of the one running); TimeoutError after `wait_s`."""
-        if self._running is None or self._running.done():
-            self._running = asyncio.get_running_loop().run_in_executor(self._executor, self._fn)
-        return await asyncio.wait_for(asyncio.shield(self._running), timeout=wait_s)
+        running = self._running
+        if running is None or running.done():
+            if running is not None and not running.cancelled():
+                running.exception()  # seen (its waiters may all have given up): no warning at exit
+            self._running = running = asyncio.get_running_loop().run_in_executor(self._executor, self._fn)
+        return await asyncio.wait_for(asyncio.shield(running), timeout=wait_s)
 
     def close(self) -> None:
         """Wait for a call still running (bounded: the store's budget and connect timeout)."""
