@@ -22,7 +22,7 @@ from typing import Generic, TypeVar
 from aiohttp import web
 
 from tlytics.errors import StoreError
-from tlytics.ingest.state import QUARANTINE, SETTINGS, SPOOL, SPOOL_FIGURES, STORE_HEALTH
+from tlytics.ingest.state import QUARANTINE, SETTINGS, SPOOL
 from tlytics.ingest.store_choice import ReaderOnDemand, open_probe_reader
 from tlytics.spool import Spool
 from tlytics.store.budget import read_budget
@@ -142,6 +142,11 @@ class StoreHealth:
     def close(self) -> None:
         self._probe.close()
         self._reader.close()
+
+
+# What /health and /metrics read, each on a thread of its own, never behind the reading threads.
+STORE_HEALTH = web.AppKey("store_health", StoreHealth)
+SPOOL_FIGURES: web.AppKey[OneAtATime[SpoolFigures]] = web.AppKey("spool_figures")
 
 
 async def health_watch_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -23,7 +23,7 @@ from tlytics import __version__
 from tlytics.errors import SpoolError
 from tlytics.ingest.auth import may_call, presented_key
 from tlytics.ingest.error_answers import RETRY_AFTER_S
-from tlytics.ingest.health_watch import SPOOL_FIGURES_WAIT_S, SpoolFigures
+from tlytics.ingest.health_watch import SPOOL_FIGURES, SPOOL_FIGURES_WAIT_S, STORE_HEALTH, SpoolFigures
 from tlytics.ingest.responses import json_response
 from tlytics.ingest.state import (
     COMMITTER,
@@ -32,8 +32,6 @@ from tlytics.ingest.state import (
     METRICS,
     QUARANTINE,
     SETTINGS,
-    SPOOL_FIGURES,
-    STORE_HEALTH,
     WRITE_SCHEDULER,
 )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -15,9 +14,6 @@ from tlytics.ingest.settings import Settings
 from tlytics.ingest.writer import WriteScheduler
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import StoreReader
-
-if TYPE_CHECKING:
-    from tlytics.ingest.health_watch import OneAtATime, SpoolFigures, StoreHealth
 
 
 @dataclass
@@ -41,6 +37,3 @@ COMMITTER = web.AppKey("committer", GroupCommitter)
 # The API keys in force (replaced whole when the keys file is reloaded), and the rate limits.
 KEYS = web.AppKey("keys", Keys)
 RATE_LIMITS = web.AppKey("rate_limits", RateLimits)
-# What /health and /metrics read, each on a thread of its own, never behind the reads above.
-STORE_HEALTH: web.AppKey[StoreHealth] = web.AppKey("store_health")
-SPOOL_FIGURES: web.AppKey[OneAtATime[SpoolFigures]] = web.AppKey("spool_figures")
