@@ -51,7 +51,8 @@ async def test_an_unreachable_store_is_named_only_to_readers(aiohttp_client: Any
     app: web.Application = create_app(dataclasses.replace(settings, store_url=url, read_keys=(READ_KEY,)))
     client = await aiohttp_client(app)
     status, body, text = await _health(client)
-    assert status == 503 and set(body) == SHORT_ANSWER and body["causes"] == ["store_unreachable"], body
+    # (The writer's first drain may have failed on it too: writer_failing, then.)
+    assert status == 503 and set(body) == SHORT_ANSWER and "store_unreachable" in body["causes"], body
     assert set(body["causes"]) <= set(CAUSES)
     for secret in ("secret_user_x", "secret_db_x", str(port), "127.0.0.1", "refused"):
         assert secret not in text, secret
