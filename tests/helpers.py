@@ -208,12 +208,25 @@ class ServerProcess:
         if log is not None and not log.closed:
             log.close()
 
+    def reading_key(self) -> str | None:
+        """A key of this server that may read raw events (from its flags or environment), if any."""
+        for flag in ("--read-key", "--admin-key"):
+            if flag in self.extra_args[:-1]:
+                return self.extra_args[self.extra_args.index(flag) + 1]
+        for variable in ("TLYTICS_READ_KEYS", "TLYTICS_ADMIN_KEYS"):
+            if self.extra_env.get(variable):
+                return self.extra_env[variable].split(",")[0].strip()
+        return None
+
     def wait_drained(self, timeout_s: float = 30.0) -> dict[str, Any]:
         """Wait until the spool is empty; return the last /health body."""
         deadline = time.monotonic() + timeout_s
         body: dict[str, Any] = {}
+        # /health's figures are for readers once the server has reading keys (issue 19).
+        key = self.reading_key()
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else None
         while time.monotonic() < deadline:
-            _, body = http_json("GET", f"{self.url}/health")
+            _, body = http_json("GET", f"{self.url}/health", headers=headers)
             if body["spool_entries"] == 0:
                 return body
             time.sleep(0.05)
