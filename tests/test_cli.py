@@ -158,6 +158,9 @@ def test_every_default_is_the_documented_one() -> None:
         "keys_file": None,
         "rate_limit": None,
         "read_rate_limit": None,
+        "read_timeout_s": 10.0,
+        "store_unhealthy_after_s": 30.0,
+        "start_without_store": False,
         "unique_properties": (),
         "cors_origins": (),
         "auth_failure_rate": Rate(per_second=10.0, burst=100, text="10/s,burst=100"),
@@ -192,6 +195,9 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--keys-file": "/etc/tlytics/keys",
         "--rate-limit": "2000/s",
         "--read-rate-limit": "20/s,burst=100",
+        "--read-timeout": "2s",
+        "--store-unhealthy-after": "1m",
+        "--start-without-store": "yes",
         "--unique-property": "data.user_id",
         "--cors-origin": "https://shop.example",
         "--auth-failure-limit": "1/s",
@@ -235,3 +241,11 @@ def test_the_documented_configuration_table_matches_the_declarations() -> None:
         assert variable == option.environment_variable
         assert default.lstrip("`").startswith(option.default_text), (option.flag, default)
     assert table == {}, "docs/operations.md documents flags that do not exist"
+
+
+def test_a_yes_no_flag_alone_means_yes() -> None:
+    assert parse_settings(["--start-without-store"], {})[0].start_without_store is True
+    assert parse_settings(["--start-without-store", "no"], {})[0].start_without_store is False
+    assert parse_settings([], {"TLYTICS_START_WITHOUT_STORE": "true"})[0].start_without_store is True
+    with pytest.raises(SystemExit):
+        parse_settings(["--start-without-store", "maybe"], {})

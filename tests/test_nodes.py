@@ -51,12 +51,14 @@ def durable_cluster() -> Iterator[PostgresCluster]:
         cluster.remove()
 
 
-def start_node(server_factory: Any, tmp_path: Path, name: str, url: str, *, flush: str = "100ms") -> ServerProcess:
+def start_node(
+    server_factory: Any, tmp_path: Path, name: str, url: str, *, flush: str = "100ms", extra_args: tuple[str, ...] = ()
+) -> ServerProcess:
     """The node `name`: its own spool under tmp_path/name (the same one on a restart)."""
     home = tmp_path / name
     home.mkdir(exist_ok=True)
     # --db is what ServerProcess always passes; with --store it is not used.
-    arguments = ["--store", url, "--spool", str(home / "spool")]
+    arguments = ["--store", url, "--spool", str(home / "spool"), *extra_args]
     server: ServerProcess = server_factory(home / "unused.db", flush=flush, extra_args=arguments)
     return server.start()
 
@@ -143,8 +145,11 @@ def test_postgresql_stopped_mid_load_and_started_again(
     server_factory: Any, tmp_path: Path, durable_cluster: PostgresCluster
 ) -> None:
     url = durable_cluster.create_database("tlytics")
-    a = start_node(server_factory, tmp_path, "a", url)
-    b = start_node(server_factory, tmp_path, "b", url)
+    # The nodes stay in rotation while PostgreSQL is down for less than --store-unhealthy-after:
+    # long enough here for a busy machine (the default, 30s, is tested in test_store_reconnect).
+    patient = ("--store-unhealthy-after", "10m")
+    a = start_node(server_factory, tmp_path, "a", url, extra_args=patient)
+    b = start_node(server_factory, tmp_path, "b", url, extra_args=patient)
     senders = [Sender(node.url, threads=2, batch_size=50).start().wait_acknowledged() for node in (a, b)]
     time.sleep(0.5)
     durable_cluster.stop("immediate")  # a crash of PostgreSQL: no checkpoint, no goodbye

@@ -21,6 +21,7 @@ try:
     import structlog
     from aiohttp import web
 
+    import tlytics.setting_values as setting_values
     from tlytics.ingest import Settings, create_app
     from tlytics.ingest.settings import Option, operator_options
     from tlytics.logs import configure_logging
@@ -56,12 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     for name, option in operator_options():
+        # A yes/no setting's flag alone means yes (`--start-without-store`).
+        is_switch = option.parse is setting_values.switch
         parser.add_argument(
             option.flag,
             dest=name,
             metavar=option.flag.lstrip("-").upper().replace("-", "_"),
             type=_argparse_type(option.parse),
             action="append" if option.repeatable else "store",
+            nargs="?" if is_switch else None,
+            const=True if is_switch else None,
             help=f"{option.help} (default: {option.default_text}) [{option.environment_variable}]",
         )
     return parser

@@ -66,6 +66,19 @@ class StoreUnavailable(StoreError):
     """The store cannot be reached now (PostgreSQL down or restarting); a retry later may do."""
 
 
+class ReadTimedOut(StoreUnavailable):
+    """A read ran out of its time budget (`--read-timeout`, `budget_s`) and was stopped."""
+
+    def __init__(self, message: str, *, budget_s: float | None) -> None:
+        super().__init__(message)
+        self.budget_s = budget_s
+
+
+class StoreMisconfigured(StoreError):
+    """The store refuses this server for good as configured (wrong password, no such database,
+    a role that may not create the schema): waiting will not help, an operator must."""
+
+
 class DeliveryError(TlyticsError):
     """The client could not deliver events to the server."""
 

@@ -10,6 +10,7 @@ When PID N is not a Tlytics server (outside a container), this process's own env
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import urllib.error
@@ -52,6 +53,15 @@ def server_url(flags: list[str], environ: Mapping[str, str]) -> str:
     return f"http://{host}:{settings.port}/health"
 
 
+def _causes(answer: urllib.error.HTTPError) -> list[str]:
+    """The causes a /health answer names, if it names any."""
+    try:
+        causes = json.loads(answer.read(65536)).get("causes")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return [str(cause) for cause in causes] if isinstance(causes, list) else []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tlytics.healthcheck", description=__doc__)
     parser.add_argument("--pid", type=int, default=1, help="the server's process id (default 1: a container's)")
@@ -66,6 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return 0 if response.status == 200 else 1
+    except urllib.error.HTTPError as exc:
+        # A 503 says why in its causes (e.g. store_unreachable): shown by `docker inspect`.
+        sys.stderr.write(f"unhealthy: {url}: {exc.code} {', '.join(_causes(exc)) or exc.reason}\n")
+        return 1
     except (urllib.error.URLError, OSError, ValueError) as exc:
         sys.stderr.write(f"unhealthy: {url}: {exc}\n")
         return 1

@@ -98,6 +98,14 @@ def writer_in_process(value: str) -> bool:
     return value == "process"
 
 
+def switch(value: str) -> bool:
+    """yes or no (also true/false, on/off, 1/0); the flag alone means yes."""
+    answer = {"yes": True, "true": True, "on": True, "1": True, "no": False, "false": False, "off": False, "0": False}
+    if value.lower() not in answer:
+        raise ValueError(f"must be yes or no, not {value!r}")
+    return answer[value.lower()]
+
+
 def log_level(value: str) -> str:
     """A level name the logging module knows, in any case: debug, info, warning, error."""
     if value.upper() not in logging.getLevelNamesMapping():

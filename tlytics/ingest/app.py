@@ -16,6 +16,7 @@ from aiohttp import web
 import tlytics.ingest.protocol_errors as protocol_errors
 from tlytics.ingest.auth import install_access_control
 from tlytics.ingest.body_work import body_workers_ctx
+from tlytics.ingest.health_watch import health_watch_ctx
 from tlytics.ingest.instance_lock import InstanceLock
 from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.middleware import answer_headers, errors_and_access_log
@@ -67,7 +68,9 @@ def create_app(settings: Settings) -> web.Application:
     app[COUNTERS] = IngestCounters()
     app[METRICS] = Metrics()
     install_access_control(app)  # first: a bad keys file stops the start before anything opens
-    app.cleanup_ctx.extend([_instance_lock_ctx, _spool_ctx, _store_ctx, _writer_ctx, _committer_ctx, body_workers_ctx])
+    app.cleanup_ctx.extend(
+        [_instance_lock_ctx, _spool_ctx, _store_ctx, health_watch_ctx, _writer_ctx, _committer_ctx, body_workers_ctx]
+    )
     app.on_startup.append(_warn_if_open)
     app.on_response_prepare.append(answer_headers)
     add_routes(app)

@@ -11,7 +11,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from tlytics.errors import InvalidRequest, RequestTooLarge, SpoolError, SpoolFull, StoreUnavailable, TlyticsError
+from tlytics.errors import (
+    InvalidRequest,
+    ReadTimedOut,
+    RequestTooLarge,
+    SpoolError,
+    SpoolFull,
+    StoreUnavailable,
+    TlyticsError,
+)
 from tlytics.ingest.responses import ApiError
 from tlytics.writer import ErasureIncomplete
 
@@ -32,6 +40,9 @@ def _tlytics_error_answer(exc: TlyticsError) -> ApiError | None:
         return ApiError(503, f"cannot accept durably now, retry later: {exc}", headers=_RETRY_LATER)
     if isinstance(exc, ErasureIncomplete):
         return ApiError(503, f"cannot erase now, retry later: {exc}", headers=_RETRY_LATER, deleted=exc.deleted)
+    if isinstance(exc, ReadTimedOut):
+        # The store is fine: this read asked too much of it in the time it has.
+        return ApiError(503, str(exc), headers=_RETRY_LATER, read_timeout_s=exc.budget_s)
     if isinstance(exc, StoreUnavailable):
         # PostgreSQL down or restarting: nothing is wrong with the request, and a retry will do
         # once it is back. (Any other StoreError, a disk I/O error, is a 500.)

@@ -283,6 +283,33 @@ class Settings:
         "failed authentications (401) per client address before it gets 429, e.g. 10/s,burst=100",
         default="10/s,burst=100",
     )
+    # Every read's time budget, queueing for a reading thread included: a read over it is
+    # stopped inside the store (its thread freed) and answered 503 with Retry-After.
+    read_timeout_s: float = _option(
+        "--read-timeout",
+        "TLYTICS_READ_TIMEOUT",
+        parse.positive_duration_s,
+        "time budget of one read (/view, /stats, /funnel, ...); a read over it is stopped and answered 503",
+        default="10s",
+    )
+    # /health answers 503 once the store has not answered for this long (at once while it has
+    # not answered since the server started): events still wait in the spool meanwhile.
+    store_unhealthy_after_s: float = _option(
+        "--store-unhealthy-after",
+        "TLYTICS_STORE_UNHEALTHY_AFTER",
+        parse.positive_duration_s,
+        "how long the store may not answer before /health says 503 (at once if it never answered since start)",
+        default="30s",
+    )
+    # A PostgreSQL that refuses this server at start (wrong password, no such database, a
+    # role that may not create the schema) stops the start, unless this is set.
+    start_without_store: bool = _option(
+        "--start-without-store",
+        "TLYTICS_START_WITHOUT_STORE",
+        parse.switch,
+        "start even when the store refuses this server (wrong password, no such database): events wait in the spool",
+        default="no",
+    )
     # Tuning without a flag: tests set these directly.
     # The writer wakes before its period once this many events wait in the spool.
     backlog_threshold_events: int = 20_000

@@ -6,6 +6,8 @@ server of its own that may be down when this one starts or go down later; events
 acknowledged into the local spool meanwhile. So its reader opens on demand (a read answers 503
 until PostgreSQL answers) and the writer opens its store on first use, migrating it, and tries
 again after a failure with backoff (see WriteScheduler), so it catches up once PostgreSQL is back.
+A PostgreSQL that answers but refuses this server (wrong password, no such database) is not
+"down": the server does not start, unless told to (`--start-without-store`).
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from typing import TypeVar
 
 import structlog
 
-from tlytics.errors import StoreError, StoreUnavailable
+from tlytics.errors import ReadTimedOut, StoreError, StoreMisconfigured, StoreUnavailable
 from tlytics.ingest.settings import Settings
 from tlytics.store import EventFilter, Page, Position, SQLiteReader, StoreReader
 from tlytics.store import migrate_store as migrate_sqlite
 from tlytics.store.base import Breakdown, UniqueCounts
+from tlytics.store.budget import refuse_if_spent
 
 # The writer's store opens in tlytics.store.open; the server's app imports these from here still.
 from tlytics.store.open import NODE_NAME_FILE as NODE_NAME_FILE
@@ -44,26 +47,29 @@ def migrate(settings: Settings) -> None:
     migrate_postgres(settings.store_url)
 
 
-def open_reader(settings: Settings) -> StoreReader:
-    """The chosen store's read side, migrated first. SQLite: StoreError when it cannot be
-    opened (the server does not start). PostgreSQL: opened now if it answers, else on a later
-    read; the server starts either way."""
+def open_reader(settings: Settings) -> ReaderOnDemand:
+    """The chosen store's read side for the handlers, migrated first, its reads stopped at
+    `--read-timeout` (see tlytics.store.budget). SQLite: StoreError when it cannot be opened
+    (the server does not start). PostgreSQL: opened now if it answers, else on a later read, and
+    the server starts either way, unless PostgreSQL refuses it for good (a wrong password, no such
+    database, a role that may not create the schema): StoreMisconfigured then, so the operator
+    learns it at once, except with `--start-without-store`."""
     if settings.store_url is None:
         # Migrations run before any reader opens: a reader never sees an old schema.
         migrate(settings)
-        return SQLiteReader(settings.db_path)
-    url = settings.store_url
-
-    def open_postgres() -> StoreReader:
-        from tlytics.store.postgres import PostgresReader, migrate_postgres
-
-        migrate_postgres(url)
-        return PostgresReader(url)
-
-    reader = ReaderOnDemand(open_postgres, unavailable=_postgres_unreachable)
+        reader = _store_reader(settings, statement_timeout_s=settings.read_timeout_s)
+        reader.open()
+        return reader
+    reader = _store_reader(settings, statement_timeout_s=settings.read_timeout_s)
     try:
         reader.open()
     except StoreError as exc:
+        if _refused_for_good(exc) and not settings.start_without_store:
+            raise StoreMisconfigured(
+                f"the store {settings.store_description} refuses this server: {exc}. Fix --store"
+                " (TLYTICS_STORE) or the database; --start-without-store starts anyway (events"
+                " wait in the spool until the store takes them)"
+            ) from exc
         log.warning(
             "store_unavailable_at_start",
             store=settings.store_description,
@@ -71,6 +77,29 @@ def open_reader(settings: Settings) -> StoreReader:
             hint="events are acknowledged into the spool and written once the store answers",
         )
     return reader
+
+
+def open_probe_reader(settings: Settings, *, budget_s: float) -> ReaderOnDemand:
+    """A reader of the chosen store apart from the handlers' (its own connection), for /health
+    to ask whether the store answers without waiting behind their reads; opened on first use."""
+    return _store_reader(settings, statement_timeout_s=budget_s)
+
+
+def _store_reader(settings: Settings, *, statement_timeout_s: float) -> ReaderOnDemand:
+    if settings.store_url is None:
+        path = settings.db_path
+        # SQLite's read connections stop a read over budget themselves (a progress handler).
+        return ReaderOnDemand(lambda: SQLiteReader(path))
+    url = settings.store_url
+
+    def open_postgres() -> StoreReader:
+        from tlytics.store.postgres import PostgresReader, migrate_postgres
+        from tlytics.store.postgres.connection import reader_url
+
+        migrate_postgres(url)
+        return PostgresReader(reader_url(url, statement_timeout_s=statement_timeout_s))
+
+    return ReaderOnDemand(open_postgres, unavailable=_postgres_unreachable, connection_lost=_postgres_connection_lost)
 
 
 def _postgres_unreachable(exc: StoreError) -> bool:
@@ -86,17 +115,37 @@ def _postgres_unreachable(exc: StoreError) -> bool:
     return False
 
 
+def _postgres_connection_lost(exc: StoreError) -> bool:
+    from tlytics.store.postgres.connection import connection_lost
+
+    return connection_lost(exc)
+
+
+def _refused_for_good(exc: StoreError) -> bool:
+    from tlytics.store.postgres.connection import refuses_for_good
+
+    return refuses_for_good(exc)
+
+
 class ReaderOnDemand:
     """A `StoreReader` opened on first use, and tried again on the next read after opening
     failed (PostgreSQL down as the server started). A failure that `unavailable` recognizes
-    is raised as StoreUnavailable (answered 503 with Retry-After, not 500). Thread-safe, as a
-    reader must be."""
+    is raised as StoreUnavailable (answered 503 with Retry-After, not 500); a read whose
+    connection `connection_lost` (PostgreSQL restarted since it was opened: the reader drops
+    it) is tried once more, on a new connection, so no read fails for a restart long past.
+    A read whose budget is spent before it starts is not started (ReadTimedOut). Thread-safe,
+    as a reader must be."""
 
     def __init__(
-        self, open_reader: Callable[[], StoreReader], *, unavailable: Callable[[StoreError], bool] | None = None
+        self,
+        open_reader: Callable[[], StoreReader],
+        *,
+        unavailable: Callable[[StoreError], bool] | None = None,
+        connection_lost: Callable[[StoreError], bool] | None = None,
     ) -> None:
         self._open_reader = open_reader
         self._unavailable = unavailable or (lambda exc: False)
+        self._connection_lost = connection_lost or (lambda exc: False)
         self._reader: StoreReader | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -124,8 +173,19 @@ class ReaderOnDemand:
             raise
 
     def _read(self, read: Callable[[StoreReader], T]) -> T:
+        refuse_if_spent()
         reader = self.open()
-        return self._translated(lambda: read(reader))
+        try:
+            return self._translated(lambda: read(reader))
+        except StoreError as exc:
+            if isinstance(exc, ReadTimedOut) or not self._connection_lost(exc):
+                raise
+            # Found broken by this read (the reader has dropped it): a read changes nothing,
+            # so running it again on a new connection is safe. Once: a store that is really
+            # down fails again at once and answers 503.
+            log.info("store_connection_replaced", error=str(exc))
+            refuse_if_spent()
+            return self._translated(lambda: read(reader))
 
     def count(self) -> int:
         return self._read(lambda reader: reader.count())

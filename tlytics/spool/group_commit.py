@@ -75,7 +75,11 @@ class GroupCommitter:
             except Exception as exc:
                 error = exc if isinstance(exc, SpoolError) else SpoolError(str(exc))
                 # A full spool is backpressure, not a failure: it clears as the writer drains.
-                if not isinstance(error, SpoolFull):
+                # It is also the latest cause: a failure before it no longer stands for it.
+                if isinstance(error, SpoolFull):
+                    self.failing_since = None
+                    self.last_error = None
+                else:
                     if self.failing_since is None:
                         self.failing_since = time.monotonic()
                     self.last_error = str(error)

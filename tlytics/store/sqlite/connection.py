@@ -4,7 +4,9 @@ where APSW's errors become `StoreError`.
 Each connection waits out another's short write locks (the busy timeout) instead of failing at
 once, applies APSW's best practices (WAL, foreign keys, no double-quoted strings), and sets
 `synchronous` explicitly. Read connections are opened read-only, so a read can never take the
-write lock the writer needs.
+write lock the writer needs, and they stop a statement that outlives its read's time budget
+(see `tlytics.store.budget`): SQLite calls a progress handler every few thousand instructions,
+which ends the statement once the budget is spent, so the thread is free again.
 """
 
 from __future__ import annotations
@@ -17,10 +19,14 @@ import apsw
 import apsw.bestpractice
 
 from tlytics.errors import StoreError
+from tlytics.store.budget import current_budget, over_budget
 
 Synchronous = Literal["normal", "full"]
 
 BUSY_TIMEOUT_MS = 10_000
+# SQLite instructions between two looks at the clock: about a millisecond of work at most, and
+# a look (a context variable and a clock read) costs well under a microsecond.
+_BUDGET_CHECK_INSTRUCTIONS = 10_000
 # While another process holds the write lock, optimizing is skipped after this long.
 _OPTIMIZE_BUSY_TIMEOUT_MS = 100
 
@@ -38,6 +44,11 @@ def store_errors(action: str) -> Iterator[None]:
     the APSW error kept as its cause; other errors pass through."""
     try:
         yield
+    except apsw.InterruptError as exc:
+        budget = current_budget()
+        if budget is not None and budget.spent:
+            raise budget.timed_out() from exc
+        raise StoreError(f"{action} failed: {exc}") from exc
     except apsw.Error as exc:
         raise StoreError(f"{action} failed: {exc}") from exc
 
@@ -52,7 +63,10 @@ def connect(path: str, synchronous: Synchronous, *, readonly: bool = False) -> a
     for practice in _CONNECTION_PRACTICES:
         practice(connection)
     connection.pragma("synchronous", synchronous.upper())
-    if not readonly:
+    if readonly:
+        # An id of its own: another progress handler (a test's, say) stays in place.
+        connection.set_progress_handler(over_budget, _BUDGET_CHECK_INSTRUCTIONS, id="tlytics-read-budget")
+    else:
         _optimize_unless_busy(connection)
     return connection
 
