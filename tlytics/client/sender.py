@@ -135,6 +135,7 @@ class Sender:
         # it poll an empty spool in a loop, most of a core for nothing.
         self._flush_period_s = max(seconds(config.flush_period), MIN_IDLE_WAIT_S)
         self._attempt = 0  # failed attempts in a row, for the backoff
+        self._removed_since_checkpoint = False
 
     def _next_batch(self, after: int = -1) -> tuple[list[int], list[bytes]]:
         """The oldest spool entries (with keys above `after`) that fit one request: their keys
@@ -187,6 +188,11 @@ class Sender:
         try:
             keys, entries = self._next_batch()
             if not keys:
+                if self._removed_since_checkpoint:
+                    # Drained: copy the WAL into the database so the disk its removals took
+                    # is given back (a spool that filled its disk takes appends again).
+                    self._removed_since_checkpoint = False
+                    self._spool.checkpoint()
                 return Step.IDLE, self._flush_period_s
             # Two requests in flight: while the server validates and spools one batch, this
             # process prepares and posts the next, so neither side waits on the other.
@@ -217,6 +223,7 @@ class Sender:
         asked = _asked_wait_s(reply, second_reply)
         if delivered:
             self._spool.remove(keys)
+            self._removed_since_checkpoint = True
             self._attempt = 0
             self._stats.last_error = None
         with self._stats.lock:
