@@ -366,7 +366,8 @@ class Client:
 
     def close(self, timeout: float = 10.0) -> bool:
         """Flush for up to `timeout`, then stop; what was not delivered stays on disk for the
-        next Client on this spool_dir. True as flush(): everything acknowledged. Later emits
+        next Client on this spool_dir. True only when every event of this client's life in
+        this process was acknowledged: none left, none ever set aside or dropped. Later emits
         raise ClientClosed."""
         if self._disabled or self._capture:
             self._closed = True
@@ -389,7 +390,7 @@ class Client:
             self._lease.release()
         # Anything another thread emitted between the flush and the close: on disk, not sent.
         written_after = self._buffer.persist()
-        return delivered and not written_after and not len(self._buffer)
+        return delivered and not written_after and not len(self._buffer) and self.stats.given_up() == 0
 
     async def aflush(self, timeout: float = 10.0) -> bool:
         """flush() for asyncio applications: it runs in a worker thread, so the event loop

@@ -54,7 +54,14 @@ class WakeFile:
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._seen: int | None = None
+        # Looked at once now: a ring between now and the sender's first look still counts.
+        self._seen = self._stamp()
+
+    def _stamp(self) -> int:
+        try:
+            return os.stat(self._path).st_mtime_ns
+        except OSError:
+            return 0  # not rung yet: its creation will be the first ring
 
     def ring(self) -> None:
         """Ask whoever sends for this spool to look at it now; never raises."""
@@ -67,11 +74,8 @@ class WakeFile:
             pass  # no wake-up: the holder still sends within its flush_period
 
     def rang(self) -> bool:
-        """Whether the file was rung since the last call (the first call only looks)."""
-        try:
-            stamp = os.stat(self._path).st_mtime_ns
-        except OSError:
-            return False
-        rang = self._seen is not None and stamp != self._seen
+        """Whether the file was rung since the last look."""
+        stamp = self._stamp()
+        rang = stamp != self._seen
         self._seen = stamp
         return rang
