@@ -25,6 +25,7 @@ from typing import IO, Any
 import click
 import orjson
 
+from tlytics.client.destination import queue_dirs
 from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, InvalidEvent
 from tlytics.events import normalize_event
@@ -138,9 +139,15 @@ def _events_of_spool_entry(value: bytes) -> list[dict[str, Any]]:
 
 
 def read_spool(directory: Path, summary: Summary) -> Iterator[Found]:
-    queue_dir = directory / "queue" if (directory / "queue").is_dir() else directory
-    if not (queue_dir / "cache.db").exists():
+    # A client spool_dir holds one queue per destination (see tlytics.client.destination).
+    queues = queue_dirs(directory) or [directory]
+    if not all((queue_dir / "cache.db").exists() for queue_dir in queues):
         raise click.UsageError(f"{directory} holds no Tlytics spool (no cache.db)")
+    for queue_dir in queues:
+        yield from _read_one_spool(queue_dir, summary)
+
+
+def _read_one_spool(queue_dir: Path, summary: Summary) -> Iterator[Found]:
     spool = Spool(queue_dir)
     try:
         for key, value in spool.peek(sys.maxsize):

@@ -18,7 +18,6 @@ import contextvars
 import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -27,17 +26,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tlytics.client import lifecycle
 from tlytics.client.buffer import SpoolBuffer
 from tlytics.client.config import Config, Event, seconds
+from tlytics.client.connect import transport_for
 from tlytics.client.delivery import LearnedLimits, SenderStats, deliver_entries
 from tlytics.client.destination import destination_dir, open_dead_letter, open_destination_queue
 from tlytics.client.forksafe import ForkSafeSpool, SpoolNotOpen
 from tlytics.client.hooks import BeforeSendFailed
-from tlytics.client.lease import SenderLease, WakeFile
+from tlytics.client.lifecycle import register as register_in_this_process
+from tlytics.client.pipeline import Pipeline
 from tlytics.client.prepare import Filtered, Prepared, entry_bytes, event_json, loads_exact, merged, prepare_event
-from tlytics.client.sender import Sender, Step
-from tlytics.client.transport import Outcome, Transport, classify, transport_for
+from tlytics.client.sender import Sender
+from tlytics.client.transport import Outcome, classify
 from tlytics.client.uwsgi import threads_unavailable
 from tlytics.errors import ClientClosed, DeliveryError, EventsRejected, SpoolError, TlyticsError
 from tlytics.ids import _reseed_after_fork as _reseed_ids_after_fork
@@ -73,7 +73,7 @@ class Client:
         self._closed = False
         if self._disabled or self._capture:
             return  # no disk, no thread, nothing to do at exit
-        lifecycle.register(self)
+        register_in_this_process(self)
         try:
             left_behind = self._spool.count()
         except SpoolNotOpen as exc:
@@ -81,34 +81,39 @@ class Client:
             self._report(exc)
             return
         if left_behind:
-            self._ensure_started()  # deliver what an earlier run left behind
+            self._pipeline.ensure_started()  # deliver what an earlier run left behind
 
     # --- process state -------------------------------------------------------------------
 
     def _reset_process_state(self) -> None:
-        """State that belongs to one process; rebuilt in a forked child (whose memory holds
-        the parent's events, which the parent spools)."""
+        """State that belongs to one process; rebuilt in a forked child."""
         self._pid = os.getpid()
-        self._start_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._wake = threading.Event()
-        self._progress = threading.Condition()
-        self._sender_thread: threading.Thread | None = None
-        self._sender: Sender | None = None
-        self._inline_send_lock = threading.Lock()
         self._before_send_failure_logged = False
-        self._started = False
-        self.stats = SenderStats()
-        self._not_acknowledged_at_last_flush = 0
-        self._lease = SenderLease(self._destination / "sender.lock")
-        self._wake_file = WakeFile(self._destination / "wake")
-        write_through = self._threadless or seconds(self.config.spool_interval) == 0
-        self._buffer = SpoolBuffer(
-            self._spool, self.config, self.stats, self._report, self._wake, write_through=write_through
+        self._pipeline = Pipeline(
+            config=self.config,
+            spool=self._spool,
+            dead_letter=self._dead_letter,
+            destination=self._destination,
+            limits=self._limits,
+            threadless=self._threadless,
+            report=self._report,
         )
 
+    @property
+    def stats(self) -> SenderStats:
+        """What this process's sender did (see SenderStats)."""
+        return self._pipeline.stats
+
+    @property
+    def _buffer(self) -> SpoolBuffer:
+        return self._pipeline.buffer
+
+    @property
+    def _sender(self) -> Sender | None:
+        return self._pipeline.sender
+
     def _after_fork_in_child(self) -> None:
-        lease = self._lease
+        lease = self._pipeline.lease
         self._reset_process_state()
         lease.forget_after_fork()
 
@@ -122,32 +127,6 @@ class Client:
             self._spool.renew_lock_after_fork()
             self._dead_letter.renew_lock_after_fork()
             self._after_fork_in_child()
-
-    def _ensure_started(self) -> None:
-        if self._started:
-            return
-        with self._start_lock:
-            if self._started:
-                return
-            self._sender = Sender(
-                spool=self._spool,
-                dead_letter=self._dead_letter,
-                config=self.config,
-                lease=self._lease,
-                wake_file=self._wake_file,
-                limits=self._limits,
-                new_transport=functools.partial(transport_for, self.config),
-                report=self._report,
-                wake=self._wake,
-                stop=self._stop,
-                progress=self._progress,
-                stats=self.stats,
-            )
-            if not self._threadless:
-                self._sender_thread = threading.Thread(target=self._sender.run, name="tlytics-sender", daemon=True)
-                self._sender_thread.start()
-                self._buffer.start_spooler()
-            self._started = True
 
     # --- emitting ------------------------------------------------------------------------
 
@@ -223,8 +202,8 @@ class Client:
         if isinstance(prepared, str):
             return prepared
         self._buffer.add(prepared)
-        if not self._started:
-            self._ensure_started()
+        if not self._pipeline.started:
+            self._pipeline.ensure_started()
         return prepared.id
 
     def emit_and_send(
@@ -264,7 +243,7 @@ class Client:
             self._spool.append(entry_bytes([prepared]))
         except SpoolError:
             self._buffer.add(prepared)  # the spooler writes it once the spool takes events
-        self._ensure_started()
+        self._pipeline.ensure_started()
         status = "no answer" if reply is None else f"answer {reply.status}"
         raise DeliveryError(f"event {prepared.id} not acknowledged ({status}); it stays spooled and will be retried")
 
@@ -289,24 +268,12 @@ class Client:
             return len(self._buffer)
         return len(self._buffer) + sum(len(loads_exact(v)) for _, v in self._spool.peek(1_000_000))
 
-    def _spooled(self) -> int:
-        """Entries on disk; none while the spool cannot be opened."""
-        return self._spool.count() if self._spool.is_open else 0
-
-    def _all_acknowledged(self, waited_out: bool) -> bool:
-        """flush()'s answer: True when the wait ended with nothing left and nothing was given
-        up on (set aside, dropped) since the last flush()."""
-        given_up = self.stats.given_up()
-        none_given_up = given_up == self._not_acknowledged_at_last_flush
-        self._not_acknowledged_at_last_flush = given_up
-        return waited_out and none_given_up
-
     def flush(self, timeout: float = 10.0) -> bool:
         """Ship everything emitted so far. True only when every event this process knows of
         (emitted here, or found spooled for this destination) was acknowledged by the server
         within `timeout`, and none was set aside (dead-lettered, see `stats.last_rejection`)
-        or dropped (`dropped`) since the last flush(). False
-        otherwise, with what is left safe on disk (or in memory while the spool refuses it).
+        or dropped (`dropped`) since the last flush(). False otherwise, with what is left safe
+        on disk (or in memory while the spool refuses it).
 
         When no server is reachable at all (connection refused, unknown host), returns False
         as soon as memory is on disk rather than at the deadline; the sender keeps trying.
@@ -314,83 +281,28 @@ class Client:
         if self._disabled or self._capture:
             return True
         self._check_pid()
-        deadline = time.monotonic() + timeout
-        attempts_before = self.stats.attempts
-        if not self._spool.is_open and self._spool.try_open(now=True):
-            self._buffer.retry_now()  # the spooler need not wait to write what is in memory
-        self._buffer.persist()
-        if len(self._buffer) and not self._spool.is_open:
-            return self._all_acknowledged(False)  # nothing can leave before the spool opens
-        self._ensure_started()
-        if self._threadless:
-            return self._flush_in_this_thread(deadline)
-        self._wake.set()
-        self._wake_file.ring()  # the sender may be another process's
-        while True:
-            if not len(self._buffer) and self._spooled() == 0:
-                return self._all_acknowledged(True)
-            if self.stats.server_unreachable and self.stats.attempts > attempts_before:
-                # Nobody to retry against: waiting out the deadline would only hold up the app.
-                return self._all_acknowledged(False)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return self._all_acknowledged(False)
-            with self._progress:
-                self._progress.wait(min(remaining, 0.05))
-
-    def _flush_in_this_thread(self, deadline: float) -> bool:
-        """flush() without a sender thread: send batch after batch until the spool is empty,
-        a delivery fails, or the deadline passes (no request outlives it by much)."""
-        assert self._sender is not None
-        with self._inline_send_lock:
-            request_timeout_s = min(seconds(self.config.timeout), max(deadline - time.monotonic(), 0.1))
-            transport = self.config.transport or Transport(
-                self.config.server_url,
-                timeout_s=request_timeout_s,
-                write_key=self.config.write_key,
-                gzip_min_bytes=self.config.gzip_min_bytes,
-            )
-            try:
-                while len(self._buffer) or self._spooled():
-                    if time.monotonic() >= deadline:
-                        break
-                    self._buffer.persist()
-                    step, _ = self._sender.step(transport)
-                    if step is not Step.SENT:
-                        break  # failed, or another process holds the lease: stays on disk
-                else:
-                    return self._all_acknowledged(True)
-            finally:
-                transport.close()
-        return self._all_acknowledged(False)
+        return self._pipeline.flush(timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
         """Flush for up to `timeout`, then stop; what was not delivered stays on disk for the
-        next Client on this spool_dir. True only when every event of this client's life in
-        this process was acknowledged: none left, none ever set aside or dropped. Later emits
-        raise ClientClosed."""
+        next Client on this spool_dir. True as flush(): everything acknowledged, nothing set
+        aside or dropped since the last flush(). Later emits raise ClientClosed."""
         if self._disabled or self._capture:
             self._closed = True
             return True
+        pipeline = self._pipeline
         if self._closed:
-            return self._spool.is_open and self._spooled() == 0 and not len(self._buffer)
+            return self._spool.is_open and pipeline.spooled() == 0 and not len(pipeline.buffer)
         deadline = time.monotonic() + timeout
-        if self._started or len(self._buffer):
+        if pipeline.started or len(pipeline.buffer):
             delivered = self.flush(timeout)
         else:
-            delivered = self._all_acknowledged(self._spooled() == 0)
+            delivered = pipeline.all_acknowledged(pipeline.spooled() == 0)
         self._closed = True
-        self._stop.set()
-        self._wake.set()
-        stopped = self._buffer.stop_spooler(deadline - time.monotonic())
-        if self._sender_thread is not None:
-            self._sender_thread.join(max(0.0, deadline - time.monotonic()))
-            stopped = stopped and not self._sender_thread.is_alive()
-        if stopped:
-            self._lease.release()
+        pipeline.stop(deadline)
         # Anything another thread emitted between the flush and the close: on disk, not sent.
         written_after = self._buffer.persist()
-        return delivered and not written_after and not len(self._buffer) and self.stats.given_up() == 0
+        return delivered and not written_after and not len(self._buffer)
 
     async def aflush(self, timeout: float = 10.0) -> bool:
         """flush() for asyncio applications: it runs in a worker thread, so the event loop
@@ -426,7 +338,7 @@ class Client:
         if self._pid != os.getpid():
             return
         flush_s = seconds(self.config.flush_at_exit)
-        if flush_s > 0 and not self._closed and (self._started or len(self._buffer)):
+        if flush_s > 0 and not self._closed and (self._pipeline.started or len(self._buffer)):
             # Short-lived scripts, containers, multiprocessing children: deliver what we can
             # within the bound; the rest stays on disk for the next run.
             try:

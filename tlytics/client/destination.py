@@ -86,3 +86,11 @@ def adopt_legacy_queue(spool_dir: Path, into: Spool) -> int:
             into.directory.parent,
         )
     return moved
+
+
+def queue_dirs(spool_dir: Path) -> list[Path]:
+    """Every queue a client spool_dir holds: one per destination, and an earlier version's."""
+    found = sorted(spool_dir.glob("to-*/queue"))
+    if (spool_dir / _LEGACY_QUEUE / "cache.db").exists():
+        found.insert(0, spool_dir / _LEGACY_QUEUE)
+    return found

@@ -29,7 +29,6 @@ from urllib.parse import unquote, urlsplit
 
 import orjson
 
-from tlytics.client.config import Config, seconds
 from tlytics.errors import DeliveryError, ServerUnreachable
 
 # Connecting failed because nothing listens there or it cannot be reached: retrying at once
@@ -101,14 +100,6 @@ class BaseTransport:
 
     def close(self) -> None:
         """Let go of the connection, if any."""
-
-
-def transport_for(config: Config) -> BaseTransport:
-    """The transport a Client with `config` sends through: Config.transport if given (shared,
-    so it must be thread-safe, as MockTransport is), else a new HTTP connection."""
-    if config.transport is not None:
-        return config.transport
-    return Transport.for_config(config)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,22 +201,6 @@ class Transport(BaseTransport):
             self._path_prefix = f"http://{self._host}:{self._port}{self._base_path}"
             self._headers.update(self._proxy[2])
         self._connection: http.client.HTTPConnection | None = None
-
-    @classmethod
-    def for_config(cls, config: Config) -> Transport:
-        """A transport with a client Config's URL, timeout, write key, gzip threshold and
-        network options."""
-        return cls(
-            config.server_url,
-            timeout_s=seconds(config.timeout),
-            write_key=config.write_key,
-            gzip_min_bytes=config.gzip_min_bytes,
-            network=NetworkOptions(
-                ca_bundle=str(config.ca_bundle) if config.ca_bundle is not None else None,
-                ssl_context=config.ssl_context,
-                headers=dict(config.headers or {}),
-            ),
-        )
 
     def _ssl_context(self) -> ssl.SSLContext:
         if self._network.ssl_context is not None:
