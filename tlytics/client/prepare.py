@@ -131,8 +131,16 @@ def encode_data(data: Mapping[str, Any]) -> bytes:
     """`data` as compact JSON text; InvalidEvent (field "data", saying where) when the server
     would refuse it or could not give it back as it was."""
     try:
-        text = orjson.dumps(data, default=_json_default)
+        # Without `default` first: the common case (plain JSON types) costs half as much.
+        text = orjson.dumps(data)
     except TypeError:
+        text = None
+    if text is None:
+        try:
+            text = orjson.dumps(data, default=_json_default)
+        except TypeError:
+            text = None
+    if text is None:
         where = _problem(data)
         if where is not None:
             raise InvalidEvent(where, field="data") from None
@@ -244,32 +252,23 @@ def dumps_exact(value: Any) -> bytes:
 
 # --- spool entries --------------------------------------------------------------------------
 
-_KEY_CACHE_MAX = 1024
-_encoded_keys: dict[str, bytes] = {}
 
-
-def _json_key(key: str) -> bytes:
-    encoded = _encoded_keys.get(key)
-    if encoded is None:
-        encoded = orjson.dumps(key)
-        if len(_encoded_keys) < _KEY_CACHE_MAX:  # keys are few; a flood of distinct ones is not cached
-            _encoded_keys[key] = encoded
-    return encoded
+def _event_object(event: Prepared) -> dict[str, Any]:
+    # id first, then key: the sender counts events by that start (delivery.entry_event_count).
+    event_id, key, when, data_json = event
+    return {
+        "id": event_id,
+        "key": key,
+        "timestamp": format_rfc3339_us(when // 1000) if isinstance(when, int) else when,
+        "data": orjson.Fragment(data_json),  # already JSON text: written as it is
+    }
 
 
 def event_json(event: Prepared) -> bytes:
-    """One event as the server takes it: id first, then key (the sender counts events by
-    that start, see delivery.entry_event_count)."""
-    event_id, key, when, data_json = event
-    timestamp = format_rfc3339_us(when // 1000) if isinstance(when, int) else when
-    return b'{"id":"%s","key":%s,"timestamp":"%s","data":%s}' % (
-        event_id.encode(),
-        _json_key(key),
-        timestamp.encode(),
-        data_json,
-    )
+    """One event as the server takes it."""
+    return orjson.dumps(_event_object(event))
 
 
 def entry_bytes(events: list[Prepared]) -> bytes:
     """A spool entry: the JSON array of `events`."""
-    return b"[" + b",".join(event_json(event) for event in events) + b"]"
+    return orjson.dumps([_event_object(event) for event in events])
