@@ -107,7 +107,7 @@ def bench_emit(url: str, workdir: Path, n: int) -> dict[str, Any]:
     client = Client(Config(server_url=url, spool_dir=workdir / "emit-spool", flush_period=0.2))
     for _ in range(n):  # the backlog the sender works on while we measure
         client.emit("bench_backlog", DATA)
-    client._persist()  # on disk now, so the sender is busy from the start
+    client._buffer.persist()  # on disk now, so the sender is busy from the start
     emit = client.emit
     t0 = time.perf_counter()
     cpu0 = time.thread_time()

@@ -34,6 +34,10 @@ ENVIRONMENT = {
     "TLYTICS_DISABLED": ("1", True),
     "TLYTICS_FLUSH_AT_EXIT": ("0", 0.0),
     "TLYTICS_DEFAULT_DATA": ('{"service": "billing"}', {"service": "billing"}),
+    "TLYTICS_SPOOL_MIN_FREE_BYTES": ("1048576", 1_048_576),
+    "TLYTICS_CAPTURE": ("yes", True),
+    "TLYTICS_HEADERS": ('{"X-Team": "growth"}', {"X-Team": "growth"}),
+    "TLYTICS_CA_BUNDLE": ("/etc/ssl/internal-ca.pem", Path("/etc/ssl/internal-ca.pem")),
 }
 
 

@@ -127,7 +127,11 @@ def test_close_returns_at_once_when_the_server_refuses_connections(tmp_path: Pat
     assert elapsed < 5.0, f"close() took {elapsed:.1f}s of its 10s deadline with no server to wait for"
     assert client.stats.server_unreachable
 
-    server = server_factory().start()
+    # The server comes up where the events were meant to go (a spooled event only ever goes
+    # to the destination it was emitted for).
+    server = server_factory()
+    server.port, server.url = int(refused_url.rsplit(":", 1)[1]), refused_url
+    server.start()
     with Client(fast_config(server.url, spool)) as later:
         assert later.flush(timeout=30)
     server.wait_drained()
@@ -193,8 +197,8 @@ class PairingServer(FakeServer):
     """Holds each request until a second one is in flight beside it (at most 5 s), counts how
     many were in flight at once, and refuses the first request that arrives second (503)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, port: int) -> None:
+        super().__init__(port=port)
         self.in_flight = 0
         self.most_in_flight = 0
         self.arrivals = 0
@@ -221,12 +225,13 @@ class PairingServer(FakeServer):
 
 def test_the_sender_keeps_two_requests_in_flight_and_resends_only_what_was_refused(tmp_path: Path) -> None:
     spool_dir = tmp_path / "spool"
-    refused = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    refused = f"http://127.0.0.1:{port}"
     offline = Client(Config(server_url=refused, spool_dir=spool_dir, spool_interval=0, max_batch=10))
     # 7 batches of 10, one refused and sent again: 8 requests, in 4 pairs (none waits alone)
     emitted = [offline.emit("signup", {"n": n}) for n in range(70)]
     assert not offline.close(timeout=2)  # nobody there: the events stay in the spool
-    server = PairingServer().start()
+    server = PairingServer(port).start()  # where the events were meant to go
     try:
         client = Client(Config(server_url=server.url, spool_dir=spool_dir, spool_interval=0, max_batch=10))
         try:

@@ -101,3 +101,18 @@ def test_package_is_marked_typed() -> None:
 
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     assert "py.typed" in package_data["tlytics"]
+
+
+def test_importing_the_client_does_not_load_asyncio() -> None:
+    """A synchronous application (a script, a WSGI app) pays nothing for asyncio: it is loaded
+    only by aflush()/aclose() or an asyncio middleware. (Django is blocked too: diskcache
+    imports it when installed, and Django's asgiref loads asyncio.)"""
+    result = run_without_server_packages(
+        """
+        sys.modules["django"] = None
+        import tlytics.client
+        from tlytics import Client, Config
+        assert "asyncio" not in sys.modules, "asyncio loaded by import tlytics.client"
+        """
+    )
+    assert result.returncode == 0, result.stderr

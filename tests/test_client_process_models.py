@@ -11,7 +11,6 @@ import sys
 import textwrap
 import threading
 import types
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +32,17 @@ def run_script(code: str, timeout_s: float = 60.0) -> subprocess.CompletedProces
 
 
 def spooled_ids(spool_dir: Path) -> list[str]:
+    """Every event id waiting in a client spool_dir, whatever its destinations."""
     import orjson
 
-    spool = Spool(spool_dir / "queue")
-    try:
-        return [event["id"] for _, value in spool.peek(1_000_000) for event in orjson.loads(value)]
-    finally:
-        spool.close()
+    ids: list[str] = []
+    for queue in sorted(spool_dir.glob("to-*/queue")):
+        spool = Spool(queue)
+        try:
+            ids += [event["id"] for _, value in spool.peek(1_000_000) for event in orjson.loads(value)]
+        finally:
+            spool.close()
+    return ids
 
 
 async def test_aflush_and_aclose_run_off_the_event_loop(server_factory: Any, tmp_path: Path) -> None:
@@ -108,22 +111,13 @@ def test_flush_at_exit_zero_only_writes_memory_to_disk(server_factory: Any, tmp_
     assert server.stored_ids() == []
 
 
-@pytest.fixture
-def hanging_server() -> Iterator[FakeServer]:
-    server = FakeServer(hang=True).start()
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("server_kind", ["refusing", "hanging"])
 def test_exit_flush_is_bounded_and_leaves_the_rest_for_the_next_run(
-    server_kind: str, server_factory: Any, tmp_path: Path, request: pytest.FixtureRequest
+    server_kind: str, server_factory: Any, tmp_path: Path
 ) -> None:
-    url = (
-        f"http://127.0.0.1:{free_port()}"
-        if server_kind == "refusing"
-        else request.getfixturevalue("hanging_server").url
-    )
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    hanging = FakeServer(hang=True, port=port).start() if server_kind == "hanging" else None
     spool = tmp_path / "spool"
     # A request timeout of 10 minutes: only the 1 s flush_at_exit bound lets the script end
     # within the subprocess timeout below.
@@ -136,11 +130,15 @@ def test_exit_flush_is_bounded_and_leaves_the_rest_for_the_next_run(
         """,
         timeout_s=120,
     )
+    if hanging is not None:
+        hanging.stop()
     assert result.returncode == 0, result.stderr
     sent = result.stdout.split()
     assert sorted(spooled_ids(spool)) == sorted(sent)
-    # The next run, with a server there, delivers them.
-    server = server_factory().start()
+    # The next run, with a server there (where the events were meant to go), delivers them.
+    server = server_factory()
+    server.port, server.url = port, url
+    server.start()
     with Client(Config(server_url=server.url, spool_dir=spool, flush_at_exit=0)) as client:
         assert client.flush(timeout=30) is True
     server.wait_drained()

@@ -12,6 +12,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from tlytics.errors import (
+    ClientClosed,
     DeliveryError,
     EventsDropped,
     InvalidEvent,
@@ -30,6 +31,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BeforeSendFailed",
     "Client",
+    "ClientClosed",
     "Config",
     "DeliveryError",
     "Event",

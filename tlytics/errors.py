@@ -83,6 +83,10 @@ class DeliveryError(TlyticsError):
     """The client could not deliver events to the server."""
 
 
+class ClientClosed(TlyticsError):
+    """`emit()` or `emit_and_send()` on a Client after its `close()`: the event would never be sent."""
+
+
 class ServerUnreachable(DeliveryError):
     """No server answers at the configured address (connection refused, no route, unknown host)."""
 

@@ -17,12 +17,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import platformdirs
 
 from tlytics.errors import TlyticsError
+
+if TYPE_CHECKING:
+    import ssl
+
+    from tlytics.client.transport import BaseTransport
 
 Seconds = float | timedelta
 
@@ -128,7 +133,9 @@ class Config:
     max_batch: events per request to the server; reaching it also triggers a send.
     max_batch_bytes: largest request body (JSON, before compression); bigger batches are
         sent in several requests, an event bigger than this alone.
-    spool_max_bytes: spool size limit; when full, new events are dropped and counted.
+    spool_max_bytes: spool size limit; when full, new events wait in memory (max_memory_events).
+    spool_min_free_bytes: free disk kept in reserve on the spool's file system: appends stop
+        below it, so that delivered entries can always be removed and the spool reopened.
     timeout: seconds for one HTTP request.
     retry_max_delay: cap of the exponential backoff between retries, in seconds.
     gzip_min_bytes: request bodies of at least this many bytes are sent gzip-compressed.
@@ -136,8 +143,10 @@ class Config:
         reached, I/O error, a spool_dir that cannot be written), up to this many wait in
         memory and go to disk in order once it can; beyond it the newest are dropped,
         counted and reported through on_error.
-    disabled: a no-op client for tests: no thread, no disk, no network; `emit()` still
-        validates the event and returns its id.
+    disabled: a no-op client: no thread, no disk, no network; `emit()` still validates the
+        event and returns its id.
+    capture: for the application's own tests: no thread, no disk, no network; every event
+        is validated and kept in memory, in `client.captured` (see tlytics.testing).
     flush_at_exit: at interpreter exit, how long to try delivering what is pending (seconds
         or timedelta); what is not delivered by then stays on disk. 0 only writes memory to
         disk.
@@ -148,6 +157,12 @@ class Config:
         was meant to remove), logged, counted and reported to on_error as BeforeSendFailed.
     on_error: called with a TlyticsError when events are set aside (dead-lettered) or
         dropped, or the spool cannot be used; an exception it raises is logged and ignored.
+    headers: extra HTTP headers sent with every request (a JSON object in the environment).
+    ca_bundle: a CA bundle file to verify an https server with (default: the system's).
+    ssl_context: an ssl.SSLContext for https (wins over ca_bundle); not from the environment.
+    transport: what requests go through instead of HTTP (a tlytics.client.transport.
+        MockTransport in tests); shared by the client's threads, so it must be thread-safe.
+    The proxy environment variables HTTPS_PROXY, HTTP_PROXY and NO_PROXY (any case) apply.
     """
 
     server_url: str = _setting("http://127.0.0.1:8081", "str")
@@ -159,15 +174,21 @@ class Config:
     # Well under the server's default 10 MiB limit on a (decompressed) body.
     max_batch_bytes: int = _setting(4 * 1024 * 1024, "int")
     spool_max_bytes: int = _setting(256 * 1024 * 1024, "int")
+    spool_min_free_bytes: int = _setting(16 * 1024 * 1024, "int")
     timeout: Seconds = _setting(10.0, "seconds")
     retry_max_delay: Seconds = _setting(30.0, "seconds")
     gzip_min_bytes: int = _setting(4096, "int")
     max_memory_events: int = _setting(10_000, "int")
     disabled: bool = _setting(False, "bool")
+    capture: bool = _setting(False, "bool")
     flush_at_exit: Seconds = _setting(1.0, "seconds")
     default_data: Mapping[str, Any] | None = _setting(None, "json_object")
     before_send: Callable[[Event], Event | None] | None = None
     on_error: Callable[[TlyticsError], None] | None = None
+    headers: Mapping[str, str] | None = _setting(None, "json_object")
+    ca_bundle: str | Path | None = _setting(None, "path")
+    ssl_context: ssl.SSLContext | None = None
+    transport: BaseTransport | None = None
 
     def __post_init__(self) -> None:
         environ = os.environ
@@ -182,6 +203,12 @@ class Config:
             raise ValueError("write_key must be printable ASCII without spaces, as the server's keys are")
         if self.max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if self.spool_min_free_bytes < 0:
+            raise ValueError("spool_min_free_bytes must not be negative")
+        if self.headers is not None and not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in dict(self.headers).items()
+        ):
+            raise ValueError("headers must map strings to strings")
         if self.max_memory_events < 0:
             raise ValueError("max_memory_events must not be negative")
         if self.max_batch_bytes < 1:

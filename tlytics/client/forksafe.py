@@ -104,6 +104,10 @@ class ForkSafeSpool:
         with self._lock:
             self._opened().remove(keys)
 
+    def checkpoint(self) -> None:
+        with self._lock:
+            self._opened().checkpoint()
+
     def count(self) -> int:
         with self._lock:
             return self._opened().count()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 
@@ -44,3 +45,37 @@ class SenderLease:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+class WakeFile:
+    """A file whose modification time a flush() in any process sets, and an idle sender in the
+    lease holder watches: so an explicit flush() is served at once even when another process
+    sends for the spool, instead of at the holder's next flush_period."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        # Looked at once now: a ring between now and the sender's first look still counts.
+        self._seen = self._stamp()
+
+    def _stamp(self) -> int:
+        try:
+            return os.stat(self._path).st_mtime_ns
+        except OSError:
+            return 0  # not rung yet: its creation will be the first ring
+
+    def ring(self) -> None:
+        """Ask whoever sends for this spool to look at it now; never raises."""
+        try:
+            with open(self._path, "ab"):
+                pass
+            now_ns = time.time_ns()
+            os.utime(self._path, ns=(now_ns, now_ns))
+        except OSError:
+            pass  # no wake-up: the holder still sends within its flush_period
+
+    def rang(self) -> bool:
+        """Whether the file was rung since the last look."""
+        stamp = self._stamp()
+        rang = stamp != self._seen
+        self._seen = stamp
+        return rang

@@ -1,34 +1,37 @@
 """The background sender: ships spooled events in batches and removes them only after a 200.
 
 Connection errors, timeouts, 408/429/5xx are retried with capped exponential backoff and
-jitter (a `Retry-After` is honoured); connection refused or an unknown host is reported as
-`server_unreachable` so flush() need not wait for it. Requests stay within
-`Config.max_batch_bytes`, and a 413 without an `index` splits the batch in two. Other 4xx
-answers mean the batch will never be accepted: when the server names the bad event (`index`,
-on a 400 or 413), only that event is set aside and the rest are sent again at once; otherwise
-the batch is set aside. Set aside means moved to the dead-letter spool, reported, counted in
-the stats, and never blocking the queue behind it.
+jitter; a `Retry-After` on any answer (either of the two requests in flight) holds back every
+connection for that long. Connection refused or an unknown host is reported as
+`server_unreachable` so flush() need not wait for it. What a batch's answer means (413
+splitting, setting events aside) is delivery.py's. Only the holder of the sender lease sends;
+a flush() in another process rings the lease's wake file, which an idle sender watches.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
 
 import orjson
 
 from tlytics.client.config import Config, seconds
+from tlytics.client.delivery import (
+    LearnedLimits,
+    SenderStats,
+    deliver,
+    deliver_entries,
+    entry_event_count,
+    split_by_size,
+)
 from tlytics.client.forksafe import ForkSafeSpool
-from tlytics.client.lease import SenderLease
-from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
+from tlytics.client.lease import SenderLease, WakeFile
+from tlytics.client.transport import BaseTransport, Outcome, Reply, backoff_delay_s, classify, retry_after_s
 from tlytics.errors import DeliveryError, EventsRejected, ServerUnreachable, TlyticsError
 
 log = logging.getLogger("tlytics.client")
@@ -37,6 +40,8 @@ log = logging.getLogger("tlytics.client")
 # The shortest wait of an idle sender: emitted events reach the disk every spool_interval
 # (50 ms by default) anyway, and max_batch waiting or a flush() wakes it at once.
 MIN_IDLE_WAIT_S = 0.05
+# How often an idle sender looks at the wake file another process's flush() may ring.
+WAKE_POLL_S = 0.1
 
 
 class Step(Enum):
@@ -48,181 +53,20 @@ class Step(Enum):
     WAIT = "wait"  # failed, and the server (Retry-After) or the spool asks for a fixed wait
 
 
-@dataclass
-class SenderStats:
-    """What the sender did; `dead_lettered` and `last_rejection` say why a flush() was False."""
-
-    delivered: int = 0
-    requests: int = 0
-    retries: int = 0
-    dead_lettered: int = 0
-    dropped: int = 0  # events the client could neither spool nor keep in memory
-    last_error: str | None = None
-    # Why events were last set aside; unlike last_error, not cleared by a later delivery.
-    last_rejection: str | None = None
-    # The last attempt found no server at all (refused, unknown host): flush() stops waiting.
-    server_unreachable: bool = False
-    # Delivery attempts finished, whatever their outcome: lets flush() see a fresh one.
-    attempts: int = 0
-    # Events before_send dropped on purpose (returned None): not lost, not in `dropped`.
-    filtered: int = 0
-    # Events dropped because before_send raised or returned something else than an Event.
-    before_send_failed: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-
-def dead_letter_record(reply: Reply, events: list[Any]) -> bytes:
-    return orjson.dumps({"status": reply.status, "answer": reply.json(), "failed_at": time.time(), "events": events})
-
-
-# b'{"events":' + array + b"}"
-_BODY_OVERHEAD_BYTES = 11
-
-
-def split_by_size(events: list[Any], max_batch_bytes: int) -> list[list[Any]]:
-    """`events` in order, in batches whose request body stays within `max_batch_bytes`
-    (JSON, before compression); an event too big for any batch goes alone."""
-    batches: list[list[Any]] = []
-    batch: list[Any] = []
-    size = _BODY_OVERHEAD_BYTES + 1  # the array's brackets
-    for event in events:
-        event_size = len(orjson.dumps(event)) + 1  # and its comma
-        if batch and size + event_size > max_batch_bytes:
-            batches.append(batch)
-            batch, size = [], _BODY_OVERHEAD_BYTES + 1
-        batch.append(event)
-        size += event_size
-    if batch:
-        batches.append(batch)
-    return batches
-
-
-# Where an event starts in a spool entry: the client writes each as {"id":"<uuid>","key":…
-# (see client._event_dict). Counting these instead of decoding the entry keeps the sender's
-# cost per event low. Nested data could only make the count too high (smaller requests, never
-# larger than max_batch); an entry without any (not written by this client) is decoded.
-_EVENT_START = re.compile(rb'\{"id":"[0-9a-fA-F-]{36}","key":"')
-
-
-def entry_event_count(entry: bytes) -> int:
-    """How many events a spool entry holds (at least; see _EVENT_START)."""
-    count = len(_EVENT_START.findall(entry))
-    return count if count else len(orjson.loads(entry))
-
-
-def joined_entries(entries: list[bytes]) -> bytes:
-    """The JSON array of every event in `entries` (each a JSON array), without decoding them."""
-    if len(entries) == 1:
-        return entries[0]
-    return b"[" + b",".join(entry[1:-1] for entry in entries if entry != b"[]") + b"]"
-
-
-def deliver_entries(
-    transport: Transport,
-    entries: list[bytes],
-    dead_letter: ForkSafeSpool,
-    report: Callable[[TlyticsError], None],
-    stats: SenderStats,
-    *,
-    max_batch_bytes: int,
-) -> Reply:
-    """deliver() for spool entries, posting their bytes as they are: in the usual cases (the
-    server takes the batch, or asks to retry later) nothing is decoded and encoded again.
-    Only a batch too big for one request, or one the server refuses, is decoded and handed
-    to deliver(), with the answer already received."""
-    body = joined_entries(entries)
-    if len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
-        return deliver(transport, orjson.loads(body), dead_letter, report, stats, max_batch_bytes=max_batch_bytes)
-    reply = transport.post_batch(body)
-    outcome = classify(reply.status)
-    if outcome is Outcome.REJECTED:
-        return deliver(
-            transport, orjson.loads(body), dead_letter, report, stats, max_batch_bytes=max_batch_bytes, answered=reply
-        )
-    with stats.lock:
-        stats.requests += 1
-    if outcome is Outcome.DELIVERED:
-        answer = reply.json()
-        count = answer.get("count") if isinstance(answer, dict) else None
-        with stats.lock:
-            stats.delivered += count if isinstance(count, int) else len(orjson.loads(body))
-    return reply
-
-
-def deliver(
-    transport: Transport,
-    events: list[Any],
-    dead_letter: ForkSafeSpool,
-    report: Callable[[TlyticsError], None],
-    stats: SenderStats,
-    *,
-    max_batch_bytes: int | None = None,
-    answered: Reply | None = None,
-) -> Reply:
-    """Post `events` until the server takes them or a retryable answer comes back.
-
-    Requests stay within `max_batch_bytes`. A 413 without an `index` (the batch is too big
-    for this server) splits the batch in two, down to one event; a 400 or 413 naming an
-    `index` sets aside that event only; any other 4xx sets aside the batch.
-
-    `answered` is the server's answer to `events` already posted as one request (by
-    deliver_entries): it stands for the first request.
-
-    Returns the last reply: DELIVERED (possibly after setting rejected events aside) or RETRY.
-    Raises DeliveryError on connection trouble.
-    """
-    pending: list[list[Any]] = [list(events)]
-    last: Reply = Reply(200, {}, b"{}")  # nothing to send is settled, like a delivery
-    while pending:
-        batch = pending.pop(0)
-        if answered is not None:
-            reply, answered = answered, None
-        else:
-            body = orjson.dumps(batch)
-            if max_batch_bytes is not None and len(batch) > 1 and len(body) + _BODY_OVERHEAD_BYTES > max_batch_bytes:
-                pending[0:0] = split_by_size(batch, max_batch_bytes)
-                continue
-            reply = transport.post_batch(body)
-        with stats.lock:
-            stats.requests += 1
-        outcome = classify(reply.status)
-        if outcome is Outcome.DELIVERED:
-            with stats.lock:
-                stats.delivered += len(batch)
-            last = reply
-            continue
-        if outcome is Outcome.RETRY:
-            return reply
-        answer = reply.json()
-        index = answer.get("index") if isinstance(answer, dict) else None
-        if isinstance(index, int) and 0 <= index < len(batch) and reply.status in (400, 413):
-            rejected = [batch.pop(index)]
-            if batch:
-                pending.insert(0, batch)
-        elif reply.status == 413 and len(batch) > 1:
-            # Too big for this server as a whole (its limit may be below ours): halve it.
-            middle = len(batch) // 2
-            pending[0:0] = [batch[:middle], batch[middle:]]
-            continue
-        else:
-            rejected = batch
-        dead_letter.append(dead_letter_record(reply, rejected))
-        message = f"server rejected {len(rejected)} event(s) with {reply.status}: {answer}"
-        with stats.lock:
-            stats.dead_lettered += len(rejected)
-            stats.last_rejection = message
-        log.error("events_dead_lettered status=%s events=%d answer=%s", reply.status, len(rejected), answer)
-        report(EventsRejected(message, status=reply.status, events=rejected))
-    return last
-
-
-def _delivered(in_flight: Future[Reply]) -> bool:
-    """Whether the request behind `in_flight` was delivered; waits for its answer (bounded by
-    the transport's timeout). A connection failure there counts as not delivered."""
+def _answer(in_flight: Future[Reply]) -> Reply | None:
+    """The answer to the request behind `in_flight`; waits for it (bounded by the transport's
+    timeout). None for a connection failure."""
     try:
-        return classify(in_flight.result().status) is Outcome.DELIVERED
+        return in_flight.result()
     except DeliveryError:
-        return False
+        return None
+
+
+def _asked_wait_s(*replies: Reply | None) -> float | None:
+    """The longest Retry-After among the answers: the server asked this process to wait."""
+    asked = [retry_after_s(r.headers.get("retry-after")) for r in replies if r is not None]
+    waits = [a for a in asked if a is not None]
+    return max(waits) if waits else None
 
 
 class SecondRequest:
@@ -230,8 +74,8 @@ class SecondRequest:
     in flight. A daemon, like the sender thread: a request to a server that hangs must never
     hold up the application's exit (flush_at_exit bounds that)."""
 
-    def __init__(self, config: Config, deliver: Callable[[Transport, list[bytes]], Reply]) -> None:
-        self._transport = Transport.for_config(config)
+    def __init__(self, transport: BaseTransport, deliver: Callable[[BaseTransport, list[bytes]], Reply]) -> None:
+        self._transport = transport
         self._deliver = deliver
         self._jobs: queue.SimpleQueue[tuple[list[bytes], Future[Reply]] | None] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="tlytics-sender-second", daemon=True).start()
@@ -266,6 +110,9 @@ class Sender:
         dead_letter: ForkSafeSpool,
         config: Config,
         lease: SenderLease,
+        wake_file: WakeFile,
+        limits: LearnedLimits,
+        new_transport: Callable[[], BaseTransport],
         report: Callable[[TlyticsError], None],
         wake: threading.Event,
         stop: threading.Event,
@@ -276,6 +123,9 @@ class Sender:
         self._dead_letter = dead_letter
         self._config = config
         self._lease = lease
+        self._wake_file = wake_file
+        self._limits = limits
+        self._new_transport = new_transport
         self._report = report
         self._wake = wake
         self._stop = stop
@@ -285,6 +135,7 @@ class Sender:
         # it poll an empty spool in a loop, most of a core for nothing.
         self._flush_period_s = max(seconds(config.flush_period), MIN_IDLE_WAIT_S)
         self._attempt = 0  # failed attempts in a row, for the backoff
+        self._removed_since_checkpoint = False
 
     def _next_batch(self, after: int = -1) -> tuple[list[int], list[bytes]]:
         """The oldest spool entries (with keys above `after`) that fit one request: their keys
@@ -294,26 +145,25 @@ class Sender:
         unreadable: list[tuple[int, bytes]] = []
         size_bytes = 0
         event_count = 0
+        max_events = self._limits.max_events
+        max_bytes = self._limits.max_bytes
         with self._spool.locked() as spool:
             # Lazily, oldest first, and only as many entries as one request takes.
-            for key, value in spool.iter_oldest(self._config.max_batch, after=after):
+            for key, value in spool.iter_oldest(max_events, after=after):
                 try:
                     if value[:1] != b"[" or value[-1:] != b"]":
                         raise orjson.JSONDecodeError("not a JSON array", value.decode("utf-8", "replace"), 0)
                     entry_count = entry_event_count(value)
-                except orjson.JSONDecodeError:
+                except ValueError:  # orjson's and json's JSONDecodeError alike
                     unreadable.append((key, value))
                     continue
-                if keys and (
-                    event_count + entry_count > self._config.max_batch
-                    or size_bytes + len(value) > self._config.max_batch_bytes
-                ):
+                if keys and (event_count + entry_count > max_events or size_bytes + len(value) > max_bytes):
                     break
                 keys.append(key)
                 size_bytes += len(value)
                 entries.append(value)
                 event_count += entry_count
-                if event_count >= self._config.max_batch:
+                if event_count >= max_events:
                     break
         for key, value in unreadable:
             # Not ours to interpret; keep the bytes where a person can find them.
@@ -321,29 +171,28 @@ class Sender:
             self._spool.remove([key])
         return keys, entries
 
-    def _deliver(self, transport: Transport, entries: list[bytes]) -> Reply:
-        return deliver_entries(
-            transport,
-            entries,
-            self._dead_letter,
-            self._report,
-            self._stats,
-            max_batch_bytes=self._config.max_batch_bytes,
-        )
+    def _deliver(self, transport: BaseTransport, entries: list[bytes]) -> Reply:
+        return deliver_entries(transport, entries, self._dead_letter, self._report, self._stats, self._limits)
 
-    def step(self, transport: Transport, second: SecondRequest | None = None) -> tuple[Step, float]:
+    def step(self, transport: BaseTransport, second: SecondRequest | None = None) -> tuple[Step, float]:
         """Send the oldest batch once (and, with `second`, the batch after it at the same time
         on a second connection); say what happened and how long to wait before the next.
 
         The sender thread calls it in a loop; a client without threads (uWSGI without
         enable-threads) calls it from flush(), one request at a time.
         """
+        second_reply: Reply | None = None
         if not self._spool.is_open or not self._lease.try_acquire():
             # No spool yet (events wait in memory), or another process sends for this spool.
             return Step.IDLE, self._flush_period_s
         try:
             keys, entries = self._next_batch()
             if not keys:
+                if self._removed_since_checkpoint:
+                    # Drained: copy the WAL into the database so the disk its removals took
+                    # is given back (a spool that filled its disk takes appends again).
+                    self._removed_since_checkpoint = False
+                    self._spool.checkpoint()
                 return Step.IDLE, self._flush_period_s
             # Two requests in flight: while the server validates and spools one batch, this
             # process prepares and posts the next, so neither side waits on the other.
@@ -354,7 +203,8 @@ class Sender:
             finally:
                 # The second batch's fate never decides this step's: if it was not delivered
                 # it stays the oldest entry but one, sent again by the next step.
-                more_delivered = in_flight is not None and _delivered(in_flight)
+                second_reply = _answer(in_flight) if in_flight is not None else None
+            more_delivered = second_reply is not None and classify(second_reply.status) is Outcome.DELIVERED
             if more_delivered:
                 if reply is not None and classify(reply.status) is Outcome.DELIVERED:
                     keys = keys + more_keys
@@ -369,8 +219,11 @@ class Sender:
             log.error("client_spool_failed error=%s", exc)
             return Step.WAIT, 1.0
         delivered = reply is not None and classify(reply.status) is Outcome.DELIVERED
+        # The server asked to wait (a 429, a 503) on either connection: both wait.
+        asked = _asked_wait_s(reply, second_reply)
         if delivered:
             self._spool.remove(keys)
+            self._removed_since_checkpoint = True
             self._attempt = 0
             self._stats.last_error = None
         with self._stats.lock:
@@ -379,13 +232,12 @@ class Sender:
             # Failures too: a flush() stops waiting when no server is there at all.
             self._progress.notify_all()
         if delivered:
-            return Step.SENT, 0.0
+            return (Step.WAIT, asked) if asked else (Step.SENT, 0.0)
         self._attempt += 1
         with self._stats.lock:
             self._stats.retries += 1
         if reply is not None:
             self._stats.last_error = f"server answered {reply.status}"
-        asked = retry_after_s(reply.headers.get("retry-after")) if reply is not None else None
         delay = backoff_delay_s(self._attempt, max_delay_s=seconds(self._config.retry_max_delay))
         log.warning(
             "client_send_retry attempt=%d delay_s=%.3f error=%s",
@@ -396,9 +248,18 @@ class Sender:
         # The server said when: a flush() must not make us knock earlier.
         return (Step.WAIT, asked) if asked is not None else (Step.RETRY, delay)
 
+    def _idle(self, delay_s: float) -> None:
+        """Wait up to `delay_s` for a wake-up: this process's (an Event) or another's (the
+        wake file, rung by a flush() in a process that does not hold the lease)."""
+        deadline = time.monotonic() + delay_s
+        while not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or self._wake.wait(min(remaining, WAKE_POLL_S)) or self._wake_file.rang():
+                return
+
     def run(self) -> None:
-        transport = Transport.for_config(self._config)
-        second = SecondRequest(self._config, self._deliver)
+        transport = self._new_transport()
+        second = SecondRequest(self._new_transport(), self._deliver)
         try:
             while not self._stop.is_set():
                 self._wake.clear()
@@ -417,10 +278,25 @@ class Sender:
                 if step is Step.WAIT:
                     self._stop.wait(delay_s)
                 else:  # idle, or a retry that a flush() may bring forward
-                    self._wake.wait(delay_s)
+                    self._idle(delay_s)
         finally:
             transport.close()
             second.close()
             if self._stop.is_set():
                 # Let another client or process send for this spool from now on.
                 self._lease.release()
+
+
+# Delivery's names (and its error's) stay importable from here: replay and older code use them.
+__all__ = [
+    "MIN_IDLE_WAIT_S",
+    "EventsRejected",
+    "SecondRequest",
+    "Sender",
+    "SenderStats",
+    "Step",
+    "deliver",
+    "deliver_entries",
+    "entry_event_count",
+    "split_by_size",
+]

@@ -57,12 +57,19 @@ _BACKEND_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
 # (min_free_bytes): a checkpoint copies the WAL into the database file, which takes that much
 # disk again before the WAL is reset, and the reserve must cover it.
 _BACKSTOP_CHECKPOINT_BYTES = 64 * 1024 * 1024
+_SQLITE_CHECKPOINT_PAGES = 1000  # SQLite's own wal_autocheckpoint
 # How long a measure of the spool's size and of the disk's free space is reused by appends,
 # and what each appended entry is counted as beyond its value (SQLite's row and index cost).
 _MEASURE_EVERY_S = 0.1
 _ROW_OVERHEAD_BYTES = 128
 # Keys bound in one DELETE: SQLite's limit on parameters is 999 in older builds.
 _KEYS_PER_STATEMENT = 500
+
+
+def _wal_size_limit_bytes(min_free_bytes: int) -> int:
+    if not min_free_bytes:
+        return _WAL_SIZE_LIMIT_BYTES
+    return min(_WAL_SIZE_LIMIT_BYTES, max(min_free_bytes // 4, 64 * 1024))
 
 
 @contextmanager
@@ -115,8 +122,9 @@ class Spool:
                 eviction_policy="none",
                 disk_min_file_size=_NEVER_A_SIDE_FILE,
                 sqlite_synchronous=_SQLITE_SYNCHRONOUS[sync],
-                # Give the disk back after a burst: the WAL is cut to this size once checkpointed.
-                sqlite_journal_size_limit=_WAL_SIZE_LIMIT_BYTES,
+                # Give the disk back after a burst: the WAL is cut to this size once checkpointed
+                # (on a small disk, to a part of the reserve, so a drained spool frees it).
+                sqlite_journal_size_limit=_wal_size_limit_bytes(min_free_bytes),
             )
             columns = {row[1] for row in self._cache._sql("PRAGMA table_info(Cache)").fetchall()}
         # Another diskcache table layout: use its public API only (slower, still correct).
@@ -130,8 +138,7 @@ class Spool:
         """Append several entries in one transaction (one disk sync for all); return their keys."""
         if self.max_bytes is not None or self.min_free_bytes:
             self._check_room(sum(len(value) for value in values))
-        if not self._checkpoint_on_append:
-            self._tune_append_connection()
+        self._tune_connection()
         with _spool_errors("append"), self._cache.transact():
             if not self._known_layout:
                 return [self._cache.push(value) for value in values]
@@ -147,9 +154,13 @@ class Spool:
             )
             return keys
 
-    def _tune_append_connection(self) -> None:
-        """Raise the auto-checkpoint threshold of this thread's connection (per connection,
-        not stored in the file, so other processes' connections keep SQLite's default)."""
+    def _tune_connection(self) -> None:
+        """Set the auto-checkpoint threshold of this thread's connection (per connection, not
+        stored in the file, so other processes' connections keep their own): raised for an
+        appender that leaves checkpoints to the drainer, and kept within half the disk reserve
+        for any connection that writes (appends and removals), so the WAL never outgrows it."""
+        if self._checkpoint_on_append and not self.min_free_bytes:
+            return  # SQLite's default
         connection = self._cache._con  # diskcache's connection for this thread
         if connection is not self._tuned_connection:
             with _spool_errors("open"):
@@ -157,10 +168,13 @@ class Spool:
             self._tuned_connection = connection
 
     def _backstop_checkpoint_pages(self) -> int:
-        backstop = _BACKSTOP_CHECKPOINT_BYTES
+        page_size = int(self._cache._page_size)
+        backstop = (
+            _BACKSTOP_CHECKPOINT_BYTES if not self._checkpoint_on_append else _SQLITE_CHECKPOINT_PAGES * page_size
+        )
         if self.min_free_bytes:
             backstop = min(backstop, self.min_free_bytes // 2)
-        return max(1, backstop // int(self._cache._page_size))
+        return max(1, backstop // page_size)
 
     def _check_room(self, adding: int) -> None:
         """Raise SpoolFull when the spool is at `max_bytes` or the disk at its reserve.
@@ -220,6 +234,7 @@ class Spool:
     def remove(self, keys: Iterable[int]) -> None:
         """Remove entries by key in one transaction; keys already gone are ignored."""
         keys = list(keys)
+        self._tune_connection()
         with _spool_errors("remove"), self._cache.transact():
             # A few DELETE statements instead of one delete() per key: the write lock is
             # held for far less time, so appends from request handlers rarely wait for it.
