@@ -49,18 +49,19 @@ def query_parameters(operation: dict[str, Any], path: str) -> set[str]:
     return {parameter["name"] for parameter in parameters if parameter["in"] == "query"}
 
 
-def strict_schema(schema: Any, *, in_composition: bool = False) -> Any:
-    """OpenAPI 3.0 to JSON Schema: `nullable` becomes a null type; an object that lists its
-    properties and says nothing of others allows no others (an answer field the document does
-    not name is a finding), except inside allOf, whose parts each see only some fields."""
+def strict_schema(schema: Any, *, closed: bool = True, in_composition: bool = False) -> Any:
+    """OpenAPI 3.0 to JSON Schema: `nullable` becomes a null type. `closed`: an object that
+    lists its properties and says nothing of others allows no others (an answer field the
+    document does not name is a finding), except inside allOf, whose parts each see only some
+    fields."""
     if isinstance(schema, list):
-        return [strict_schema(item, in_composition=in_composition) for item in schema]
+        return [strict_schema(item, closed=closed, in_composition=in_composition) for item in schema]
     if not isinstance(schema, dict):
         return schema
     converted = {
-        name: strict_schema(value, in_composition=name == "allOf")
+        name: strict_schema(value, closed=closed, in_composition=name == "allOf")
         if name in ("allOf", "anyOf", "oneOf", "items", "not", "additionalProperties")
-        else {field: strict_schema(sub) for field, sub in value.items()}
+        else {field: strict_schema(sub, closed=closed) for field, sub in value.items()}
         if name == "properties"
         else value
         for name, value in schema.items()
@@ -70,9 +71,15 @@ def strict_schema(schema: Any, *, in_composition: bool = False) -> Any:
             converted["type"] = [converted["type"], "null"]
         if "enum" in converted:
             converted["enum"] = [*converted["enum"], None]
-    if "properties" in converted and "additionalProperties" not in converted and not in_composition:
+    if closed and "properties" in converted and "additionalProperties" not in converted and not in_composition:
         converted["additionalProperties"] = False
     return converted
+
+
+def request_schema(method: str, path: str) -> dict[str, Any]:
+    """The JSON Schema of an operation's JSON request body, as documented (open objects stay open)."""
+    body = operations()[(method, path)]["requestBody"]["content"]["application/json"]["schema"]
+    return dict(strict_schema(resolve(body), closed=False))
 
 
 def answer_schema(method: str, path: str, status: int) -> dict[str, Any] | None:

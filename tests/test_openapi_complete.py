@@ -6,11 +6,9 @@ parameter, an access level or a request field cannot be added without it:
 - each operation documents exactly the query parameters its route declares (`Route.query`),
   and each handler reads exactly those (recorded on a live server), so a handler that starts
   reading a new parameter fails here until the route declares it, and then until the document
-  has it;
-- the request bodies of the write routes have the fields, the required ones and the limits of
-  the validation rules.
+  has it.
 
-The answers themselves are checked against their schemas in test_openapi_answers.py.
+Request bodies are checked in test_openapi_bodies.py, answers in test_openapi_answers.py.
 """
 
 from __future__ import annotations
@@ -24,8 +22,7 @@ import pytest
 from aiohttp import web
 from multidict import MultiDictProxy
 
-from tests.openapi_spec import SPEC, operations, query_parameters, resolve
-from tlytics.events import KEY_MAX_CHARS, KNOWN_FIELDS
+from tests.openapi_spec import operations, query_parameters
 from tlytics.ingest.routes import ROUTES, Route
 
 # Served, but not API: the dashboard's scripts and styles.
@@ -243,39 +240,3 @@ async def test_an_undeclared_parameter_is_ignored(client: Any, method_path: tupl
     plain = await client.get(url)
     with_unknown = await client.get(url + ("&" if "?" in url else "?") + "no_such_parameter=1")
     assert (with_unknown.status, with_unknown.content_type) == (plain.status, plain.content_type)
-
-
-# ---- request bodies ----------------------------------------------------------------------------
-
-
-def _body_schema(method: str, path: str) -> dict[str, Any]:
-    operation = operations()[(method, path)]
-    return dict(resolve(operation["requestBody"]["content"]["application/json"]["schema"]))
-
-
-def test_the_event_schema_has_the_fields_and_limits_of_the_validation_rules() -> None:
-    event = resolve(SPEC["components"]["schemas"]["EventIn"])
-    assert set(event["properties"]) == KNOWN_FIELDS
-    assert event["required"] == ["key"]  # tlytics.events.check_key: "key is required"
-    assert event["additionalProperties"] is False  # normalize_event: "unknown field"
-    assert event["properties"]["key"]["maxLength"] == KEY_MAX_CHARS
-    assert event["properties"]["key"]["minLength"] == 1
-
-
-def test_events_and_batch_take_events_as_the_validation_rules_do() -> None:
-    events = _body_schema("POST", "/events")
-    assert events["type"] == "array"
-    assert events["items"] == resolve(SPEC["components"]["schemas"]["EventIn"])
-    batch = _body_schema("POST", "/batch")
-    assert batch["type"] == "object"
-    assert batch["required"] == ["events"]  # validation: '"events" must be a JSON array'
-    assert batch["properties"]["events"] == events
-
-
-def test_lookup_takes_ids_as_its_handler_does() -> None:
-    from tlytics.ingest.lookup import LOOKUP_MAX_IDS
-
-    lookup = _body_schema("POST", "/lookup")
-    assert lookup["required"] == ["ids"]
-    assert lookup["properties"]["ids"]["type"] == "array"
-    assert lookup["properties"]["ids"]["maxItems"] == LOOKUP_MAX_IDS
