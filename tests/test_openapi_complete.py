@@ -13,15 +13,18 @@ Request bodies are checked in test_openapi_bodies.py, answers in test_openapi_an
 
 from __future__ import annotations
 
+import ast
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 from multidict import MultiDictProxy
 
+import tlytics.ingest
 from tests.openapi_spec import operations, query_parameters
 from tlytics.ingest.routes import ROUTES, Route
 
@@ -240,3 +243,35 @@ async def test_an_undeclared_parameter_is_ignored(client: Any, method_path: tupl
     plain = await client.get(url)
     with_unknown = await client.get(url + ("&" if "?" in url else "?") + "no_such_parameter=1")
     assert (with_unknown.status, with_unknown.content_type) == (plain.status, plain.content_type)
+
+
+def _literal_query_reads(source: str) -> set[str]:
+    """The names a module reads as `<x>.query.get("name")`, `.getall`, `.getone` or
+    `<x>.query["name"]` (a name passed in a variable is the live test's to find)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.args:
+            owner, name = node.func.value, node.args[0]
+            is_read = node.func.attr in ("get", "getall", "getone")
+        elif isinstance(node, ast.Subscript):
+            owner, name, is_read = node.value, node.slice, True
+        else:
+            continue
+        if is_read and isinstance(owner, ast.Attribute) and owner.attr == "query" and isinstance(name, ast.Constant):
+            names.add(str(name.value))
+    return names
+
+
+def test_every_parameter_named_in_the_server_code_is_declared_by_some_route() -> None:
+    """Also the reads in branches the live probes do not take."""
+    declared = {name for route in ROUTES for name in route.query}
+    declared |= {name for names in CHECKED_NOT_TAKEN.values() for name in names}
+    package = Path(tlytics.ingest.__file__).parent
+    undeclared = {
+        f"{module.name}: {name!r}"
+        for module in package.glob("*.py")
+        for name in _literal_query_reads(module.read_text())
+        if name not in declared
+    }
+    assert _literal_query_reads('request.query.get("format", "ndjson")') == {"format"}  # the finder works
+    assert not undeclared, f"read from the query but declared by no route (routes.py query=): {sorted(undeclared)}"
