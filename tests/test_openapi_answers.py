@@ -163,3 +163,28 @@ async def test_413_429_and_503_fit_their_schemas(
     assert response.status == 429
     problems += await _problems(response, "GET", "/view")
     assert not problems, "\n".join(problems)
+
+
+async def test_an_unhealthy_health_answer_fits_its_schema(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client = await aiohttp_client(make_app(spool_max_bytes=64 * 1024))
+    statuses = []
+    for _ in range(40):  # the spool fills within a few of these (the writer is not flushed)
+        response = await client.post("/events", json=[{"key": "fill", "data": {"pad": "x" * 4000}}] * 5)
+        statuses.append(response.status)
+        if response.status == 503:
+            break
+    assert statuses[-1] == 503, statuses
+    problems = await _problems(response, "POST", "/events")
+    health = await client.get("/health")
+    assert health.status == 503
+    problems += await _problems(health, "GET", "/health")
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("path", ["/events", "/batch", "/lookup", "/v1/track", "/capture/"])
+async def test_a_415_fits_its_schema(client: Any, path: str) -> None:
+    response = await client.post(path, data=b"{}", headers={"Content-Type": "application/xml"})
+    assert response.status == 415, await response.text()
+    assert not await _problems(response, "POST", path)
