@@ -28,6 +28,15 @@ _OPERATORS: dict[str, Operator] = {":": "=", "!=": "!=", ">": ">", ">=": ">=", "
 WHERE_FORMS = "data.<property>:<value>, !=<value>, >10, >=10, <10, <=10, ~<text> or :*, e.g. data.user_id:123"
 _INT64 = range(-(2**63), 2**63)
 
+# The query parameters `read_query` and `page_and_size` read: the route table (`routes.py`)
+# declares each route's parameters from these, and tests/test_openapi_complete.py holds both
+# the handlers (what they read) and openapi.json (what it documents) to that declaration.
+# `read_query` checks the order and cursor for every route; only the routes that answer
+# events in order take them (the others ignore them once checked).
+FILTER_PARAMETERS = ("key", "since", "until", "where")
+ORDER_PARAMETERS = ("order", "cursor")
+PAGE_PARAMETERS = ("page", "page_size")
+
 PAGE_SIZE_DEFAULT = 10
 PAGE_SIZE_MAX = 1000
 # Far beyond any store, and small enough for every JSON reader (JavaScript's safe integers).

@@ -27,6 +27,7 @@ import tlytics.ingest.view as view
 import tlytics.ingest.whoami as whoami
 from tlytics.ingest.auth import ROUTE_ACCESS, Access, RouteAccess
 from tlytics.ingest.cors import cors_enabled, install_cors, preflight
+from tlytics.ingest.query import FILTER_PARAMETERS, ORDER_PARAMETERS, PAGE_PARAMETERS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -41,18 +42,27 @@ class Route:
     access: Access
     # Other SDKs' routes: the key may come in the body or a Basic header (see auth.admit_key).
     key_in_body: bool = False
+    # The query parameters the route takes: openapi.json documents exactly these, and its
+    # handler reads these and no other (tests/test_openapi_complete.py checks both sides).
+    query: tuple[str, ...] = ()
 
+
+_STATS_PARAMETERS = ("interval", "tz", "unique", "breakdown", "limit", "compare", *FILTER_PARAMETERS)
+# No `key`: the steps are the keys a funnel reads (a key is refused, a 400).
+_FUNNEL_PARAMETERS = ("steps", "by", "within", "since", "until", "where")
+# `compression` (gzip-js, base64), and posthog-js's `_`: when it sent the request (ms).
+_POSTHOG_PARAMETERS = ("compression", "_")
 
 ROUTES = (
     Route("POST", "/events", accept.post_events, access="write"),
-    Route("DELETE", "/events", erase.erase_events, access="admin"),
+    Route("DELETE", "/events", erase.erase_events, access="admin", query=FILTER_PARAMETERS),
     Route("POST", "/batch", accept.post_batch, access="write"),
     Route("GET", "/health", monitoring.health, access="open"),
-    Route("GET", "/view", view.view, access="read"),
-    Route("GET", "/export", export.export, access="read"),
-    Route("GET", "/stats", stats.stats, access="stats"),
+    Route("GET", "/view", view.view, access="read", query=(*PAGE_PARAMETERS, *FILTER_PARAMETERS, *ORDER_PARAMETERS)),
+    Route("GET", "/export", export.export, access="read", query=("format", *FILTER_PARAMETERS, *ORDER_PARAMETERS)),
+    Route("GET", "/stats", stats.stats, access="stats", query=_STATS_PARAMETERS),
     Route("GET", "/keys", stats.keys, access="stats"),
-    Route("GET", "/funnel", funnel.funnel, access="stats"),
+    Route("GET", "/funnel", funnel.funnel, access="stats", query=_FUNNEL_PARAMETERS),
     Route("GET", "/", static_pages.dashboard, access="open"),
     Route("POST", "/lookup", lookup.lookup, access="read"),
     Route("GET", "/metrics", monitoring.metrics, access="read"),
@@ -73,10 +83,10 @@ ROUTES = (
     Route("POST", "/v1/batch", segment.post_batch, access="write", key_in_body=True),
     Route("POST", "/v1/import", segment.post_batch, access="write", key_in_body=True),
     # PostHog's capture API (tlytics.ingest.posthog).
-    Route("POST", "/capture/", posthog.capture, access="write", key_in_body=True),
-    Route("POST", "/batch/", posthog.capture, access="write", key_in_body=True),
-    Route("POST", "/e/", posthog.capture, access="write", key_in_body=True),
-    Route("POST", "/i/v0/e/", posthog.capture, access="write", key_in_body=True),
+    Route("POST", "/capture/", posthog.capture, access="write", key_in_body=True, query=_POSTHOG_PARAMETERS),
+    Route("POST", "/batch/", posthog.capture, access="write", key_in_body=True, query=_POSTHOG_PARAMETERS),
+    Route("POST", "/e/", posthog.capture, access="write", key_in_body=True, query=_POSTHOG_PARAMETERS),
+    Route("POST", "/i/v0/e/", posthog.capture, access="write", key_in_body=True, query=_POSTHOG_PARAMETERS),
 )
 
 
