@@ -23,7 +23,6 @@ import orjson
 from aiohttp import web
 
 from tlytics.errors import InvalidEvent, InvalidRequest
-from tlytics.ingest.accept import spool_body
 from tlytics.ingest.auth import admit_key, bearer_token
 from tlytics.ingest.error_answers import error_answer
 from tlytics.ingest.responses import ApiError, json_response
@@ -165,28 +164,6 @@ def admit_body_key(request: web.Request, tokens: Iterable[object]) -> None:
         raise InvalidRequest("the messages name different keys: send each key's messages apart", field="writeKey")
     token = found.pop() if found else None
     admit_key(request, "write", token.encode("utf-8", "surrogateescape") if isinstance(token, str) else None)
-
-
-async def spool_events(request: web.Request, events: list[dict[str, Any]]) -> int:
-    """Spool translated events through the accept path of `/batch`; their count once committed."""
-    try:
-        body = orjson.dumps({"events": events})
-    except orjson.JSONEncodeError:
-        raise InvalidEvent(_NOT_UNICODE, index=_first_not_encodable(events)) from None
-    return await spool_body(request, body, batch=True)
-
-
-# orjson reads an escaped lone surrogate ("\ud800") but cannot write it back, nor can the store.
-_NOT_UNICODE = "a string is not Unicode (a lone surrogate such as \\ud800)"
-
-
-def _first_not_encodable(events: list[dict[str, Any]]) -> int | None:
-    for index, event in enumerate(events):
-        try:
-            orjson.dumps(event)
-        except orjson.JSONEncodeError:
-            return index
-    return None
 
 
 @dataclass(frozen=True)
