@@ -155,7 +155,7 @@ def _parsed(raw: Raw) -> Any:
     """One JSON text msgspec split off, parsed by orjson; _UNREADABLE when orjson cannot read
     it (an integer beyond 64 bits, 1e400): then the whole body goes to the reference reader."""
     try:
-        return orjson.loads(raw)
+        return orjson.loads(memoryview(raw))  # orjson takes no Raw, but reads its buffer
     except orjson.JSONDecodeError:
         return _UNREADABLE
 

@@ -54,6 +54,8 @@ _SPREAD = {"track": "properties", "page": "properties", "screen": "properties", 
 _NOT_IN_DATA = frozenset(
     {"type", "event", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "writeKey", "integrations", "_metadata"}
 )
+# What each type leaves out of its data's fields: the above, and what it spreads.
+_LEFT_OUT = {spread: _NOT_IN_DATA | {spread} for spread in ("properties", "traits")} | {None: _NOT_IN_DATA}
 # The fields a message of each type needs, besides userId or anonymousId.
 _REQUIRED = {"track": ("event",), "group": ("groupId",), "alias": ("previousId",)}
 
@@ -72,33 +74,30 @@ def _message_event(
     """The Tlytics event of one Segment message (`kind`: the route's type, None in a batch)."""
     if not isinstance(message, dict):
         raise InvalidEvent("a message must be a JSON object", index=index)
-    kind = kind or message.get("type")
+    get = message.get
+    kind = kind or get("type")
     if kind not in MESSAGE_TYPES:
         raise InvalidEvent(f"type must be one of {', '.join(MESSAGE_TYPES)}", index=index, field="type")
     assert isinstance(kind, str)
-    if message.get("userId") is None and message.get("anonymousId") is None:
+    if get("userId") is None and get("anonymousId") is None:
         raise InvalidEvent("a message needs a userId or an anonymousId", index=index, field="userId")
     for required in _REQUIRED.get(kind, ()):
-        if message.get(required) is None:
+        if get(required) is None:
             raise InvalidEvent(f"a {kind} message needs {required}", index=index, field=required)
     key = message["event"] if kind == "track" else FIXED_KEYS[kind]
     if not isinstance(key, str):
         raise InvalidEvent("event must be a string", index=index, field="event")
-    message_id = message.get("messageId")
+    message_id = get("messageId")
     if message_id is not None and not isinstance(message_id, str):
         raise InvalidEvent("messageId must be a string", index=index, field="messageId")
-    client_us = None
-    if message.get("timestamp") is not None:
-        client_us = timestamp_us(message["timestamp"], index=index, field="timestamp")
-    if message.get("sentAt") is not None:
+    timestamp = get("timestamp")
+    client_us = None if timestamp is None else timestamp_us(timestamp, index=index, field="timestamp")
+    if get("sentAt") is not None:
         sent_at_us = timestamp_us(message["sentAt"], index=index, field="sentAt")
     spread_name = _SPREAD.get(kind)
     spread = object_field(message, spread_name, index) if spread_name else {}
-    fields = {
-        name: value
-        for name, value in message.items()
-        if value is not None and name not in _NOT_IN_DATA and name != spread_name
-    }
+    left_out = _LEFT_OUT[spread_name]
+    fields = {name: value for name, value in message.items() if value is not None and name not in left_out}
     context = object_field(message, "context", index)
     if batch_context:
         fields["context"] = {**batch_context, **context}
