@@ -92,7 +92,11 @@ def _event(raw: Any, index: int, *, sent_at_us: int | None, now_us: int) -> dict
         raise InvalidEvent("an event needs a distinct_id (a string)", index=index, field="distinct_id")
     fields: dict[str, Any] = {"distinct_id": distinct_id}
     fields.update((name, raw[name]) for name in _KEPT_FIELDS if raw.get(name) is not None)
-    spread = {name: value for name, value in properties.items() if name not in _NOT_SPREAD}
+    spread = (
+        properties
+        if _NOT_SPREAD.isdisjoint(properties)
+        else {name: value for name, value in properties.items() if name not in _NOT_SPREAD}
+    )
     event: dict[str, Any] = {"key": key, "data": merged_data(fields, spread, "properties")}
     client_us = None if raw.get("timestamp") is None else timestamp_us(raw["timestamp"], index=index, field="timestamp")
     offset_ms = raw.get("offset")
