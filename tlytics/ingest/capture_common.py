@@ -32,6 +32,7 @@ from tlytics.timefmt import check_in_range_us, format_rfc3339_us, parse_rfc3339_
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+
 def message_uuid(source: bytes, message_id: str, client_timestamp_us: int | None) -> str:
     """The Tlytics id of a message another SDK named `message_id`: a UUIDv8 (RFC 9562's custom
     layout) shaped like a UUIDv7, its first 48 bits the message's own timestamp in ms (as the
