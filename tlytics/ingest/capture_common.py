@@ -23,7 +23,6 @@ import orjson
 from aiohttp import web
 
 from tlytics.errors import InvalidEvent, InvalidRequest
-from tlytics.ingest.accept import spool_body
 from tlytics.ingest.auth import admit_key, bearer_token
 from tlytics.ingest.error_answers import error_answer
 from tlytics.ingest.responses import ApiError, json_response
@@ -33,9 +32,6 @@ from tlytics.timefmt import check_in_range_us, format_rfc3339_us, parse_rfc3339_
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
-_VERSION_8 = 0x8 << 76
-_VARIANT = 0b10 << 62
-
 
 def message_uuid(source: bytes, message_id: str, client_timestamp_us: int | None) -> str:
     """The Tlytics id of a message another SDK named `message_id`: a UUIDv8 (RFC 9562's custom
@@ -43,12 +39,15 @@ def message_uuid(source: bytes, message_id: str, client_timestamp_us: int | None
     client sent it: a retry sends the same, so it gets the same id) and the other 74 free bits
     from SHA-256 of `source` and the message id. So a retried message is stored once, and ids
     still sort by time: the store's unique index stays append-mostly, as with v7 (random ids
-    make SQLite inserts ~10x slower). Without a timestamp all 122 bits come from the hash."""
+    make SQLite inserts ~10x slower). Without a timestamp all 122 bits come from the hash.
+    Built from bytes, not one 128-bit integer: the same bits, in a third of the time."""
     digest = hashlib.sha256(source + b"\0" + message_id.encode("utf-8", "surrogatepass")).digest()
-    hashed = int.from_bytes(digest[:16], "big")
-    high_48 = hashed >> 80 if client_timestamp_us is None else (client_timestamp_us // 1000) & 0xFFFF_FFFF_FFFF
-    value = high_48 << 80 | _VERSION_8 | (hashed >> 64 & 0xFFF) << 64 | _VARIANT | hashed & ((1 << 62) - 1)
-    text = f"{value:032x}"
+    if client_timestamp_us is None:
+        high = digest[:6]
+    else:
+        high = ((client_timestamp_us // 1000) & 0xFFFF_FFFF_FFFF).to_bytes(6, "big")
+    # Version 8 in the top nibble of byte 6, the RFC's variant (0b10) in the top bits of byte 8.
+    text = (high + bytes((0x80 | digest[6] & 0x0F, digest[7], 0x80 | digest[8] & 0x3F)) + digest[9:16]).hex()
     return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
@@ -70,13 +69,40 @@ def timestamp_us(value: Any, *, index: int | None, field: str) -> int:
     if not isinstance(value, str):
         raise InvalidEvent(f"{field} must be an RFC 3339 string", index=index, field=field)
     try:
-        return parse_rfc3339_us(value)
+        return _utc_timestamp_us(value)
     except ValueError as exc:
         raise InvalidEvent(f"{field}: {exc}", index=index, field=field) from None
 
 
-def rfc3339(micros: int) -> str:
-    return format_rfc3339_us(micros)
+# The µs of each whole second seen lately ("2025-03-01T10:00:00" -> µs): the messages of a
+# batch mostly share their second, and the full parse costs ~10x the look-up.
+_SECONDS_US: dict[str, int] = {}
+_SECONDS_KEPT = 4096
+_UTC_SUFFIXES = ("Z", "+00:00")
+
+
+def _utc_timestamp_us(text: str) -> int:
+    """`parse_rfc3339_us`, with a fast path for the forms SDKs send (UTC as `Z` or `+00:00`,
+    0 to 9 digits of fraction): the second is parsed once (and checked by the full parser),
+    the fraction read here. Any other form goes to the full parser."""
+    suffix = "Z" if text[-1:] == "Z" else "+00:00" if text[-6:] == "+00:00" else None
+    fraction = text[19 : len(text) - len(suffix)] if suffix else ""
+    if suffix is None or not (not fraction or (fraction[0] == "." and 2 <= len(fraction) <= 10)):
+        return parse_rfc3339_us(text)
+    digits = fraction[1:7]
+    if fraction and not (fraction[1:].isascii() and fraction[1:].isdigit()):
+        return parse_rfc3339_us(text)
+    second = text[:19]
+    second_us = _SECONDS_US.get(second)
+    if second_us is None:
+        second_us = parse_rfc3339_us(second + "Z")  # checks the date and time (and no :60)
+        if len(_SECONDS_US) >= _SECONDS_KEPT:
+            _SECONDS_US.clear()
+        _SECONDS_US[second] = second_us
+    return second_us + int(digits.ljust(6, "0")) if digits else second_us
+
+
+rfc3339 = format_rfc3339_us
 
 
 def object_field(message: Mapping[str, Any], name: str, index: int | None) -> dict[str, Any]:
@@ -95,7 +121,7 @@ def merged_data(fields: dict[str, Any], properties: dict[str, Any], properties_n
     fields, the properties stay whole under `properties_name` instead, so nothing is lost."""
     if not properties:
         return fields
-    if any(name in fields or name == properties_name for name in properties):
+    if properties_name in properties or not fields.keys().isdisjoint(properties):
         return {**fields, properties_name: properties}
     return {**properties, **fields}
 
@@ -165,28 +191,6 @@ def admit_body_key(request: web.Request, tokens: Iterable[object]) -> None:
         raise InvalidRequest("the messages name different keys: send each key's messages apart", field="writeKey")
     token = found.pop() if found else None
     admit_key(request, "write", token.encode("utf-8", "surrogateescape") if isinstance(token, str) else None)
-
-
-async def spool_events(request: web.Request, events: list[dict[str, Any]]) -> int:
-    """Spool translated events through the accept path of `/batch`; their count once committed."""
-    try:
-        body = orjson.dumps({"events": events})
-    except orjson.JSONEncodeError:
-        raise InvalidEvent(_NOT_UNICODE, index=_first_not_encodable(events)) from None
-    return await spool_body(request, body, batch=True)
-
-
-# orjson reads an escaped lone surrogate ("\ud800") but cannot write it back, nor can the store.
-_NOT_UNICODE = "a string is not Unicode (a lone surrogate such as \\ud800)"
-
-
-def _first_not_encodable(events: list[dict[str, Any]]) -> int | None:
-    for index, event in enumerate(events):
-        try:
-            orjson.dumps(event)
-        except orjson.JSONEncodeError:
-            return index
-    return None
 
 
 @dataclass(frozen=True)

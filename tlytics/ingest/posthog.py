@@ -36,18 +36,16 @@ from tlytics.ingest.bodies import read_body
 from tlytics.ingest.capture_common import (
     ERROR_CODES,
     Dialect,
-    admit_body_key,
     admit_header_key,
     answering_in,
     form_data_json,
     merged_data,
     object_field,
-    parse_json,
     rfc3339,
     skew_corrected_us,
-    spool_events,
     timestamp_us,
 )
+from tlytics.ingest.capture_work import Limits, Translated, batch_body, parse_messages, spool_translated, translate
 from tlytics.ingest.cors import cors_enabled
 from tlytics.ingest.responses import json_response
 
@@ -68,15 +66,16 @@ POSTHOG = Dialect(
 _SUCCESS = {"status": 1}
 _UUID = re.compile(UUID_PATTERN)
 _GZIP_MAGIC = b"\x1f\x8b"
+# The top-level fields a batch body is read for, beside its events (the others are never built).
+_TOP_FIELDS = ("api_key", "token", "sent_at", "sentAt")
 
 
-def _sent_at_us(request: web.Request, top: dict[str, Any]) -> int | None:
+def _sent_at_us(top: dict[str, Any], query_ms: str) -> int | None:
     """When the client sent the request, by its clock: `sent_at` in the body, or posthog-js's
     `_` query parameter (ms since the epoch)."""
     for name in ("sent_at", "sentAt"):
         if top.get(name) is not None:
             return timestamp_us(top[name], index=None, field=name)
-    query_ms = request.query.get("_", "")
     return int(query_ms) * 1000 if query_ms.isdecimal() and len(query_ms) <= 15 else None
 
 
@@ -93,7 +92,11 @@ def _event(raw: Any, index: int, *, sent_at_us: int | None, now_us: int) -> dict
         raise InvalidEvent("an event needs a distinct_id (a string)", index=index, field="distinct_id")
     fields: dict[str, Any] = {"distinct_id": distinct_id}
     fields.update((name, raw[name]) for name in _KEPT_FIELDS if raw.get(name) is not None)
-    spread = {name: value for name, value in properties.items() if name not in _NOT_SPREAD}
+    spread = (
+        properties
+        if _NOT_SPREAD.isdisjoint(properties)
+        else {name: value for name, value in properties.items() if name not in _NOT_SPREAD}
+    )
     event: dict[str, Any] = {"key": key, "data": merged_data(fields, spread, "properties")}
     client_us = None if raw.get("timestamp") is None else timestamp_us(raw["timestamp"], index=index, field="timestamp")
     offset_ms = raw.get("offset")
@@ -136,8 +139,20 @@ async def _body(request: web.Request) -> bytes:
 async def capture(request: web.Request) -> web.Response:
     """POST /capture/, /batch/, /e/, /i/v0/e/: one event, an array of them, or {"batch": [...]}."""
     header_key = admit_header_key(request)
-    payload = parse_json(await _body(request))
+    body = await _body(request)
     now_us = time.time_ns() // 1000
+    query_ms = request.query.get("_", "")
+    translated = await translate(
+        request, translate_body, body, query_ms=query_ms, now_us=now_us, limits=Limits.of(request)
+    )
+    await spool_translated(request, translated, header_key=header_key)
+    return json_response(_SUCCESS)
+
+
+def translate_body(body: bytes, *, query_ms: str, now_us: int, limits: Limits) -> Translated:
+    """A PostHog body's keys and `/batch` body: on the loop for a small body, else on a body
+    thread (`capture_work`)."""
+    payload = parse_messages(body, list_field="batch", top_fields=_TOP_FIELDS, list_at_top=True, limits=limits)
     top: dict[str, Any] = payload if isinstance(payload, dict) else {}
     if isinstance(payload, list):
         raw_events: Any = payload
@@ -145,14 +160,16 @@ async def capture(request: web.Request) -> web.Response:
         raw_events = top["batch"]
     else:
         raw_events = [payload]
-    if not header_key:
-        # The key before the shape: a caller without a key learns nothing about its body.
-        admit_body_key(request, _tokens(top, raw_events if isinstance(raw_events, list) else []))
-    if not isinstance(raw_events, list):
-        raise InvalidRequest('"batch" must be a JSON array of events', field="batch")
-    if not isinstance(payload, (dict, list)):
-        raise InvalidRequest('body must be an event, an array of events or {"batch": [...]}')
-    sent_at_us = _sent_at_us(request, top)
-    events = [_event(raw, index, sent_at_us=sent_at_us, now_us=now_us) for index, raw in enumerate(raw_events)]
-    await spool_events(request, events)
-    return json_response(_SUCCESS)
+    # The key before the shape: a caller without a key learns nothing about its body.
+    translated = Translated(tokens=_tokens(top, raw_events if isinstance(raw_events, list) else []))
+    try:
+        if not isinstance(raw_events, list):
+            raise InvalidRequest('"batch" must be a JSON array of events', field="batch")
+        if not isinstance(payload, (dict, list)):
+            raise InvalidRequest('body must be an event, an array of events or {"batch": [...]}')
+        sent_at_us = _sent_at_us(top, query_ms)
+        events = [_event(raw, index, sent_at_us=sent_at_us, now_us=now_us) for index, raw in enumerate(raw_events)]
+        translated.batch_body = batch_body(events)
+    except InvalidRequest as exc:
+        translated.refusal = exc
+    return translated

@@ -24,26 +24,25 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from tlytics.errors import InvalidEvent, InvalidRequest
+from tlytics.errors import InvalidEvent, InvalidRequest, RequestTooLarge
 from tlytics.ingest.bodies import read_body
 from tlytics.ingest.capture_common import (
     ERROR_CODES,
     Dialect,
     Handler,
-    admit_body_key,
     admit_header_key,
     answering_in,
     merged_data,
     message_uuid,
     object_field,
-    parse_json,
     rfc3339,
     skew_corrected_us,
-    spool_events,
     timestamp_us,
 )
+from tlytics.ingest.capture_work import Limits, Translated, batch_body, parse_messages, spool_translated, translate
 from tlytics.ingest.responses import json_response
 
 SOURCE = b"segment"
@@ -55,6 +54,8 @@ _SPREAD = {"track": "properties", "page": "properties", "screen": "properties", 
 _NOT_IN_DATA = frozenset(
     {"type", "event", "timestamp", "originalTimestamp", "sentAt", "receivedAt", "writeKey", "integrations", "_metadata"}
 )
+# What each type leaves out of its data's fields: the above, and what it spreads.
+_LEFT_OUT = {spread: _NOT_IN_DATA | {spread} for spread in ("properties", "traits")} | {None: _NOT_IN_DATA}
 # The fields a message of each type needs, besides userId or anonymousId.
 _REQUIRED = {"track": ("event",), "group": ("groupId",), "alias": ("previousId",)}
 
@@ -63,6 +64,8 @@ SEGMENT = Dialect(
     error_fields=lambda status, message: {"code": ERROR_CODES.get(status, "error"), "message": message},
 )
 _SUCCESS = {"success": True}
+# The batch-level fields a batch body is read for (its other fields are never built).
+_BATCH_FIELDS = ("writeKey", "sentAt", "context")
 
 
 def _message_event(
@@ -71,33 +74,30 @@ def _message_event(
     """The Tlytics event of one Segment message (`kind`: the route's type, None in a batch)."""
     if not isinstance(message, dict):
         raise InvalidEvent("a message must be a JSON object", index=index)
-    kind = kind or message.get("type")
+    get = message.get
+    kind = kind or get("type")
     if kind not in MESSAGE_TYPES:
         raise InvalidEvent(f"type must be one of {', '.join(MESSAGE_TYPES)}", index=index, field="type")
     assert isinstance(kind, str)
-    if message.get("userId") is None and message.get("anonymousId") is None:
+    if get("userId") is None and get("anonymousId") is None:
         raise InvalidEvent("a message needs a userId or an anonymousId", index=index, field="userId")
     for required in _REQUIRED.get(kind, ()):
-        if message.get(required) is None:
+        if get(required) is None:
             raise InvalidEvent(f"a {kind} message needs {required}", index=index, field=required)
     key = message["event"] if kind == "track" else FIXED_KEYS[kind]
     if not isinstance(key, str):
         raise InvalidEvent("event must be a string", index=index, field="event")
-    message_id = message.get("messageId")
+    message_id = get("messageId")
     if message_id is not None and not isinstance(message_id, str):
         raise InvalidEvent("messageId must be a string", index=index, field="messageId")
-    client_us = None
-    if message.get("timestamp") is not None:
-        client_us = timestamp_us(message["timestamp"], index=index, field="timestamp")
-    if message.get("sentAt") is not None:
+    timestamp = get("timestamp")
+    client_us = None if timestamp is None else timestamp_us(timestamp, index=index, field="timestamp")
+    if get("sentAt") is not None:
         sent_at_us = timestamp_us(message["sentAt"], index=index, field="sentAt")
     spread_name = _SPREAD.get(kind)
     spread = object_field(message, spread_name, index) if spread_name else {}
-    fields = {
-        name: value
-        for name, value in message.items()
-        if value is not None and name not in _NOT_IN_DATA and name != spread_name
-    }
+    left_out = _LEFT_OUT[spread_name]
+    fields = {name: value for name, value in message.items() if value is not None and name not in left_out}
     context = object_field(message, "context", index)
     if batch_context:
         fields["context"] = {**batch_context, **context}
@@ -113,15 +113,34 @@ def _message_event(
 
 async def _receive(request: web.Request, kind: str | None) -> web.Response:
     header_key = admit_header_key(request)
-    payload = parse_json(await read_body(request))
+    body = await read_body(request)
     now_us = time.time_ns() // 1000
+    translated = await translate(request, translate_body, body, kind=kind, now_us=now_us, limits=Limits.of(request))
+    await spool_translated(request, translated, header_key=header_key)
+    return json_response(_SUCCESS)
+
+
+def translate_body(body: bytes, *, kind: str | None, now_us: int, limits: Limits) -> Translated:
+    """A Segment body's keys and `/batch` body (`kind`: the route's message type, None for a
+    batch): on the loop for a small body, else on a body thread (`capture_work`)."""
+    if kind is None:
+        payload = parse_messages(body, list_field="batch", top_fields=_BATCH_FIELDS, list_at_top=False, limits=limits)
+    else:
+        payload = parse_messages(body, list_field=None, top_fields=(), list_at_top=False, limits=limits)
     messages = payload.get("batch") if kind is None and isinstance(payload, dict) else [payload]
-    if not header_key:
-        # The key before the shape: a caller without a key learns nothing about its body.
-        tokens = [payload.get("writeKey")] if isinstance(payload, dict) else []
-        if kind is None and isinstance(messages, list):
-            tokens += [message.get("writeKey") for message in messages if isinstance(message, dict)]
-        admit_body_key(request, (token for token in tokens if isinstance(token, str)))
+    # The key before the shape: a caller without a key learns nothing about its body.
+    tokens = [payload.get("writeKey")] if isinstance(payload, dict) else []
+    if kind is None and isinstance(messages, list):
+        tokens += [message.get("writeKey") for message in messages if isinstance(message, dict)]
+    translated = Translated(tokens=[token for token in tokens if isinstance(token, str)])
+    try:
+        translated.batch_body = batch_body(_events(payload, messages, kind, now_us, limits))
+    except InvalidRequest as exc:
+        translated.refusal = exc
+    return translated
+
+
+def _events(payload: Any, messages: Any, kind: str | None, now_us: int, limits: Limits) -> list[dict[str, Any]]:
     if not isinstance(payload, dict):
         raise InvalidRequest("body must be a JSON object" + (' {"batch": [...]}' if kind is None else ""))
     if not isinstance(messages, list):
@@ -130,12 +149,18 @@ async def _receive(request: web.Request, kind: str | None) -> web.Response:
     if kind is None and payload.get("sentAt") is not None:
         sent_at_us = timestamp_us(payload["sentAt"], index=None, field="sentAt")
     batch_context = object_field(payload, "context", None) if kind is None else {}
-    events = [
+    if batch_context and len(orjson.dumps(batch_context)) * len(messages) > limits.max_body_bytes:
+        # Each event carries a copy: a large context times many messages is a body too large.
+        raise RequestTooLarge(
+            f"the batch's context, copied into each of its {len(messages)} messages, would be larger than"
+            f" {limits.max_body_bytes} bytes",
+            field="context",
+            limit=limits.max_body_bytes,
+        )
+    return [
         _message_event(message, kind, index, batch_context=batch_context, sent_at_us=sent_at_us, now_us=now_us)
         for index, message in enumerate(messages)
     ]
-    await spool_events(request, events)
-    return json_response(_SUCCESS)
 
 
 def _one_message(kind: str) -> Handler:
