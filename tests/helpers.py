@@ -5,6 +5,7 @@ Test modules import from here (never from one another)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -140,6 +141,17 @@ def server_argv(port: int, *flags: str) -> list[str]:
     return [sys.executable, "-m", "tlytics", "--host", "127.0.0.1", "--port", str(port), *flags]
 
 
+def _logs_above_info(args: list[str]) -> bool:
+    """Whether `args` set a log level that leaves out info lines (`--log-level error`)."""
+    for flag, value in itertools.pairwise(args):
+        if flag == "--log-level" and value.lower() in ("warning", "error", "critical"):
+            return True
+    return any(
+        arg.startswith("--log-level=") and arg.split("=", 1)[1].lower() in ("warning", "error", "critical")
+        for arg in args
+    )
+
+
 class ServerProcess:
     """A real `python -m tlytics` on 127.0.0.1.
 
@@ -190,6 +202,8 @@ class ServerProcess:
         """Start it and wait until /health answers 200 (or, unless `healthy`, answers at all:
         a server whose store does not answer is up, and says 503)."""
         env = {**os.environ, **self.extra_env}
+        if self._port is None and _logs_above_info(self.extra_args):
+            self._port = free_port()  # its `listening` line (info) will not be written
         self._log = open(self.log_path, "ab")  # noqa: SIM115  kept open for the server's lifetime, closed by kill/stop
         log_start = self.log_path.stat().st_size  # a restart appends to the same log
         self.process = subprocess.Popen(
