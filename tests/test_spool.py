@@ -154,7 +154,8 @@ class BrokenCache:
         raise sqlite3.OperationalError("disk I/O error (injected)")
 
     __len__ = _fail
-    volume = transact = _sql = close = get = push = _fail
+    volume = transact = _sql = close = get = push = delete = peek = _fail
+    _con = property(_fail)
 
 
 @pytest.mark.parametrize(
@@ -173,8 +174,8 @@ class BrokenCache:
 )
 def test_every_backend_error_becomes_a_spool_error_with_its_cause(tmp_path: Path, call: object) -> None:
     spool = Spool(tmp_path / "spool")
-    spool._cache.close()
-    spool._cache = BrokenCache()
+    spool._queue._cache.close()
+    spool._queue._cache = BrokenCache()
     with pytest.raises(SpoolError) as raised:
         call(spool)  # type: ignore[operator]
     assert isinstance(raised.value.__cause__, sqlite3.OperationalError)

@@ -10,48 +10,19 @@ values of 32 KB and more by default.
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
-import diskcache
-
 from tlytics.errors import SpoolError, SpoolFull
+from tlytics.spool.diskcache_adapter import BACKEND_ERRORS, DiskcacheQueue
 
 SpoolSync = Literal["normal", "full"]
 
 _SQLITE_SYNCHRONOUS = {"normal": 1, "full": 2}
-_MODE_RAW = 1  # diskcache.core.MODE_RAW
 _WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
-# diskcache's table (version 5), used directly on the hot paths; checked at open.
-_CACHE_COLUMNS = {
-    "rowid",
-    "key",
-    "raw",
-    "store_time",
-    "expire_time",
-    "access_time",
-    "access_count",
-    "tag",
-    "size",
-    "mode",
-    "filename",
-    "value",
-}
-_FIRST_QUEUE_KEY = 500_000_000_000_000  # where Cache.push starts an integer-keyed queue
-_LAST_QUEUE_KEY = "SELECT key FROM Cache WHERE 0 < key AND key < 999999999999999 AND raw = 1 ORDER BY key DESC LIMIT 1"
-_INSERT_RAW = (
-    "INSERT INTO Cache (key, raw, store_time, expire_time, access_time, access_count,"
-    " tag, size, mode, filename, value) VALUES (?, 1, ?, NULL, ?, 0, NULL, 0, 1, NULL, ?)"
-)
-# Larger than any entry we accept, so diskcache never writes a value to a side file.
-_NEVER_A_SIDE_FILE = 1 << 40
-# What diskcache and the file system raise: SQLite errors, I/O errors, and diskcache's Timeout
-# when the database stays locked past the busy timeout.
-_BACKEND_ERRORS = (sqlite3.Error, OSError, diskcache.Timeout)
 # With checkpoint_on_append=False, appends still checkpoint once the WAL holds this much, so a
 # spool nobody drains cannot grow its WAL without bound; and at most half the disk reserve
 # (min_free_bytes): a checkpoint copies the WAL into the database file, which takes that much
@@ -62,8 +33,6 @@ _SQLITE_CHECKPOINT_PAGES = 1000  # SQLite's own wal_autocheckpoint
 # and what each appended entry is counted as beyond its value (SQLite's row and index cost).
 _MEASURE_EVERY_S = 0.1
 _ROW_OVERHEAD_BYTES = 128
-# Keys bound in one DELETE: SQLite's limit on parameters is 999 in older builds.
-_KEYS_PER_STATEMENT = 500
 
 
 def _wal_size_limit_bytes(min_free_bytes: int) -> int:
@@ -78,7 +47,7 @@ def _spool_errors(action: str) -> Iterator[None]:
     callers of the spool handle one error type and never need to know diskcache."""
     try:
         yield
-    except _BACKEND_ERRORS as exc:
+    except BACKEND_ERRORS as exc:
         raise SpoolError(f"spool {action} failed: {exc}") from exc
 
 
@@ -115,20 +84,14 @@ class Spool:
         self._measured_at = -_MEASURE_EVERY_S
         self._measured_size = self._measured_free = self._appended_since = 0
         with _spool_errors(f"open at {self.directory}"):
-            self._cache = diskcache.Cache(
+            self._queue = DiskcacheQueue(
                 str(self.directory),
-                timeout=busy_timeout_s,
-                # The default policy evicts entries past size_limit: silent data loss.
-                eviction_policy="none",
-                disk_min_file_size=_NEVER_A_SIDE_FILE,
-                sqlite_synchronous=_SQLITE_SYNCHRONOUS[sync],
+                timeout_s=busy_timeout_s,
+                synchronous=_SQLITE_SYNCHRONOUS[sync],
                 # Give the disk back after a burst: the WAL is cut to this size once checkpointed
                 # (on a small disk, to a part of the reserve, so a drained spool frees it).
-                sqlite_journal_size_limit=_wal_size_limit_bytes(min_free_bytes),
+                journal_size_limit=_wal_size_limit_bytes(min_free_bytes),
             )
-            columns = {row[1] for row in self._cache._sql("PRAGMA table_info(Cache)").fetchall()}
-        # Another diskcache table layout: use its public API only (slower, still correct).
-        self._known_layout = columns == _CACHE_COLUMNS
 
     def append(self, value: bytes) -> int:
         """Append one entry durably and return its key."""
@@ -139,20 +102,11 @@ class Spool:
         if self.max_bytes is not None or self.min_free_bytes:
             self._check_room(sum(len(value) for value in values))
         self._tune_connection()
-        with _spool_errors("append"), self._cache.transact():
-            if not self._known_layout:
-                return [self._cache.push(value) for value in values]
-            # What Cache.push does for each value, as two statements for the whole group:
-            # push() runs a dozen Python-level steps per value, and under load that Python
-            # time, waiting for the GIL, made group commits three times slower.
-            last = self._cache._sql(_LAST_QUEUE_KEY).fetchall()
-            first_key = last[0][0] + 1 if last else _FIRST_QUEUE_KEY
-            now = time.time()
-            keys = list(range(first_key, first_key + len(values)))
-            self._cache._con.executemany(
-                _INSERT_RAW, [(key, now, now, value) for key, value in zip(keys, values, strict=True)]
-            )
-            return keys
+        with _spool_errors("append"), self._queue.transact():
+            # Two statements for the whole group rather than Cache.push per value: push() runs
+            # a dozen Python-level steps per value, and under load that Python time, waiting
+            # for the GIL, made group commits three times slower (see diskcache_adapter).
+            return self._queue.append(values)
 
     def _tune_connection(self) -> None:
         """Set the auto-checkpoint threshold of this thread's connection (per connection, not
@@ -161,14 +115,14 @@ class Spool:
         for any connection that writes (appends and removals), so the WAL never outgrows it."""
         if self._checkpoint_on_append and not self.min_free_bytes:
             return  # SQLite's default
-        connection = self._cache._con  # diskcache's connection for this thread
-        if connection is not self._tuned_connection:
-            with _spool_errors("open"):
-                connection.execute(f"PRAGMA wal_autocheckpoint = {self._backstop_checkpoint_pages()}").fetchall()
-            self._tuned_connection = connection
+        with _spool_errors("open"):
+            connection = self._queue.connection()  # diskcache's connection for this thread
+            if connection is not self._tuned_connection:
+                self._queue.set_autocheckpoint(self._backstop_checkpoint_pages())
+                self._tuned_connection = connection
 
     def _backstop_checkpoint_pages(self) -> int:
-        page_size = int(self._cache._page_size)
+        page_size = self._queue.page_size
         backstop = (
             _BACKSTOP_CHECKPOINT_BYTES if not self._checkpoint_on_append else _SQLITE_CHECKPOINT_PAGES * page_size
         )
@@ -214,57 +168,29 @@ class Spool:
         has enough events) does not pay for reading the rest. Nothing is removed."""
         with _spool_errors("read"):
             # One query for the whole batch; a get() per key cost a round trip per entry.
-            # Integer keys are the queue's (push); values are raw blobs since side files are off.
-            cursor = self._cache._sql(
-                "SELECT key, mode, value FROM Cache WHERE raw = 1 AND key > ?"
-                " AND typeof(key) = 'integer' ORDER BY key LIMIT ?",
-                (max(after, -1), max_entries),
-            )
-            try:
-                for key, mode, value in cursor:
-                    if mode == _MODE_RAW and isinstance(value, bytes):
-                        yield key, value
-                    else:  # written by another configuration: let diskcache decode it
-                        decoded = self._cache.get(key)
-                        if isinstance(decoded, bytes):
-                            yield key, decoded
-            finally:
-                cursor.close()
+            yield from self._queue.iter_oldest(max_entries, after)
 
     def remove(self, keys: Iterable[int]) -> None:
         """Remove entries by key in one transaction; keys already gone are ignored."""
         keys = list(keys)
         self._tune_connection()
-        with _spool_errors("remove"), self._cache.transact():
+        with _spool_errors("remove"), self._queue.transact():
             # A few DELETE statements instead of one delete() per key: the write lock is
             # held for far less time, so appends from request handlers rarely wait for it.
-            # diskcache's triggers keep its count and size right; rows with a side file
-            # (none unless written by another configuration) go through delete().
-            for start in range(0, len(keys), _KEYS_PER_STATEMENT):
-                chunk = keys[start : start + _KEYS_PER_STATEMENT]
-                marks = ",".join("?" * len(chunk))
-                self._cache._sql(f"DELETE FROM Cache WHERE raw = 1 AND filename IS NULL AND key IN ({marks})", chunk)
-                leftovers = self._cache._sql(
-                    f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk
-                ).fetchall()
-                for (key,) in leftovers:
-                    self._cache.delete(key)
+            self._queue.remove(keys)
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without waiting for anyone, so the WAL can be
         reset (and cut to its size limit) by the next append; the writer calls it after each
         batch it removed (see checkpoint_on_append)."""
         with _spool_errors("checkpoint"):
-            self._cache._sql("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._queue.checkpoint()
 
     def oldest_age_s(self) -> float:
         """Seconds since the oldest waiting entry was appended; 0 when empty."""
         with _spool_errors("read"):
-            rows = self._cache._sql(
-                "SELECT store_time FROM Cache WHERE raw = 1 AND key >= 0"
-                " AND typeof(key) = 'integer' ORDER BY key LIMIT 1"
-            ).fetchall()
-        return max(0.0, time.time() - rows[0][0]) if rows else 0.0
+            appended_at = self._queue.oldest_store_time()
+        return max(0.0, time.time() - appended_at) if appended_at is not None else 0.0
 
     def disk_free_bytes(self) -> int:
         """Bytes free on the spool's file system (for an unprivileged process)."""
@@ -275,14 +201,14 @@ class Spool:
     def count(self) -> int:
         """Number of entries waiting."""
         with _spool_errors("count"):
-            return len(self._cache)
+            return self._queue.count()
 
     def size_bytes(self) -> int:
         """Bytes the spool takes on disk."""
         with _spool_errors("size"):
-            return int(self._cache.volume())
+            return self._queue.volume()
 
     def close(self) -> None:
         """Close this thread's connection (other threads' close with their thread)."""
         with _spool_errors("close"):
-            self._cache.close()
+            self._queue.close()
