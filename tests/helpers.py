@@ -276,6 +276,13 @@ class ServerProcess:
         for variable in ("TLYTICS_READ_KEYS", "TLYTICS_ADMIN_KEYS"):
             if self.extra_env.get(variable):
                 return self.extra_env[variable].split(",")[0].strip()
+        if "--keys-file" in self.extra_args[:-1]:
+            # Its `scope secret [label]` lines, comments and blank lines aside.
+            keys_file = Path(self.extra_args[self.extra_args.index("--keys-file") + 1])
+            for line in keys_file.read_text().splitlines():
+                words = line.split()
+                if len(words) >= 2 and words[0] in ("read", "admin"):
+                    return words[1]
         return None
 
     def wait_drained(self, timeout_s: float = 30.0) -> dict[str, Any]:
