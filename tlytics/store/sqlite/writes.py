@@ -10,19 +10,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import apsw
 
 from tlytics.chunks import chunks
 from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
+from tlytics.store.spooled_rows import SpooledRows
 from tlytics.store.sqlite.connection import Synchronous, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US, open_migrated, schema_version
 from tlytics.store.sqlite.sketches import SketchKeeper
 
 INSERT = "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+# SpooledRows as decoded, (id as hex digits, key, timestamp µs, data as raw JSON bytes,
+# received_at): SQLite reads the hex digits and takes the data's bytes as its text, so the
+# writer makes no Python object per event for either (see tlytics.store.spooled_rows). An id
+# SQLite cannot read as hex becomes NULL, which the NOT NULL column refuses: converted in Python.
+INSERT_SPOOLED = (
+    "INSERT INTO events (id, key, ts, received_at, data) VALUES (unhex(?1), ?2, ?3, ?5, CAST(?4 AS TEXT))"
+    " ON CONFLICT (id) DO NOTHING"
+)
 # The rows a transaction added after `seq` ? whose id was erased: never stored again.
 DROP_ERASED_NEW_ROWS = "DELETE FROM events WHERE seq > ? AND EXISTS (SELECT 1 FROM erased_ids e WHERE e.id = events.id)"
 BUMP_COUNT = "UPDATE counters SET value = value + ? WHERE name = 'events'"
@@ -60,17 +69,30 @@ class SQLiteWriter:
             # HyperLogLog sketches of the --unique-property properties (backfilled here if new;
             # None keeps those the store has, for tools and migrations).
             self._sketches = SketchKeeper(self._write_connection, unique_properties)
+            # CAST(data AS TEXT) reads the bytes in the file's encoding: UTF-8 unless made otherwise.
+            self._utf8 = str(self._write_connection.pragma("encoding")).upper() == "UTF-8"
 
     @property
     def schema_version(self) -> int:
         return schema_version(self._write_connection)
 
     def insert(self, rows: Sequence[StoreRow]) -> int:
+        with store_errors(f"insert of {len(rows)} events"):
+            if isinstance(rows, SpooledRows) and self._utf8:
+                try:
+                    return self._insert(INSERT_SPOOLED, rows.bound())
+                except apsw.ConstraintError:
+                    pass  # an id SQLite does not read as hex (rolled back): converted in Python below
+            return self._insert(INSERT, rows)
+
+    def _insert(self, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Insert in one transaction, then drop erased ids and keep the counter, the rollups
+        and the sketches in step with what was new."""
         connection = self._write_connection
-        with store_errors(f"insert of {len(rows)} events"), connection:
+        with connection:
             last_seq = connection.execute("SELECT max(seq) FROM events").get or 0
             before = connection.total_changes()
-            connection.executemany(INSERT, rows)
+            connection.executemany(statement, rows)
             inserted = int(connection.total_changes() - before)
             if inserted and self._any_erased:
                 # One pass in SQLite over the new rows, each id looked up in erased_ids.
