@@ -32,9 +32,11 @@ _STRINGS = st.lists(
 _SCALARS = _NUMBERS | _STRINGS | st.sampled_from(["true", "false", "null"])
 _JSON = st.recursive(
     _SCALARS,
-    lambda inner: st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
-    | st.dictionaries(_STRINGS, inner, max_size=4).map(
-        lambda pairs: "{" + ",".join(f"{k}:{v}" for k, v in pairs.items()) + "}"
+    lambda inner: (
+        st.lists(inner, max_size=4).map(lambda items: "[" + ",".join(items) + "]")
+        | st.dictionaries(_STRINGS, inner, max_size=4).map(
+            lambda pairs: "{" + ",".join(f"{k}:{v}" for k, v in pairs.items()) + "}"
+        )
     ),
     max_leaves=12,
 )
