@@ -3,17 +3,23 @@
 Spool entries are removed only after the store committed their events, so a crash between the
 two replays them, and the unique id makes the replay harmless. An entry that cannot be decoded
 is moved to the quarantine (kept for a person to look at) instead of wedging the queue.
+
+The store is handed the decoded entries as `SpooledRows` (SQLite binds them as they are; other
+stores read them as the usual store rows). When an event's row cannot be made, the batch is
+converted entry by entry instead, and the entry that fails is quarantined, as always.
 """
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
 import structlog
 
-from tlytics.spool.entry import store_rows
+from tlytics.spool.entry import SpoolRow, decode_spool_entry, store_rows
 from tlytics.store import StoreRow
+from tlytics.store.spooled_rows import SpooledRows, UnconvertibleRow
 from tlytics.writer.resources import WriterResources
 
 log = structlog.get_logger("tlytics.writer")
@@ -30,32 +36,92 @@ class DrainResult:
     pid: int = 0  # the process that did the work
 
 
+_UNREADABLE = (ValueError, TypeError, KeyError)
+
+
+def _decoded(value: bytes) -> tuple[int, list[SpoolRow]]:
+    """(received_at µs, events) of a spool entry; ValueError when its events' store rows could
+    not be made (`store_rows`): the decoder does not look inside the raw data, so the
+    entry's text is checked to be UTF-8 here, once (`isascii` is the usual, quick answer)."""
+    decoded = decode_spool_entry(value)
+    if not value.isascii():
+        value.decode()
+    return decoded
+
+
 def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -> DrainResult:
     """Move the oldest spool entries (up to `max_events` events) into the store in one
     transaction, then remove them. Raises on store or spool failure, leaving the spool as it was.
     """
+    # A batch makes tens of thousands of tuples and keeps them all until it ends: the cyclic
+    # garbage collector, set off by their number, ran again and again to find nothing (none
+    # of them refers back); it runs when the batch is done instead.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        return _drain(resources, max_entries, max_events)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _drain(resources: WriterResources, max_entries: int, max_events: int) -> DrainResult:
     spool = resources.spool
     keys: list[int] = []
-    rows: list[StoreRow] = []
-    quarantined = 0
+    values: list[bytes] = []
+    entries: list[tuple[int, list[SpoolRow]]] = []
+    events = quarantined = 0
     for key, value in spool.iter_oldest(max_entries):
         try:
-            entry_rows = store_rows(value)
-        except (ValueError, TypeError, KeyError) as exc:
-            resources.quarantine.append(value)
-            spool.remove([key])
+            entry = _decoded(value)
+        except _UNREADABLE as exc:
+            _quarantine(resources, key, value, exc)
             quarantined += 1
-            log.error("spool_entry_quarantined", spool_key=key, error=str(exc), bytes=len(value))
             continue
         keys.append(key)
-        rows.extend(entry_rows)
-        if len(rows) >= max_events:
+        values.append(value)
+        entries.append(entry)
+        events += len(entry[1])
+        if events >= max_events:
             break
-    inserted = resources.store.insert(rows) if rows else 0
+    inserted = 0
+    if events:
+        try:
+            inserted = resources.store.insert(SpooledRows(entries))
+        except UnconvertibleRow:  # nothing written: convert entry by entry, quarantining those that fail
+            keys, rows, unconvertible = _store_rows(resources, keys, values)
+            quarantined += unconvertible
+            events = len(rows)
+            inserted = resources.store.insert(rows) if rows else 0
     if keys:
         spool.remove(keys)
     # The server's appends leave checkpoints to the writer (Spool checkpoint_on_append), off
     # the event loop: after each batch, and when drained, so the spool's WAL shrinks back.
     if keys or not quarantined:
         spool.checkpoint()
-    return DrainResult(entries=len(keys), events=len(rows), inserted=inserted, quarantined=quarantined, pid=os.getpid())
+    return DrainResult(entries=len(keys), events=events, inserted=inserted, quarantined=quarantined, pid=os.getpid())
+
+
+def _store_rows(
+    resources: WriterResources, keys: list[int], values: list[bytes]
+) -> tuple[list[int], list[StoreRow], int]:
+    """The store rows of entries converted in Python; those that cannot be are quarantined.
+    Returns the keys converted, their rows, and how many were quarantined."""
+    converted: list[int] = []
+    rows: list[StoreRow] = []
+    quarantined = 0
+    for key, value in zip(keys, values, strict=True):
+        try:
+            rows.extend(store_rows(value))
+        except _UNREADABLE as exc:
+            _quarantine(resources, key, value, exc)
+            quarantined += 1
+            continue
+        converted.append(key)
+    return converted, rows, quarantined
+
+
+def _quarantine(resources: WriterResources, key: int, value: bytes, exc: Exception) -> None:
+    resources.quarantine.append(value)
+    resources.spool.remove([key])
+    log.error("spool_entry_quarantined", spool_key=key, error=str(exc), bytes=len(value))

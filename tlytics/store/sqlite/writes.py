@@ -10,24 +10,54 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import apsw
 
 from tlytics.chunks import chunks
 from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
+from tlytics.store.spooled_rows import SpooledRows
 from tlytics.store.sqlite.connection import Synchronous, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US, open_migrated, schema_version
 from tlytics.store.sqlite.sketches import SketchKeeper
 
 INSERT = "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+# SpooledRows as decoded, (id as hex digits, key, timestamp µs, data as raw JSON bytes,
+# received_at): SQLite reads the hex digits and takes the data's bytes as its text, so the
+# writer makes no Python object per event for either (see tlytics.store.spooled_rows). An id
+# SQLite cannot read as hex becomes NULL, which the NOT NULL column refuses: converted in Python.
+INSERT_SPOOLED = (
+    "INSERT INTO events (id, key, ts, received_at, data) VALUES (unhex(?1), ?2, ?3, ?5, CAST(?4 AS TEXT))"
+    " ON CONFLICT (id) DO NOTHING"
+)
 # The rows a transaction added after `seq` ? whose id was erased: never stored again.
 DROP_ERASED_NEW_ROWS = "DELETE FROM events WHERE seq > ? AND EXISTS (SELECT 1 FROM erased_ids e WHERE e.id = events.id)"
 BUMP_COUNT = "UPDATE counters SET value = value + ? WHERE name = 'events'"
 # The rollups of the rows a transaction added after `seq` ? (duplicates were not added),
-# aggregated in SQLite: the rollups always agree with the events table.
+# aggregated in SQLite, so they always agree with the events table: one pass over the new rows
+# (grouped by key and bucket: one sort) into a temporary table, from which both rollups are
+# made (two passes and sorts over the new rows cost twice that).
+NEW_ROWS_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS new_rows_rollup (key TEXT NOT NULL, bucket INTEGER NOT NULL,"
+    " count INTEGER NOT NULL, first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL)"
+)
+AGGREGATE_NEW_ROWS = (
+    "DELETE FROM temp.new_rows_rollup;"
+    f" INSERT INTO temp.new_rows_rollup SELECT key, {BUCKET_SQL}, count(*), min(ts), max(ts) FROM events"
+    " WHERE seq > ? GROUP BY 1, 2"
+)
+ROLL_UP_AGGREGATED = (
+    "INSERT INTO rollup_15m (key, bucket, count) SELECT key, bucket, count FROM temp.new_rows_rollup WHERE true"
+    " ON CONFLICT (bucket, key) DO UPDATE SET count = count + excluded.count"
+)
+KEY_STATS_AGGREGATED = (
+    "INSERT INTO key_stats (key, count, first_ts, last_ts) SELECT key, sum(count), min(first_ts), max(last_ts)"
+    " FROM temp.new_rows_rollup GROUP BY key ON CONFLICT (key) DO UPDATE SET count = count + excluded.count,"
+    " first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
+)
+# The same two rollups, each straight from the events after `seq` ? (a store built by hand).
 ROLL_UP_NEW_ROWS = (
     f"INSERT INTO rollup_15m (key, bucket, count) SELECT key, {BUCKET_SQL}, count(*) FROM events"
     " WHERE seq > ? GROUP BY 1, 2 ON CONFLICT (bucket, key) DO UPDATE SET count = count + excluded.count"
@@ -60,17 +90,31 @@ class SQLiteWriter:
             # HyperLogLog sketches of the --unique-property properties (backfilled here if new;
             # None keeps those the store has, for tools and migrations).
             self._sketches = SketchKeeper(self._write_connection, unique_properties)
+            # CAST(data AS TEXT) reads the bytes in the file's encoding: UTF-8 unless made otherwise.
+            self._utf8 = str(self._write_connection.pragma("encoding")).upper() == "UTF-8"
+            self._write_connection.execute(NEW_ROWS_TABLE)
 
     @property
     def schema_version(self) -> int:
         return schema_version(self._write_connection)
 
     def insert(self, rows: Sequence[StoreRow]) -> int:
+        with store_errors(f"insert of {len(rows)} events"):
+            if isinstance(rows, SpooledRows) and self._utf8:
+                try:
+                    return self._insert(INSERT_SPOOLED, rows.bound())
+                except apsw.ConstraintError:
+                    pass  # an id SQLite does not read as hex (rolled back): converted in Python below
+            return self._insert(INSERT, rows)
+
+    def _insert(self, statement: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Insert in one transaction, then drop erased ids and keep the counter, the rollups
+        and the sketches in step with what was new."""
         connection = self._write_connection
-        with store_errors(f"insert of {len(rows)} events"), connection:
+        with connection:
             last_seq = connection.execute("SELECT max(seq) FROM events").get or 0
             before = connection.total_changes()
-            connection.executemany(INSERT, rows)
+            connection.executemany(statement, rows)
             inserted = int(connection.total_changes() - before)
             if inserted and self._any_erased:
                 # One pass in SQLite over the new rows, each id looked up in erased_ids.
@@ -78,8 +122,9 @@ class SQLiteWriter:
                 inserted -= connection.changes()
             if inserted:
                 connection.execute(BUMP_COUNT, (inserted,))
-                connection.execute(ROLL_UP_NEW_ROWS, (last_seq,))
-                connection.execute(KEY_STATS_NEW_ROWS, (last_seq,))
+                connection.execute(AGGREGATE_NEW_ROWS, (last_seq,))
+                connection.execute(ROLL_UP_AGGREGATED)
+                connection.execute(KEY_STATS_AGGREGATED)
                 self._sketches.add_new_rows(last_seq)
         return inserted
 
