@@ -26,6 +26,7 @@ from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import ThreadConnections, grouped_number
 from tlytics.store.sqlite.connection import connect, store_errors
 from tlytics.store.sqlite.filters import sql_where
+from tlytics.store.sqlite.properties import complete_properties
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
 from tlytics.store.sqlite.sketches import sketched, sketched_unique_counts
 
@@ -103,21 +104,21 @@ class SQLiteReader:
         after: Position | None = None,
         ascending: bool = False,
     ) -> Page:
-        matching = sql_where(where)
-        shown = matching
-        if after is not None:
-            # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
-            shown = matching.and_also(f"(ts, id) {'>' if ascending else '<'} (?, ?)", after.timestamp_us, after.id)
         direction = "ASC" if ascending else "DESC"
         # A page beyond any store is simply past the end (SQLite's OFFSET is a 64-bit integer).
         offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
-        query = (
-            f"SELECT id, key, ts, received_at, data FROM events{shown.sql}"
-            f" ORDER BY ts {direction}, id {direction} LIMIT ? OFFSET ?"
-        )
         connection = self._read_connection()
         # One read transaction, so the total and the rows come from the same snapshot.
         with store_errors("page read"), connection:
+            matching = sql_where(where, complete_properties(connection))
+            shown = matching
+            if after is not None:
+                # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
+                shown = matching.and_also(f"(ts, id) {'>' if ascending else '<'} (?, ?)", after.timestamp_us, after.id)
+            query = (
+                f"SELECT id, key, ts, received_at, data FROM events{shown.sql}"
+                f" ORDER BY ts {direction}, id {direction} LIMIT ? OFFSET ?"
+            )
             if where.is_empty:
                 total = _count(connection, _COUNT, ())
             else:
@@ -146,15 +147,19 @@ class SQLiteReader:
         bounds = list(itertools.pairwise([*starts_us, end_us]))
         if not where.where and unique_path is None:
             return self._rollup_counts(bounds, where)
-        matching = sql_where(where)
         # ?1 is the property's path (when counted); the filter's parameters follow it.
         unique_sql = ", count(DISTINCT json_extract(data, ?1))" if unique_path else ""
         head = ["$." + unique_path] if unique_path else []
         connection = self._read_connection()
         results: list[tuple[int, int | None]] = []
         with store_errors("stats read"), connection:
+            declared = complete_properties(connection)
             for start, end in bounds:
-                bucket = matching.and_also("ts >= ? AND ts < ?", start, end)
+                # The bucket's range in the filter itself: a declared property's values are
+                # then read for the bucket only.
+                low = start if where.since_us is None else max(start, where.since_us)
+                high = end if where.until_us is None else min(end, where.until_us)
+                bucket = sql_where(replace(where, since_us=low, until_us=high), declared)
                 row = connection.execute(
                     f"SELECT count(*){unique_sql} FROM events{bucket.sql}", [*head, *bucket.params]
                 ).fetchone()
@@ -196,11 +201,12 @@ class SQLiteReader:
         return results
 
     def unique_count(self, where: EventFilter, path: str) -> int:
-        matching = sql_where(where)
-        with store_errors("unique count read"):
+        connection = self._read_connection()
+        with store_errors("unique count read"), connection:
+            matching = sql_where(where, complete_properties(connection))
             # ?1 is the property's path; the filter's parameters follow it.
             unique = _count(
-                self._read_connection(),
+                connection,
                 f"SELECT count(DISTINCT json_extract(data, ?1)) FROM events{matching.sql}",
                 ["$." + path, *matching.params],
             )
@@ -217,10 +223,12 @@ class SQLiteReader:
 
     def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
         step_indexes = indexes_of(steps)
-        matching = sql_where(replace(where, keys=tuple(step_indexes))).and_also("json_extract(data, ?1) IS NOT NULL")
-        query = f"SELECT json_extract(data, ?1), key, ts FROM events{matching.sql} ORDER BY ts, id"
         connection = self._read_connection()
         with store_errors("funnel read"), connection:
+            matching = sql_where(replace(where, keys=tuple(step_indexes)), complete_properties(connection)).and_also(
+                "json_extract(data, ?1) IS NOT NULL"
+            )
+            query = f"SELECT json_extract(data, ?1), key, ts FROM events{matching.sql} ORDER BY ts, id"
             rows = connection.execute(query, ["$." + by_path, *matching.params])
             reached = count_funnel(
                 ((actor, step, ts) for actor, key, ts in rows for step in step_indexes[key]), len(steps), within_us
@@ -230,10 +238,10 @@ class SQLiteReader:
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
         """Values are grouped by JSON type and value, so `true` and `1`, or `"1"` and `1`, are
         told apart."""
-        matching = sql_where(where)
-        present = matching.and_also("json_type(data, ?1) IS NOT NULL")
         connection = self._read_connection()
         with store_errors("breakdown read"), connection:
+            matching = sql_where(where, complete_properties(connection))
+            present = matching.and_also("json_type(data, ?1) IS NOT NULL")
             # ?1 is the property's path; the filter's parameters follow it.
             top = connection.execute(
                 f"SELECT {_VALUE_KIND_SQL} AS kind, json_extract(data, ?1) AS value, count(*) AS n"

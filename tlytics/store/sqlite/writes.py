@@ -19,6 +19,7 @@ from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.sqlite.connection import Synchronous, store_errors
 from tlytics.store.sqlite.filters import sql_where
+from tlytics.store.sqlite.properties import PropertyKeeper
 from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US, open_migrated, schema_version
 from tlytics.store.sqlite.sketches import SketchKeeper
 
@@ -43,7 +44,12 @@ class SQLiteWriter:
     """The write side of the store on one SQLite file; opening it runs the migrations."""
 
     def __init__(
-        self, path: str | Path, *, synchronous: Synchronous = "normal", unique_properties: Sequence[str] | None = None
+        self,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "normal",
+        unique_properties: Sequence[str] | None = None,
+        declared_properties: Sequence[str] | None = None,
     ) -> None:
         self.path = str(path)
         try:
@@ -60,6 +66,8 @@ class SQLiteWriter:
             # HyperLogLog sketches of the --unique-property properties (backfilled here if new;
             # None keeps those the store has, for tools and migrations).
             self._sketches = SketchKeeper(self._write_connection, unique_properties)
+            # The typed values of the --property properties (a new one backfills on a thread).
+            self._properties = PropertyKeeper(self._write_connection, self.path, declared_properties)
 
     @property
     def schema_version(self) -> int:
@@ -67,7 +75,7 @@ class SQLiteWriter:
 
     def insert(self, rows: Sequence[StoreRow]) -> int:
         connection = self._write_connection
-        with store_errors(f"insert of {len(rows)} events"), connection:
+        with self._properties.lock, store_errors(f"insert of {len(rows)} events"), connection:
             last_seq = connection.execute("SELECT max(seq) FROM events").get or 0
             before = connection.total_changes()
             connection.executemany(INSERT, rows)
@@ -81,6 +89,7 @@ class SQLiteWriter:
                 connection.execute(ROLL_UP_NEW_ROWS, (last_seq,))
                 connection.execute(KEY_STATS_NEW_ROWS, (last_seq,))
                 self._sketches.add_new_rows(last_seq)
+                self._properties.add_new_rows(last_seq)
         return inserted
 
     def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
@@ -90,7 +99,7 @@ class SQLiteWriter:
         """
         matching = sql_where(where)
         connection = self._write_connection
-        with store_errors(f"delete of up to {max_rows} events"), connection:
+        with self._properties.lock, store_errors(f"delete of up to {max_rows} events"), connection:
             ids: list[bytes] = [
                 row[0]
                 for row in connection.execute(
@@ -101,6 +110,7 @@ class SQLiteWriter:
                 return 0
             spans = self._roll_down(ids)
             touched = self._sketches.touched(ids)
+            self._properties.forget_events(ids)
             connection.executemany("DELETE FROM events WHERE id = ?", [(event_id,) for event_id in ids])
             if remember_ids:
                 self._refresh_key_bounds(spans)
@@ -168,7 +178,12 @@ class SQLiteWriter:
             ).get,
         )
 
+    def wait_backfilled(self, timeout_s: float) -> bool:
+        """Whether the declared properties' backfill finished within `timeout_s` (tools, tests)."""
+        return self._properties.wait_backfilled(timeout_s)
+
     def close(self) -> None:
+        self._properties.close()
         try:
             self._write_connection.close()
         except apsw.Error:
