@@ -44,6 +44,7 @@ def fill(
     step_us: int = 1000,
     unique_properties: tuple[str, ...] | None = None,
     raw_bytes: list[int] | None = None,
+    declared_properties: list[str] | None = None,
 ) -> float:
     """Fill a store with `events` events `step_us` apart from BASE_US; the seconds it took.
     The raw bytes of their fields (id, timestamp, received_at, key, data) are added to
@@ -55,7 +56,7 @@ def fill(
         store = PostgresWriter(store_url, node="bench", unique_properties=unique_properties)
     else:
         assert db_path is not None
-        store = SQLiteStore(db_path, unique_properties=unique_properties)
+        store = SQLiteStore(db_path, unique_properties=unique_properties, declared_properties=declared_properties)
     started = time.perf_counter()
     base_us = BASE_US
     for start in range(0, events, batch):
@@ -128,7 +129,8 @@ def dashboard_figures(url: str, events: int, repeats: int) -> dict[str, dict[str
 
 def store_bytes(db_path: Path) -> int:
     """The store's bytes on disk: the file and its WAL."""
-    return sum(path.stat().st_size for path in db_path.parent.glob(db_path.name + "*"))
+    files = (db_path, db_path.with_name(db_path.name + "-wal"))
+    return sum(path.stat().st_size for path in files if path.exists())
 
 
 def time_get(url: str, repeats: int) -> dict[str, float]:
@@ -209,6 +211,12 @@ def declared_run(db_path: Path, args: argparse.Namespace, undeclared: dict[str, 
     backfill_s = time.perf_counter() - started
     store.close()
     added = store_bytes(db_path) - before
+    # The writer's cost: the same fill into new stores, without and with the properties.
+    ingest_events = min(args.events, 200_000)
+    plain_s = fill(db_path.with_name("ingest-plain.db"), ingest_events, step_us=STEP_US)
+    declared_s = fill(
+        db_path.with_name("ingest-declared.db"), ingest_events, step_us=STEP_US, declared_properties=paths
+    )
     flags = [flag for text in args.property for flag in ("--property", text)]
     figures = measure(["--db", str(db_path), *flags], args, 1.0, dashboard_only=True)
     return {
@@ -216,6 +224,8 @@ def declared_run(db_path: Path, args: argparse.Namespace, undeclared: dict[str, 
         "backfill_s": round(backfill_s, 2),
         "backfill_events_per_s": round(args.events / backfill_s),
         "bytes_per_event_per_property": round(added / args.events / len(paths), 1),
+        "ingest_events": ingest_events,
+        "ingest_rate_declared_to_plain": round(plain_s / declared_s, 3),
         **figures,
         "declared_to_undeclared_p50": {
             name: round(figure["p50_ms"] / undeclared[name]["p50_ms"], 3)  # type: ignore[index]
@@ -253,8 +263,6 @@ def main() -> None:
             results["sqlite"] = sqlite
             if args.property:
                 results["sqlite_declared"] = declared_run(db_path, args, sqlite)
-            for path in workdir.glob("view.db*"):
-                path.unlink()
         if args.store in ("postgresql", "both"):
             sys.path.insert(0, str(ROOT))
             from tests.postgres_cluster import PostgresCluster
