@@ -95,6 +95,16 @@ def pages(store: SQLiteStore, where: EventFilter) -> tuple[int, list[str]]:
     return page.total, [event.id for event in page.events]
 
 
+def breakdowns(store: SQLiteStore) -> list[Any]:
+    """Breakdowns of `p` over time ranges alone (what a declared property answers from its values)."""
+    ranges = [(None, None), (T0 + 30 * MINUTE, T0 + 2 * HOUR), (T0 + 20 * MINUTE, None), (T0 + HOUR, T0 + HOUR)]
+    return [
+        store.breakdown(EventFilter(since_us=low, until_us=high), "p", limit)
+        for low, high in ranges
+        for limit in (2, 50)
+    ]
+
+
 def answers(store: SQLiteStore, where: EventFilter) -> dict[str, Any]:
     """What every read the filter reaches answers (ids as strings, so a difference reads well)."""
     page = store.page(1, 1000, where=where)
@@ -147,6 +157,7 @@ def test_declared_answers_equal_undeclared_answers(
             assert_declared(declared)
             for single in every_condition():
                 assert pages(declared, single) == pages(plain, single), single
+            assert breakdowns(declared) == breakdowns(plain)
             for where in wheres:
                 assert answers(declared, where) == answers(plain, where), where
             # Erasure and retention take values away with their events; an expired event
@@ -160,6 +171,7 @@ def test_declared_answers_equal_undeclared_answers(
                 assert answers(declared, where) == answers(plain, where), where
             for single in every_condition():
                 assert pages(declared, single) == pages(plain, single), single
+            assert breakdowns(declared) == breakdowns(plain)
         finally:
             plain.close()
             declared.close()

@@ -43,6 +43,15 @@ _ADD_VALUES = (
     " json_extract(data, ?1) FROM events WHERE {condition} AND json_type(data, ?1) IS NOT NULL"
     " ON CONFLICT DO NOTHING"
 )
+# A breakdown of declared property ?1 over [?2, ?3), grouped and ordered as the JSON path groups
+# and orders it (by the kind's name, numbers as one kind).
+BREAKDOWN_TOP = (
+    f"SELECT CASE kind WHEN {NUMBER} THEN 'number' WHEN {TEXT} THEN 'text' WHEN {TRUE} THEN 'true'"
+    f" WHEN {FALSE} THEN 'false' WHEN {NULL} THEN 'null' WHEN {OBJECT} THEN 'object' ELSE 'array' END AS kind_name,"
+    " value, count(*) AS n FROM property_values WHERE property = ?1 AND ts >= ?2 AND ts < ?3"
+    " GROUP BY kind_name, value ORDER BY n DESC, kind_name, value LIMIT ?4"
+)
+BREAKDOWN_PRESENT = "SELECT count(*) FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
 BACKFILL_CHUNK = 20_000  # events per backfill transaction: the writer waits for one at most
 _STOP_WAIT_S = 60.0
 

@@ -26,9 +26,10 @@ from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import ThreadConnections, grouped_number
 from tlytics.store.sqlite.connection import connect, store_errors
 from tlytics.store.sqlite.filters import sql_where
-from tlytics.store.sqlite.properties import complete_properties
+from tlytics.store.sqlite.properties import BREAKDOWN_PRESENT, BREAKDOWN_TOP, complete_properties
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
 from tlytics.store.sqlite.sketches import sketched, sketched_unique_counts
+from tlytics.timefmt import MAX_US, MIN_US
 
 _COUNT = "SELECT value FROM counters WHERE name = 'events'"
 _INT64_MAX = 2**63 - 1
@@ -240,7 +241,10 @@ class SQLiteReader:
         told apart."""
         connection = self._read_connection()
         with store_errors("breakdown read"), connection:
-            matching = sql_where(where, complete_properties(connection))
+            declared = complete_properties(connection)
+            if path in declared and not where.where and not where.keys:
+                return self._declared_breakdown(connection, declared[path], where, limit)
+            matching = sql_where(where, declared)
             present = matching.and_also("json_type(data, ?1) IS NOT NULL")
             # ?1 is the property's path; the filter's parameters follow it.
             top = connection.execute(
@@ -256,6 +260,22 @@ class SQLiteReader:
             top=[(_json_value(str(kind), value), cast(int, n)) for kind, value, n in top],
             total=cast(int, total),
             missing=cast(int, missing),
+        )
+
+    def _declared_breakdown(
+        self, connection: apsw.Connection, number: int, where: EventFilter, limit: int
+    ) -> Breakdown:
+        """A breakdown of a declared property over a time range: its stored values, grouped,
+        and the events in range from the rollups (inside the caller's read transaction)."""
+        low = MIN_US if where.since_us is None else where.since_us
+        high = MAX_US + 1 if where.until_us is None else where.until_us
+        top = connection.execute(BREAKDOWN_TOP, (number, low, high, limit)).fetchall()
+        present = _count(connection, BREAKDOWN_PRESENT, (number, low, high))
+        total = self._rollup_counts([(low, high)], where)[0][0] if low < high else 0
+        return Breakdown(
+            top=[(_json_value(str(kind), value), cast(int, n)) for kind, value, n in top],
+            total=total,
+            missing=total - present,
         )
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
