@@ -9,18 +9,20 @@ import json
 import tempfile
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import eventually, http_json
 from tlytics.cli import parse_settings
 from tlytics.ingest.query import where_condition
 from tlytics.ingest.responses import ApiError
 from tlytics.jsontext import canonical
 from tlytics.store import EventFilter, SQLiteStore, StoreRow
+from tlytics.store.sqlite import SQLiteReader
 from tlytics.store.sqlite.properties import complete_properties
 
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
@@ -243,3 +245,41 @@ def test_property_is_a_repeatable_data_property_setting(capsys: pytest.CaptureFi
     with pytest.raises(SystemExit):
         parse_settings(["--property", "amount"], {})
     assert "data.<property>" in capsys.readouterr().err
+
+
+def test_a_server_declares_its_properties_and_answers_from_them(server_factory: Any) -> None:
+    """`--property data.amount` reaches the writer: the server stores the values as it writes
+    (a store filled before is backfilled), and its answers are those of the JSON path."""
+    first = server_factory(extra_args=[]).start()
+    buys = [
+        {"id": str(uuid.UUID(int=n + 1)), "key": "buy", "timestamp": f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}Z"}
+        | {"data": {"amount": n % 100, "path": f"/p/{n % 7}"}}
+        for n in range(1_000)
+    ]
+    assert http_json("POST", f"{first.url}/batch", {"events": buys[:600]}, timeout_s=60)[0] == 200
+    query = "where=data.amount%3E=90&since=2025-01-01T00:00:00Z&until=2025-01-02T00:00:00Z"
+
+    def total(server: Any, expected: int) -> int | None:
+        status, body = http_json("GET", f"{server.url}/view?{query}")
+        assert status == 200, body
+        return cast(int, body["total"]) if body["total"] == expected else None
+
+    eventually(lambda: total(first, 60), timeout_s=60, what="the first events written")
+    first.stop()
+    second = server_factory(extra_args=["--property", "data.amount", "--property", "data.path"]).start()
+    assert http_json("POST", f"{second.url}/batch", {"events": buys[600:]}, timeout_s=60)[0] == 200
+    eventually(lambda: total(second, 100), timeout_s=60, what="every event written")
+
+    def declared() -> set[str] | None:
+        reader = SQLiteReader(second.db_path)  # read-only: the server's writer is the only one
+        try:
+            found = set(complete_properties(reader._read_connection()))
+        finally:
+            reader.close()
+        return found if found == {"amount", "path"} else None
+
+    eventually(declared, timeout_s=60, what="the backfill done")
+    assert total(second, 100) == 100
+    status, body = http_json("GET", f"{second.url}/stats?interval=day&{query}&breakdown=data.path")
+    assert status == 200 and body["total"] == 100, body
+    second.stop()
