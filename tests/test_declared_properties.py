@@ -98,12 +98,21 @@ def pages(store: SQLiteStore, where: EventFilter) -> tuple[int, list[str]]:
 
 
 def breakdowns(store: SQLiteStore) -> list[Any]:
-    """Breakdowns of `p` over time ranges alone (what a declared property answers from its values)."""
+    """Breakdowns and distinct values of `p` over time ranges alone (what a declared property
+    answers from its values)."""
     ranges = [(None, None), (T0 + 30 * MINUTE, T0 + 2 * HOUR), (T0 + 20 * MINUTE, None), (T0 + HOUR, T0 + HOUR)]
+    starts = [T0 - HOUR + n * HOUR for n in range(8)]
+    uniques = [
+        (store.unique_count(window, "p"), store.bucket_counts(starts, T0 + 7 * HOUR, window, "p"))
+        for window in (EventFilter(since_us=low, until_us=high) for low, high in ranges)
+    ]
     return [
-        store.breakdown(EventFilter(since_us=low, until_us=high), "p", limit)
-        for low, high in ranges
-        for limit in (2, 50)
+        *uniques,
+        *(
+            store.breakdown(EventFilter(since_us=low, until_us=high), "p", limit)
+            for low, high in ranges
+            for limit in (2, 50)
+        ),
     ]
 
 

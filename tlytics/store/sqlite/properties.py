@@ -52,6 +52,8 @@ BREAKDOWN_TOP = (
     " GROUP BY kind_name, value ORDER BY n DESC, kind_name, value LIMIT ?4"
 )
 BREAKDOWN_PRESENT = "SELECT count(*) FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
+# Distinct values as count(DISTINCT json_extract(...)) counts them: the same SQL values.
+UNIQUE_VALUES = "SELECT count(DISTINCT value) FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
 BACKFILL_CHUNK = 20_000  # events per backfill transaction: the writer waits for one at most
 _STOP_WAIT_S = 60.0
 

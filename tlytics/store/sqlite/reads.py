@@ -26,7 +26,7 @@ from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import ThreadConnections, grouped_number
 from tlytics.store.sqlite.connection import connect, store_errors
 from tlytics.store.sqlite.filters import sql_where
-from tlytics.store.sqlite.properties import BREAKDOWN_PRESENT, BREAKDOWN_TOP, complete_properties
+from tlytics.store.sqlite.properties import BREAKDOWN_PRESENT, BREAKDOWN_TOP, UNIQUE_VALUES, complete_properties
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
 from tlytics.store.sqlite.sketches import sketched, sketched_unique_counts
 from tlytics.timefmt import MAX_US, MIN_US
@@ -60,6 +60,14 @@ def _stored_event(row: tuple[Any, ...]) -> StoredEvent:
         timestamp_us=timestamp_us,
         received_at_us=received_at_us,
         data_json=data_json,
+    )
+
+
+def _time_range(where: EventFilter) -> tuple[int, int]:
+    """[since, until) of `where`, every stored timestamp when unbounded."""
+    return (
+        MIN_US if where.since_us is None else where.since_us,
+        MAX_US + 1 if where.until_us is None else where.until_us,
     )
 
 
@@ -155,6 +163,8 @@ class SQLiteReader:
         results: list[tuple[int, int | None]] = []
         with store_errors("stats read"), connection:
             declared = complete_properties(connection)
+            if unique_path in declared and not where.where and not where.keys:
+                return self._declared_bucket_counts(connection, bounds, where, declared[unique_path])
             for start, end in bounds:
                 # The bucket's range in the filter itself: a declared property's values are
                 # then read for the bucket only.
@@ -204,7 +214,11 @@ class SQLiteReader:
     def unique_count(self, where: EventFilter, path: str) -> int:
         connection = self._read_connection()
         with store_errors("unique count read"), connection:
-            matching = sql_where(where, complete_properties(connection))
+            declared = complete_properties(connection)
+            if path in declared and not where.where and not where.keys:
+                low, high = _time_range(where)
+                return _count(connection, UNIQUE_VALUES, (declared[path], low, high))
+            matching = sql_where(where, declared)
             # ?1 is the property's path; the filter's parameters follow it.
             unique = _count(
                 connection,
@@ -262,13 +276,24 @@ class SQLiteReader:
             missing=cast(int, missing),
         )
 
+    def _declared_bucket_counts(
+        self, connection: apsw.Connection, bounds: list[tuple[int, int]], where: EventFilter, number: int
+    ) -> list[tuple[int, int | None]]:
+        """Counts from the rollups and distinct values of a declared property from its stored
+        values, for a filter of times only (inside the caller's read transaction)."""
+        since, until = _time_range(where)
+        results: list[tuple[int, int | None]] = []
+        for (total, _), (start, end) in zip(self._rollup_counts(bounds, where), bounds, strict=True):
+            low, high = max(start, since), min(end, until)
+            results.append((total, _count(connection, UNIQUE_VALUES, (number, low, high)) if low < high else 0))
+        return results
+
     def _declared_breakdown(
         self, connection: apsw.Connection, number: int, where: EventFilter, limit: int
     ) -> Breakdown:
         """A breakdown of a declared property over a time range: its stored values, grouped,
         and the events in range from the rollups (inside the caller's read transaction)."""
-        low = MIN_US if where.since_us is None else where.since_us
-        high = MAX_US + 1 if where.until_us is None else where.until_us
+        low, high = _time_range(where)
         top = connection.execute(BREAKDOWN_TOP, (number, low, high, limit)).fetchall()
         present = _count(connection, BREAKDOWN_PRESENT, (number, low, high))
         total = self._rollup_counts([(low, high)], where)[0][0] if low < high else 0
