@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import tempfile
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -92,9 +93,17 @@ def every_condition() -> list[EventFilter]:
     return made
 
 
-def pages(store: SQLiteStore, where: EventFilter) -> tuple[int, list[str]]:
+def pages(store: SQLiteStore, where: EventFilter) -> tuple[Any, ...]:
+    """A page and bucket counts, over every time and over a window whose edges cut buckets."""
     page = store.page(1, 1000, where=where)
-    return page.total, [event.id for event in page.events]
+    window = replace(where, since_us=T0 + 20 * MINUTE, until_us=T0 + 3 * HOUR)
+    starts = [T0 - HOUR + n * HOUR for n in range(8)]
+    return (
+        page.total,
+        [event.id for event in page.events],
+        store.bucket_counts(starts, T0 + 7 * HOUR, where, None),
+        store.bucket_counts(starts, T0 + 7 * HOUR, window, None),
+    )
 
 
 def breakdowns(store: SQLiteStore) -> list[Any]:

@@ -88,6 +88,17 @@ def declared_condition(
     return f"(events.ts, events.id) {membership} ({selected})", params
 
 
+def declared_timestamps(number: int, match: PropertyMatch, since_us: int, until_us: int) -> tuple[str, list[Any]]:
+    """SQL for the timestamps in [since, until) of the events whose declared property `number`
+    matches `match`, read from its values alone (for `!=`: those equality selects, whose
+    complement the caller takes)."""
+    sql = "SELECT ts FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
+    if match.op == "*":
+        return sql, [number, since_us, until_us]
+    condition, params = _value_condition(match)
+    return f"{sql} AND {condition}", [number, since_us, until_us, *params]
+
+
 def _value_condition(match: PropertyMatch) -> tuple[str, list[Any]]:
     """The condition on (kind, value) that mirrors the JSON condition for `match` (op `!=` as
     its equality)."""

@@ -9,6 +9,7 @@ whose migrations have not run yet instead of misreading it.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import uuid
 from collections.abc import Sequence
@@ -21,11 +22,20 @@ import orjson
 
 from tlytics.chunks import chunks
 from tlytics.errors import StoreError
-from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent, UniqueCounts, exact_unique_counts
+from tlytics.store.base import (
+    Breakdown,
+    EventFilter,
+    Page,
+    Position,
+    PropertyMatch,
+    StoredEvent,
+    UniqueCounts,
+    exact_unique_counts,
+)
 from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import ThreadConnections, grouped_number
 from tlytics.store.sqlite.connection import connect, store_errors
-from tlytics.store.sqlite.filters import sql_where
+from tlytics.store.sqlite.filters import declared_timestamps, sql_where
 from tlytics.store.sqlite.properties import BREAKDOWN_PRESENT, BREAKDOWN_TOP, UNIQUE_VALUES, complete_properties
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
 from tlytics.store.sqlite.sketches import sketched, sketched_unique_counts
@@ -165,6 +175,9 @@ class SQLiteReader:
             declared = complete_properties(connection)
             if unique_path in declared and not where.where and not where.keys:
                 return self._declared_bucket_counts(connection, bounds, where, declared[unique_path])
+            if unique_path is None and len(where.where) == 1 and where.where[0][0] in declared and not where.keys:
+                path, match = where.where[0]
+                return self._declared_condition_counts(connection, bounds, where, declared[path], match)
             for start, end in bounds:
                 # The bucket's range in the filter itself: a declared property's values are
                 # then read for the bucket only.
@@ -287,6 +300,30 @@ class SQLiteReader:
             low, high = max(start, since), min(end, until)
             results.append((total, _count(connection, UNIQUE_VALUES, (number, low, high)) if low < high else 0))
         return results
+
+    def _declared_condition_counts(
+        self,
+        connection: apsw.Connection,
+        bounds: list[tuple[int, int]],
+        where: EventFilter,
+        number: int,
+        match: PropertyMatch,
+    ) -> list[tuple[int, int | None]]:
+        """Bucket counts for one condition on a declared property and times: one read of the
+        matching values' timestamps over the whole range, each counted in its bucket (`!=`:
+        the rollups' counts less equality's), inside the caller's read transaction."""
+        since, until = _time_range(where)
+        low, high = max(bounds[0][0], since), min(bounds[-1][1], until)
+        counts = [0] * len(bounds)
+        if low < high:
+            starts = [start for start, _ in bounds]
+            sql, params = declared_timestamps(number, match, low, high)
+            for (ts,) in connection.execute(sql, params):
+                counts[bisect.bisect_right(starts, cast(int, ts)) - 1] += 1
+        if match.op == "!=":
+            every = self._rollup_counts(bounds, replace(where, where=()))
+            counts = [total - equal for (total, _), equal in zip(every, counts, strict=True)]
+        return [(count, None) for count in counts]
 
     def _declared_breakdown(
         self, connection: apsw.Connection, number: int, where: EventFilter, limit: int
