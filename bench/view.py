@@ -1,10 +1,15 @@
 """`GET /view` on a big store: fills a store with N events straight through the Store
 interface (not HTTP, to save time), starts the real server on it, and times the first page,
 a deep page, and the total; then the richer questions of issue 14 (unique_total, compare=previous, a `>`
-and a `~` filter, a three-step funnel).
+and a `~` filter, a three-step funnel), and the dashboard questions of issue 21 over the last
+30 days, with the store's bytes on disk per event against the raw field bytes.
 
-    python -m bench.view                  # 10M events (about 1.5 GB on disk, a minute or two)
-    python -m bench.view --events 1000000
+With `--property` (repeatable, SQLite), the dashboard questions are asked twice on the same
+data: undeclared, then after declaring the properties (the backfill timed through the store
+class), with each declared figure's ratio to the undeclared one and each property's cost.
+
+    python -m bench.view                  # 10M events over 60 days (about 2 GB on disk)
+    python -m bench.view --events 1000000 --days 60 --property data.amount --property data.path
     python -m bench.view --store both     # SQLite, then PostgreSQL (a cluster of its own), same
                                           # data, with each figure's ratio PostgreSQL / SQLite
 """
@@ -38,8 +43,12 @@ def fill(
     *,
     step_us: int = 1000,
     unique_properties: tuple[str, ...] | None = None,
+    raw_bytes: list[int] | None = None,
+    declared_properties: list[str] | None = None,
 ) -> float:
-    """Fill a store with `events` events `step_us` apart from BASE_US; the seconds it took."""
+    """Fill a store with `events` events `step_us` apart from BASE_US; the seconds it took.
+    The raw bytes of their fields (id, timestamp, received_at, key, data) are added to
+    `raw_bytes[0]` when given."""
     store: StoreWriter
     if store_url is not None:
         from tlytics.store.postgres import PostgresWriter
@@ -47,7 +56,7 @@ def fill(
         store = PostgresWriter(store_url, node="bench", unique_properties=unique_properties)
     else:
         assert db_path is not None
-        store = SQLiteStore(db_path, unique_properties=unique_properties)
+        store = SQLiteStore(db_path, unique_properties=unique_properties, declared_properties=declared_properties)
     started = time.perf_counter()
     base_us = BASE_US
     for start in range(0, events, batch):
@@ -62,6 +71,8 @@ def fill(
             for n in range(start, min(start + batch, events))
         ]
         store.insert(rows)
+        if raw_bytes is not None:
+            raw_bytes[0] += sum(16 + 8 + 8 + len(key.encode()) + len(data.encode()) for _, key, _, _, data in rows)
     store.close()
     return time.perf_counter() - started
 
@@ -79,17 +90,47 @@ def event_data(n: int) -> str:
     )
 
 
+STEP_US = 1000  # between two filled events; main() sets it from --events and --days
+
+
 def _iso(n: int) -> str:
-    """The timestamp of the n-th filled event (one per millisecond from BASE_US)."""
+    """The timestamp of the n-th filled event (one every STEP_US from BASE_US)."""
     from tlytics.timefmt import format_rfc3339_us
 
-    return format_rfc3339_us(BASE_US + max(n, 0) * 1000)
+    return format_rfc3339_us(BASE_US + max(n, 0) * STEP_US)
 
 
 def middle_cursor(url: str, events: int) -> str:
     """A cursor half way down the store, found with an `until` seek."""
     with urllib.request.urlopen(f"{url}/view?until={_iso(events // 2)}&page_size=10", timeout=60) as response:
         return str(json.loads(response.read())["next_cursor"])
+
+
+def last_days(events: int, days: int) -> str:
+    """since and until of the last `days` days of the filled events (the whole fill if shorter)."""
+    return f"since={_iso(events - days * 86_400_000_000 // STEP_US)}&until={_iso(events)}"
+
+
+def dashboard_figures(url: str, events: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Issue 21's questions, each over the last 30 days: what a dashboard asks every few seconds."""
+    month = last_days(events, 30)
+    daily = f"{url}/stats?interval=day&{month}"
+    return {
+        "d_stats_where_greater_30d": time_get(f"{daily}&where=data.amount%3E990", repeats),
+        "d_stats_breakdown_path_30d": time_get(f"{daily}&breakdown=data.path", repeats),
+        "d_view_where_greater_first_page": time_get(f"{url}/view?where=data.amount%3E990", repeats),
+        "d_stats_where_contains_30d": time_get(f"{daily}&where=data.path~ducts/4", repeats),
+        "d_stats_unique_user_30d": time_get(f"{daily}&unique=data.user_id", repeats),
+        "d_funnel_3_steps_7d_30d": time_get(
+            f"{url}/funnel?steps=key_0,key_1,key_2&by=data.user_id&within=7d&{month}", repeats
+        ),
+    }
+
+
+def store_bytes(db_path: Path) -> int:
+    """The store's bytes on disk: the file and its WAL."""
+    files = (db_path, db_path.with_name(db_path.name + "-wal"))
+    return sum(path.stat().st_size for path in files if path.exists())
 
 
 def time_get(url: str, repeats: int) -> dict[str, float]:
@@ -119,7 +160,9 @@ def question_figures(url: str, events: int) -> dict[str, object]:
     }
 
 
-def measure(server_args: list[str], args: argparse.Namespace, fill_s: float) -> dict[str, object]:
+def measure(
+    server_args: list[str], args: argparse.Namespace, fill_s: float, *, dashboard_only: bool = False
+) -> dict[str, object]:
     """Start the real server on a filled store and time its reads over HTTP."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -131,38 +174,95 @@ def measure(server_args: list[str], args: argparse.Namespace, fill_s: float) -> 
     )
     try:
         wait_healthy(url, process, timeout_s=120)
+        dashboard = dashboard_figures(url, args.events, args.dashboard_repeats)
+        if dashboard_only:
+            return dict(dashboard)
         return {
             "events": args.events,
+            "days": args.days,
             "fill_rows_per_s": args.events / fill_s,
             "view_first_page": time_get(f"{url}/view", args.repeats),
             "view_first_page_1000": time_get(f"{url}/view?page_size=1000", max(20, args.repeats // 10)),
             "view_page_100": time_get(f"{url}/view?page=100", args.repeats),
             "view_deep_page_middle": time_get(f"{url}/view?page={args.events // 20}", 5),
             "view_cursor_middle": time_get(f"{url}/view?cursor={middle_cursor(url, args.events)}", args.repeats),
-            "stats_daily_30_days": time_get(
-                f"{url}/stats?interval=day&since={_iso(args.events - 30 * 86_400_000)}&until={_iso(args.events)}", 5
-            ),
+            "stats_daily_30_days": time_get(f"{url}/stats?interval=day&{last_days(args.events, 30)}", 5),
             "keys": time_get(f"{url}/keys", 3),
             **question_figures(url, args.events),
+            **dashboard,
         }
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
 
 
+def declared_run(db_path: Path, args: argparse.Namespace, undeclared: dict[str, object]) -> dict[str, object]:
+    """Declare `args.property` on the filled store (the backfill timed through the store class),
+    then ask the dashboard questions again: the figures, their ratio to the undeclared ones,
+    and what each property costs on disk."""
+    from tlytics.setting_values import declared_property
+
+    paths = [declared_property(text) for text in args.property]
+    before = store_bytes(db_path)
+    started = time.perf_counter()
+    store = SQLiteStore(db_path, declared_properties=paths)
+    if not store.wait_backfilled(3600):
+        raise SystemExit("the backfill did not finish within an hour")
+    backfill_s = time.perf_counter() - started
+    store.close()
+    added = store_bytes(db_path) - before
+    # The writer's cost: the same fill into new stores, without and with the properties.
+    ingest_events = min(args.events, 200_000)
+    plain_s = fill(db_path.with_name("ingest-plain.db"), ingest_events, step_us=STEP_US)
+    declared_s = fill(
+        db_path.with_name("ingest-declared.db"), ingest_events, step_us=STEP_US, declared_properties=paths
+    )
+    flags = [flag for text in args.property for flag in ("--property", text)]
+    figures = measure(["--db", str(db_path), *flags], args, 1.0, dashboard_only=True)
+    return {
+        "properties": args.property,
+        "backfill_s": round(backfill_s, 2),
+        "backfill_events_per_s": round(args.events / backfill_s),
+        "bytes_per_event_per_property": round(added / args.events / len(paths), 1),
+        "ingest_events": ingest_events,
+        "ingest_rate_declared_to_plain": round(plain_s / declared_s, 3),
+        **figures,
+        "declared_to_undeclared_p50": {
+            name: round(figure["p50_ms"] / undeclared[name]["p50_ms"], 3)  # type: ignore[index]
+            for name, figure in figures.items()
+            if isinstance(figure, dict)
+        },
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--days", type=float, default=60.0, help="spread the events over this many days")
     parser.add_argument("--repeats", type=int, default=200)
+    parser.add_argument("--dashboard-repeats", type=int, default=5, help="samples of each dashboard question")
     parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="sqlite")
+    parser.add_argument(
+        "--property", action="append", default=[], help="declare data.<property> and ask again (SQLite)"
+    )
     args = parser.parse_args()
+    global STEP_US
+    STEP_US = max(1, int(args.days * 86_400_000_000) // args.events)
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-view-bench-"))
     results: dict[str, object] = {}
     try:
         if args.store in ("sqlite", "both"):
-            fill_s = fill(workdir / "view.db", args.events)
-            results["sqlite"] = measure(["--db", str(workdir / "view.db")], args, fill_s)
-            (workdir / "view.db").unlink()
+            raw = [0]
+            db_path = workdir / "view.db"
+            fill_s = fill(db_path, args.events, step_us=STEP_US, raw_bytes=raw)
+            on_disk = store_bytes(db_path)
+            sqlite = measure(["--db", str(db_path)], args, fill_s)
+            sqlite["bytes_per_event"] = round(on_disk / args.events, 1)
+            sqlite["raw_field_bytes_per_event"] = round(raw[0] / args.events, 1)
+            sqlite["on_disk_to_raw"] = round(on_disk / raw[0], 2)
+            results["sqlite"] = sqlite
+            if args.property:
+                results["sqlite_declared"] = declared_run(db_path, args, sqlite)
         if args.store in ("postgresql", "both"):
             sys.path.insert(0, str(ROOT))
             from tests.postgres_cluster import PostgresCluster
@@ -171,7 +271,7 @@ def main() -> None:
             try:
                 cluster.start()
                 store_url = cluster.create_database("view")
-                fill_s = fill(None, args.events, store_url=store_url)
+                fill_s = fill(None, args.events, store_url=store_url, step_us=STEP_US)
                 # What autovacuum does soon after a bulk load (PostgreSQL 13+ vacuums after
                 # inserts too): the visibility map lets counts over index ranges skip the heap.
                 import psycopg

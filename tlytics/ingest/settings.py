@@ -220,6 +220,17 @@ class Settings:
         default=None,
         repeatable=True,
     )
+    # Properties the writer keeps typed and indexed beside the events (backfilled in the
+    # background when new), so where filters on them read an index (SQLite; tlytics.store.sqlite.properties).
+    declared_properties: tuple[str, ...] = _option(
+        "--property",
+        "TLYTICS_PROPERTIES",
+        parse.declared_property,
+        "keep this property typed and indexed so where filters on it are fast (SQLite), e.g."
+        " data.amount; repeatable (env: comma-separated)",
+        default=None,
+        repeatable=True,
+    )
     # What a stats key (aggregates only) may see: breakdowns and where conditions over these
     # properties only, and no group of fewer events than min_group_size (tlytics.ingest.stats_scope).
     public_properties: tuple[str, ...] = _option(

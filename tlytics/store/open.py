@@ -38,6 +38,8 @@ class StoreSettings(Protocol):
     @property
     def unique_properties(self) -> Sequence[str]: ...
     @property
+    def declared_properties(self) -> Sequence[str]: ...
+    @property
     def resolved_spool_dir(self) -> Path: ...
 
 
@@ -80,7 +82,10 @@ def open_writer(settings: StoreSettings) -> StoreWriter:
         # The store syncs at least as hard as the spool: with a "full" spool, a power loss
         # must not lose store commits whose spool entries were already removed.
         return SQLiteWriter(
-            settings.db_path, synchronous=settings.spool_sync, unique_properties=settings.unique_properties
+            settings.db_path,
+            synchronous=settings.spool_sync,
+            unique_properties=settings.unique_properties,
+            declared_properties=settings.declared_properties,
         )
     from tlytics.store.postgres import PostgresWriter
 

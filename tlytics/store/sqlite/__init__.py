@@ -25,9 +25,20 @@ class SQLiteStore(SQLiteWriter, SQLiteReader):
     """Both sides of the store on one file (opening it migrates)."""
 
     def __init__(
-        self, path: str | Path, *, synchronous: Synchronous = "normal", unique_properties: Sequence[str] | None = None
+        self,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "normal",
+        unique_properties: Sequence[str] | None = None,
+        declared_properties: Sequence[str] | None = None,
     ) -> None:
-        SQLiteWriter.__init__(self, path, synchronous=synchronous, unique_properties=unique_properties)
+        SQLiteWriter.__init__(
+            self,
+            path,
+            synchronous=synchronous,
+            unique_properties=unique_properties,
+            declared_properties=declared_properties,
+        )
         SQLiteReader.__init__(self, path)
 
     def close(self) -> None:

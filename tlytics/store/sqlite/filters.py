@@ -8,14 +8,17 @@ from `1` nor `null` from a missing property; json_type can.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from tlytics.store.base import ORDERINGS, EventFilter, PropertyMatch
 from tlytics.store.sql import SqlWhere
+from tlytics.store.sqlite.properties import KIND_CODES, NUMBER, TEXT
 
 
-def sql_where(where: EventFilter) -> SqlWhere:
-    """The SQL for `where` on the events table."""
+def sql_where(where: EventFilter, declared: Mapping[str, int] | None = None) -> SqlWhere:
+    """The SQL for `where` on the events table; a condition on a property of `declared` (path
+    -> number, those complete: tlytics.store.sqlite.properties) reads its stored values."""
     conditions: list[str] = []
     params: list[Any] = []
     if where.keys:
@@ -28,7 +31,10 @@ def sql_where(where: EventFilter) -> SqlWhere:
         conditions.append("ts < ?")
         params.append(where.until_us)
     for path, match in where.where:
-        condition, values = _property_condition("$." + path, match)
+        if declared and path in declared:
+            condition, values = declared_condition(declared[path], match, where.since_us, where.until_us)
+        else:
+            condition, values = _property_condition("$." + path, match)
         conditions.append(condition)
         params += values
     return SqlWhere(tuple(conditions), tuple(params))
@@ -56,6 +62,55 @@ def _property_condition(json_path: str, match: PropertyMatch) -> tuple[str, list
         # Everything equality does not select: NULL (a missing property) counts as no match.
         return f"NOT coalesce({condition}, 0)", params
     return condition, params
+
+
+def declared_condition(
+    number: int, match: PropertyMatch, since_us: int | None, until_us: int | None
+) -> tuple[str, list[Any]]:
+    """SQL on the events table for `match` on declared property `number`: the same events as
+    the JSON condition of tlytics.store.sqlite.filters, found through property_values (limited
+    to the filter's time range, so only the values in range are read)."""
+    inner = ["property = ?"]
+    params: list[Any] = [number]
+    if since_us is not None:
+        inner.append("ts >= ?")
+        params.append(since_us)
+    if until_us is not None:
+        inner.append("ts < ?")
+        params.append(until_us)
+    if match.op != "*":
+        condition, values = _value_condition(match)
+        inner.append(condition)
+        params += values
+    selected = f"SELECT ts, id FROM property_values WHERE {' AND '.join(inner)}"
+    # `!=` is everything equality does not select, a missing property included.
+    membership = "NOT IN" if match.op == "!=" else "IN"
+    return f"(events.ts, events.id) {membership} ({selected})", params
+
+
+def declared_timestamps(number: int, match: PropertyMatch, since_us: int, until_us: int) -> tuple[str, list[Any]]:
+    """SQL for the timestamps in [since, until) of the events whose declared property `number`
+    matches `match`, read from its values alone (for `!=`: those equality selects, whose
+    complement the caller takes)."""
+    sql = "SELECT ts FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
+    if match.op == "*":
+        return sql, [number, since_us, until_us]
+    condition, params = _value_condition(match)
+    return f"{sql} AND {condition}", [number, since_us, until_us, *params]
+
+
+def _value_condition(match: PropertyMatch) -> tuple[str, list[Any]]:
+    """The condition on (kind, value) that mirrors the JSON condition for `match` (op `!=` as
+    its equality)."""
+    if match.op == "~":
+        return f"kind = {TEXT} AND instr(lower(value), ?) > 0", [ascii_lower(match.text)]
+    if match.op in ORDERINGS:
+        return f"kind = {NUMBER} AND value {match.op} ?", [match.number]
+    if match.kind in KIND_CODES:
+        return "kind = ?", [KIND_CODES[match.kind]]
+    if match.kind == "number" and match.number is not None:
+        return f"kind IN ({NUMBER}, {TEXT}) AND value IN (?, ?)", [match.number, match.text]
+    return f"kind = {TEXT} AND value = ?", [match.text]
 
 
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")

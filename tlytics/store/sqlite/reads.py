@@ -9,6 +9,7 @@ whose migrations have not run yet instead of misreading it.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import uuid
 from collections.abc import Sequence
@@ -21,13 +22,24 @@ import orjson
 
 from tlytics.chunks import chunks
 from tlytics.errors import StoreError
-from tlytics.store.base import Breakdown, EventFilter, Page, Position, StoredEvent, UniqueCounts, exact_unique_counts
+from tlytics.store.base import (
+    Breakdown,
+    EventFilter,
+    Page,
+    Position,
+    PropertyMatch,
+    StoredEvent,
+    UniqueCounts,
+    exact_unique_counts,
+)
 from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import ThreadConnections, grouped_number
 from tlytics.store.sqlite.connection import connect, fold_wal_on_close, store_errors
-from tlytics.store.sqlite.filters import sql_where
+from tlytics.store.sqlite.filters import declared_timestamps, sql_where
+from tlytics.store.sqlite.properties import BREAKDOWN_PRESENT, BREAKDOWN_TOP, UNIQUE_VALUES, complete_properties
 from tlytics.store.sqlite.schema import BUCKET_US, SCHEMA_VERSION, schema_version
 from tlytics.store.sqlite.sketches import sketched, sketched_unique_counts
+from tlytics.timefmt import MAX_US, MIN_US
 
 _COUNT = "SELECT value FROM counters WHERE name = 'events'"
 _INT64_MAX = 2**63 - 1
@@ -58,6 +70,14 @@ def _stored_event(row: tuple[Any, ...]) -> StoredEvent:
         timestamp_us=timestamp_us,
         received_at_us=received_at_us,
         data_json=data_json,
+    )
+
+
+def _time_range(where: EventFilter) -> tuple[int, int]:
+    """[since, until) of `where`, every stored timestamp when unbounded."""
+    return (
+        MIN_US if where.since_us is None else where.since_us,
+        MAX_US + 1 if where.until_us is None else where.until_us,
     )
 
 
@@ -103,21 +123,21 @@ class SQLiteReader:
         after: Position | None = None,
         ascending: bool = False,
     ) -> Page:
-        matching = sql_where(where)
-        shown = matching
-        if after is not None:
-            # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
-            shown = matching.and_also(f"(ts, id) {'>' if ascending else '<'} (?, ?)", after.timestamp_us, after.id)
         direction = "ASC" if ascending else "DESC"
         # A page beyond any store is simply past the end (SQLite's OFFSET is a 64-bit integer).
         offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
-        query = (
-            f"SELECT id, key, ts, received_at, data FROM events{shown.sql}"
-            f" ORDER BY ts {direction}, id {direction} LIMIT ? OFFSET ?"
-        )
         connection = self._read_connection()
         # One read transaction, so the total and the rows come from the same snapshot.
         with store_errors("page read"), connection:
+            matching = sql_where(where, complete_properties(connection))
+            shown = matching
+            if after is not None:
+                # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
+                shown = matching.and_also(f"(ts, id) {'>' if ascending else '<'} (?, ?)", after.timestamp_us, after.id)
+            query = (
+                f"SELECT id, key, ts, received_at, data FROM events{shown.sql}"
+                f" ORDER BY ts {direction}, id {direction} LIMIT ? OFFSET ?"
+            )
             if where.is_empty:
                 total = _count(connection, _COUNT, ())
             else:
@@ -146,15 +166,24 @@ class SQLiteReader:
         bounds = list(itertools.pairwise([*starts_us, end_us]))
         if not where.where and unique_path is None:
             return self._rollup_counts(bounds, where)
-        matching = sql_where(where)
         # ?1 is the property's path (when counted); the filter's parameters follow it.
         unique_sql = ", count(DISTINCT json_extract(data, ?1))" if unique_path else ""
         head = ["$." + unique_path] if unique_path else []
         connection = self._read_connection()
         results: list[tuple[int, int | None]] = []
         with store_errors("stats read"), connection:
+            declared = complete_properties(connection)
+            if unique_path in declared and not where.where and not where.keys:
+                return self._declared_bucket_counts(connection, bounds, where, declared[unique_path])
+            if unique_path is None and len(where.where) == 1 and where.where[0][0] in declared and not where.keys:
+                path, match = where.where[0]
+                return self._declared_condition_counts(connection, bounds, where, declared[path], match)
             for start, end in bounds:
-                bucket = matching.and_also("ts >= ? AND ts < ?", start, end)
+                # The bucket's range in the filter itself: a declared property's values are
+                # then read for the bucket only.
+                low = start if where.since_us is None else max(start, where.since_us)
+                high = end if where.until_us is None else min(end, where.until_us)
+                bucket = sql_where(replace(where, since_us=low, until_us=high), declared)
                 row = connection.execute(
                     f"SELECT count(*){unique_sql} FROM events{bucket.sql}", [*head, *bucket.params]
                 ).fetchone()
@@ -196,11 +225,16 @@ class SQLiteReader:
         return results
 
     def unique_count(self, where: EventFilter, path: str) -> int:
-        matching = sql_where(where)
-        with store_errors("unique count read"):
+        connection = self._read_connection()
+        with store_errors("unique count read"), connection:
+            declared = complete_properties(connection)
+            if path in declared and not where.where and not where.keys:
+                low, high = _time_range(where)
+                return _count(connection, UNIQUE_VALUES, (declared[path], low, high))
+            matching = sql_where(where, declared)
             # ?1 is the property's path; the filter's parameters follow it.
             unique = _count(
-                self._read_connection(),
+                connection,
                 f"SELECT count(DISTINCT json_extract(data, ?1)) FROM events{matching.sql}",
                 ["$." + path, *matching.params],
             )
@@ -217,10 +251,12 @@ class SQLiteReader:
 
     def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
         step_indexes = indexes_of(steps)
-        matching = sql_where(replace(where, keys=tuple(step_indexes))).and_also("json_extract(data, ?1) IS NOT NULL")
-        query = f"SELECT json_extract(data, ?1), key, ts FROM events{matching.sql} ORDER BY ts, id"
         connection = self._read_connection()
         with store_errors("funnel read"), connection:
+            matching = sql_where(replace(where, keys=tuple(step_indexes)), complete_properties(connection)).and_also(
+                "json_extract(data, ?1) IS NOT NULL"
+            )
+            query = f"SELECT json_extract(data, ?1), key, ts FROM events{matching.sql} ORDER BY ts, id"
             rows = connection.execute(query, ["$." + by_path, *matching.params])
             reached = count_funnel(
                 ((actor, step, ts) for actor, key, ts in rows for step in step_indexes[key]), len(steps), within_us
@@ -230,10 +266,13 @@ class SQLiteReader:
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
         """Values are grouped by JSON type and value, so `true` and `1`, or `"1"` and `1`, are
         told apart."""
-        matching = sql_where(where)
-        present = matching.and_also("json_type(data, ?1) IS NOT NULL")
         connection = self._read_connection()
         with store_errors("breakdown read"), connection:
+            declared = complete_properties(connection)
+            if path in declared and not where.where and not where.keys:
+                return self._declared_breakdown(connection, declared[path], where, limit)
+            matching = sql_where(where, declared)
+            present = matching.and_also("json_type(data, ?1) IS NOT NULL")
             # ?1 is the property's path; the filter's parameters follow it.
             top = connection.execute(
                 f"SELECT {_VALUE_KIND_SQL} AS kind, json_extract(data, ?1) AS value, count(*) AS n"
@@ -248,6 +287,57 @@ class SQLiteReader:
             top=[(_json_value(str(kind), value), cast(int, n)) for kind, value, n in top],
             total=cast(int, total),
             missing=cast(int, missing),
+        )
+
+    def _declared_bucket_counts(
+        self, connection: apsw.Connection, bounds: list[tuple[int, int]], where: EventFilter, number: int
+    ) -> list[tuple[int, int | None]]:
+        """Counts from the rollups and distinct values of a declared property from its stored
+        values, for a filter of times only (inside the caller's read transaction)."""
+        since, until = _time_range(where)
+        results: list[tuple[int, int | None]] = []
+        for (total, _), (start, end) in zip(self._rollup_counts(bounds, where), bounds, strict=True):
+            low, high = max(start, since), min(end, until)
+            results.append((total, _count(connection, UNIQUE_VALUES, (number, low, high)) if low < high else 0))
+        return results
+
+    def _declared_condition_counts(
+        self,
+        connection: apsw.Connection,
+        bounds: list[tuple[int, int]],
+        where: EventFilter,
+        number: int,
+        match: PropertyMatch,
+    ) -> list[tuple[int, int | None]]:
+        """Bucket counts for one condition on a declared property and times: one read of the
+        matching values' timestamps over the whole range, each counted in its bucket (`!=`:
+        the rollups' counts less equality's), inside the caller's read transaction."""
+        since, until = _time_range(where)
+        low, high = max(bounds[0][0], since), min(bounds[-1][1], until)
+        counts = [0] * len(bounds)
+        if low < high:
+            starts = [start for start, _ in bounds]
+            sql, params = declared_timestamps(number, match, low, high)
+            for (ts,) in connection.execute(sql, params):
+                counts[bisect.bisect_right(starts, cast(int, ts)) - 1] += 1
+        if match.op == "!=":
+            every = self._rollup_counts(bounds, replace(where, where=()))
+            counts = [total - equal for (total, _), equal in zip(every, counts, strict=True)]
+        return [(count, None) for count in counts]
+
+    def _declared_breakdown(
+        self, connection: apsw.Connection, number: int, where: EventFilter, limit: int
+    ) -> Breakdown:
+        """A breakdown of a declared property over a time range: its stored values, grouped,
+        and the events in range from the rollups (inside the caller's read transaction)."""
+        low, high = _time_range(where)
+        top = connection.execute(BREAKDOWN_TOP, (number, low, high, limit)).fetchall()
+        present = _count(connection, BREAKDOWN_PRESENT, (number, low, high))
+        total = self._rollup_counts([(low, high)], where)[0][0] if low < high else 0
+        return Breakdown(
+            top=[(_json_value(str(kind), value), cast(int, n)) for kind, value, n in top],
+            total=total,
+            missing=total - present,
         )
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:

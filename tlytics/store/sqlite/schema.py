@@ -114,6 +114,16 @@ MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [
     CREATE TABLE sketch_15m_all_keys (path TEXT NOT NULL, bucket INTEGER NOT NULL, registers BLOB NOT NULL,
                                       PRIMARY KEY (path, bucket));
     """,
+    # 7: declared properties (--property; see tlytics.store.sqlite.properties): each event's
+    # value of each declared property, typed as the filters read it, keyed by the event's
+    # (ts, id) and indexed by value. A property's rows answer reads only once `complete`.
+    """
+    CREATE TABLE declared_properties (number INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,
+        backfill_from INTEGER NOT NULL, backfill_to INTEGER NOT NULL, complete INTEGER NOT NULL);
+    CREATE TABLE property_values (property INTEGER NOT NULL, ts INTEGER NOT NULL, id BLOB NOT NULL,
+        kind INTEGER NOT NULL, value, PRIMARY KEY (property, ts, id)) WITHOUT ROWID;
+    CREATE INDEX property_values_by_value ON property_values (property, kind, value, ts);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

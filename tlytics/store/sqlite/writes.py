@@ -20,6 +20,7 @@ from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.spooled_rows import SpooledRows
 from tlytics.store.sqlite.connection import Synchronous, store_errors
 from tlytics.store.sqlite.filters import sql_where
+from tlytics.store.sqlite.properties import PropertyKeeper
 from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US, open_migrated, schema_version
 from tlytics.store.sqlite.sketches import SketchKeeper
 
@@ -73,7 +74,12 @@ class SQLiteWriter:
     """The write side of the store on one SQLite file; opening it runs the migrations."""
 
     def __init__(
-        self, path: str | Path, *, synchronous: Synchronous = "normal", unique_properties: Sequence[str] | None = None
+        self,
+        path: str | Path,
+        *,
+        synchronous: Synchronous = "normal",
+        unique_properties: Sequence[str] | None = None,
+        declared_properties: Sequence[str] | None = None,
     ) -> None:
         self.path = str(path)
         try:
@@ -93,6 +99,8 @@ class SQLiteWriter:
             # CAST(data AS TEXT) reads the bytes in the file's encoding: UTF-8 unless made otherwise.
             self._utf8 = str(self._write_connection.pragma("encoding")).upper() == "UTF-8"
             self._write_connection.execute(NEW_ROWS_TABLE)
+            # The typed values of the --property properties (a new one backfills on a thread).
+            self._properties = PropertyKeeper(self._write_connection, self.path, declared_properties)
 
     @property
     def schema_version(self) -> int:
@@ -111,7 +119,7 @@ class SQLiteWriter:
         """Insert in one transaction, then drop erased ids and keep the counter, the rollups
         and the sketches in step with what was new."""
         connection = self._write_connection
-        with connection:
+        with self._properties.lock, connection:
             last_seq = connection.execute("SELECT max(seq) FROM events").get or 0
             before = connection.total_changes()
             connection.executemany(statement, rows)
@@ -126,6 +134,7 @@ class SQLiteWriter:
                 connection.execute(ROLL_UP_AGGREGATED)
                 connection.execute(KEY_STATS_AGGREGATED)
                 self._sketches.add_new_rows(last_seq)
+                self._properties.add_new_rows(last_seq)
         return inserted
 
     def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
@@ -135,7 +144,7 @@ class SQLiteWriter:
         """
         matching = sql_where(where)
         connection = self._write_connection
-        with store_errors(f"delete of up to {max_rows} events"), connection:
+        with self._properties.lock, store_errors(f"delete of up to {max_rows} events"), connection:
             ids: list[bytes] = [
                 row[0]
                 for row in connection.execute(
@@ -146,6 +155,7 @@ class SQLiteWriter:
                 return 0
             spans = self._roll_down(ids)
             touched = self._sketches.touched(ids)
+            self._properties.forget_events(ids)
             connection.executemany("DELETE FROM events WHERE id = ?", [(event_id,) for event_id in ids])
             if remember_ids:
                 self._refresh_key_bounds(spans)
@@ -213,7 +223,12 @@ class SQLiteWriter:
             ).get,
         )
 
+    def wait_backfilled(self, timeout_s: float) -> bool:
+        """Whether the declared properties' backfill finished within `timeout_s` (tools, tests)."""
+        return self._properties.wait_backfilled(timeout_s)
+
     def close(self) -> None:
+        self._properties.close()
         try:
             self._write_connection.close()
         except apsw.Error:
