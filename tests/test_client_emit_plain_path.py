@@ -72,6 +72,23 @@ def test_plain_path_spools_big_integers_nulls_and_floats_exactly(tmp_path: Path)
         client.close(0.1)
 
 
+class Float64(float):
+    """A float subclass, as numpy.float64 is: orjson does not take it."""
+
+
+def test_a_float_subclass_goes_as_a_number_and_its_nan_is_refused(tmp_path: Path) -> None:
+    client = Client(fast_config(UNREACHABLE, tmp_path / "spool"))
+    try:
+        with pytest.raises(InvalidEvent, match=r"data\['score'\] is nan"):
+            client.emit("bad", {"score": Float64("nan")})
+        with pytest.raises(InvalidEvent, match="inf"):
+            client.emit("bad", {"scores": [Float64("-inf")]})
+        client.emit("ok", {"score": Float64(0.25)})
+        assert spooled_data(client) == [{"score": 0.25}]
+    finally:
+        client.close(0.1)
+
+
 def test_nesting_is_counted_not_guessed_from_brackets(tmp_path: Path) -> None:
     deep: Any = 1
     for _ in range(DEPTH_MAX + 1):

@@ -100,6 +100,12 @@ def _json_default(value: Any) -> Any:
         raise TypeError(f"{type(value).__name__} is not JSON")
     if isinstance(value, Mapping):
         return dict(value)
+    if isinstance(value, float):
+        # A float subclass (numpy.float64 is one), which orjson does not take: a number, not
+        # its text; NaN and Infinity refused like a float's.
+        if not math.isfinite(value):
+            raise TypeError(f"{value} is not a JSON number")
+        return float(value)
     if isinstance(value, Decimal) and not value.is_finite():
         raise TypeError(f"{value} is not a JSON number")
     return str(value)
