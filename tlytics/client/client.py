@@ -35,7 +35,16 @@ from tlytics.client.forksafe import ForkSafeSpool, SpoolNotOpen
 from tlytics.client.hooks import BeforeSendFailed
 from tlytics.client.lifecycle import register as register_in_this_process
 from tlytics.client.pipeline import Pipeline
-from tlytics.client.prepare import Filtered, Prepared, entry_bytes, event_json, loads_exact, merged, prepare_event
+from tlytics.client.prepare import (
+    Filtered,
+    Prepared,
+    entry_bytes,
+    event_json,
+    loads_exact,
+    merged,
+    prepare_event,
+    prepare_plain,
+)
 from tlytics.client.sender import Sender
 from tlytics.client.transport import Outcome, classify
 from tlytics.client.uwsgi import threads_unavailable
@@ -54,6 +63,8 @@ class Client:
         self._capture = self.config.capture and not self._disabled
         self.captured: list[Event] = []  # capture mode: every event emitted, in order
         self._default_data = dict(self.config.default_data) if self.config.default_data else None
+        # Nothing to merge, no hook, events go to the buffer: emit() may take prepare_plain().
+        self._plain = not (self._disabled or self._capture or self._default_data or self.config.before_send)
         self._context: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
             f"tlytics_context_{id(self)}", default=None
         )
@@ -145,15 +156,18 @@ class Client:
         it, without a block: what a middleware does for a whole request."""
         self._context.set(merged(self._context.get(), data))
 
+    def _check_open(self) -> None:
+        if self._pid != os.getpid():
+            self._check_pid()
+        if self._closed:
+            raise ClientClosed("this Client is closed: the event would never be sent; make a new Client")
+
     def _prepare(
         self, event: Event | str, data: Mapping[str, Any] | None, event_id: str | None, timestamp: datetime | str | None
     ) -> Prepared | str:
         """The prepared event, or the id of one not to be recorded (disabled, filtered, or a
         broken before_send: counted and reported)."""
-        if self._pid != os.getpid():
-            self._check_pid()
-        if self._closed:
-            raise ClientClosed("this Client is closed: the event would never be sent; make a new Client")
+        self._check_open()
         if self._disabled:
             prepared = prepare_event(event, data, event_id=event_id, timestamp=timestamp)
             return prepared.id
@@ -198,9 +212,23 @@ class Client:
         Raises InvalidEvent (a ValueError) for an event the server would refuse (see
         prepare.py), ClientClosed after close().
         """
-        prepared = self._prepare(event, data, id, timestamp)
-        if isinstance(prepared, str):
-            return prepared
+        if (
+            type(data) is dict
+            and type(event) is str
+            and id is None
+            and timestamp is None
+            and self._plain
+            and self._context.get() is None
+        ):
+            # The common case without _prepare's detours (same checks: see prepare_plain).
+            if self._pid != os.getpid() or self._closed:
+                self._check_open()
+            prepared = prepare_plain(event, data)
+        else:
+            prepared_or_id = self._prepare(event, data, id, timestamp)
+            if isinstance(prepared_or_id, str):
+                return prepared_or_id
+            prepared = prepared_or_id
         self._buffer.add(prepared)
         if not self._pipeline.started:
             self._pipeline.ensure_started()

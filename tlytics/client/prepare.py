@@ -51,10 +51,20 @@ class Filtered(NamedTuple):
 _EVENT_ID = re.compile(UUID_PATTERN)
 _DIGITS_PER_BIT = math.log10(2)
 _NOT_JSON_TYPES = (set, frozenset, bytes, bytearray, memoryview)
+_NEVER_NON_FINITE = frozenset({str, int, bool, type(None)})
+# Keys that passed check_key lately: an application emits a few dozen keys, millions of times.
+# Cleared when full rather than ordered: a dict of str is safe to share between threads.
+_KEYS_CHECKED_MAX = 1024
+_keys_checked: dict[str, None] = {}
+# The fewest characters of JSON text that nests deeper than DEPTH_MAX: as many [ as ].
+_DEEPER_THAN_MAX_CHARS = 2 * (DEPTH_MAX + 1)
+_new_prepared = tuple.__new__  # Prepared(...) runs a Python-level __new__: a frame per event
 
 
 def new_event_id() -> str:
-    h = f"{uuid7_int():032x}"
+    # bytes.hex() rather than f"{value:032x}": formatting a 128-bit integer costs more than
+    # making the id.
+    h = uuid7_int().to_bytes(16, "big").hex()
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
@@ -90,9 +100,48 @@ def _json_default(value: Any) -> Any:
         raise TypeError(f"{type(value).__name__} is not JSON")
     if isinstance(value, Mapping):
         return dict(value)
+    if isinstance(value, float):
+        # A float subclass (numpy.float64 is one), which orjson does not take: a number, not
+        # its text; NaN and Infinity refused like a float's.
+        if not math.isfinite(value):
+            raise TypeError(f"{value} is not a JSON number")
+        return float(value)
     if isinstance(value, Decimal) and not value.is_finite():
         raise TypeError(f"{value} is not a JSON number")
     return str(value)
+
+
+def checked_key(key: object) -> str:
+    """check_key's answer, from a small cache of keys already seen (its regular expressions
+    cost more than the rest of emit's key handling)."""
+    if type(key) is str and key in _keys_checked:
+        return key
+    check_key(key)
+    assert isinstance(key, str)  # check_key refuses anything else
+    if type(key) is str:  # a str subclass may hash or compare as it likes: checked every time
+        if len(_keys_checked) >= _KEYS_CHECKED_MAX:
+            _keys_checked.clear()
+        _keys_checked[key] = None
+    return key
+
+
+def _holds_non_finite(container: Any) -> bool:
+    """Whether a float NaN or infinity is anywhere in `container` (orjson wrote it as null):
+    _problem's walk without building a path for every value. Recursion is bounded: orjson
+    refused anything deeper than 254 levels before this is called."""
+    values = container.values() if type(container) is dict or isinstance(container, Mapping) else container
+    for value in values:
+        kind = type(value)
+        if kind in _NEVER_NON_FINITE:
+            continue
+        if kind is float or isinstance(value, float):
+            if not math.isfinite(value):
+                return True
+        elif (kind is dict or kind is list or kind is tuple or isinstance(value, Mapping | list | tuple)) and (
+            _holds_non_finite(value)
+        ):
+            return True
+    return False
 
 
 def _problem(data: Any) -> str | None:
@@ -131,16 +180,29 @@ def encode_data(data: Mapping[str, Any]) -> bytes:
     """`data` as compact JSON text; InvalidEvent (field "data", saying where) when the server
     would refuse it or could not give it back as it was."""
     try:
-        # Without `default` first: the common case (plain JSON types) costs half as much.
+        # Without `default` first: plain JSON types, the common case, cost half as much.
+        # orjson refuses keys that are not strings, sets, bytes and integers beyond 64 bits.
         text = orjson.dumps(data)
     except TypeError:
-        text = None
-    if text is None:
-        try:
-            text = orjson.dumps(data, default=_json_default)
-        except TypeError:
-            text = None
-    if text is None:
+        return _encode_unusual(data)
+    # orjson writes NaN and Infinity as null: only text with a null can hold one.
+    if b"null" in text and _holds_non_finite(data):
+        raise InvalidEvent(_problem(data) or "data holds NaN or Infinity", field="data")
+    if (
+        len(text) >= _DEEPER_THAN_MAX_CHARS
+        and text.count(b"{") + text.count(b"[") > DEPTH_MAX
+        and (where := _problem(data)) is not None
+    ):
+        raise InvalidEvent(where, field="data")
+    return text
+
+
+def _encode_unusual(data: Mapping[str, Any]) -> bytes:
+    """encode_data for what plain orjson refused: Decimals and Mappings that are not dicts
+    (through `default`), integers beyond 64 bits (the standard library), or a refusal."""
+    try:
+        text = orjson.dumps(data, default=_json_default)
+    except TypeError:
         where = _problem(data)
         if where is not None:
             raise InvalidEvent(where, field="data") from None
@@ -151,10 +213,7 @@ def encode_data(data: Mapping[str, Any]) -> bytes:
             ).encode("utf-8", "strict")
         except (TypeError, ValueError, UnicodeEncodeError) as exc:
             raise InvalidEvent(f"data is not JSON: {exc}", field="data") from None
-    # orjson writes NaN and Infinity as null: only text with a null can hold one.
-    if b"null" in text and (where := _problem(data)) is not None:
-        raise InvalidEvent(where, field="data")
-    if text.count(b"{") + text.count(b"[") > DEPTH_MAX and (where := _problem(data)) is not None:
+    if (b"null" in text or text.count(b"{") + text.count(b"[") > DEPTH_MAX) and (where := _problem(data)) is not None:
         raise InvalidEvent(where, field="data")
     return text
 
@@ -183,13 +242,22 @@ def prepare_event(
     `before_send` sees the event and may change or drop it (Filtered). BeforeSendFailed when
     the hook fails: the event is dropped rather than sent unscrubbed.
     """
+    if (
+        type(data) is dict
+        and type(event) is str
+        and event_id is None
+        and timestamp is None
+        and not default_data
+        and before_send is None
+    ):
+        return prepare_plain(event, data)
     if isinstance(event, str):
         key = event
     else:
         if data is not None or event_id is not None or timestamp is not None:
             raise TypeError("emit(Event(...)) takes no other arguments: set them on the Event")
         key, event_id, timestamp, data = event.key, event.id, event.timestamp, event.data
-    check_key(key)
+    checked_key(key)
     when: int | str = time.time_ns() if timestamp is None else checked_timestamp(timestamp)
     event_id = new_event_id() if event_id is None else checked_id(event_id)
     if data is None:
@@ -203,6 +271,12 @@ def prepare_event(
             return Filtered(event_id)
         return prepare_event(answer.key, answer.data, event_id=answer.id, timestamp=answer.timestamp)
     return Prepared(event_id, key, when, encode_data(data))
+
+
+def prepare_plain(key: str, data: dict[str, Any]) -> Prepared:
+    """prepare_event for the common case, the same checks without its detours: a key and a
+    dict, no id, timestamp, default data or hook (emit() calls it directly then)."""
+    return _new_prepared(Prepared, (new_event_id(), checked_key(key), time.time_ns(), encode_data(data)))
 
 
 def _run_before_send(
