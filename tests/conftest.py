@@ -47,7 +47,8 @@ def rng(request: pytest.FixtureRequest) -> random.Random:
     run alone with TLYTICS_TEST_SEED makes the same choices as it did in the whole suite. The
     seed is attached to the test's report, and printed with its failure."""
     request.node.user_properties.append(("random seed", run_seed()))
-    return random.Random(f"{run_seed()}:{request.node.nodeid}")
+    # Not the node id, which pytest-xdist's loadgroup suffixes with "@group".
+    return random.Random(f"{run_seed()}:{request.node.path.name}::{request.node.name}")
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -58,6 +59,27 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.sections.append(
             ("random seed", f"this test's random choices follow from {SEED_VARIABLE}={run_seed()}: rerun with it set")
         )
+
+
+# Tests that time the server (a loop-stall bound, a latency): under pytest-xdist they share a
+# worker, one after another, so that no two of them compete with each other for the machine.
+TIMING_SENSITIVE = (
+    "tests/test_loop_stall.py",
+    "tests/test_body_work.py",
+    "tests/test_faults.py::test_idle_and_slow_connections_do_not_stop_other_clients",
+    "tests/test_client.py::test_server_outage_mid_stream_loses_and_duplicates_nothing",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (make test), a test file goes to one worker as a
+    whole, so its module-scoped servers and browsers start once; the timing-sensitive tests
+    go together to one worker."""
+    if config.getoption("dist", "no") == "no":
+        return
+    for item in items:
+        timing = any(item.nodeid == name or item.nodeid.startswith(name + "::") for name in TIMING_SENSITIVE)
+        item.add_marker(pytest.mark.xdist_group("timing" if timing else item.nodeid.split("::")[0]))
 
 
 @pytest.fixture
