@@ -160,8 +160,10 @@ def test_a_server_restart_in_the_middle_loses_and_repeats_nothing(
         shutdown = posthog.shutdown
     for n in range(total // 2):
         send(n)
-    # Some batches acknowledged first; fail here, not later, if none ever are.
-    eventually(lambda: proxy.forwarded >= 3, timeout_s=DEADLINE_S, interval_s=0.01, what="3 batches forwarded")
+    # A batch acknowledged first; fail here, not later, if none ever is. (It waited for 3, which
+    # posthog, free to send these 200 as two batches of 100, may never reach: a poll loop went
+    # on to the kill at its 60 s deadline then, with everything long delivered.)
+    eventually(lambda: proxy.forwarded >= 1, timeout_s=DEADLINE_S, interval_s=0.01, what="a batch forwarded")
     server.kill()  # kill -9 while the client still sends
     for n in range(total // 2, total):
         send(n)
