@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+import os
+import random
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,65 @@ from tests.postgres_cluster import postgres_cluster  # noqa: F401  (the session'
 from tlytics.ingest import Settings, create_app
 from tlytics.spool import Spool
 from tlytics.store import SQLiteStore
+
+SEED_VARIABLE = "TLYTICS_TEST_SEED"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One seed for the run's random choices (kill moments, flush periods, batch sizes): taken
+    from TLYTICS_TEST_SEED to reproduce a failure, else chosen now. Put back in the environment,
+    so that pytest-xdist's workers, started after this, use the same one."""
+    if not os.environ.get(SEED_VARIABLE):
+        os.environ[SEED_VARIABLE] = str(random.SystemRandom().randrange(2**32))
+
+
+def run_seed() -> int:
+    return int(os.environ[SEED_VARIABLE])
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"random seed: {run_seed()} (reproduce with {SEED_VARIABLE}={run_seed()})"
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    """The test's random source: seeded from the run's seed and the test's id, so that one test
+    run alone with TLYTICS_TEST_SEED makes the same choices as it did in the whole suite. The
+    seed is attached to the test's report, and printed with its failure."""
+    request.node.user_properties.append(("random seed", run_seed()))
+    # Not the node id, which pytest-xdist's loadgroup suffixes with "@group".
+    return random.Random(f"{run_seed()}:{request.node.path.name}::{request.node.name}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.failed and any(name == "random seed" for name, _ in item.user_properties):
+        report.sections.append(
+            ("random seed", f"this test's random choices follow from {SEED_VARIABLE}={run_seed()}: rerun with it set")
+        )
+
+
+# Tests that time the server (a loop-stall bound, a latency): under pytest-xdist they share a
+# worker, one after another, so that no two of them compete with each other for the machine.
+TIMING_SENSITIVE = (
+    "tests/test_loop_stall.py",
+    "tests/test_body_work.py",
+    "tests/test_faults.py::test_idle_and_slow_connections_do_not_stop_other_clients",
+    "tests/test_client.py::test_server_outage_mid_stream_loses_and_duplicates_nothing",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under `pytest -n N --dist loadgroup` (make test), a test file goes to one worker as a
+    whole, so its module-scoped servers and browsers start once; the timing-sensitive tests
+    go together to one worker."""
+    if config.getoption("dist", "no") == "no":
+        return
+    for item in items:
+        timing = any(item.nodeid == name or item.nodeid.startswith(name + "::") for name in TIMING_SENSITIVE)
+        item.add_marker(pytest.mark.xdist_group("timing" if timing else item.nodeid.split("::")[0]))
 
 
 @pytest.fixture

@@ -80,6 +80,14 @@ async def app_flush(app: web.Application) -> None:
     assert await app[WRITE_SCHEDULER].flush(timeout_s=30.0)
 
 
+async def make_client(
+    aiohttp_client: Any, make_app: Callable[..., web.Application], **overrides: Any
+) -> tuple[Any, web.Application]:
+    """A test client on the test app with `overrides` to its settings, and that app."""
+    app = make_app(**overrides)
+    return await aiohttp_client(app), app
+
+
 def spool_count(app: web.Application) -> int:
     return app[SPOOL].count()
 
@@ -387,6 +395,22 @@ class Sender:
         stuck = sum(thread.is_alive() for thread in self._threads)
         assert not stuck, f"{stuck} sender threads still posting to {self.url} 10s after stop()"
         assert not self.ran_out, f"the sender to {self.url} stopped by itself after {self.max_run_s}s, before stop()"
+
+
+def kill_under_load(
+    server: ServerProcess, load_s: float, *, wait_acknowledged: bool = True, **sender_options: Any
+) -> Sender:
+    """The kill-under-load scenario: a Sender (`sender_options`: threads, batch_size) posts to
+    the started `server`, which is SIGKILLed `load_s` into the load (counted from the first
+    acknowledgement unless `wait_acknowledged` is False, for a kill that may come before any);
+    returns the stopped Sender, holding what was acknowledged and what was sent."""
+    sender = Sender(server.url, **sender_options).start()
+    if wait_acknowledged:
+        sender.wait_acknowledged()
+    time.sleep(load_s)  # the kill's moment, not a wait for something: nothing is asserted after it
+    server.kill()
+    sender.stop()
+    return sender
 
 
 def assert_exactly_once(server: ServerProcess, acknowledged: set[str], sent: set[str]) -> None:

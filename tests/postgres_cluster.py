@@ -68,6 +68,9 @@ class PostgresCluster:
         self.data = self.directory / "data"
         self.log = self.directory / "postgres.log"
         self.port = port or free_port()
+        # A port chosen here may be taken by another process (another pytest-xdist worker's
+        # cluster) before PostgreSQL binds it: the first start then tries another one.
+        self._may_change_port = port is None
         self.fsync = fsync
         self._as_root = os.geteuid() == 0
         if self._as_root:
@@ -91,6 +94,18 @@ class PostgresCluster:
             raise RuntimeError(f"{' '.join(command)} failed: {completed.stdout}{completed.stderr}{log}")
 
     def start(self) -> None:
+        for attempt in range(3):
+            try:
+                self._start()
+            except RuntimeError as exc:
+                if not self._may_change_port or attempt == 2 or "Address already in use" not in str(exc):
+                    raise
+                self.port = free_port()
+            else:
+                break
+        self._may_change_port = False  # fault tests stop it and start it again on the same port
+
+    def _start(self) -> None:
         options = [f"-k {self.directory}", f"-p {self.port}", "-c listen_addresses=127.0.0.1", "-c max_connections=200"]
         if not self.fsync:
             options += ["-c fsync=off", "-c full_page_writes=off"]

@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.helpers import app_flush, spool_count
+from tests.helpers import app_flush, make_client, spool_count
 from tlytics.ingest.auth import ROUTE_ACCESS
 
 WRITE_KEY = "w" * 24
@@ -463,3 +463,51 @@ async def test_a_missing_static_file_is_a_json_404_logged_as_such(keyed: tuple[A
     assert script.status == 200 and "javascript" in script.headers["Content-Type"]
     assert (await client.head("/static/dashboard.css")).status == 200
     assert (await client.get("/static/dashboard.js", headers={"If-None-Match": script.headers["ETag"]})).status == 304
+
+
+async def test_write_and_read_keys_are_separate(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> None:
+    client, app = await make_client(aiohttp_client, make_app, write_keys=(WRITE_KEY,), read_keys=(READ_KEY,))
+    write = {"Authorization": f"Bearer {WRITE_KEY}"}
+    read = {"Authorization": f"Bearer {READ_KEY}"}
+    events = [{"key": "a"}]
+
+    missing = await client.post("/events", json=events)
+    assert missing.status == 401
+    assert "write key" in (await missing.json())["error"]
+    assert missing.headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await client.post("/events", json=events, headers={"Authorization": "Bearer nope"})).status == 401
+    assert (await client.post("/batch", json={"events": events}, headers=read)).status == 403  # a read key never writes
+    assert spool_count(app) == 0
+    assert (await client.post("/events", json=events, headers=write)).status == 200
+    assert (
+        await client.post("/batch", json={"events": events}, headers={"Authorization": f"bearer {WRITE_KEY}"})
+    ).status == 200
+
+    assert (await client.get("/view")).status == 401
+    assert (await client.get("/view", headers=write)).status == 403  # a write key never reads
+    assert (await client.get("/view", headers=read)).status == 200
+    assert (await client.get("/export", headers=write)).status == 403
+    assert (await client.get("/export", headers=read)).status == 200
+    assert (await client.post("/lookup", json={"ids": []}, headers=write)).status == 403
+    assert (await client.get("/metrics", headers=write)).status == 403
+    assert (await client.get("/metrics", headers=read)).status == 200
+    assert (await client.get("/health")).status == 200  # stays open
+
+
+async def test_keys_are_never_logged(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> None:
+    client, _ = await make_client(aiohttp_client, make_app, write_keys=(WRITE_KEY,))
+    with capture_logs() as logs:
+        await client.post("/events", json=[{"key": "a"}], headers={"Authorization": f"Bearer {WRITE_KEY}"})
+        await client.post("/events", json=[{"key": "a"}], headers={"Authorization": "Bearer wrong-key-0123456789"})
+    assert logs
+    assert WRITE_KEY not in repr(logs) and "wrong-key" not in repr(logs)
+
+
+async def test_open_server_on_a_public_address_warns(make_app: Callable[..., web.Application]) -> None:
+    from aiohttp.test_utils import TestServer
+
+    app = make_app(host="0.0.0.0")
+    with capture_logs() as logs:
+        async with TestServer(app):
+            pass
+    assert {"no_write_keys", "no_read_keys"} <= {log["event"] for log in logs}

@@ -16,6 +16,39 @@ from tlytics.ingest.settings import Settings, operator_options
 from tlytics.rate import Rate
 from tlytics.timefmt import format_rfc3339_us, parse_duration_s, parse_rfc3339_us
 
+WRITE_KEY = "w" * 24
+READ_KEY = "r" * 24
+
+
+@pytest.mark.parametrize(
+    ("argv", "attribute", "value"),
+    [
+        (["--max-body", "2MiB"], "max_body_bytes", 2 * 1024 * 1024),
+        (["--max-events", "50"], "max_events_per_request", 50),
+        (["--max-event-size", "64kB"], "max_event_bytes", 64_000),
+        (["--spool-max", "1GiB"], "spool_max_bytes", 1024**3),
+        (["--write-key", WRITE_KEY, "--write-key", "x" * 20], "write_keys", (WRITE_KEY, "x" * 20)),
+    ],
+)
+def test_limit_and_key_flags(argv: list[str], attribute: str, value: object) -> None:
+    from tlytics.cli import parse_settings
+
+    settings, _ = parse_settings(argv, {})
+    assert getattr(settings, attribute) == value
+
+
+def test_key_environment_lists_and_flag_precedence(capsys: pytest.CaptureFixture[str]) -> None:
+    from tlytics.cli import parse_settings
+
+    environ = {"TLYTICS_WRITE_KEYS": f"{WRITE_KEY}, {'y' * 20}", "TLYTICS_READ_KEYS": READ_KEY}
+    settings, _ = parse_settings([], environ)
+    assert settings.write_keys == (WRITE_KEY, "y" * 20) and settings.read_keys == (READ_KEY,)
+    flagged, _ = parse_settings(["--write-key", "z" * 20], environ)
+    assert flagged.write_keys == ("z" * 20,)
+    with pytest.raises(SystemExit):
+        parse_settings([], {"TLYTICS_WRITE_KEYS": "short"})
+    assert "short" not in capsys.readouterr().err  # a rejected key is not echoed
+
 
 def test_defaults_match_the_design() -> None:
     settings, log_level = parse_settings([], {})

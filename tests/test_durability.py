@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Sender, ServerProcess, assert_exactly_once, http_json
+from tests.helpers import Sender, ServerProcess, assert_exactly_once, http_json, kill_under_load
 
 
 @pytest.mark.parametrize(
@@ -29,13 +29,10 @@ from tests.helpers import Sender, ServerProcess, assert_exactly_once, http_json
     ],
 )
 def test_sigkill_mid_stream_loses_and_duplicates_nothing(
-    server_factory: Any, flush: str, kill_after_s: float | None
+    server_factory: Any, rng: random.Random, flush: str, kill_after_s: float | None
 ) -> None:
     server = server_factory(flush=flush).start()
-    sender = Sender(server.url).start().wait_acknowledged()
-    time.sleep(kill_after_s if kill_after_s is not None else random.uniform(0.2, 1.5))
-    server.kill()
-    sender.stop()
+    sender = kill_under_load(server, kill_after_s if kill_after_s is not None else rng.uniform(0.2, 1.5))
     assert len(sender.acknowledged) > 0, "the stream never got going"
 
     restarted = server_factory(server.db_path, flush="50ms").start()
@@ -48,10 +45,7 @@ def test_repeated_kills_on_one_store(server_factory: Any, tmp_path: Any) -> None
     sent: set[str] = set()
     for round_number in range(3):
         server = server_factory(db_path, flush="100ms").start()
-        sender = Sender(server.url, threads=2).start()
-        time.sleep(0.3 + 0.3 * round_number)
-        server.kill()
-        sender.stop()
+        sender = kill_under_load(server, 0.3 + 0.3 * round_number, wait_acknowledged=False, threads=2)
         acknowledged |= sender.acknowledged
         sent |= sender.sent
     final = server_factory(db_path, flush="50ms").start()
@@ -63,9 +57,8 @@ def test_clean_stop_keeps_everything_and_restart_adds_nothing(server_factory: An
     # A long flush period: at stop time the events are only in the spool; the clean stop
     # drains them into the store.
     server = server_factory(flush="1h").start()
-    sender = Sender(server.url, threads=2)
-    sender.start()
-    time.sleep(0.5)
+    sender = Sender(server.url, threads=2).start().wait_acknowledged()
+    time.sleep(0.5)  # more load; what the clean stop must keep is whatever it acknowledged
     sender.stop()
     assert server.stop(sig) == 0
     assert "stopped" in server.log()
@@ -106,7 +99,10 @@ def _signal_group_when(server: ServerProcess, moment: str) -> Sender | None:
     sender = Sender(server.url, threads=2).start()
     if moment == "during_load":
         return sender.wait_acknowledged()
-    time.sleep(0.5)  # "after_load": a pause, then the signal
+    # "after_load": the first acknowledgement (asserted on later), half a second more load, then
+    # the load stops and the signal comes
+    sender.wait_acknowledged()
+    time.sleep(0.5)
     sender.stop()
     return sender
 

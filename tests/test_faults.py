@@ -16,21 +16,23 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Sender, assert_exactly_once, eventually, http_json, server_argv
+from tests.helpers import assert_exactly_once, eventually, http_json, kill_under_load, server_argv
 from tlytics.spool import Spool
 
 
-def test_ten_random_sigkills_under_load_lose_and_duplicate_nothing(server_factory: Any, tmp_path: Path) -> None:
+def test_ten_random_sigkills_under_load_lose_and_duplicate_nothing(
+    server_factory: Any, tmp_path: Path, rng: random.Random
+) -> None:
     db_path = tmp_path / "faults.db"
     acknowledged: set[str] = set()
     sent: set[str] = set()
     rounds = 10
     for _ in range(rounds):
-        server = server_factory(db_path, flush=random.choice(["20ms", "100ms", "1s"])).start()
-        sender = Sender(server.url, threads=3, batch_size=random.choice([1, 20, 200])).start()
-        time.sleep(random.uniform(0.1, 0.8))
-        server.kill()
-        sender.stop()
+        server = server_factory(db_path, flush=rng.choice(["20ms", "100ms", "1s"])).start()
+        batch_size = rng.choice([1, 20, 200])
+        sender = kill_under_load(
+            server, rng.uniform(0.1, 0.8), wait_acknowledged=False, threads=3, batch_size=batch_size
+        )
         acknowledged |= sender.acknowledged
         sent |= sender.sent
     assert len(acknowledged) > rounds * 10

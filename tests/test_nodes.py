@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import Sender, ServerProcess, assert_exactly_once, event, eventually, http_json
+from tests.helpers import Sender, ServerProcess, assert_exactly_once, event, eventually, http_json, kill_under_load
 from tests.postgres_cluster import PostgresCluster, postgres_cluster, postgres_missing
 
 __all__ = ["postgres_cluster"]  # the session fixture, used here by name
@@ -120,11 +120,9 @@ def test_kill_9_of_one_node_mid_load_loses_and_duplicates_nothing(
 ) -> None:
     a = start_node(server_factory, tmp_path, "a", database)
     b = start_node(server_factory, tmp_path, "b", database)
-    to_a = Sender(a.url, threads=2, batch_size=50).start().wait_acknowledged()
     to_b = Sender(b.url, threads=2, batch_size=50).start().wait_acknowledged()
-    time.sleep(1.0)
-    a.kill()  # SIGKILL: its writer process dies with it, whatever it was doing
-    to_a.stop()
+    # SIGKILL of a: its writer process dies with it, whatever it was doing.
+    to_a = kill_under_load(a, 1.0, threads=2, batch_size=50)
     time.sleep(0.5)  # b goes on meanwhile
     to_b.stop()
     assert to_a.acknowledged and to_b.acknowledged

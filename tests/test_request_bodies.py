@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 from structlog.testing import capture_logs
 
-from tests.helpers import app_flush, spool_count, store_count
+from tests.helpers import app_flush, make_client, spool_count, store_count
 
 BODY = b'[{"key": "coded", "data": {"n": 1}}]'
 GZIPPED = gzip.compress(BODY)
@@ -151,3 +151,28 @@ def test_body_timeout_setting_from_flag_and_environment(capsys: Any) -> None:
     with pytest.raises(SystemExit):
         parse_settings(["--body-timeout", "0"], {})
     assert "must be longer than 0" in capsys.readouterr().err
+
+
+async def test_gzip_body_is_accepted(client: Any, app: web.Application) -> None:
+    body = gzip.compress(b'[{"key": "zipped", "data": {"n": 1}}]')
+    response = await client.post(
+        "/events", data=body, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    assert response.status == 200
+    await app_flush(app)
+    assert store_count(app) == 1
+
+
+async def test_gzip_bomb_is_413_not_out_of_memory(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client, app = await make_client(aiohttp_client, make_app, max_body_bytes=1024 * 1024)
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # gzip framing
+    bomb = compressor.compress(b"[" + b" " * (200 * 1024 * 1024)) + compressor.flush()
+    assert len(bomb) < 1024 * 1024  # small on the wire, 200 MiB once inflated
+    response = await client.post(
+        "/events", data=bomb, headers={"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    )
+    assert response.status == 413
+    assert "larger than" in (await response.json())["error"]
+    assert spool_count(app) == 0

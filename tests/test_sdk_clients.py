@@ -6,7 +6,6 @@ restart of the server in the middle leaves every message they delivered stored e
 from __future__ import annotations
 
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +16,7 @@ from posthog import Posthog
 from segment.analytics.client import Client as SegmentClient
 
 from tests.dropping_proxy import DroppingProxy
-from tests.helpers import ServerProcess, http_json
+from tests.helpers import ServerProcess, eventually, http_json
 
 WRITE_KEY = "sdk-write-key-00000001"
 DEADLINE_S = 60.0
@@ -161,9 +160,10 @@ def test_a_server_restart_in_the_middle_loses_and_repeats_nothing(
         shutdown = posthog.shutdown
     for n in range(total // 2):
         send(n)
-    deadline = time.monotonic() + DEADLINE_S
-    while proxy.forwarded < 3 and time.monotonic() < deadline:  # some batches acknowledged
-        time.sleep(0.01)
+    # A batch acknowledged first; fail here, not later, if none ever is. (It waited for 3, which
+    # posthog, free to send these 200 as two batches of 100, may never reach: a poll loop went
+    # on to the kill at its 60 s deadline then, with everything long delivered.)
+    eventually(lambda: proxy.forwarded >= 1, timeout_s=DEADLINE_S, interval_s=0.01, what="a batch forwarded")
     server.kill()  # kill -9 while the client still sends
     for n in range(total // 2, total):
         send(n)

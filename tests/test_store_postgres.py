@@ -22,6 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import eventually
 from tests.postgres_cluster import PostgresCluster, postgres_missing
 from tlytics.errors import StoreError
 from tlytics.store import EventFilter, SQLiteStore, StoreRow
@@ -164,19 +165,23 @@ def test_an_erasure_racing_another_nodes_inserts_leaves_nothing_received_before_
     opened += [node_a, node_b]
     erased = EventFilter(keys=("erase-me",))
     stop = threading.Event()
+    inserted_batches = [0]
 
     def keep_inserting() -> None:
         for batch in itertools.count():
             if stop.is_set() or batch > 2000:
                 return
             node_b.insert([row(batch * 10 + n, key="erase-me", received_at=now_us()) for n in range(10)])
+            inserted_batches[0] = batch + 1
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         inserting = pool.submit(keep_inserting)
-        time.sleep(0.2)
+        # The erasure starts while b inserts, and b goes on inserting after it.
+        eventually(lambda: inserted_batches[0] >= 3, what="node b's first inserts")
         while node_a.delete_matching(erased, max_rows=50, remember_ids=True) == 50:
             pass
-        time.sleep(0.2)
+        inserted_after = inserted_batches[0] + 3
+        eventually(lambda: inserted_batches[0] >= inserted_after or inserting.done(), what="node b's later inserts")
         stop.set()
         inserting.result()
     with psycopg.connect(database) as connection:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from aiohttp import web
 
-from tests.helpers import app_flush, spool_count, store_count
+from tests.helpers import app_flush, make_client, spool_count, store_count
 
 GOOD = {"key": "ok"}
 
@@ -250,3 +251,25 @@ def test_every_refused_key_character_class_is_complete() -> None:
 async def test_a_composed_key_is_accepted_as_sent(client: Any, app: web.Application) -> None:
     response = await client.post("/events", json=[{"key": "caf\u00e9 \u2014 ok"}])
     assert response.status == 200
+
+
+async def test_one_event_over_the_size_limit_is_413_with_its_index(
+    aiohttp_client: Any, make_app: Callable[..., web.Application]
+) -> None:
+    client, app = await make_client(aiohttp_client, make_app, max_event_bytes=2000)
+    events = [{"key": "small"}, {"key": "big", "data": {"pad": "x" * 3000}}]
+    response = await client.post("/events", json=events)
+    assert response.status == 413
+    body = await response.json()
+    assert body["index"] == 1 and body["limit"] == 2000
+    assert spool_count(app) == 0
+    ok = await client.post("/events", json=[{"key": "fine", "data": {"pad": "x" * 500}}])
+    assert ok.status == 200
+
+
+async def test_event_count_limit_is_configurable(aiohttp_client: Any, make_app: Callable[..., web.Application]) -> None:
+    client, _ = await make_client(aiohttp_client, make_app, max_events_per_request=3)
+    assert (await client.post("/events", json=[{"key": "a"}] * 3)).status == 200
+    response = await client.post("/events", json=[{"key": "a"}] * 4)
+    assert response.status == 413
+    assert (await response.json())["limit"] == 3

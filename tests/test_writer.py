@@ -167,6 +167,8 @@ async def test_backlog_threshold_wakes_writer_before_its_period(
 
     await eventually_async(start_drain_done, what="the writer's drain at start")
     await client.post("/events", json=[{"key": "a"}] * 10)
+    # A window in which a wrong wake would store them (not a wait for something that must
+    # happen: a slow machine can only hide such a defect here, never fail a correct writer).
     await asyncio.sleep(0.3)
     assert (await (await client.get("/view")).json())["total"] == 0  # below the threshold
     await client.post("/events", json=[{"key": "a"}] * 60)
