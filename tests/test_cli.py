@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import re
 import subprocess
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import tlytics.cli
 from tests.helpers import free_port, http_json
 from tlytics.cli import parse_settings
 from tlytics.ingest.settings import Settings, operator_options
@@ -284,3 +286,24 @@ def test_a_yes_no_flag_alone_means_yes() -> None:
     assert parse_settings([], {"TLYTICS_START_WITHOUT_STORE": "true"})[0].start_without_store is True
     with pytest.raises(SystemExit):
         parse_settings(["--start-without-store", "maybe"], {})
+
+
+def test_a_renamed_server_variable_would_keep_working_with_a_warning(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server keeps its names (DESIGN §2), but the command reads a deprecated name the way
+    the client does, should one ever be renamed: the old one works, says what replaces it, and
+    the new one wins when both are set."""
+    renamed = [
+        (name, dataclasses.replace(option, deprecated_variables=("TLYTICS_FLUSH_PERIOD_OLD",)))
+        if name == "flush_period_s"
+        else (name, option)
+        for name, option in operator_options()
+    ]
+    monkeypatch.setattr(tlytics.cli, "operator_options", lambda: renamed)
+    assert parse_settings([], {"TLYTICS_FLUSH_PERIOD_OLD": "2s"})[0].flush_period_s == 2.0
+    assert "TLYTICS_FLUSH_PERIOD_OLD is deprecated: use TLYTICS_FLUSH instead" in capsys.readouterr().err
+    both = {"TLYTICS_FLUSH_PERIOD_OLD": "2s", "TLYTICS_FLUSH": "3s"}
+    assert parse_settings([], both)[0].flush_period_s == 3.0
+    assert "TLYTICS_FLUSH is also set, and wins" in capsys.readouterr().err
+    assert parse_settings(["--flush", "4s"], both)[0].flush_period_s == 4.0  # the flag still wins

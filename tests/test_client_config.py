@@ -1,10 +1,13 @@
-"""Client configuration: TLYTICS_* environment variables, the disabled client, the default
-spool directory, a spool directory that cannot be written, before_send and default_data."""
+"""Client configuration: TLYTICS_CLIENT_* environment variables (and their deprecated old
+names without CLIENT_), the disabled client, the default spool directory, a spool directory
+that cannot be written, before_send and default_data."""
 
 from __future__ import annotations
 
 import logging
+import re
 import threading
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +17,38 @@ import pytest
 from tests.fake_server import FakeServer
 from tests.helpers import eventually, http_json
 from tlytics import BeforeSendFailed, Client, Config, Event, InvalidEvent, SpoolError, TlyticsError
-from tlytics.client.config import settable_fields
+from tlytics.client.config import client_options, settable_fields
 from tlytics.client.sender import MIN_IDLE_WAIT_S
 
 # A value for each field the environment may set, and what Config makes of it.
 ENVIRONMENT = {
-    "TLYTICS_SERVER_URL": ("https://analytics.example:8443", "https://analytics.example:8443"),
-    "TLYTICS_WRITE_KEY": ("wk_secret", "wk_secret"),
-    "TLYTICS_FLUSH_PERIOD": ("2.5", 2.5),
-    "TLYTICS_SPOOL_DIR": ("/var/spool/app", Path("/var/spool/app")),
-    "TLYTICS_SPOOL_INTERVAL": ("0", 0.0),
-    "TLYTICS_MAX_BATCH": ("250", 250),
-    "TLYTICS_MAX_BATCH_BYTES": ("65536", 65536),
-    "TLYTICS_SPOOL_MAX_BYTES": ("1000000", 1_000_000),
-    "TLYTICS_TIMEOUT": ("3", 3.0),
-    "TLYTICS_RETRY_MAX_DELAY": ("7.5", 7.5),
-    "TLYTICS_GZIP_MIN_BYTES": ("100", 100),
-    "TLYTICS_MAX_MEMORY_EVENTS": ("42", 42),
-    "TLYTICS_DISABLED": ("1", True),
-    "TLYTICS_FLUSH_AT_EXIT": ("0", 0.0),
-    "TLYTICS_DEFAULT_DATA": ('{"service": "billing"}', {"service": "billing"}),
-    "TLYTICS_SPOOL_MIN_FREE_BYTES": ("1048576", 1_048_576),
-    "TLYTICS_CAPTURE": ("yes", True),
-    "TLYTICS_HEADERS": ('{"X-Team": "growth"}', {"X-Team": "growth"}),
-    "TLYTICS_CA_BUNDLE": ("/etc/ssl/internal-ca.pem", Path("/etc/ssl/internal-ca.pem")),
+    "TLYTICS_CLIENT_SERVER_URL": ("https://analytics.example:8443", "https://analytics.example:8443"),
+    "TLYTICS_CLIENT_WRITE_KEY": ("wk_secret", "wk_secret"),
+    "TLYTICS_CLIENT_FLUSH_PERIOD": ("2.5", 2.5),
+    "TLYTICS_CLIENT_SPOOL_DIR": ("/var/spool/app", Path("/var/spool/app")),
+    "TLYTICS_CLIENT_SPOOL_INTERVAL": ("0", 0.0),
+    "TLYTICS_CLIENT_MAX_BATCH": ("250", 250),
+    "TLYTICS_CLIENT_MAX_BATCH_BYTES": ("65536", 65536),
+    "TLYTICS_CLIENT_SPOOL_MAX_BYTES": ("1000000", 1_000_000),
+    "TLYTICS_CLIENT_TIMEOUT": ("3", 3.0),
+    "TLYTICS_CLIENT_RETRY_MAX_DELAY": ("7.5", 7.5),
+    "TLYTICS_CLIENT_GZIP_MIN_BYTES": ("100", 100),
+    "TLYTICS_CLIENT_MAX_MEMORY_EVENTS": ("42", 42),
+    "TLYTICS_CLIENT_DISABLED": ("1", True),
+    "TLYTICS_CLIENT_FLUSH_AT_EXIT": ("0", 0.0),
+    "TLYTICS_CLIENT_DEFAULT_DATA": ('{"service": "billing"}', {"service": "billing"}),
+    "TLYTICS_CLIENT_SPOOL_MIN_FREE_BYTES": ("1048576", 1_048_576),
+    "TLYTICS_CLIENT_CAPTURE": ("yes", True),
+    "TLYTICS_CLIENT_HEADERS": ('{"X-Team": "growth"}', {"X-Team": "growth"}),
+    "TLYTICS_CLIENT_CA_BUNDLE": ("/etc/ssl/internal-ca.pem", Path("/etc/ssl/internal-ca.pem")),
 }
 
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for _, variable in settable_fields():
-        monkeypatch.delenv(variable, raising=False)
+    for _, option in client_options():
+        for variable in option.all_variables:
+            monkeypatch.delenv(variable, raising=False)
 
 
 def stored_data(server_url: str) -> dict[str, tuple[str, dict[str, Any]]]:
@@ -64,23 +68,107 @@ def test_every_field_but_the_callables_is_read_from_its_variable(monkeypatch: py
 
 
 def test_an_explicit_argument_wins_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TLYTICS_SERVER_URL", "http://from-env:1")
-    monkeypatch.setenv("TLYTICS_FLUSH_PERIOD", "9")
-    monkeypatch.setenv("TLYTICS_DISABLED", "true")
+    monkeypatch.setenv("TLYTICS_CLIENT_SERVER_URL", "http://from-env:1")
+    monkeypatch.setenv("TLYTICS_CLIENT_FLUSH_PERIOD", "9")
+    monkeypatch.setenv("TLYTICS_CLIENT_DISABLED", "true")
     config = Config(server_url="http://explicit:2", disabled=False)
     assert config.server_url == "http://explicit:2"
     assert config.disabled is False  # explicit, though equal to the default
     assert config.flush_period == 9.0  # not given: from the environment
 
 
+def old_name(variable: str) -> str:
+    """The name the client read before its variables said whose they are."""
+    return "TLYTICS_" + variable.removeprefix("TLYTICS_CLIENT_")
+
+
+def test_every_variable_says_it_is_the_clients() -> None:
+    for name, option in client_options():
+        assert option.environment_variable == f"TLYTICS_CLIENT_{name.upper()}"
+        assert option.deprecated_variables == (old_name(option.environment_variable),)
+
+
+@pytest.mark.parametrize("variable", sorted(ENVIRONMENT))
+def test_every_old_variable_still_works_and_warns_naming_the_new_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, variable: str
+) -> None:
+    text, expected = ENVIRONMENT[variable]
+    monkeypatch.setenv(old_name(variable), text)
+    name = next(name for name, option in client_options() if option.environment_variable == variable)
+    with caplog.at_level(logging.WARNING, logger="tlytics.client"), pytest.warns(DeprecationWarning) as warned:
+        config = Config()
+    assert getattr(config, name) == expected
+    (warning,) = warned
+    message = str(warning.message)
+    assert f"{old_name(variable)} is deprecated: use {variable} instead" == message
+    # Shown at the application's line that made the Config, not inside tlytics.
+    assert warning.filename == __file__
+    assert [r.getMessage() for r in caplog.records if r.name == "tlytics.client"] == [message]
+
+
+def test_the_new_variable_wins_over_the_old_and_the_warning_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("TLYTICS_CLIENT_FLUSH_PERIOD", "2.5")
+    monkeypatch.setenv("TLYTICS_FLUSH_PERIOD", "9")
+    expected = "TLYTICS_FLUSH_PERIOD is deprecated and ignored"
+    with (
+        caplog.at_level(logging.WARNING, logger="tlytics.client"),
+        pytest.warns(DeprecationWarning, match=expected) as warned,
+    ):
+        config = Config()
+    assert config.flush_period == 2.5
+    assert "TLYTICS_CLIENT_FLUSH_PERIOD is also set, and wins" in str(warned[0].message)
+    assert any("TLYTICS_CLIENT_FLUSH_PERIOD is also set" in r.getMessage() for r in caplog.records)
+
+
+def test_a_new_variable_alone_gives_no_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLYTICS_CLIENT_MAX_BATCH", "7")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert Config().max_batch == 7
+
+
+def test_a_client_made_from_the_environment_warns_at_the_applications_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TLYTICS_DISABLED", "1")
+    with pytest.warns(DeprecationWarning, match="use TLYTICS_CLIENT_DISABLED") as warned:
+        client = Client()  # the Config is made inside tlytics
+    assert client.config.disabled is True
+    assert warned[0].filename == __file__
+
+
+def test_a_malformed_old_variable_is_named_and_a_secret_one_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLYTICS_MAX_BATCH", "lots")
+    with pytest.raises(ValueError, match="TLYTICS_MAX_BATCH='lots'") as raised:
+        Config()
+    assert "use TLYTICS_CLIENT_MAX_BATCH instead" in str(raised.value)
+    monkeypatch.delenv("TLYTICS_MAX_BATCH")
+    monkeypatch.setenv("TLYTICS_WRITE_KEY", "clé-secrète-0123456789")
+    with pytest.warns(DeprecationWarning), pytest.raises(ValueError, match="write_key") as raised:
+        Config()
+    assert "secrète" not in str(raised.value)
+
+
+def test_the_documented_configuration_table_names_each_fields_variable() -> None:
+    """docs/client.md's table (field, variable, default, meaning): a row for a field the
+    environment may set names the variable Config reads."""
+    page = (Path(__file__).resolve().parent.parent / "docs" / "client.md").read_text()
+    rows = dict(re.findall(r"^\| `([a-z_]+)` \| `(TLYTICS_[A-Z_]+)`", page, re.MULTILINE))
+    declared = dict(settable_fields())
+    assert rows and set(rows) <= set(declared), set(rows) - set(declared)
+    assert {name: declared[name] for name in rows} == rows
+
+
 @pytest.mark.parametrize(
     ("variable", "text"),
     [
-        ("TLYTICS_FLUSH_PERIOD", "5s"),
-        ("TLYTICS_MAX_BATCH", "lots"),
-        ("TLYTICS_DISABLED", "maybe"),
-        ("TLYTICS_DEFAULT_DATA", "[1, 2]"),
-        ("TLYTICS_TIMEOUT", "nan"),
+        ("TLYTICS_CLIENT_FLUSH_PERIOD", "5s"),
+        ("TLYTICS_CLIENT_MAX_BATCH", "lots"),
+        ("TLYTICS_CLIENT_DISABLED", "maybe"),
+        ("TLYTICS_CLIENT_DEFAULT_DATA", "[1, 2]"),
+        ("TLYTICS_CLIENT_TIMEOUT", "nan"),
     ],
 )
 def test_a_malformed_variable_is_a_value_error_naming_it(
@@ -92,7 +180,7 @@ def test_a_malformed_variable_is_a_value_error_naming_it(
 
 
 def test_a_server_url_from_the_environment_is_checked_like_an_argument(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TLYTICS_SERVER_URL", "ftp://nope")
+    monkeypatch.setenv("TLYTICS_CLIENT_SERVER_URL", "ftp://nope")
     with pytest.raises(ValueError, match="server_url"):
         Config()
 
@@ -104,7 +192,7 @@ def test_default_spool_dir_is_the_user_cache_directory() -> None:
 def test_disabled_client_validates_and_returns_ids_without_threads_or_disk(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setenv("TLYTICS_DISABLED", "1")
+    monkeypatch.setenv("TLYTICS_CLIENT_DISABLED", "1")
     spool = tmp_path / "never-created"
     threads_before = set(threading.enumerate())
     client = Client(Config(spool_dir=spool, server_url="http://127.0.0.1:9"))
@@ -194,8 +282,8 @@ def test_before_send_scrubs_drops_and_default_data_is_merged(server_factory: Any
     ("variable", "text", "argument"),
     [
         # Each is a client that would never deliver, drop everything or hang its exit.
-        ("TLYTICS_TIMEOUT", "0", {"timeout": 0}),
-        ("TLYTICS_SPOOL_MAX_BYTES", "-5", {"spool_max_bytes": 0}),
+        ("TLYTICS_CLIENT_TIMEOUT", "0", {"timeout": 0}),
+        ("TLYTICS_CLIENT_SPOOL_MAX_BYTES", "-5", {"spool_max_bytes": 0}),
         (None, None, {"flush_at_exit": float("inf")}),
         (None, None, {"flush_period": float("nan")}),
     ],
@@ -205,7 +293,7 @@ def test_a_value_that_would_lose_events_or_hang_is_refused(
 ) -> None:
     if variable is not None and text is not None:
         monkeypatch.setenv(variable, text)
-        with pytest.raises(ValueError, match=variable.removeprefix("TLYTICS_").lower()):
+        with pytest.raises(ValueError, match=variable.removeprefix("TLYTICS_CLIENT_").lower()):
             Config()
     with pytest.raises(ValueError, match=next(iter(argument))):
         Config(**argument)
@@ -246,6 +334,6 @@ def test_a_write_key_that_is_not_printable_ascii_is_refused_unshown(monkeypatch:
     with pytest.raises(ValueError, match="write_key") as raised:
         Config(write_key=key)
     assert key not in str(raised.value)
-    monkeypatch.setenv("TLYTICS_WRITE_KEY", key)
+    monkeypatch.setenv("TLYTICS_CLIENT_WRITE_KEY", key)
     with pytest.raises(ValueError, match="write_key"):
         Config()

@@ -68,6 +68,7 @@ def test_start_without_store_starts_anyway_and_health_says_why(
     server = server_factory(
         tmp_path / "unused.db",
         extra_args=["--store", url, "--spool", str(tmp_path / "spool"), "--start-without-store"],
+        port=free_port(),  # the health check reads the port from the server's flags: not 0
     ).start(healthy=False)
     status, body = http_json("POST", server.url + "/events", [{"key": "kept"}])
     assert status == 200, body

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from tlytics.errors import TlyticsError
+from tlytics.options import read_environment
 
 # `pip install tlytics` is the client library only; the server's packages (aiohttp, APSW,
 # msgspec, structlog…) come with the `server` extra. Without them the command says so in one
@@ -23,7 +24,7 @@ try:
 
     import tlytics.setting_values as setting_values
     from tlytics.ingest import Settings, create_app
-    from tlytics.ingest.settings import Option, operator_options
+    from tlytics.ingest.settings import operator_options
     from tlytics.logs import configure_logging
 except ImportError as exc:
     if (exc.name or "tlytics").partition(".")[0] == "tlytics":
@@ -57,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
         argument_default=argparse.SUPPRESS,
     )
     for name, option in operator_options():
+        if option.flag is None:  # set by its environment variable only
+            continue
         # A yes/no setting's flag alone means yes (`--start-without-store`).
         is_switch = option.parse is setting_values.switch
         parser.add_argument(
@@ -72,12 +75,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _from_environment(option: Option, raw: str) -> Any:
-    if option.repeatable:
-        return tuple(option.parse(item.strip()) for item in raw.split(",") if item.strip())
-    return option.parse(raw)
-
-
 def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Settings, str]:
     """Build Settings from flags and environment (the flag wins); exits with status 2 and a
     clear message on a bad value. Returns the settings and the log level."""
@@ -86,14 +83,16 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Set
     # Every variable that is set is checked, even one a flag overrides: a bad value in the
     # environment never goes unnoticed.
     for name, option in operator_options():
-        variable = option.environment_variable
-        if variable not in environ:
-            continue
         try:
-            values[name] = _from_environment(option, environ[variable])
-        except ValueError as exc:
-            shown = "…" if option.secret else repr(environ[variable])
-            parser.error(f"environment variable {variable}={shown}: {exc}")
+            found = read_environment(option, environ, blank_is_unset=False)
+        except ValueError as exc:  # names the variable, and the value unless it is a secret
+            parser.error(str(exc))
+        if found is None:
+            continue
+        if found.deprecation is not None:
+            # Before logging is configured: the operator sees it on stderr whatever the level.
+            sys.stderr.write(f"tlytics: warning: {found.deprecation}\n")
+        values[name] = found.value
     flags = vars(parser.parse_args(list(argv)))
     values.update({name: tuple(value) if isinstance(value, list) else value for name, value in flags.items()})
     settings = Settings(**values)

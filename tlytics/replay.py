@@ -70,9 +70,9 @@ def _first_key(value: str | None) -> str | None:
 @click.option("--dry-run", is_flag=True, help="Only read and validate; send nothing.")
 @click.option(
     "--write-key",
-    envvar=["TLYTICS_WRITE_KEYS", "TLYTICS_WRITE_KEY"],
+    envvar=["TLYTICS_WRITE_KEYS", "TLYTICS_CLIENT_WRITE_KEY", "TLYTICS_WRITE_KEY"],
     help="Key for sending (POST /batch), as the server's --write-key"
-    " [TLYTICS_WRITE_KEYS, the server's comma-separated list: its first key; or TLYTICS_WRITE_KEY].",
+    " [TLYTICS_WRITE_KEYS, the server's comma-separated list: its first key; or TLYTICS_CLIENT_WRITE_KEY (TLYTICS_WRITE_KEY)].",
 )
 @click.option(
     "--read-key",

@@ -1,15 +1,21 @@
-"""How a server setting is written on the command line or in the environment: ports, sizes
-(`10MiB`), durations (`5s`), counts, API keys, the store's URL. Each parser turns text into the
-value `Settings` holds and raises ValueError with a message fit to show the operator; a message
-never repeats an API key or a store URL, since the text may be a secret."""
+"""How a setting is written on the command line or in the environment: ports, sizes (`10MiB`),
+durations (`5s`), counts, API keys, the store's URL for the server's `Settings`; plain seconds,
+whole numbers and JSON objects for the client's `Config`. Each parser turns text into the value
+the settings hold and raises ValueError with a message fit to show the operator; a message
+never repeats an API key or a store URL, since the text may be a secret.
+
+Imported by the client too: nothing here may load aiohttp or the server."""
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
+
+import orjson
 
 from tlytics.rate import Rate, parse_rate
 from tlytics.spool import SpoolSync
@@ -47,6 +53,36 @@ def port(value: str) -> int:
 def duration_s(value: str) -> float:
     """Seconds, from `500ms`, `5s`, `1m30s`, `90d` or plain seconds."""
     return parse_duration_s(value)
+
+
+def seconds_number(value: str) -> float:
+    """Plain seconds, `2.5` (the client's durations); finite, any sign (Config checks it)."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"not a number of seconds: {value!r}") from None
+    if not math.isfinite(number):
+        raise ValueError("not a finite number of seconds")
+    return number
+
+
+def whole_number(value: str) -> int:
+    """A whole number, any sign (Config says which are allowed, naming the field)."""
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"not a whole number: {value!r}") from None
+
+
+def json_object(value: str) -> dict[str, Any]:
+    """A JSON object, `{"service": "billing"}`."""
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(decoded, dict):
+        raise ValueError("not a JSON object")
+    return decoded
 
 
 def positive_duration_s(value: str) -> float:

@@ -10,7 +10,7 @@ event in memory, checked by the same rules as a real one, for assertions.
         assert [event.key for event in client.captured] == ["user_signup"]
 
 An application that makes its own Client from the environment gets the same with
-`TLYTICS_CAPTURE=1`: its client's `captured` list then holds what it emitted.
+`TLYTICS_CLIENT_CAPTURE=1`: its client's `captured` list then holds what it emitted.
 """
 
 from __future__ import annotations

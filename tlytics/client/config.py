@@ -1,8 +1,10 @@
 """The client's public value types: `Config` (how to reach the server and where to spool) and
 `Event` (one thing that happened).
 
-Every Config field but the callables can also come from a `TLYTICS_<FIELD>` environment
-variable (`TLYTICS_SERVER_URL`, `TLYTICS_WRITE_KEY`…), read when the Config is made: an
+Every Config field but the callables can also come from a `TLYTICS_CLIENT_<FIELD>` environment
+variable (`TLYTICS_CLIENT_SERVER_URL`, `TLYTICS_CLIENT_WRITE_KEY`…), read when the Config is
+made: the old names without CLIENT_ (`TLYTICS_SERVER_URL`) still work, with a
+DeprecationWarning and a log line naming the new one, which wins when both are set. An
 argument given explicitly wins, then the variable, then the default. A variable that is set
 but malformed raises ValueError naming it, so a typo in a deployment fails at start-up
 instead of quietly using a default.
@@ -10,28 +12,32 @@ instead of quietly using a default.
 
 from __future__ import annotations
 
-import dataclasses
+import logging
 import math
 import os
+import sys
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import platformdirs
 
+import tlytics.setting_values as parse
 from tlytics.errors import TlyticsError
+from tlytics.options import Option, declared_options, option_field, read_environment
 
 if TYPE_CHECKING:
     import ssl
+    from types import FrameType
 
     from tlytics.client.transport import BaseTransport
 
 Seconds = float | timedelta
 
-ENVIRONMENT_PREFIX = "TLYTICS_"
+log = logging.getLogger("tlytics.client")
 
 
 def seconds(value: Seconds) -> float:
@@ -45,75 +51,63 @@ def default_spool_dir() -> Path:
     return Path(platformdirs.user_cache_dir("tlytics")) / "spool"
 
 
-# --- reading one environment variable ------------------------------------------------------
-
-
-def _parse_seconds(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("not a finite number of seconds")
-    return value
-
-
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError("not a boolean (1/0, true/false, yes/no, on/off)")
-
-
-def _parse_json_object(text: str) -> dict[str, Any]:
-    value = orjson.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError("not a JSON object")
-    return value
-
-
-_PARSERS: dict[str, Callable[[str], Any]] = {
-    "str": str,
-    "seconds": _parse_seconds,
-    "int": int,
-    "bool": _parse_bool,
-    "path": Path,
-    "json_object": _parse_json_object,
-}
+# --- declaring a setting the environment may give ------------------------------------------
 
 _UNSET: Any = type("_Unset", (), {"__repr__": lambda self: "<unset>"})()
-_META = "tlytics_setting"
+# The client's variables say whose they are: TLYTICS_SPOOL is the server's spool,
+# TLYTICS_CLIENT_SPOOL_DIR the client's.
+CLIENT_PREFIX = "TLYTICS_CLIENT_"
+# Before that prefix the client read TLYTICS_<FIELD>; those still work, with a warning.
+_OLD_PREFIX = "TLYTICS_"
 
 
-@dataclass(frozen=True, slots=True)
-class _Setting:
-    default: Callable[[], Any]
-    kind: str  # a key of _PARSERS
-    secret: bool = False
+def _setting(
+    variable: str,
+    parser: Callable[[str], Any],
+    help_text: str,
+    *,
+    default: str | None,
+    unset_means: str = "none",
+    factory: Callable[[], Any] | None = None,
+    secret: bool = False,
+) -> Any:
+    """A Config field that `variable` (or its old name, without CLIENT_) may set. It defaults to
+    a marker, replaced in __post_init__ by the variable's value or the real default, so an
+    explicit argument (even one equal to the default) always wins. `default` is text, parsed
+    like a variable's value; `factory` computes a default when the Config is made."""
+    value = None if default is None else parser(default)
+    option = Option(
+        environment_variable=variable,
+        deprecated_variables=(_OLD_PREFIX + variable.removeprefix(CLIENT_PREFIX),),
+        parse=parser,
+        help=help_text,
+        default_text=unset_means if default is None else default,
+        default=factory or (lambda: value),
+        secret=secret,
+    )
+    return option_field(option, default=_UNSET)
 
 
-def _setting(default: Any, kind: str, *, secret: bool = False, factory: Callable[[], Any] | None = None) -> Any:
-    """A Config field that the environment may set: it defaults to a marker, replaced in
-    __post_init__ by the variable's value or the real default, so an explicit argument (even
-    one equal to the default) always wins."""
-    metadata = {_META: _Setting(factory or (lambda: default), kind, secret)}
-    return dataclasses.field(default=_UNSET, metadata=metadata, repr=not secret)
+def _from_environment(option: Option, environ: Mapping[str, str]) -> Any:
+    found = read_environment(option, environ, blank_is_unset=True)
+    if found is None:  # unset, or set to nothing (`TLYTICS_CLIENT_WRITE_KEY=` in a compose file)
+        return option.default()
+    if found.deprecation is not None:
+        log.warning("%s", found.deprecation)
+        warnings.warn(found.deprecation, DeprecationWarning, stacklevel=_caller_stacklevel())
+    return found.value
 
 
-def environment_variable(field_name: str) -> str:
-    """The environment variable that sets a Config field."""
-    return ENVIRONMENT_PREFIX + field_name.upper()
-
-
-def _from_environment(name: str, setting: _Setting, environ: Mapping[str, str]) -> Any:
-    variable = environment_variable(name)
-    text = environ.get(variable, "")
-    if not text.strip():  # unset, or set to nothing (`TLYTICS_WRITE_KEY=` in a compose file)
-        return setting.default()
-    try:
-        return _PARSERS[setting.kind](text.strip())
-    except (ValueError, orjson.JSONDecodeError) as exc:
-        shown = "…" if setting.secret else repr(text)
-        raise ValueError(f"environment variable {variable}={shown}: {exc}") from None
+def _caller_stacklevel() -> int:
+    """The stacklevel for warnings.warn (called by the caller of this function) that points at
+    the application's line making the Config (or the Client), past the frames of this package,
+    the dataclass's generated __init__ among them (its code runs in this module's globals)."""
+    frame: FrameType | None = sys._getframe(2)  # the warning's caller's caller
+    level = 2
+    while frame is not None and frame.f_globals.get("__name__", "").partition(".")[0] == "tlytics":
+        frame = frame.f_back
+        level += 1
+    return level
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +115,8 @@ class Config:
     """How a Client reaches the server and keeps events safe until it does.
 
     Each field below but on_error and before_send may also be set by the environment
-    variable `TLYTICS_<FIELD>` (e.g. TLYTICS_SERVER_URL); an explicit argument wins.
+    variable `TLYTICS_CLIENT_<FIELD>` (e.g. TLYTICS_CLIENT_SERVER_URL; the old TLYTICS_<FIELD>
+    still works, deprecated); an explicit argument wins.
 
     server_url: base URL of the Tlytics server.
     write_key: sent as `Authorization: Bearer <key>`.
@@ -165,37 +160,73 @@ class Config:
     The proxy environment variables HTTPS_PROXY, HTTP_PROXY and NO_PROXY (any case) apply.
     """
 
-    server_url: str = _setting("http://127.0.0.1:8081", "str")
-    write_key: str | None = _setting(None, "str", secret=True)
-    flush_period: Seconds = _setting(5.0, "seconds")
-    spool_dir: str | Path = _setting(None, "path", factory=default_spool_dir)
-    spool_interval: Seconds = _setting(0.05, "seconds")
-    max_batch: int = _setting(1000, "int")
-    # Well under the server's default 10 MiB limit on a (decompressed) body.
-    max_batch_bytes: int = _setting(4 * 1024 * 1024, "int")
-    spool_max_bytes: int = _setting(256 * 1024 * 1024, "int")
-    spool_min_free_bytes: int = _setting(16 * 1024 * 1024, "int")
-    timeout: Seconds = _setting(10.0, "seconds")
-    retry_max_delay: Seconds = _setting(30.0, "seconds")
-    gzip_min_bytes: int = _setting(4096, "int")
-    max_memory_events: int = _setting(10_000, "int")
-    disabled: bool = _setting(False, "bool")
-    capture: bool = _setting(False, "bool")
-    flush_at_exit: Seconds = _setting(1.0, "seconds")
-    default_data: Mapping[str, Any] | None = _setting(None, "json_object")
+    server_url: str = _setting(
+        "TLYTICS_CLIENT_SERVER_URL", parse.text, "where the server is", default="http://127.0.0.1:8081"
+    )
+    write_key: str | None = _setting(
+        "TLYTICS_CLIENT_WRITE_KEY", parse.text, "sent as Authorization: Bearer <key>", default=None, secret=True
+    )
+    flush_period: Seconds = _setting(
+        "TLYTICS_CLIENT_FLUSH_PERIOD", parse.seconds_number, "how often spooled events are sent", default="5"
+    )
+    spool_dir: str | Path = _setting(
+        "TLYTICS_CLIENT_SPOOL_DIR",
+        parse.path,
+        "the on-disk spool; processes may share it",
+        default=None,
+        unset_means='platformdirs.user_cache_dir("tlytics")/spool',
+        factory=default_spool_dir,
+    )
+    spool_interval: Seconds = _setting(
+        "TLYTICS_CLIENT_SPOOL_INTERVAL", parse.seconds_number, "how often memory goes to disk", default="0.05"
+    )
+    max_batch: int = _setting("TLYTICS_CLIENT_MAX_BATCH", parse.whole_number, "events per request", default="1000")
+    # 4 MiB: well under the server's default 10 MiB limit on a (decompressed) body.
+    max_batch_bytes: int = _setting(
+        "TLYTICS_CLIENT_MAX_BATCH_BYTES", parse.whole_number, "largest request body", default="4194304"
+    )
+    spool_max_bytes: int = _setting(
+        "TLYTICS_CLIENT_SPOOL_MAX_BYTES", parse.whole_number, "spool size limit", default="268435456"
+    )
+    spool_min_free_bytes: int = _setting(
+        "TLYTICS_CLIENT_SPOOL_MIN_FREE_BYTES", parse.whole_number, "free disk kept in reserve", default="16777216"
+    )
+    timeout: Seconds = _setting("TLYTICS_CLIENT_TIMEOUT", parse.seconds_number, "one HTTP request", default="10")
+    retry_max_delay: Seconds = _setting(
+        "TLYTICS_CLIENT_RETRY_MAX_DELAY", parse.seconds_number, "cap of the backoff between retries", default="30"
+    )
+    gzip_min_bytes: int = _setting(
+        "TLYTICS_CLIENT_GZIP_MIN_BYTES", parse.whole_number, "bodies this big or bigger are gzipped", default="4096"
+    )
+    max_memory_events: int = _setting(
+        "TLYTICS_CLIENT_MAX_MEMORY_EVENTS",
+        parse.whole_number,
+        "events kept in memory while the spool cannot take them",
+        default="10000",
+    )
+    disabled: bool = _setting("TLYTICS_CLIENT_DISABLED", parse.switch, "a no-op client", default="false")
+    capture: bool = _setting("TLYTICS_CLIENT_CAPTURE", parse.switch, "keep events in memory", default="false")
+    flush_at_exit: Seconds = _setting(
+        "TLYTICS_CLIENT_FLUSH_AT_EXIT", parse.seconds_number, "at exit, try this long to deliver", default="1"
+    )
+    default_data: Mapping[str, Any] | None = _setting(
+        "TLYTICS_CLIENT_DEFAULT_DATA", parse.json_object, "merged into every event's data", default=None
+    )
     before_send: Callable[[Event], Event | None] | None = None
     on_error: Callable[[TlyticsError], None] | None = None
-    headers: Mapping[str, str] | None = _setting(None, "json_object")
-    ca_bundle: str | Path | None = _setting(None, "path")
+    headers: Mapping[str, str] | None = _setting(
+        "TLYTICS_CLIENT_HEADERS", parse.json_object, "extra HTTP headers with every request", default=None
+    )
+    ca_bundle: str | Path | None = _setting(
+        "TLYTICS_CLIENT_CA_BUNDLE", parse.path, "a CA bundle to verify an https server with", default=None
+    )
     ssl_context: ssl.SSLContext | None = None
     transport: BaseTransport | None = None
 
     def __post_init__(self) -> None:
-        environ = os.environ
-        for field in dataclasses.fields(self):
-            setting = field.metadata.get(_META)
-            if setting is not None and getattr(self, field.name) is _UNSET:
-                object.__setattr__(self, field.name, _from_environment(field.name, setting, environ))
+        for name, option in client_options():
+            if getattr(self, name) is _UNSET:
+                object.__setattr__(self, name, _from_environment(option, os.environ))
         if not self.server_url.startswith(("http://", "https://")):
             raise ValueError(f"server_url must start with http:// or https://, not {self.server_url!r}")
         if self.write_key is not None and not all("!" <= c <= "~" for c in self.write_key):
@@ -230,9 +261,14 @@ class Config:
                 raise ValueError(f"{name} must be callable")
 
 
+def client_options() -> list[tuple[str, Option]]:
+    """(field name, option) of every Config field the environment may set."""
+    return declared_options(Config)
+
+
 def settable_fields() -> list[tuple[str, str]]:
     """(field, environment variable) for every Config field the environment may set."""
-    return [(f.name, environment_variable(f.name)) for f in dataclasses.fields(Config) if _META in f.metadata]
+    return [(name, option.environment_variable) for name, option in client_options()]
 
 
 @dataclass(slots=True)

@@ -176,8 +176,10 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def _listening_port(request: web.Request) -> int:
-    """The port this request came in on: the configured one, or the one the system chose for
-    `--port 0` (which the settings still say is 0)."""
+    """The configured port, or with `--port 0` the one the system chose (the port this request
+    came in on)."""
+    if request.app[SETTINGS].port:
+        return request.app[SETTINGS].port
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     if isinstance(sockname, tuple) and len(sockname) >= 2 and isinstance(sockname[1], int):
         return sockname[1]

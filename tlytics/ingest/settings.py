@@ -2,44 +2,27 @@
 `create_app`; nothing reads the environment behind its back.
 
 Each setting an operator can change is declared once, on its field: flag, environment
-variable, parser, default (written as an operator would type it) and help. The `tlytics`
+variable, parser, default (written as an operator would type it) and help, as a
+`tlytics.options.Option` (the client's `Config` declares its settings the same way). The `tlytics`
 command builds its flags and reads the environment from these declarations, so a new setting
 is one field here and nothing else.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tlytics.setting_values as parse
+from tlytics.options import Option, declared_options, option_field
 from tlytics.origins import cors_origin
 from tlytics.rate import Rate
 from tlytics.spool import SpoolSync
 
-_OPTION = "tlytics_option"
 # A server on a shared store has no database file to put its spool next to.
 DEFAULT_SHARED_STORE_SPOOL = "./tlytics.spool"
-
-
-@dataclass(frozen=True, kw_only=True)
-class Option:
-    """How an operator sets one field of `Settings`."""
-
-    flag: str
-    environment_variable: str
-    parse: Callable[[str], Any]
-    help: str
-    # The default as an operator would write it ("10MiB"), or what no value means ("keep all").
-    default_text: str
-    # A repeatable flag; its environment variable is a comma-separated list.
-    repeatable: bool = False
-    # An error message never shows the value (an API key, a URL with a password), nor does
-    # the settings' repr.
-    secret: bool = False
 
 
 def _option(
@@ -56,19 +39,18 @@ def _option(
     """A dataclass field set by `flag` and `variable`. `default` is text, parsed here like any
     value an operator gives, so the field's default and the one the help shows cannot differ;
     None leaves the field unset (None, or () when repeatable)."""
+    value = () if repeatable else None if default is None else parser(default)
     option = Option(
         flag=flag,
         environment_variable=variable,
         parse=parser,
         help=help_text,
         default_text=unset_means if default is None else default,
+        default=lambda: value,
         repeatable=repeatable,
         secret=secret,
     )
-    metadata = {_OPTION: option}
-    if repeatable:
-        return dataclasses.field(default=(), metadata=metadata, repr=not secret)
-    return dataclasses.field(default=None if default is None else parser(default), metadata=metadata, repr=not secret)
+    return option_field(option, default=value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -348,9 +330,7 @@ class Settings:
 
 def operator_options() -> list[tuple[str, Option]]:
     """(field name, option) of every setting an operator can change, in declaration order."""
-    return [
-        (field.name, field.metadata[_OPTION]) for field in dataclasses.fields(Settings) if _OPTION in field.metadata
-    ]
+    return declared_options(Settings)
 
 
 # Also read by `python -m tlytics.healthcheck`, which must not parse the command line.
