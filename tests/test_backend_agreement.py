@@ -170,7 +170,9 @@ async def server(request: pytest.FixtureRequest, aiohttp_client: Any, settings: 
     if request.param == "postgresql":
         cluster = request.getfixturevalue("postgres_cluster")
         name = f"nul_{uuid.uuid4().hex[:12]}"
-        settings = dataclasses.replace(settings, store_url=cluster.create_database(name))
+        settings = dataclasses.replace(
+            settings, spool_dir=settings.db_path.with_suffix(".spool"), store_url=cluster.create_database(name)
+        )
     app: web.Application = create_app(settings)
     client = await aiohttp_client(app)
     events = [{"key": "a", "data": {"v": "x\x00y"}}, {"key": "a", "data": {"v": "x\\u0000y"}}]

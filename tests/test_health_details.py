@@ -48,7 +48,11 @@ async def test_an_unreachable_store_is_named_only_to_readers(aiohttp_client: Any
     # Nothing listens there: the node starts (PostgreSQL may come up later), and says 503.
     port = free_port()
     url = f"postgresql://secret_user_x@127.0.0.1:{port}/secret_db_x"
-    app: web.Application = create_app(dataclasses.replace(settings, store_url=url, read_keys=(READ_KEY,)))
+    app: web.Application = create_app(
+        dataclasses.replace(
+            settings, spool_dir=settings.db_path.with_suffix(".spool"), store_url=url, read_keys=(READ_KEY,)
+        )
+    )
     client = await aiohttp_client(app)
     status, body, text = await _health(client)
     # (The writer's first drain may have failed on it too: writer_failing, then.)

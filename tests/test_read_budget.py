@@ -91,7 +91,7 @@ async def budgeted(
     cluster: PostgresCluster = request.getfixturevalue("postgres_cluster")
     name = f"budget_{uuid.uuid4().hex[:12]}"
     url = cluster.create_database(name)
-    app = create_app(dataclasses.replace(settings, store_url=url))
+    app = create_app(dataclasses.replace(settings, spool_dir=settings.db_path.with_suffix(".spool"), store_url=url))
     client = await aiohttp_client(app)
     events = [{"key": "page_view", "data": {"text": f"event {n}"}} for n in range(100)]
     assert (await client.post("/events", json=events)).status == 200

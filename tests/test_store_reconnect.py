@@ -46,7 +46,7 @@ async def test_reads_reconnect_after_postgresql_restarts(
     aiohttp_client: Any, settings: Settings, own_cluster: PostgresCluster
 ) -> None:
     url = own_cluster.create_database("tlytics")
-    app = create_app(dataclasses.replace(settings, store_url=url))
+    app = create_app(dataclasses.replace(settings, spool_dir=settings.db_path.with_suffix(".spool"), store_url=url))
     client = await aiohttp_client(app)
     assert (await client.post("/events", json=[{"key": "k"}] * 20)).status == 200
     await app_flush(app)
@@ -66,7 +66,11 @@ async def test_health_turns_503_only_after_the_store_is_gone_for_the_threshold(
     aiohttp_client: Any, settings: Settings, own_cluster: PostgresCluster
 ) -> None:
     url = own_cluster.create_database("tlytics")
-    app = create_app(dataclasses.replace(settings, store_url=url, store_unhealthy_after_s=2.0))
+    app = create_app(
+        dataclasses.replace(
+            settings, spool_dir=settings.db_path.with_suffix(".spool"), store_url=url, store_unhealthy_after_s=2.0
+        )
+    )
     client = await aiohttp_client(app)
     health = await client.get("/health")
     assert health.status == 200 and (await health.json())["causes"] == []
