@@ -129,7 +129,12 @@ def measure(port: int, *, duration_s: float, senders: int, timeout_s: float = 30
     stop.set()
     for thread in threads:
         thread.join(timeout_s)
-    latencies.sort()
+    return latency_summary(latencies, statuses)
+
+
+def latency_summary(latencies: list[float], statuses: list[int]) -> dict[str, Any]:
+    """The probes' latencies (seconds) as p50/p99/max in ms, and what the hostile posts got."""
+    latencies = sorted(latencies)
     return {
         "probes": len(latencies),
         "p50_ms": 1000 * latencies[len(latencies) // 2],

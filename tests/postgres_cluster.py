@@ -138,9 +138,8 @@ class PostgresCluster:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """One cluster for the whole session (fsync off): tests make their own databases in it."""
+def started_cluster() -> Iterator[PostgresCluster]:
+    """A throwaway cluster, started, removed after (the test is skipped without PostgreSQL)."""
     missing = postgres_missing()
     if missing is not None:
         pytest.skip(missing)
@@ -150,3 +149,9 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         yield cluster
     finally:
         cluster.remove()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One cluster for the whole session (fsync off): tests make their own databases in it."""
+    yield from started_cluster()

@@ -23,7 +23,7 @@ import orjson
 import pytest
 from aiohttp import web
 
-from bench.loop_stall import health_latency_s, many_gzip_members
+from bench.loop_stall import health_latency_s, latency_summary, many_gzip_members
 from tests.helpers import ServerProcess, free_port, spool_count
 from tests.test_loop_stall import MAX_BOUND_MS, P99_BOUND_MS
 from tlytics.ingest.body_work import BODY_QUEUE_MAX, BODY_THREADS, BODY_WORKERS
@@ -135,14 +135,7 @@ def _measure(port: int, bodies: list[tuple[str, dict[str, str], bytes]], *, dura
     stop.set()
     for sender in senders:
         sender.join(timeout_s)
-    latencies.sort()
-    return {
-        "probes": len(latencies),
-        "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
-        "max_ms": 1000 * latencies[-1],
-        "hostile_posts": len(statuses),
-        "statuses": sorted(set(statuses)),
-    }
+    return latency_summary(latencies, statuses)
 
 
 def test_each_hostile_capture_body_is_refused_saying_why(tmp_path: Path) -> None:

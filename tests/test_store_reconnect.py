@@ -17,22 +17,15 @@ from typing import Any
 import pytest
 
 from tests.helpers import app_flush, eventually_async
-from tests.postgres_cluster import PostgresCluster, postgres_missing
+from tests.postgres_cluster import PostgresCluster, started_cluster
 from tlytics.ingest import Settings, create_app
 from tlytics.ingest.app import READER_THREADS
 
 
 @pytest.fixture
 def own_cluster() -> Iterator[PostgresCluster]:
-    missing = postgres_missing()
-    if missing is not None:
-        pytest.skip(missing)
-    cluster = PostgresCluster()
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.remove()
+    # Its own cluster, not the session's: these tests restart it.
+    yield from started_cluster()
 
 
 async def _read_statuses(client: Any, reads: int) -> list[int]:
