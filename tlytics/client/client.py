@@ -26,10 +26,10 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from tlytics.client.async_methods import AsyncMethods
 from tlytics.client.buffer import SpoolBuffer
 from tlytics.client.config import Config, Event, seconds
-from tlytics.client.connect import transport_for
-from tlytics.client.delivery import LearnedLimits, SenderStats, deliver_entries
+from tlytics.client.delivery import LearnedLimits, SenderStats
 from tlytics.client.destination import destination_dir, open_dead_letter, open_destination_queue
 from tlytics.client.forksafe import ForkSafeSpool, SpoolNotOpen
 from tlytics.client.hooks import BeforeSendFailed
@@ -45,8 +45,8 @@ from tlytics.client.prepare import (
     prepare_event,
     prepare_plain,
 )
+from tlytics.client.send_now import send_now
 from tlytics.client.sender import Sender
-from tlytics.client.transport import Outcome, classify
 from tlytics.client.uwsgi import threads_unavailable
 from tlytics.errors import ClientClosed, DeliveryError, EventsRejected, SpoolError, TlyticsError
 from tlytics.ids import _reseed_after_fork as _reseed_ids_after_fork
@@ -54,7 +54,7 @@ from tlytics.ids import _reseed_after_fork as _reseed_ids_after_fork
 log = logging.getLogger("tlytics.client")
 
 
-class Client:
+class Client(AsyncMethods):
     """Sends analytics events to a Tlytics server without ever blocking the application on it."""
 
     def __init__(self, config: Config | None = None) -> None:
@@ -251,20 +251,11 @@ class Client:
         prepared = self._prepare(event, data, id, timestamp)
         if isinstance(prepared, str):
             return prepared
-        transport = transport_for(self.config)
-        rejected: list[TlyticsError] = []
-        try:
-            reply = deliver_entries(
-                transport, [entry_bytes([prepared])], self._dead_letter, rejected.append, self.stats, self._limits
-            )
-        except DeliveryError:
-            reply = None
-        finally:
-            transport.close()
-        if reply is not None and classify(reply.status) is Outcome.DELIVERED:
-            if rejected:
-                self._report(rejected[0])
-                raise rejected[0]
+        sent = send_now(self.config, prepared, self._dead_letter, self.stats, self._limits)
+        if sent.rejected is not None:
+            self._report(sent.rejected)
+            raise sent.rejected
+        if sent.acknowledged:
             return prepared.id
         # Not acknowledged: keep it for the sender, which retries until the server takes it.
         try:
@@ -272,8 +263,9 @@ class Client:
         except SpoolError:
             self._buffer.add(prepared)  # the spooler writes it once the spool takes events
         self._pipeline.ensure_started()
-        status = "no answer" if reply is None else f"answer {reply.status}"
-        raise DeliveryError(f"event {prepared.id} not acknowledged ({status}); it stays spooled and will be retried")
+        raise DeliveryError(
+            f"event {prepared.id} not acknowledged ({sent.status}); it stays spooled and will be retried"
+        )
 
     @property
     def dropped(self) -> int:
@@ -331,28 +323,6 @@ class Client:
         # Anything another thread emitted between the flush and the close: on disk, not sent.
         written_after = self._buffer.persist()
         return delivered and not written_after and not len(self._buffer)
-
-    async def aflush(self, timeout: float = 10.0) -> bool:
-        """flush() for asyncio applications: it runs in a worker thread, so the event loop
-        keeps serving while it waits. Same return value as flush()."""
-        import asyncio  # here: importing the client must not load asyncio for a sync application
-
-        return await asyncio.to_thread(self.flush, timeout)
-
-    async def aclose(self, timeout: float = 10.0) -> bool:
-        """close() for asyncio applications (an aiohttp cleanup context, a FastAPI lifespan):
-        it runs in a worker thread, so shutdown never blocks the loop. Same return value."""
-        import asyncio
-
-        return await asyncio.to_thread(self.close, timeout)
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     def __enter__(self) -> Client:
         return self
