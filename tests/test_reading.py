@@ -233,18 +233,18 @@ async def test_export_validates_everything_before_its_200(typed: Any) -> None:
         assert "field" in await response.json()
     # A store that fails on the first read: an honest error, not a 200 with an empty file.
     store = typed.app[STORE]
-    real_page = store.page
+    real_run = store.run
 
-    def failing_page(*args: Any, **kwargs: Any) -> Any:
+    def failing_read(*args: Any, **kwargs: Any) -> Any:
         raise StoreError("disk I/O error")
 
-    store.page = failing_page
+    store.run = failing_read  # every read goes through run(query function, ...)
     try:
         response = await typed.get("/export", params={"format": "csv"})
         assert response.status == 500
         assert "error" in await response.json()
     finally:
-        store.page = real_page
+        store.run = real_run
 
 
 @pytest.mark.parametrize(

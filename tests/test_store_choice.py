@@ -21,9 +21,11 @@ from tlytics.cli import parse_settings
 from tlytics.errors import SpoolError, StoreError, StoreUnavailable
 from tlytics.ingest.instance_lock import InstanceLock
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.store_choice import NODE_NAME_FILE, ReaderOnDemand, node_name
 from tlytics.setting_values import masked_url, store_url
 from tlytics.store import StoreReader
+from tlytics.store.node import NODE_NAME_FILE, node_name
+from tlytics.store.on_demand import ReaderOnDemand
+from tlytics.store.sqlite.reader import QUERIES
 
 SECRET = "s3cret-Pa55"
 
@@ -95,7 +97,7 @@ class _FailingReader:
     def __init__(self, error: StoreError) -> None:
         self.error = error
 
-    def count(self) -> int:
+    def run(self, fn: Any, *args: Any) -> Any:
         raise self.error
 
     def close(self) -> None:
@@ -112,7 +114,7 @@ def test_a_reader_on_demand_opens_again_after_failing_and_says_unavailable() -> 
             raise outcome[0]
         return outcome[0]  # type: ignore[no-any-return]
 
-    reader = ReaderOnDemand(open_reader, unavailable=lambda exc: "refused" in str(exc))
+    reader = ReaderOnDemand(open_reader, QUERIES, unavailable=lambda exc: "refused" in str(exc))
     with pytest.raises(StoreUnavailable, match="connection refused"):
         reader.count()
     with pytest.raises(StoreUnavailable):

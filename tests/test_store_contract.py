@@ -19,8 +19,9 @@ import orjson
 import pytest
 
 from tests.store_backends import BACKENDS, StoreBackend
+from tlytics.ingest.filter_language import parse_operator, parse_value
 from tlytics.store import EventFilter, Position, StoreReader, StoreRow, StoreWriter
-from tlytics.store.base import Operator, PropertyMatch, exact_unique_counts
+from tlytics.store.base import Operator, exact_unique_counts
 
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
 MINUTE = 60_000_000
@@ -57,7 +58,7 @@ def store(store_backend: StoreBackend) -> OpenStore:
 
 
 def where(**properties: str) -> EventFilter:
-    return EventFilter(where=tuple((path, PropertyMatch.parse(value)) for path, value in properties.items()))
+    return EventFilter(where=tuple((path, parse_value(value)) for path, value in properties.items()))
 
 
 def ids(events: Any) -> list[str]:
@@ -366,7 +367,7 @@ ORDERED = {
 
 
 def condition(path: str, op: Operator, value: str = "") -> EventFilter:
-    return EventFilter(where=((path, PropertyMatch.parse_operator(op, value)),))
+    return EventFilter(where=((path, parse_operator(op, value)),))
 
 
 @pytest.mark.parametrize(
@@ -400,9 +401,7 @@ def test_where_operators_are_typed(store: OpenStore, op: Operator, value: str, e
 
 def test_operators_combine_and_erase_exactly_what_they_select(store: OpenStore) -> None:
     store.writer.insert([row(n, T0 + n, data={"n": n, "page": f"/Docs/{n}" if n % 2 else "/home"}) for n in range(20)])
-    both = EventFilter(
-        where=(("n", PropertyMatch.parse_operator(">=", "5")), ("page", PropertyMatch.parse_operator("~", "docs")))
-    )
+    both = EventFilter(where=(("n", parse_operator(">=", "5")), ("page", parse_operator("~", "docs"))))
     assert store.reader.page(1, 100, where=both).total == 8  # 5, 7, …, 19
     assert store.writer.delete_matching(both, max_rows=100, remember_ids=True) == 8
     assert store.reader.count() == 12

@@ -3,7 +3,7 @@ a role that may not create the schema. The node does not start and says why, wit
 exit, unless the operator asks to start anyway (`--start-without-store`): then it acknowledges
 into its spool and /health says 503 with the cause. A store that is only down (a closed port, as
 when PostgreSQL starts after the node under docker compose) never stops the start: see
-test_store_choice."""
+test_store_choice (the chooser itself: test_store_backend)."""
 
 from __future__ import annotations
 

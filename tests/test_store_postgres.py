@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from tests.helpers import eventually
 from tests.postgres_cluster import PostgresCluster, postgres_missing
 from tlytics.errors import StoreError
+from tlytics.ingest.filter_language import parse_value
 from tlytics.store import EventFilter, SQLiteStore, StoreRow
-from tlytics.store.base import PropertyMatch
 from tlytics.store.postgres import SCHEMA_VERSION, PostgresReader, PostgresWriter, migrate_postgres
 
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
@@ -130,7 +130,7 @@ def test_the_same_ids_from_two_nodes_at_once_are_stored_once(database: str, open
 def test_an_erasure_on_one_node_covers_what_another_received_before_it(database: str, opened: list[Any]) -> None:
     node_a, node_b = PostgresWriter(database, node="a"), PostgresWriter(database, node="b")
     opened += [node_a, node_b]
-    erased_user = EventFilter(where=(("user", PropertyMatch.parse("1")),))
+    erased_user = EventFilter(where=(("user", parse_value("1")),))
     node_b.insert([row(1, data={"user": 1}), row(2, data={"user": 2})])  # written before the erasure
     received_before = now_us() - 1_000_000
     # Node B acknowledged these before the erasure, but writes them only after it.
@@ -195,7 +195,7 @@ def test_an_event_with_a_nul_escape_does_not_break_filtered_reads(database: str,
     opened += [writer, reader]
     nul = '{"name":"a\\u0000b","user":1}'
     writer.insert([(uuid.UUID(int=1).bytes, "k", T0, T0, nul), row(2, data={"user": 1, "name": "x"})])
-    user_one = EventFilter(where=(("user", PropertyMatch.parse("1")),))
+    user_one = EventFilter(where=(("user", parse_value("1")),))
     assert reader.page(1, 10, where=user_one).total == 2
     assert reader.page(1, 10, ascending=True).events[0].data_json == nul  # stored as given
     assert reader.breakdown(EventFilter(), "name", 10).total == 2
@@ -291,7 +291,7 @@ def test_postgresql_answers_as_sqlite_does(
         for n, v in enumerate(values)
     ]
     assert sqlite.insert(rows) == writer.insert(rows) == len(rows)
-    matching = EventFilter(where=(("p", PropertyMatch.parse(match)),))
+    matching = EventFilter(where=(("p", parse_value(match)),))
     for answer in (
         lambda store: [e.id for e in store.page(1, 100, where=matching).events],
         lambda store: store.bucket_counts([T0, T0 + 7 * MINUTE], T0 + 30 * MINUTE, EventFilter(), "p"),

@@ -16,8 +16,9 @@ import pytest
 
 from tests.helpers import eventually, http_json
 from tlytics.cli import parse_settings
+from tlytics.ingest.filter_language import parse_value
 from tlytics.store import EventFilter, SQLiteStore, StoreRow, sketch
-from tlytics.store.base import PropertyMatch, exact_unique_counts
+from tlytics.store.base import exact_unique_counts
 
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00:00Z, µs
 MINUTE = 60_000_000
@@ -98,7 +99,7 @@ def test_erasure_and_retention_leave_the_sketches_of_the_events_that_remain(tmp_
     store = SQLiteStore(tmp_path / "s.db", unique_properties=["user"])
     store.insert(rows(24_000, users=15_000))
     store.insert(rows(24_000, users=15_000, salt="-again"))  # duplicate ids: ignored
-    erase = EventFilter(where=(("group", PropertyMatch.parse("1")),))
+    erase = EventFilter(where=(("group", parse_value("1")),))
     assert store.delete_matching(erase, max_rows=100_000, remember_ids=True) > 0
     assert store.delete_matching(EventFilter(until_us=T0 + 20 * HOUR + 7), max_rows=100_000, remember_ids=False) > 0
     # A store that only ever held what remains, sketched by a backfill as it opens.
@@ -212,9 +213,7 @@ def test_postgresql_nodes_sketch_into_rows_of_their_own_and_reads_merge_them(pos
         ]
         assert got.total == hll_of(pg_value_keys(stored, since, until))
         # An erasure on node b rebuilds node a's rows too.
-        node_b.delete_matching(
-            EventFilter(where=(("group", PropertyMatch.parse("1")),)), max_rows=100_000, remember_ids=True
-        )
+        node_b.delete_matching(EventFilter(where=(("group", parse_value("1")),)), max_rows=100_000, remember_ids=True)
         kept = [r for r in stored if orjson.loads(r[4])["group"] != 1]
         assert reader.unique_counts(starts, until, window, "user").total == hll_of(pg_value_keys(kept, since, until))
     finally:

@@ -23,6 +23,7 @@ from tlytics.ingest.middleware import answer_headers, errors_and_access_log
 from tlytics.ingest.routes import add_routes
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.state import (
+    BACKEND,
     COMMITTER,
     COUNTERS,
     KEYS,
@@ -35,8 +36,8 @@ from tlytics.ingest.state import (
     WRITE_SCHEDULER,
     IngestCounters,
 )
-from tlytics.ingest.store_choice import node_name, open_reader, open_writer
 from tlytics.spool import GroupCommitter, Spool
+from tlytics.store.open import open_backend, open_served_reader
 from tlytics.writer import (
     DrainResult,
     ProcessExecutor,
@@ -65,6 +66,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     protocol_errors.install()
     app[SETTINGS] = settings
+    # The store, chosen once: nothing below asks which kind it is.
+    app[BACKEND] = open_backend(settings)
     app[COUNTERS] = IngestCounters()
     app[METRICS] = Metrics()
     install_access_control(app)  # first: a bad keys file stops the start before anything opens
@@ -78,9 +81,8 @@ def create_app(settings: Settings) -> web.Application:
 
 
 async def _instance_lock_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    # A PostgreSQL store is shared by design: only this server's spool is its own.
-    lock = InstanceLock(settings.db_path if settings.store_url is None else None, settings.resolved_spool_dir)
+    # A shared store (PostgreSQL) has no file of its own to lock: only this server's spool is.
+    lock = InstanceLock(app[BACKEND].lock_path(), app[SETTINGS].resolved_spool_dir)
     lock.acquire()
     yield
     lock.release()
@@ -128,15 +130,20 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings, backend = app[SETTINGS], app[BACKEND]
     # Migrations run here, once, before any reader opens: a reader never sees an old schema.
-    # A PostgreSQL that does not answer yet does not stop the server (see store_choice).
-    reader = await asyncio.to_thread(open_reader, settings)
+    # A PostgreSQL that does not answer yet does not stop the server (see tlytics.store.backend).
+    reader = await asyncio.to_thread(
+        open_served_reader,
+        backend,
+        statement_timeout_s=settings.read_timeout_s,
+        start_without_store=settings.start_without_store,
+    )
     app[STORE] = reader
-    if settings.store_url is not None:
-        # The name this server's writer gives PostgreSQL, kept in its spool directory.
-        node = await asyncio.to_thread(node_name, settings.resolved_spool_dir)
-        log.info("shared_store", store=settings.store_description, node=node)
+    # The name this server's writer gives a shared store, kept in its spool directory.
+    node = await asyncio.to_thread(backend.node_name)
+    if node is not None:
+        log.info("shared_store", store=backend.describe(), node=node)
     # A few threads, each with its own read connection: a slow read holds up only its own.
     app[READ_EXECUTOR] = ThreadPoolExecutor(max_workers=READER_THREADS, thread_name_prefix="store-reader")
     yield
@@ -154,7 +161,7 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
             WriterResources(
                 app[SPOOL],
                 app[QUARANTINE],
-                lambda: open_writer(settings),
+                app[BACKEND].writer,
             )
         )
     metrics = app[METRICS]

@@ -35,7 +35,7 @@ async def export(request: web.Request) -> web.StreamResponse:
 
     async def chunk_after(after: Position | None) -> Page:
         return await run_read(
-            request, store.page, 1, EXPORT_CHUNK, where=query.where, after=after, ascending=query.ascending
+            request, store.run, store.queries.page, 1, EXPORT_CHUNK, query.where, after, query.ascending
         )
 
     # The first chunk is read before the 200 goes out: once the headers are sent, an error can

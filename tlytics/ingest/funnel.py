@@ -76,7 +76,8 @@ async def funnel(request: web.Request) -> web.Response:
     window = replace(query.where, since_us=since_us, until_us=until_us)
     # Without `within`, any later step inside [since, until) counts.
     limit_us = within_us if within_us is not None else until_us - since_us
-    counts = await run_read(request, request.app[STORE].funnel, window, steps, by["path"], limit_us)
+    store = request.app[STORE]
+    counts = await run_read(request, store.run, store.queries.funnel, window, steps, by["path"], limit_us)
     if restricted:
         check_group(request, window, counts[:1])
     answer: list[dict[str, object]] = []

@@ -22,10 +22,10 @@ from typing import Generic, TypeVar
 from aiohttp import web
 
 from tlytics.errors import StoreError
-from tlytics.ingest.state import QUARANTINE, SETTINGS, SPOOL
-from tlytics.ingest.store_choice import ReaderOnDemand, open_probe_reader
+from tlytics.ingest.state import BACKEND, QUARANTINE, SETTINGS, SPOOL
 from tlytics.spool import Spool
 from tlytics.store.budget import read_budget
+from tlytics.store.on_demand import ReaderOnDemand
 
 T = TypeVar("T")
 
@@ -103,7 +103,7 @@ class StoreHealth:
 
     def _count(self) -> int:
         with read_budget(PROBE_BUDGET_S):
-            return self._reader.count()
+            return self._reader.run(self._reader.queries.count)
 
     async def check(self) -> None:
         """Ask the store now (or join the question already asked), for at most PROBE_WAIT_S."""
@@ -154,7 +154,9 @@ async def health_watch_ctx(app: web.Application) -> AsyncIterator[None]:
     of its own) and the spool's figures, each on a thread of its own."""
     settings = app[SETTINGS]
     spool, quarantine = app[SPOOL], app[QUARANTINE]
-    reader = open_probe_reader(settings, budget_s=PROBE_BUDGET_S)
+    # A reader of its own (its own connection): /health asks whether the store answers without
+    # waiting behind the handlers' reads; opened on first use.
+    reader = app[BACKEND].reader(statement_timeout_s=PROBE_BUDGET_S)
     health = StoreHealth(reader, unhealthy_after_s=settings.store_unhealthy_after_s)
     figures = OneAtATime(lambda: SpoolFigures.read(spool, quarantine), thread_name="health-spool")
     app[STORE_HEALTH] = health

@@ -38,5 +38,6 @@ async def lookup(request: web.Request) -> web.Response:
     if len(ids) > LOOKUP_MAX_IDS:
         raise RequestTooLarge(f"at most {LOOKUP_MAX_IDS} ids per lookup", limit=LOOKUP_MAX_IDS)
     raw_ids = _raw_ids(ids)
-    found = await run_read(request, request.app[STORE].existing_ids, raw_ids)
+    store = request.app[STORE]
+    found = await run_read(request, store.run, store.queries.existing_ids, raw_ids)
     return json_response({"present": [str(uuid.UUID(bytes=raw)) for raw in raw_ids if raw in found]})

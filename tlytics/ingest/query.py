@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from tlytics.ingest.filter_language import parse_operator
 from tlytics.ingest.responses import ApiError
 from tlytics.store import EventFilter, Position
 from tlytics.store.base import Operator, PropertyMatch
@@ -89,7 +90,7 @@ def where_condition(text: str) -> tuple[str, PropertyMatch]:
     if op == "=" and value == "*":
         op, value = "*", ""  # `data.x:*`: present; the string "*" is `data.x:"*"`
     try:
-        return match["path"], PropertyMatch.parse_operator(op, value)
+        return match["path"], parse_operator(op, value)
     except ValueError as exc:
         raise ApiError(400, f"where data.{match['path']}: {exc}", field="where") from None
 

@@ -13,6 +13,7 @@ from tlytics.ingest.rate_limit import RateLimits
 from tlytics.ingest.settings import Settings
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import StoreReader
+from tlytics.store.backend import Backend
 from tlytics.writer import WriteScheduler
 
 
@@ -29,6 +30,8 @@ METRICS = web.AppKey("metrics", Metrics)
 COUNTERS = web.AppKey("counters", IngestCounters)
 SPOOL = web.AppKey("spool", Spool)
 QUARANTINE = web.AppKey("quarantine", Spool)
+# The store, chosen once from the settings (tlytics.store.backend), and its read side.
+BACKEND: web.AppKey[Backend] = web.AppKey("backend")
 STORE = web.AppKey("store", StoreReader)
 # A few threads for store and spool reads, so a slow read holds neither the event loop nor /health.
 READ_EXECUTOR = web.AppKey("read_executor", ThreadPoolExecutor)

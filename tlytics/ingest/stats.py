@@ -140,14 +140,16 @@ async def _period(
     if unique_path is not None and window.where:
         # A property condition reads the events whatever: counts and distinct values at once
         # (no sketch answers for a subset of events anyway).
-        counts = await run_read(request, store.bucket_counts, edges_us, end_us, window, unique_path)
-        total = await run_read(request, store.unique_count, window, unique_path)
+        counts = await run_read(request, store.run, store.queries.bucket_counts, edges_us, end_us, window, unique_path)
+        total = await run_read(request, store.run, store.queries.unique_count, window, unique_path)
         uniques = UniqueCounts(per_bucket=[unique or 0 for _, unique in counts], total=total)
     else:
-        counts = await run_read(request, store.bucket_counts, edges_us, end_us, window, None)
+        counts = await run_read(request, store.run, store.queries.bucket_counts, edges_us, end_us, window, None)
         if unique_path is not None:
             # Per-bucket distinct counts do not add up: the store counts the whole window too.
-            uniques = await run_read(request, store.unique_counts, edges_us, end_us, window, unique_path)
+            uniques = await run_read(
+                request, store.run, store.queries.unique_counts, edges_us, end_us, window, unique_path
+            )
     buckets: list[dict[str, object]] = [
         {"start": _format_local(start), "count": count} for start, (count, _) in zip(starts, counts, strict=True)
     ]
@@ -230,7 +232,7 @@ async def stats(request: web.Request) -> web.Response:
     if restricted:
         check_group(request, window, (cast(int, period["total"]) for period in periods))
     if breakdown_path is not None:
-        found = await run_read(request, store.breakdown, window, breakdown_path, limit)
+        found = await run_read(request, store.run, store.queries.breakdown, window, breakdown_path, limit)
         shown = shown_groups(request, found)
         breakdown: list[dict[str, object]] = [{"value": value, "count": n} for value, n in shown]
         rest = found.total - found.missing - sum(n for _, n in shown)
@@ -244,7 +246,8 @@ async def stats(request: web.Request) -> web.Response:
 
 async def keys(request: web.Request) -> web.Response:
     """GET /keys: every key with its count and first and last timestamps."""
-    rows = await run_read(request, request.app[STORE].keys_summary)
+    store = request.app[STORE]
+    rows = await run_read(request, store.run, store.queries.keys_summary)
     return json_response(
         {
             "keys": [

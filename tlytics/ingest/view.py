@@ -34,7 +34,7 @@ async def view(request: web.Request) -> web.Response:
     query = read_query(request)
     store = request.app[STORE]
     result = await run_read(
-        request, store.page, page, page_size, where=query.where, after=query.after, ascending=query.ascending
+        request, store.run, store.queries.page, page, page_size, query.where, query.after, query.ascending
     )
     return json_response(
         {

@@ -1,8 +1,10 @@
-"""The event store: its contract (`StoreWriter` for the writer, `StoreReader` for the
-handlers) and the embedded SQLite implementation.
+"""The event store: its contract (`StoreWriter` for the writer, `StoreReader` running a
+dialect's query functions for the handlers) and the embedded SQLite implementation.
 
-Everything the server needs from a store is in those two protocols, so a PostgreSQL or
-ClickHouse backend is a new package implementing them, not a rewrite of the ingest path.
+The server chooses its store once, `tlytics.store.open.open_backend`, and asks the backend it
+gets for everything else, so a ClickHouse backend would be a new package (a `Backend`, its
+reader, writer and query functions) and one line in that chooser, not a rewrite of the ingest
+path.
 """
 
 from tlytics.store.base import EventFilter, Page, Position, StoredEvent, StoreReader, StoreRow, StoreWriter

@@ -1,19 +1,19 @@
-"""The store contract every backend implements: the rows and filters it speaks in, and two
-small protocols, one per role. The writer alone holds a `StoreWriter`; the server's handlers
-read through a `StoreReader`, so a slow read never waits for a write nor a write for a read."""
+"""The store contract every backend implements: the rows and filters it speaks in, and one
+shape per role. The writer alone holds a `StoreWriter`; the server's handlers read through a
+`StoreReader`, which runs a dialect's query functions (its `Queries`) on connections of its
+own, so a slow read never waits for a write nor a write for a read."""
 
 from __future__ import annotations
 
-import math
-import re
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any, Literal, Protocol
-
-import orjson
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypeVar, TypeVarTuple
 
 # (id as 16 bytes, key, timestamp µs UTC, received_at µs UTC, data as JSON text)
 StoreRow = tuple[bytes, str, int, int, str]
+C = TypeVar("C")  # a dialect's connection
+T = TypeVar("T")
+Args = TypeVarTuple("Args")
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +26,6 @@ class StoredEvent:
     received_at_us: int
     data_json: str
 
-
-# A JSON number as JSON writes it: `007`, `+1`, `.5` or `1_000` are strings, not numbers.
-_JSON_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?P<fraction>\.[0-9]+)?(?P<exponent>[eE][+-]?[0-9]+)?\Z")
-_INT64 = range(-(2**63), 2**63)
 
 ValueKind = Literal["true", "false", "null", "number", "string"]
 # How a property is compared: `=` and `!=` typed as below, `>` `>=` `<` `<=` on JSON numbers
@@ -46,8 +42,8 @@ class PropertyMatch:
     value (`1` matches `1` and `1.0`, never `true`), and also the string spelt exactly so
     (`"1"`). `"…"` (JSON string syntax): only that string. Anything else: that string.
 
-    With another `op` (see `parse_operator`): `!=` is everything the equality above does not
-    select; an ordering compares JSON numbers with `number`; `~` looks for `text` inside JSON
+    With another `op` (parsed by `tlytics.ingest.filter_language`): `!=` is everything the
+    equality above does not select; an ordering compares JSON numbers with `number`; `~` looks for `text` inside JSON
     strings; `*` (kind unused) asks only that the property be present.
     """
 
@@ -61,50 +57,6 @@ class PropertyMatch:
     # `=` unless said otherwise; `!=` selects exactly the events `=` does not (a missing
     # property too), so `data.x:v` and `data.x!=v` split the events in two.
     op: Operator = "="
-
-    @classmethod
-    def parse_operator(cls, op: Operator, value: str) -> PropertyMatch:
-        """The match for `data.<path><op><value>`; ValueError saying what the value must be."""
-        if op in ("=", "!="):
-            return replace(cls.parse(value), op=op)
-        if op == "*":
-            if value:
-                raise ValueError("data.<property>:* says the property is present and takes nothing after *")
-            return cls(kind="null", op="*")
-        if op == "~":
-            return cls(kind="string", text=value, op="~")
-        number = cls.parse(value)
-        if number.kind != "number" or number.number is None:
-            raise ValueError(f"{op} compares numbers: the value must be a finite JSON number, e.g. 10")
-        return replace(number, op=op)
-
-    @classmethod
-    def parse(cls, value: str) -> PropertyMatch:
-        """The match for a filter value; ValueError when a quoted value is not a JSON string."""
-        if value in ("true", "false", "null"):
-            return cls(kind=value)  # type: ignore[arg-type]  # narrowed by the test above
-        if value.startswith('"'):
-            text = None
-            if len(value) >= 2 and value.endswith('"'):  # orjson would also allow spaces around it
-                try:
-                    text = orjson.loads(value)
-                except orjson.JSONDecodeError:
-                    pass
-            if not isinstance(text, str):
-                raise ValueError('a quoted value must be one JSON string, e.g. "1"')
-            return cls(kind="string", text=text)
-        numeric = _JSON_NUMBER.match(value)
-        if numeric is None:
-            return cls(kind="string", text=value)
-        number: int | float | None = None
-        if numeric["fraction"] is None and numeric["exponent"] is None and len(value) <= 20:
-            number = int(value)
-        if number is None or number not in _INT64:
-            # SQLite holds integers beyond 64 bits as doubles: compare them as doubles too.
-            number = float(value)
-            if not math.isfinite(number):
-                number = None
-        return cls(kind="number", text=value, number=number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +115,7 @@ class UniqueCounts:
 
 
 def exact_unique_counts(
-    reader: StoreReader, starts_us: Sequence[int], end_us: int, where: EventFilter, path: str
+    reader: StoreReader[Any], starts_us: Sequence[int], end_us: int, where: EventFilter, path: str
 ) -> UniqueCounts:
     """`StoreReader.unique_counts` counted exactly, from the events."""
     per_bucket = [unique or 0 for _, unique in reader.bucket_counts(starts_us, end_us, where, path)]
@@ -189,13 +141,58 @@ class StoreWriter(Protocol):
         ...
 
 
-class StoreReader(Protocol):
-    """The read side of a store: safe to call from several threads at once, and never held up
-    by the writer or by another slow read."""
+@dataclass(frozen=True, slots=True)
+class Queries(Generic[C]):
+    """The questions a store answers, as one dialect's query functions `fn(connection, *args)`
+    (C: its connection), run by a reader: `reader.run(queries.page, …)`. Each backend fills
+    one; a new question is a new field and one function per dialect."""
+
+    # Number of events stored.
+    count: Callable[[C], int]
+    # (page, page_size, where, after, ascending): matching events newest first (timestamp,
+    # then id; `ascending` reverses), either the `page`-th page (from 1) or, with `after`, the
+    # page that follows that position.
+    page: Callable[[C, int, int, EventFilter, Position | None, bool], Page]
+    # (key, count, first timestamp µs, last timestamp µs) for every key, most events first.
+    keys_summary: Callable[[C], list[tuple[str, int, int, int]]]
+    # (starts_us, end_us, where, unique_path): (count, distinct values of data.`unique_path`
+    # or None) per bucket [start, next start).
+    bucket_counts: Callable[[C, Sequence[int], int, EventFilter, str | None], list[tuple[int, int | None]]]
+    # (where, path): distinct values of data.`path` among matching events (null and a missing
+    # property not counted), exactly.
+    unique_count: Callable[[C, EventFilter, str], int]
+    # (starts_us, end_us, where, path): distinct values of data.`path` per bucket and over the
+    # whole of `where`'s range: estimated from sketches when the store keeps them for that
+    # property (and `where` has keys and times only), else exactly.
+    unique_counts: Callable[[C, Sequence[int], int, EventFilter, str], UniqueCounts]
+    # (where, steps, by_path, within_us): per step, how many distinct values of data.`by_path`
+    # reached it (see `tlytics.store.funnel.count_funnel`); `where` applies to every step.
+    funnel: Callable[[C, EventFilter, Sequence[str], str, int], list[int]]
+    # (where, path, limit): the `limit` most frequent values of data.`path` among matching
+    # events, the number of matching events, and how many of them lack the property.
+    breakdown: Callable[[C, EventFilter, str, int], Breakdown]
+    # Which of `ids` (16-byte UUIDs) are stored.
+    existing_ids: Callable[[C, Sequence[bytes]], set[bytes]]
+
+
+class StoreReader(Generic[C]):
+    """The read side of a store: `run(fn, *args)` calls a query function of `queries` with a
+    connection of its own (one per thread), so it is safe to call from several threads at once
+    and never held up by the writer or by another slow read. The methods below are the same
+    questions asked by name, for tools and tests, each written here once."""
+
+    queries: Queries[C]
+
+    def run(self, fn: Callable[[C, *Args], T], *args: *Args) -> T:
+        """`fn(connection, *args)` on this thread's connection; StoreError when it fails."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release every read connection."""
+        raise NotImplementedError
 
     def count(self) -> int:
-        """Number of events stored."""
-        ...
+        return self.run(self.queries.count)
 
     def page(
         self,
@@ -206,45 +203,27 @@ class StoreReader(Protocol):
         after: Position | None = None,
         ascending: bool = False,
     ) -> Page:
-        """Matching events newest first (timestamp, then id; `ascending` reverses), either the
-        `page`-th page (from 1) or, with `after`, the page that follows that position."""
-        ...
+        return self.run(self.queries.page, page, page_size, where, after, ascending)
 
     def keys_summary(self) -> list[tuple[str, int, int, int]]:
-        """(key, count, first timestamp µs, last timestamp µs) for every key, most events first."""
-        ...
+        return self.run(self.queries.keys_summary)
 
     def bucket_counts(
         self, starts_us: Sequence[int], end_us: int, where: EventFilter, unique_path: str | None
     ) -> list[tuple[int, int | None]]:
-        """(count, distinct values of data.`unique_path` or None) per bucket [start, next start)."""
-        ...
+        return self.run(self.queries.bucket_counts, starts_us, end_us, where, unique_path)
 
     def unique_count(self, where: EventFilter, path: str) -> int:
-        """The number of distinct values of data.`path` among matching events (null and a
-        missing property not counted), exactly."""
-        ...
+        return self.run(self.queries.unique_count, where, path)
 
     def unique_counts(self, starts_us: Sequence[int], end_us: int, where: EventFilter, path: str) -> UniqueCounts:
-        """Distinct values of data.`path` per bucket [start, next start) and over the whole of
-        `where`'s range: estimated from sketches when the store keeps them for that property
-        (and `where` has keys and times only), else exactly."""
-        ...
+        return self.run(self.queries.unique_counts, starts_us, end_us, where, path)
 
     def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
-        """Per step (event keys), how many distinct values of data.`by_path` reached it: see
-        `tlytics.store.funnel.count_funnel`; `where` applies to every step's events."""
-        ...
+        return self.run(self.queries.funnel, where, steps, by_path, within_us)
 
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
-        """The `limit` most frequent values of data.`path` among matching events, the number
-        of matching events, and how many of them lack the property."""
-        ...
+        return self.run(self.queries.breakdown, where, path, limit)
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
-        """Which of `ids` (16-byte UUIDs) are stored."""
-        ...
-
-    def close(self) -> None:
-        """Release every read connection."""
-        ...
+        return self.run(self.queries.existing_ids, ids)

@@ -6,7 +6,7 @@ once even when several nodes start at the same moment.
 
 from __future__ import annotations
 
-from tlytics.store.postgres.reads import PostgresReader
+from tlytics.store.postgres.reader import PostgresReader
 from tlytics.store.postgres.schema import SCHEMA_VERSION, migrate_postgres
 from tlytics.store.postgres.writes import PostgresWriter
 

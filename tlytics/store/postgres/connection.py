@@ -7,8 +7,9 @@ URL in a message.
 
 Reader connections also carry a `statement_timeout` (`reader_url`), so PostgreSQL itself stops a
 read that outlives its budget; the cancellation is `ReadTimedOut`. And errors are sorted here by
-what they mean for the caller: a lost connection (PostgreSQL restarted: open another and try
-again), or a store that refuses this server for good (`refuses_for_good`: a wrong password, no
+what they mean for the caller (tlytics.store.postgres.backend asks): PostgreSQL unreachable now
+(`unreachable`: a 503), a lost connection (PostgreSQL restarted: open another and try again),
+or a store that refuses this server for good (`refuses_for_good`: a wrong password, no
 such database, a role that may not create the schema), which no amount of waiting mends.
 """
 
@@ -20,7 +21,7 @@ from contextlib import contextmanager
 import psycopg
 from psycopg import conninfo, errors
 
-from tlytics.errors import ReadTimedOut, StoreError
+from tlytics.errors import ReadTimedOut, StoreError, StoreUnavailable
 from tlytics.store.budget import current_budget, over_budget_message
 
 CONNECT_TIMEOUT_S = 5
@@ -89,6 +90,17 @@ def reader_url(url: str, *, statement_timeout_s: float) -> str:
     options = conninfo.conninfo_to_dict(url).get("options") or ""
     timeout_ms = max(1, round(statement_timeout_s * 1000))
     return conninfo.make_conninfo(url, options=f"{options} -c statement_timeout={timeout_ms}".strip())
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` means PostgreSQL cannot be reached now (down, restarting, the connection
+    lost) rather than a failed query: psycopg says so by the class of the error underneath."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, StoreUnavailable | psycopg.OperationalError | psycopg.InterfaceError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False
 
 
 def connection_lost(exc: BaseException) -> bool:

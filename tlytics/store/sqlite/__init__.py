@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tlytics.store.sqlite.connection import Synchronous
-from tlytics.store.sqlite.reads import SQLiteReader
+from tlytics.store.sqlite.reader import SQLiteReader
 from tlytics.store.sqlite.schema import SCHEMA_VERSION
 from tlytics.store.sqlite.writes import SQLiteWriter
 
