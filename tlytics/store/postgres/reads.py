@@ -322,7 +322,7 @@ class PostgresReader:
         with self._transaction(f"lookup of {len(ids)} ids") as connection:
             # One array parameter: no limit on parameters to chunk for.
             rows = connection.execute(
-                "SELECT id FROM events WHERE id = ANY(%s::uuid[])", ([uuid.UUID(bytes=i) for i in ids],)
+                "SELECT id FROM event_ids WHERE id = ANY(%s::uuid[])", ([uuid.UUID(bytes=i) for i in ids],)
             ).fetchall()
         found.update(cast(uuid.UUID, row[0]).bytes for row in rows)
         return found

@@ -3,9 +3,11 @@ also keeps this node's counter and rollups in step with the events.
 
 Each ingest node has its own writer, named by `node`: its counter row and rollup rows are its
 own, so nodes never wait on one hot row; reads sum them. A batch is COPYed (binary) into a
-temporary staging table, then moved into `events` with `ON CONFLICT (id) DO NOTHING`, and the
-rollups are built from the rows that INSERT returned, so an id sent to two nodes is stored and
-counted once. Inserts go in id order: two nodes inserting overlapping batches wait for each
+temporary staging table; its ids are claimed in `event_ids` with `ON CONFLICT (id) DO NOTHING`
+and only the claimed rows move into the month partitions of `events` (tlytics.store.postgres.
+partitions: the partitions a batch needs are created first), and the rollups are built from
+the rows that INSERT returned, so an id sent to two nodes, or again with another timestamp, is
+stored and counted once. Inserts go in id order: two nodes inserting overlapping batches wait for each
 other instead of deadlocking.
 
 Erasure across nodes: an erasure records its filter and time in `erasures` under an exclusive
@@ -17,6 +19,7 @@ writes after it is never stored.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, cast
@@ -27,6 +30,8 @@ from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
 from tlytics.store.postgres.filters import filter_from_json, filter_to_json, sql_where
+from tlytics.store.postgres.partition_retention import drop_expired_partitions
+from tlytics.store.postgres.partitions import PartitionKeeper
 from tlytics.store.postgres.schema import BUCKET_SQL, BUCKET_US, ERASURE_LOCK, Connection, migrate_postgres
 from tlytics.store.postgres.sketches import PostgresSketches
 
@@ -45,12 +50,19 @@ _RELEVANT_ERASURES = "SELECT filter, made_at FROM erasures WHERE made_at > (SELE
 # The new rows, and the rollups and this node's counter from them (the RETURNING rows: never
 # a duplicate). Parameters: node, node, node.
 _INSERT_NEW = f"""
-WITH new AS (
-    INSERT INTO events (id, key, ts, received_at, data)
-    SELECT id, key, ts, received_at, data FROM staging s
+WITH claimed AS (
+    INSERT INTO event_ids (id, ts)
+    SELECT id, ts FROM staging s
     WHERE NOT EXISTS (SELECT 1 FROM erased_ids e WHERE e.id = s.id)
     ORDER BY id
     ON CONFLICT (id) DO NOTHING
+    RETURNING id, ts
+), new AS (
+    -- The claimed rows only: an id sent twice in one batch, with one timestamp or two, once.
+    INSERT INTO events (id, key, ts, received_at, data)
+    SELECT DISTINCT ON (s.id) s.id, s.key, s.ts, s.received_at, s.data
+    FROM staging s JOIN claimed c ON c.id = s.id AND c.ts = s.ts
+    ORDER BY s.id
     RETURNING key, ts
 ), rolled AS (
     INSERT INTO rollup_15m (bucket, key, node, count)
@@ -73,7 +85,9 @@ SELECT count(*) FROM new
 # become those of the remaining events (see _refresh_key_bounds), from the spans returned here.
 _DELETE = """
 WITH gone AS (
-    DELETE FROM events WHERE id IN (SELECT id FROM events{where} LIMIT %s) RETURNING id, key, ts
+    DELETE FROM events WHERE (ts, id) IN (SELECT ts, id FROM events{where} LIMIT %s) RETURNING id, key, ts
+), unclaimed AS (
+    DELETE FROM event_ids WHERE id IN (SELECT id FROM gone)
 ){remember}, rolled AS (
     INSERT INTO rollup_15m (bucket, key, node, count)
     SELECT {bucket}, key, %s, -count(*) FROM gone GROUP BY 1, 2
@@ -111,6 +125,7 @@ class PostgresWriter:
         self.node = node
         self._where = describe(url)
         self._connection: Connection | None = None
+        self._partitions = PartitionKeeper()
         migrate_postgres(url)
         # HyperLogLog sketches: --unique-property's are backfilled on first use if new.
         self._sketches = PostgresSketches(node, unique_properties)
@@ -147,6 +162,9 @@ class PostgresWriter:
         try:
             with store_errors("backfilling sketches"):
                 self._sketches.backfill_declared(connection)
+            with store_errors("creating partitions"):
+                timestamps = [row[2] for row in rows]
+                self._partitions.ensure(connection, min(timestamps), max(timestamps), _now_us())
             with store_errors(f"insert of {len(rows)} events"), connection.transaction(), connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ERASURE_LOCK,))
                 with cursor.copy(_COPY) as copy:
@@ -181,6 +199,19 @@ class PostgresWriter:
         """
         matching = sql_where(where)
         connection = self._writing()
+        dropped = 0
+        if not remember_ids and where == EventFilter(until_us=where.until_us) and where.until_us is not None:
+            # Retention: whole month partitions before the cutoff go at once.
+            try:
+                with store_errors("dropping expired partitions"):
+                    dropped = drop_expired_partitions(connection, where.until_us, self.node)
+            except StoreError:
+                if unusable(connection):
+                    self._discard()
+                raise
+            if dropped:
+                self._partitions.forget()
+                return dropped
         try:
             with (
                 store_errors(f"delete of up to {max_rows} events"),
@@ -216,6 +247,10 @@ class PostgresWriter:
 
     def close(self) -> None:
         self._discard()
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def _refresh_key_bounds(cursor: psycopg.Cursor[tuple[Any, ...]], spans: Sequence[Sequence[Any]]) -> None:
