@@ -94,4 +94,5 @@ def open_writer(settings: StoreSettings) -> StoreWriter:
         settings.store_url,
         node=node_name(settings.resolved_spool_dir),
         unique_properties=settings.unique_properties,
+        declared_properties=settings.declared_properties,
     )

@@ -61,8 +61,11 @@ def _drop_partition(connection: Connection, year: int, month: int, node: str) ->
         for table in ("rollup_15m", "sketch_15m", "sketch_15m_all_keys"):
             cursor.execute(f"DELETE FROM {table} WHERE bucket >= %s AND bucket < %s", (first_bucket, end_bucket))
         cursor.execute("DELETE FROM event_ids WHERE ts >= %s AND ts < %s", (low, high))
-        if cursor.execute("SELECT to_regclass('property_values')").fetchone() not in (None, (None,)):
-            cursor.execute("DELETE FROM property_values WHERE ts >= %s AND ts < %s", (low, high))
+        cursor.execute(
+            "DELETE FROM property_values WHERE property = ANY(ARRAY(SELECT number FROM declared_properties))"
+            " AND ts >= %s AND ts < %s",
+            (low, high),
+        )
         total = sum(cast(int, count) for _, count in per_key)
         # As a deletion does: this node's rows take the difference (another node's may have
         # counted these events; the sums stay right). A retention keeps key_stats' times.

@@ -35,6 +35,12 @@ from tlytics.store.base import (
 )
 from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
+from tlytics.store.postgres.declared_reads import (
+    complete_properties,
+    declared_breakdown,
+    unique_values,
+    uses_values_alone,
+)
 from tlytics.store.postgres.filters import from_pg_text, property_value, sql_where
 from tlytics.store.postgres.schema import BUCKET_US, SCHEMA_VERSION, Connection, schema_version
 from tlytics.store.postgres.sketches import sketched, sketched_unique_counts
@@ -151,7 +157,7 @@ class PostgresReader:
         after: Position | None = None,
         ascending: bool = False,
     ) -> Page:
-        matching = sql_where(where)
+        matching = sql_where(where, declared=self._declared() if where.where else None)
         shown = matching
         if after is not None:
             # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
@@ -205,7 +211,8 @@ class PostgresReader:
         bounds = list(itertools.pairwise([*starts_us, end_us]))
         if not where.where and unique_path is None:
             return self._rollup_counts(bounds, where)
-        matching = sql_where(where).and_also("ts >= b.low AND ts < b.high")
+        matching = sql_where(where, declared=self._declared() if where.where else None)
+        matching = matching.and_also("ts >= b.low AND ts < b.high")
         unique_sql, head = ", NULL::bigint", list[Any]()
         if unique_path is not None:
             value, head = property_value(unique_path)
@@ -254,7 +261,11 @@ class PostgresReader:
         return [(int(cast(Any, n)), None) for (n,) in rows]
 
     def unique_count(self, where: EventFilter, path: str) -> int:
-        matching = sql_where(where)
+        declared = self._declared()
+        if uses_values_alone(where, path, declared):
+            with self._transaction("unique count read") as connection:
+                return unique_values(connection, declared[path], where)
+        matching = sql_where(where, declared=declared)
         value, head = property_value(path)
         with self._transaction("unique count read") as connection:
             return _count(
@@ -273,7 +284,7 @@ class PostgresReader:
 
     def funnel(self, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
         step_indexes = indexes_of(steps)
-        matching = sql_where(replace(where, keys=tuple(step_indexes)))
+        matching = sql_where(replace(where, keys=tuple(step_indexes)), declared=self._declared())
         value, head = property_value(by_path)
         query = (
             f"SELECT actor, key, ts FROM (SELECT tlytics_value_key({value}) AS actor, key, ts, id"
@@ -290,7 +301,12 @@ class PostgresReader:
     def breakdown(self, where: EventFilter, path: str, limit: int) -> Breakdown:
         """Values are grouped by JSON kind and value, so `true` and `1`, or `"1"` and `1`, are
         told apart; ties are ordered as in SQLite (kind, then value)."""
-        matching = sql_where(where)
+        declared = self._declared()
+        if uses_values_alone(where, path, declared):
+            with self._transaction("breakdown read", statements=2) as connection:
+                found, in_range, lacking = declared_breakdown(connection, declared[path], where, limit)
+            return Breakdown([(_json_value(str(k), str(g)), cast(int, n)) for k, g, n in found], in_range, lacking)
+        matching = sql_where(where, declared=declared)
         value, value_params = property_value(path)
         values = f"SELECT {value} AS v FROM events{matching.sql}"
         params = (*value_params, *matching.params)
@@ -314,6 +330,11 @@ class PostgresReader:
             total=cast(int, total),
             missing=cast(int, missing),
         )
+
+    def _declared(self) -> dict[str, int]:
+        """The declared properties complete now (tlytics.store.postgres.declared_reads)."""
+        with self._transaction("declared properties read") as connection:
+            return complete_properties(connection)
 
     def existing_ids(self, ids: Sequence[bytes]) -> set[bytes]:
         found: set[bytes] = set()

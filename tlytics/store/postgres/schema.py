@@ -22,6 +22,7 @@ import psycopg
 from tlytics.errors import StoreError
 from tlytics.jsontext import canonical
 from tlytics.store.postgres.connection import connect, describe, store_errors
+from tlytics.store.postgres.declared import MIGRATION as DECLARED_PROPERTIES
 from tlytics.store.postgres.partitions import partition_events
 from tlytics.store.postgres.schema_functions import FILTER_FUNCTIONS, FUNCTIONS, NUL_FUNCTIONS
 from tlytics.timefmt import MAX_US, MIN_US
@@ -120,6 +121,8 @@ MIGRATIONS: list[str | Callable[[Connection], None]] = [
     # 6: the events partitioned by month, their ids unique through event_ids (see
     # tlytics.store.postgres.partitions).
     partition_events,
+    # 7: declared properties (--property; see tlytics.store.postgres.declared).
+    DECLARED_PROPERTIES,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

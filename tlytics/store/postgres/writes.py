@@ -29,6 +29,7 @@ import psycopg
 from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
+from tlytics.store.postgres.declared import Backfill, add_inserted, declare
 from tlytics.store.postgres.filters import filter_from_json, filter_to_json, sql_where
 from tlytics.store.postgres.partition_retention import drop_expired_partitions
 from tlytics.store.postgres.partitions import PartitionKeeper
@@ -88,6 +89,9 @@ WITH gone AS (
     DELETE FROM events WHERE (ts, id) IN (SELECT ts, id FROM events{where} LIMIT %s) RETURNING id, key, ts
 ), unclaimed AS (
     DELETE FROM event_ids WHERE id IN (SELECT id FROM gone)
+), unvalued AS (
+    DELETE FROM property_values WHERE (property, ts, id) IN
+        (SELECT d.number, g.ts, g.id FROM gone g CROSS JOIN declared_properties d)
 ){remember}, rolled AS (
     INSERT INTO rollup_15m (bucket, key, node, count)
     SELECT {bucket}, key, %s, -count(*) FROM gone GROUP BY 1, 2
@@ -118,7 +122,14 @@ class PostgresWriter:
     short name that stays the same across restarts: its counter and rollup rows). Opening it
     runs the migrations; the connection is opened on first use and again after it broke."""
 
-    def __init__(self, url: str, *, node: str, unique_properties: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        node: str,
+        unique_properties: Sequence[str] | None = None,
+        declared_properties: Sequence[str] | None = None,
+    ) -> None:
         if not _NODE.match(node):
             raise ValueError(f"node must be 1-64 letters, digits or _.:- (got {node!r})")
         self.url = url
@@ -129,6 +140,11 @@ class PostgresWriter:
         migrate_postgres(url)
         # HyperLogLog sketches: --unique-property's are backfilled on first use if new.
         self._sketches = PostgresSketches(node, unique_properties)
+        # The typed values of --property's properties (a new one backfills on a thread).
+        self._backfill: Backfill | None = None
+        with store_errors(f"declaring properties in {self._where}"), connect(url, application="tlytics-declare") as c:
+            if declare(c, declared_properties, ERASURE_LOCK):
+                self._backfill = Backfill(url, ERASURE_LOCK)
 
     def _writing(self) -> Connection:
         """The write connection, (re)opened when needed, with its staging table."""
@@ -182,6 +198,7 @@ class PostgresWriter:
                     )
                 cursor.execute(_INSERT_NEW, (self.node, self.node, self.node))
                 inserted = cursor.fetchone()
+                add_inserted(cursor)
                 self._sketches.add_inserted(cursor)
         except StoreError:
             if unusable(connection):
@@ -218,8 +235,9 @@ class PostgresWriter:
                 connection.transaction(),
                 connection.cursor() as cursor,
             ):
+                # Shared by retention: no backfill chunk (exclusive) adds values meanwhile.
+                cursor.execute(f"SELECT pg_advisory_xact_lock{'' if remember_ids else '_shared'}(%s)", (ERASURE_LOCK,))
                 if remember_ids:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,))
                     # One row per filter: erasing again only moves its time forward.
                     cursor.execute(
                         f"INSERT INTO erasures (filter, made_at) VALUES (%s, {_NOW_US}) ON CONFLICT (filter)"
@@ -245,7 +263,13 @@ class PostgresWriter:
             raise
         return cast(int, deleted)
 
+    def wait_backfilled(self, timeout_s: float) -> bool:
+        """Whether the declared properties' backfill finished within `timeout_s` (tools, tests)."""
+        return self._backfill is None or self._backfill.wait(timeout_s)
+
     def close(self) -> None:
+        if self._backfill is not None:
+            self._backfill.close()
         self._discard()
 
 
