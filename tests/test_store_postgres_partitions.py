@@ -239,3 +239,22 @@ def test_migrating_an_unpartitioned_store_keeps_every_event_and_runs_once(databa
     assert writer.insert([row(1, now)]) == 1
     assert reader.count() == len(before) + 1
     assert writer.insert([(before[0][0].bytes, "k0", now, now, "{}")]) == 0  # a migrated id stays unique
+
+
+def test_a_read_holding_the_default_partition_postpones_a_partition_not_the_insert(
+    database: str, opened: list[Any]
+) -> None:
+    writer = PostgresWriter(database, node="a")
+    opened.append(writer)
+    month = months_ago(5)
+    low, _ = month_bounds_us(*month)
+    with psycopg.connect(database) as holding:
+        holding.execute(f"SELECT count(*) FROM {DEFAULT_PARTITION}")  # its transaction stays open
+        started = time.monotonic()
+        assert writer.insert([row(1, low + DAY)]) == 1  # after the lock timeout, into the default
+        assert time.monotonic() - started < 60
+        assert partition_name(*month) not in partitions(database)
+    assert writer.insert([row(2, low + 2 * DAY)]) == 1  # the read is over: the partition is made
+    assert partition_name(*month) in partitions(database)
+    with psycopg.connect(database) as connection:
+        assert connection.execute(f"SELECT count(*) FROM {partition_name(*month)}").fetchone() == (2,)

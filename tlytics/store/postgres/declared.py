@@ -68,12 +68,19 @@ CREATE INDEX property_values_by_value ON property_values (property, kind, left(v
 CREATE INDEX property_values_by_number ON property_values (property, num, ts) WHERE kind = {NUMBER};
 """
 
-# The typed columns of a JSON value `v` (its kind, number and grouped text).
+# The typed columns of a JSON value `v`: its kind, tlytics_json_number(v) and
+# tlytics_group_value(v), written out: those functions cost up to 0.7 ms a call when not
+# inlined, this a few µs; an integer of up to 18 digits (exact as bigint) skips them.
+_SHORT_INTEGER = "v::text ~ '^-?[0-9]{1,18}$'"
 _TYPED = (
     f"CASE json_typeof(v) WHEN 'number' THEN {NUMBER} WHEN 'string' THEN {TEXT}"
     f" WHEN 'boolean' THEN CASE v::text WHEN 'true' THEN {TRUE} ELSE {FALSE} END"
     f" WHEN 'null' THEN {NULL} WHEN 'object' THEN {OBJECT} ELSE {ARRAY} END,"
-    " tlytics_json_number(v), tlytics_group_value(v)"
+    f" CASE WHEN json_typeof(v) = 'number' THEN"
+    f" (CASE WHEN {_SHORT_INTEGER} THEN v::text::numeric ELSE tlytics_number_value(v::text) END) END,"
+    f" CASE json_typeof(v) WHEN 'number' THEN"
+    f" (CASE WHEN {_SHORT_INTEGER} THEN v::text::bigint::text ELSE tlytics_number_key(v::text) END)"
+    " WHEN 'string' THEN v #>> '{}' ELSE v::text END"
 )
 # The values of property %s from `rows` (a query with ts, id, data). OFFSET 0 keeps the value
 # read from the JSON once per row, not once per column.
@@ -82,13 +89,8 @@ _ADD_VALUES = (
     " SELECT %s, ts, id, {typed} FROM (SELECT ts, id, {value} AS v FROM ({rows}) r OFFSET 0) x"
     " WHERE v IS NOT NULL ON CONFLICT DO NOTHING"
 )
-# The rows this transaction inserted from staging (claimed in event_ids by this transaction:
-# not the duplicates it skipped), a look-up each.
-_INSERTED_ROWS = (
-    "SELECT DISTINCT ON (s.id) s.ts, s.id, s.data FROM staging s CROSS JOIN LATERAL"
-    " (SELECT 1 FROM event_ids c WHERE c.id = s.id AND c.ts = s.ts AND c.xmin = pg_current_xact_id()::xid) claimed"
-    " ORDER BY s.id"
-)
+# The rows this transaction inserted (the writer keeps them: not the duplicates it skipped).
+_INSERTED_ROWS = "SELECT ts, id, data FROM inserted_now"
 # A chunk of the events after the backfill's position, in (ts, id) order.
 _CHUNK_ROWS = "SELECT ts, id, data FROM events WHERE ts >= %s AND (ts, id) > (%s, %s) ORDER BY ts, id LIMIT %s"
 BACKFILL_CHUNK = 20_000
@@ -102,8 +104,8 @@ def add_values(cursor: Cursor, number: int, path: str, rows: str, rows_params: S
 
 
 def add_inserted(cursor: Cursor) -> None:
-    """Store every declared property's values of the rows this transaction inserted from the
-    staging table (inside the insert's transaction, under the shared erasure lock)."""
+    """Store every declared property's values of the rows this transaction inserted (inside
+    the insert's transaction, under the shared erasure lock)."""
     for number, path in cursor.execute("SELECT number, path FROM declared_properties").fetchall():
         add_values(cursor, cast(int, number), str(path), _INSERTED_ROWS, ())
 

@@ -27,9 +27,8 @@ _VALUE_KEY = (
 
 
 def complete_properties(connection: Connection) -> dict[str, int]:
-    """The declared properties whose values cover every stored event: path -> number."""
-    if connection.execute("SELECT to_regclass('declared_properties')").fetchone() in (None, (None,)):
-        return {}
+    """The declared properties whose values cover every stored event: path -> number (the
+    reader's connection refuses a database whose schema lacks the table)."""
     rows = connection.execute("SELECT path, number FROM declared_properties WHERE complete").fetchall()
     return {str(path): cast(int, number) for path, number in rows}
 

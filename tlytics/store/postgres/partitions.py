@@ -26,6 +26,10 @@ import re
 from collections.abc import Iterable
 
 import psycopg
+import structlog
+from psycopg import errors
+
+log = structlog.get_logger("tlytics.store")
 
 Connection = psycopg.Connection[tuple[object, ...]]
 Cursor = psycopg.Cursor[tuple[object, ...]]
@@ -37,6 +41,7 @@ DEFAULT_PARTITION = "events_other"
 # Months around now that get a partition of their own when a batch holds events in them.
 MONTHS_BEHIND = 24
 MONTHS_AHEAD = 3
+CREATE_LOCK_TIMEOUT_MS = 3_000
 _PARTITION_NAME = re.compile(r"events_y([0-9]{4})m([0-9]{2})\Z")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
@@ -118,7 +123,12 @@ class PartitionKeeper:
         if self._known is None:
             self._known = existing_months(connection)
         if not wanted <= self._known:
-            self._known = create_partitions(connection, wanted)
+            try:
+                self._known = create_partitions(connection, wanted)
+            except errors.LockNotAvailable:
+                # Reads held the default partition: this batch's events go there (where any
+                # partition made later finds them), the next batch tries again.
+                log.warning("partition_creation_postponed", reason="lock timeout")
 
     def forget(self) -> None:
         """Read the partitions again before the next batch (retention dropped some)."""
@@ -154,6 +164,9 @@ def create_partitions(connection: Connection, months: Iterable[tuple[int, int]])
     """
     with connection.transaction(), connection.cursor() as cursor:
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (PARTITION_LOCK,))
+        # ATTACH locks the default partition, which every read over all time scans: never wait
+        # long behind one (nor make reads queue behind the waiting ATTACH).
+        cursor.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CREATE_LOCK_TIMEOUT_MS}ms",))
         have = existing_months(cursor)
         for year, month in sorted(set(months) - have):
             _create_partition(cursor, year, month)

@@ -43,6 +43,13 @@ _STAGING = (
     "CREATE TEMPORARY TABLE staging (id uuid NOT NULL, key text NOT NULL, ts bigint NOT NULL,"
     " received_at bigint NOT NULL, data text NOT NULL) ON COMMIT DELETE ROWS"
 )
+# The rows an insert stored (not the duplicates it skipped), for the sketches and the declared
+# properties to read in the same transaction: no join back to `events` or `event_ids`, whose
+# plan against the unanalyzed staging table PostgreSQL may get badly wrong.
+_INSERTED_NOW = (
+    "CREATE TEMPORARY TABLE inserted_now (id uuid NOT NULL, key text NOT NULL, ts bigint NOT NULL,"
+    " data text NOT NULL) ON COMMIT DELETE ROWS"
+)
 _COPY = "COPY staging (id, key, ts, received_at, data) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = ["uuid", "text", "int8", "int8", "text"]
 # The erasures that may cover rows of this batch: those made after its oldest row was received.
@@ -64,7 +71,9 @@ WITH claimed AS (
     SELECT DISTINCT ON (s.id) s.id, s.key, s.ts, s.received_at, s.data
     FROM staging s JOIN claimed c ON c.id = s.id AND c.ts = s.ts
     ORDER BY s.id
-    RETURNING key, ts
+    RETURNING id, key, ts, data
+), kept AS (
+    INSERT INTO inserted_now (id, key, ts, data) SELECT id, key, ts, data FROM new
 ), rolled AS (
     INSERT INTO rollup_15m (bucket, key, node, count)
     SELECT {BUCKET_SQL}, key, %s, count(*) FROM new GROUP BY 1, 2
@@ -157,6 +166,7 @@ class PostgresWriter:
                     # Commit only once the WAL is on disk, whatever the server's default.
                     connection.execute("SET synchronous_commit = on")
                     connection.execute(_STAGING)
+                    connection.execute(_INSERTED_NOW)
                 except BaseException:
                     connection.close()
                     raise
