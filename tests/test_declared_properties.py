@@ -27,6 +27,7 @@ from tlytics.ingest.query import where_condition
 from tlytics.ingest.responses import ApiError
 from tlytics.jsontext import canonical
 from tlytics.store import EventFilter, SQLiteStore, StoreRow
+from tlytics.store.open import open_writer
 from tlytics.store.postgres import PostgresReader, PostgresWriter
 from tlytics.store.sqlite import SQLiteReader
 from tlytics.store.sqlite.properties import complete_properties
@@ -440,3 +441,18 @@ def test_a_postgresql_backfill_answers_exactly_meanwhile_and_resumes_after_a_sto
         assert forgetting.page(1, 10, where=where).total == 10
     finally:
         forgetting.close()
+
+
+def test_property_reaches_the_postgresql_writer(pg_url: str, tmp_path: Path) -> None:
+    """`--property` with `--store postgresql://…`: the writer the server opens declares it."""
+    settings_, _ = parse_settings(
+        ["--store", pg_url, "--property", "data.amount", "--spool", str(tmp_path / "spool")], {}
+    )
+    writer = open_writer(settings_)
+    try:
+        writer.insert(made_amounts(range(10)))
+        assert cast(Any, writer).wait_backfilled(60) and pg_complete(pg_url) == {"amount"}
+        with psycopg.connect(pg_url) as connection:
+            assert connection.execute("SELECT count(*) FROM property_values").fetchone() == (10,)
+    finally:
+        writer.close()
