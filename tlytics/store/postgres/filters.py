@@ -145,7 +145,15 @@ def _value_condition(match: PropertyMatch) -> tuple[str, list[Any]]:
     """The condition on (kind, num, val) mirroring the JSON condition for `match` (`!=` as its
     equality)."""
     if match.op == "~":
-        return f"kind = {TEXT} AND tlytics_contains_text(to_json(val), %s)", [ascii_lower(pg_text(match.text))]
+        # tlytics_contains_text on the stored text, written out (a call per value costs more
+        # than the search): a coded NUL or U+0001 needs the whole-code search.
+        needle = ascii_lower(pg_text(match.text))
+        lowered = f"translate(val, '{_UPPER}', '{_LOWER}')"
+        return (
+            f"kind = {TEXT} AND CASE WHEN strpos(val, chr(1)) > 0 THEN tlytics_contains_coded({lowered}, %s)"
+            f" ELSE strpos({lowered}, %s) > 0 END",
+            [needle, needle],
+        )
     if match.op in ORDERINGS:
         return f"kind = {NUMBER} AND num {match.op} tlytics_number_value(%s)", [match.text]
     if match.kind in _KIND_CODES:
@@ -162,7 +170,8 @@ def _value_condition(match: PropertyMatch) -> tuple[str, list[Any]]:
     return text_match, [coded, coded]
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+_UPPER, _LOWER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
+_ASCII_LOWER = str.maketrans(_UPPER, _LOWER)
 
 
 def ascii_lower(text: str) -> str:
