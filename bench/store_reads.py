@@ -4,6 +4,10 @@ and its ratio to SQLite's. Starts its own PostgreSQL cluster (fsync on), as the 
 
     python -m bench.store_reads                     # 1M events
     python -m bench.store_reads --events 10000000   # the issue's size (about 20 minutes)
+    python -m bench.store_reads --spread-days 60    # the events spread over 60 days to now
+
+The events end now (PostgreSQL partitions the months near now); at the end, retention of the
+oldest half of them is timed on both stores (PostgreSQL drops whole month partitions).
 
 Prints a table and writes bench/results/store-reads-<timestamp>.json.
 """
@@ -28,17 +32,27 @@ from tlytics.ids import uuid7_int
 from tlytics.store import EventFilter, SQLiteStore, StoreReader, StoreWriter
 from tlytics.store.postgres import PostgresReader, PostgresWriter
 
-BASE_US = 1_700_000_000_000_000
 DAY_US = 86_400_000_000
 DATA = '{"user_id":"u1","path":"/products/1","referrer":"https://example.com/"}'
 
 
-def fill(writers: list[StoreWriter], events: int, batch: int = 50_000) -> list[float]:
-    """The same rows into every writer (one event per ms from BASE_US, 20 keys); rows/s of each."""
+class Timeline:
+    """Where the n-th event is: `events` evenly from `spread_days` (or one per ms) before now."""
+
+    def __init__(self, events: int, spread_days: float | None) -> None:
+        self.step_us = 1000 if spread_days is None else max(1, int(spread_days * DAY_US / events))
+        self.base_us = time.time_ns() // 1000 - events * self.step_us
+
+    def ts(self, n: int) -> int:
+        return self.base_us + n * self.step_us
+
+
+def fill(writers: list[StoreWriter], events: int, timeline: Timeline, batch: int = 50_000) -> list[float]:
+    """The same rows into every writer (20 keys); rows/s of each."""
     seconds = [0.0] * len(writers)
     for start in range(0, events, batch):
         rows = [
-            (uuid7_int().to_bytes(16, "big"), f"key_{n % 20}", BASE_US + n * 1000, BASE_US + n * 1000, DATA)
+            (uuid7_int().to_bytes(16, "big"), f"key_{n % 20}", timeline.ts(n), timeline.ts(n), DATA)
             for n in range(start, min(start + batch, events))
         ]
         for index, writer in enumerate(writers):
@@ -59,9 +73,9 @@ def timed(call: Callable[[], Any], repeats: int) -> dict[str, float]:
     return {"p50_ms": statistics.median(samples), "max_ms": samples[-1]}
 
 
-def reads(reader: StoreReader, events: int, repeats: int) -> dict[str, dict[str, float]]:
-    middle = reader.page(1, 10, where=EventFilter(until_us=BASE_US + events // 2 * 1000)).next_position
-    last_us = BASE_US + events * 1000
+def reads(reader: StoreReader, events: int, timeline: Timeline, repeats: int) -> dict[str, dict[str, float]]:
+    middle = reader.page(1, 10, where=EventFilter(until_us=timeline.ts(events // 2))).next_position
+    last_us = timeline.ts(events)
     days = [last_us - (30 - d) * DAY_US for d in range(30)]
     lookups = [uuid7_int().to_bytes(16, "big") for _ in range(1000)]  # distinct ids, as replay asks
     return {
@@ -77,19 +91,35 @@ def reads(reader: StoreReader, events: int, repeats: int) -> dict[str, dict[str,
     }
 
 
+def retention(writer: StoreWriter, cutoff_us: int) -> int:
+    """Every event before `cutoff_us` deleted, as the server's retention does (2,000 at a time)."""
+    deleted = 0
+    while (chunk := writer.delete_matching(EventFilter(until_us=cutoff_us), max_rows=2000, remember_ids=False)) > 0:
+        deleted += chunk
+    return deleted
+
+
+def timed_once(call: Callable[[], Any]) -> dict[str, float]:
+    started = time.perf_counter()
+    call()
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    return {"p50_ms": elapsed_ms, "max_ms": elapsed_ms}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--spread-days", type=float, default=None, help="default: one event per ms")
     args = parser.parse_args()
+    timeline = Timeline(args.events, args.spread_days)
     workdir = Path(tempfile.mkdtemp(prefix="tlytics-store-reads-"))
     cluster = PostgresCluster(fsync=True)
     try:
         cluster.start()
         sqlite = SQLiteStore(workdir / "reads.db")
         postgres_writer = PostgresWriter(cluster.url, node="bench")
-        fill_rates = fill([sqlite, postgres_writer], args.events)
-        postgres_writer.close()
+        fill_rates = fill([sqlite, postgres_writer], args.events, timeline)
         # Planner statistics and the visibility map, as autovacuum would make after a bulk load.
         with psycopg.connect(cluster.url, autocommit=True) as connection:
             connection.execute("VACUUM ANALYZE")
@@ -97,9 +127,13 @@ def main() -> None:
         results: dict[str, Any] = {
             "events": args.events,
             "fill_rows_per_s": {"sqlite": fill_rates[0], "postgresql": fill_rates[1]},
-            "sqlite": reads(sqlite, args.events, args.repeats),
-            "postgresql": reads(postgres, args.events, args.repeats),
+            "sqlite": reads(sqlite, args.events, timeline, args.repeats),
+            "postgresql": reads(postgres, args.events, timeline, args.repeats),
         }
+        cutoff = timeline.ts(args.events // 2)
+        results["sqlite"]["retention_half"] = timed_once(lambda: retention(sqlite, cutoff))
+        results["postgresql"]["retention_half"] = timed_once(lambda: retention(postgres_writer, cutoff))
+        postgres_writer.close()
         postgres.close()
         sqlite.close()
     finally:

@@ -5,24 +5,30 @@ inserted during the backfill, erased, expired or stored again on the way."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
 import orjson
+import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import eventually, http_json
+from tests.postgres_cluster import PostgresCluster
 from tlytics.cli import parse_settings
 from tlytics.ingest.query import where_condition
 from tlytics.ingest.responses import ApiError
 from tlytics.jsontext import canonical
 from tlytics.store import EventFilter, SQLiteStore, StoreRow
+from tlytics.store.open import open_writer
+from tlytics.store.postgres import PostgresReader, PostgresWriter
 from tlytics.store.sqlite import SQLiteReader
 from tlytics.store.sqlite.properties import complete_properties
 
@@ -301,3 +307,152 @@ def test_a_server_declares_its_properties_and_answers_from_them(server_factory: 
     status, body = http_json("GET", f"{second.url}/stats?interval=day&{query}&breakdown=data.path")
     assert status == 200 and body["total"] == 100, body
     second.stop()
+
+
+# PostgreSQL: the same properties, the same answers (tlytics.store.postgres.declared).
+
+_pg_databases = itertools.count()
+
+
+class PostgresStore:
+    """A PostgreSQL writer and reader on one database, used as the tests above use a
+    SQLiteStore (inserts and deletions on the writer, reads on the reader)."""
+
+    def __init__(self, url: str, declared_properties: list[str] | None = None) -> None:
+        self.writer = PostgresWriter(url, node="t", declared_properties=declared_properties)
+        self.reader = PostgresReader(url)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.reader if hasattr(self.reader, name) else self.writer, name)
+
+    def close(self) -> None:
+        self.reader.close()
+        self.writer.close()
+
+
+def pg_complete(url: str) -> set[str]:
+    with psycopg.connect(url) as connection:
+        return {str(path) for (path,) in connection.execute("SELECT path FROM declared_properties WHERE complete")}
+
+
+@pytest.mark.timeout(900)  # every operator with every value, on two databases, a few times
+@settings(
+    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    before=st.lists(st.one_of(VALUES, st.just(MISSING)), max_size=25),
+    after=st.lists(st.one_of(VALUES, st.just(MISSING)), max_size=15),
+    wheres=st.lists(filters(), min_size=1, max_size=4),
+    erase=filters(),
+    expire_before=st.sampled_from([None, T0 + 20 * MINUTE, T0 + 2 * HOUR]),
+)
+def test_declared_answers_equal_undeclared_answers_on_postgresql(
+    postgres_cluster: PostgresCluster,
+    before: list[Any],
+    after: list[Any],
+    wheres: list[EventFilter],
+    erase: EventFilter,
+    expire_before: int | None,
+) -> None:
+    names = [f"declared_{next(_pg_databases)}" for _ in range(2)]
+    urls = [postgres_cluster.create_database(name) for name in names]
+    plain = PostgresStore(urls[0])
+    earlier = PostgresStore(urls[1])
+    stores: list[PostgresStore] = [plain, earlier]
+    try:
+        plain.insert(made_rows(before, 0))
+        earlier.insert(made_rows(before, 0))
+        earlier.close()
+        declared = PostgresStore(urls[1], declared_properties=["p"])  # backfills `before`
+        stores[1] = declared
+        newer = made_rows(after, len(before))
+        plain.insert(newer)
+        declared.insert(newer)  # perhaps while the backfill runs: both paths store values
+        assert declared.wait_backfilled(60) and pg_complete(urls[1]) == {"p"}
+        sure = cast(Any, declared)  # read as the helpers above read a SQLiteStore
+        for single in every_condition():
+            assert pages(sure, single) == pages(cast(Any, plain), single), single
+        assert breakdowns(sure) == breakdowns(cast(Any, plain))
+        for where in wheres:
+            assert answers(sure, where) == answers(cast(Any, plain), where), where
+        for store in (plain, declared):
+            store.delete_matching(erase, max_rows=10_000, remember_ids=True)
+            if expire_before is not None:
+                store.delete_matching(EventFilter(until_us=expire_before), max_rows=10_000, remember_ids=False)
+            store.insert(made_rows(before, 0))
+        for where in [*wheres, erase]:
+            assert answers(sure, where) == answers(cast(Any, plain), where), where
+        for single in every_condition():
+            assert pages(sure, single) == pages(cast(Any, plain), single), single
+        assert breakdowns(sure) == breakdowns(cast(Any, plain))
+    finally:
+        for store in stores:
+            store.close()
+        for name in names:
+            postgres_cluster.drop_database(name)
+
+
+@pytest.fixture
+def pg_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    name = f"declared_{next(_pg_databases)}"
+    yield postgres_cluster.create_database(name)
+    postgres_cluster.drop_database(name)
+
+
+def test_postgresql_reads_use_the_declared_values_once_complete(pg_url: str) -> None:
+    """The values are what answers: tampered values change the answer (the index served it)."""
+    store = PostgresStore(pg_url, declared_properties=["amount"])
+    try:
+        store.insert(made_amounts(range(100)))
+        assert store.wait_backfilled(60) and pg_complete(pg_url) == {"amount"}
+        where = EventFilter(where=(where_condition("data.amount>90"),))
+        assert store.page(1, 10, where=where).total == 9
+        assert store.breakdown(EventFilter(), "amount", 3).total == 100
+        with psycopg.connect(pg_url) as connection:
+            connection.execute("DELETE FROM property_values WHERE num > 95")
+        assert store.page(1, 10, where=where).total == 5
+        assert store.unique_count(EventFilter(), "amount") == 96
+    finally:
+        store.close()
+
+
+def test_a_postgresql_backfill_answers_exactly_meanwhile_and_resumes_after_a_stop(pg_url: str) -> None:
+    store = PostgresStore(pg_url)
+    store.insert(made_amounts(range(30_000)))  # two chunks of the backfill
+    store.close()
+    where = EventFilter(where=(where_condition("data.amount>=29990"),))
+    declaring = PostgresStore(pg_url, declared_properties=["amount"])
+    declaring.close()  # stops after the chunk it is on, perhaps before the first
+    reopened = PostgresStore(pg_url, declared_properties=["amount"])
+    try:
+        seen = set()
+        for _ in range(3000):  # bounded: the backfill ends long before
+            seen.add(reopened.page(1, 10, where=where).total)
+            if reopened.wait_backfilled(0.01):
+                break
+        assert reopened.wait_backfilled(60) and pg_complete(pg_url) == {"amount"}
+        assert seen == {10} and reopened.page(1, 10, where=where).total == 10
+    finally:
+        reopened.close()
+    forgetting = PostgresStore(pg_url, declared_properties=[])
+    try:
+        with psycopg.connect(pg_url) as connection:
+            assert connection.execute("SELECT count(*) FROM property_values").fetchone() == (0,)
+        assert forgetting.page(1, 10, where=where).total == 10
+    finally:
+        forgetting.close()
+
+
+def test_property_reaches_the_postgresql_writer(pg_url: str, tmp_path: Path) -> None:
+    """`--property` with `--store postgresql://…`: the writer the server opens declares it."""
+    settings_, _ = parse_settings(
+        ["--store", pg_url, "--property", "data.amount", "--spool", str(tmp_path / "spool")], {}
+    )
+    writer = open_writer(settings_)
+    try:
+        writer.insert(made_amounts(range(10)))
+        assert cast(Any, writer).wait_backfilled(60) and pg_complete(pg_url) == {"amount"}
+        with psycopg.connect(pg_url) as connection:
+            assert connection.execute("SELECT count(*) FROM property_values").fetchone() == (10,)
+    finally:
+        writer.close()

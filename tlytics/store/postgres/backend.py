@@ -56,6 +56,7 @@ class PostgresBackend:
             self.url,
             node=node_name(self._settings.resolved_spool_dir),
             unique_properties=self._settings.unique_properties,
+            declared_properties=self._settings.declared_properties,
         )
 
     def unreachable(self, exc: StoreError) -> bool:

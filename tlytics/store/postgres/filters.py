@@ -14,12 +14,21 @@ same contract suite.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
 from tlytics.store.base import ORDERINGS, EventFilter, PropertyMatch
 from tlytics.store.sql import SqlWhere
+
+# JSON types as stored in property_values.kind (tlytics.store.postgres.declared; the SQLite
+# store's codes).
+NUMBER, TEXT, TRUE, FALSE, NULL, OBJECT, ARRAY = range(1, 8)
+_KIND_CODES = {"true": TRUE, "false": FALSE, "null": NULL}
+# An index entry of property_values holds the first characters of `val`: a b-tree refuses
+# entries of more than about 2,700 bytes, and a declared property may hold a long string.
+INDEXED_CHARS = 200
 
 # A path step that `#>` would take as an array index; SQLite's `$.a.0` only names a key "0".
 _INDEX_LIKE = re.compile(r"-?[0-9]+\Z")
@@ -63,8 +72,10 @@ def property_value(path: str, column: str = "data") -> tuple[str, list[Any]]:
     return value, params
 
 
-def sql_where(where: EventFilter, *, table: str = "") -> SqlWhere:
-    """The SQL for `where` on the events table (or one with its columns; `table` qualifies them)."""
+def sql_where(where: EventFilter, *, table: str = "", declared: Mapping[str, int] | None = None) -> SqlWhere:
+    """The SQL for `where` on the events table (or one with its columns; `table` qualifies them);
+    a condition on a property of `declared` (path -> number, those complete: see
+    declared_reads.complete_properties) reads its stored values."""
     prefix = f"{table}." if table else ""
     conditions: list[str] = []
     params: list[Any] = []
@@ -79,6 +90,11 @@ def sql_where(where: EventFilter, *, table: str = "") -> SqlWhere:
         conditions.append(f"{prefix}ts < %s")
         params.append(where.until_us)
     for path, match in where.where:
+        if declared and path in declared:
+            condition, match_params = declared_condition(declared[path], match, where, prefix or "events.")
+            conditions.append(condition)
+            params += match_params
+            continue
         value, value_params = property_value(path, f"{prefix}data")
         condition, match_params = _property_condition(value, match)
         conditions.append(condition)
@@ -103,7 +119,59 @@ def _property_condition(value: str, match: PropertyMatch) -> tuple[str, list[Any
     return condition, params
 
 
-_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+def declared_condition(number: int, match: PropertyMatch, where: EventFilter, prefix: str) -> tuple[str, list[Any]]:
+    """SQL on the events table (columns qualified by `prefix`) for `match` on declared property
+    `number`: the events whose values match (the very events the JSON condition selects),
+    limited to the filter's time range, so only the values in range are read."""
+    inner = ["property = %s"]
+    params: list[Any] = [number]
+    if where.since_us is not None:
+        inner.append("ts >= %s")
+        params.append(where.since_us)
+    if where.until_us is not None:
+        inner.append("ts < %s")
+        params.append(where.until_us)
+    if match.op != "*":
+        condition, values = _value_condition(match)
+        inner.append(condition)
+        params += values
+    selected = f"SELECT ts, id FROM property_values WHERE {' AND '.join(inner)}"
+    # `!=` is everything equality does not select, a missing property included.
+    membership = "NOT IN" if match.op == "!=" else "IN"
+    return f"(({prefix}ts, {prefix}id) {membership} ({selected}))", params
+
+
+def _value_condition(match: PropertyMatch) -> tuple[str, list[Any]]:
+    """The condition on (kind, num, val) mirroring the JSON condition for `match` (`!=` as its
+    equality)."""
+    if match.op == "~":
+        # tlytics_contains_text on the stored text, written out (a call per value costs more
+        # than the search): a coded NUL or U+0001 needs the whole-code search.
+        needle = ascii_lower(pg_text(match.text))
+        lowered = f"translate(val, '{_UPPER}', '{_LOWER}')"
+        return (
+            f"kind = {TEXT} AND CASE WHEN strpos(val, chr(1)) > 0 THEN tlytics_contains_coded({lowered}, %s)"
+            f" ELSE strpos({lowered}, %s) > 0 END",
+            [needle, needle],
+        )
+    if match.op in ORDERINGS:
+        return f"kind = {NUMBER} AND num {match.op} tlytics_number_value(%s)", [match.text]
+    if match.kind in _KIND_CODES:
+        return "kind = %s", [_KIND_CODES[match.kind]]
+    text_match = f"(kind = {TEXT} AND left(val, {INDEXED_CHARS}) = left(%s, {INDEXED_CHARS}) AND val = %s)"
+    if match.kind == "number" and match.number is not None:
+        # A JSON number of that value (the same equality key), or a JSON string spelt so.
+        number_match = (
+            f"(kind = {NUMBER} AND left(val, {INDEXED_CHARS}) = left(tlytics_number_key(%s), {INDEXED_CHARS})"
+            " AND val = tlytics_number_key(%s))"
+        )
+        return f"({number_match} OR {text_match})", [match.text, match.text, match.text, match.text]
+    coded = pg_text(match.text)
+    return text_match, [coded, coded]
+
+
+_UPPER, _LOWER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz"
+_ASCII_LOWER = str.maketrans(_UPPER, _LOWER)
 
 
 def ascii_lower(text: str) -> str:

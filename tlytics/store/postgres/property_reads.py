@@ -11,15 +11,21 @@ from typing import cast
 
 from tlytics.store.base import Breakdown, EventFilter
 from tlytics.store.funnel import count_funnel, indexes_of
+from tlytics.store.postgres.declared_reads import declared_breakdown, uses_values_alone
 from tlytics.store.postgres.filters import property_value, sql_where
-from tlytics.store.postgres.reads import json_value, transaction
+from tlytics.store.postgres.reads import declared_now, json_value, transaction
 from tlytics.store.postgres.schema import Connection
 
 
 def breakdown(connection: Connection, where: EventFilter, path: str, limit: int) -> Breakdown:
     """Values are grouped by JSON kind and value, so `true` and `1`, or `"1"` and `1`, are
     told apart; ties are ordered as in SQLite (kind, then value)."""
-    matching = sql_where(where)
+    declared = declared_now(connection)
+    if uses_values_alone(where, path, declared):
+        with transaction(connection, "breakdown read", statements=2):
+            found, in_range, lacking = declared_breakdown(connection, declared[path], where, limit)
+        return Breakdown([(json_value(str(k), str(g)), cast(int, n)) for k, g, n in found], in_range, lacking)
+    matching = sql_where(where, declared=declared)
     value, value_params = property_value(path)
     values = f"SELECT {value} AS v FROM events{matching.sql}"
     params = (*value_params, *matching.params)
@@ -47,7 +53,7 @@ def breakdown(connection: Connection, where: EventFilter, path: str, limit: int)
 
 def funnel(connection: Connection, where: EventFilter, steps: Sequence[str], by_path: str, within_us: int) -> list[int]:
     step_indexes = indexes_of(steps)
-    matching = sql_where(replace(where, keys=tuple(step_indexes)))
+    matching = sql_where(replace(where, keys=tuple(step_indexes)), declared=declared_now(connection))
     value, head = property_value(by_path)
     query = (
         f"SELECT actor, key, ts FROM (SELECT tlytics_value_key({value}) AS actor, key, ts, id"

@@ -20,6 +20,7 @@ import orjson
 
 from tlytics.store.base import EventFilter, Page, Position, StoredEvent
 from tlytics.store.postgres.connection import store_errors
+from tlytics.store.postgres.declared_reads import complete_properties
 from tlytics.store.postgres.filters import from_pg_text, sql_where
 from tlytics.store.postgres.schema import Connection
 from tlytics.store.sql import grouped_number
@@ -84,6 +85,13 @@ def transaction(connection: Connection, action: str, *, statements: int = 1) -> 
                 yield
 
 
+def declared_now(connection: Connection) -> dict[str, int]:
+    """The declared properties complete now, by number (tlytics.store.postgres.declared_reads):
+    a read's conditions on them read their stored values, not the JSON."""
+    with transaction(connection, "declared properties read"):
+        return complete_properties(connection)
+
+
 def count(connection: Connection) -> int:
     with transaction(connection, "count"):
         return scalar(connection, _COUNT, ())
@@ -97,7 +105,7 @@ def page(
     after: Position | None,
     ascending: bool,
 ) -> Page:
-    matching = sql_where(where)
+    matching = sql_where(where, declared=declared_now(connection) if where.where else None)
     shown = matching
     if after is not None:
         # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
@@ -154,7 +162,7 @@ def existing_ids(connection: Connection, ids: Sequence[bytes]) -> set[bytes]:
     with transaction(connection, f"lookup of {len(ids)} ids"):
         # One array parameter: no limit on parameters to chunk for.
         rows = connection.execute(
-            "SELECT id FROM events WHERE id = ANY(%s::uuid[])", ([uuid.UUID(bytes=i) for i in ids],)
+            "SELECT id FROM event_ids WHERE id = ANY(%s::uuid[])", ([uuid.UUID(bytes=i) for i in ids],)
         ).fetchall()
     found.update(cast(uuid.UUID, row[0]).bytes for row in rows)
     return found

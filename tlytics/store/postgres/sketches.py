@@ -134,16 +134,11 @@ class PostgresSketches:
         write()
 
     def add_inserted(self, cursor: Cursor) -> None:
-        """Add the rows this transaction inserted from `staging` (not the duplicates its
-        ON CONFLICT skipped: their xmin is an older transaction's). The ids as one array: an
-        index lookup each, whatever the planner thinks of the unanalyzed staging table."""
+        """Add the rows this transaction inserted (the writer keeps them in `inserted_now`: not
+        the duplicates its ON CONFLICT skipped)."""
         for path in sketched_paths(cursor):
             value_key, params = _value_key(path)
-            rows = cursor.execute(
-                f"SELECT {BUCKET_SQL}, key, {value_key} FROM events WHERE id = ANY(ARRAY(SELECT id FROM staging))"
-                " AND xmin = pg_current_xact_id()::xid",
-                params,
-            ).fetchall()
+            rows = cursor.execute(f"SELECT {BUCKET_SQL}, key, {value_key} FROM inserted_now", params).fetchall()
             self._merge(cursor, path, _grouped(rows))
 
     def _merge(self, cursor: Cursor, path: str, groups: dict[tuple[int, str], list[int]]) -> None:

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from tlytics.store.base import EventFilter, UniqueCounts
+from tlytics.store.postgres.declared_reads import unique_values, uses_values_alone
 from tlytics.store.postgres.filters import property_value, sql_where
-from tlytics.store.postgres.reads import scalar, transaction
+from tlytics.store.postgres.reads import declared_now, scalar, transaction
 from tlytics.store.postgres.schema import BUCKET_US, Connection
 from tlytics.store.postgres.sketches import sketched, sketched_unique_counts
 
@@ -22,7 +23,8 @@ def bucket_counts(
     bounds = list(itertools.pairwise([*starts_us, end_us]))
     if not where.where and unique_path is None:
         return rollup_counts(connection, bounds, where)
-    matching = sql_where(where).and_also("ts >= b.low AND ts < b.high")
+    matching = sql_where(where, declared=declared_now(connection) if where.where else None)
+    matching = matching.and_also("ts >= b.low AND ts < b.high")
     unique_sql, head = ", NULL::bigint", list[Any]()
     if unique_path is not None:
         value, head = property_value(unique_path)
@@ -75,7 +77,11 @@ def rollup_counts(
 
 
 def unique_count(connection: Connection, where: EventFilter, path: str) -> int:
-    matching = sql_where(where)
+    declared = declared_now(connection)
+    if uses_values_alone(where, path, declared):
+        with transaction(connection, "unique count read"):
+            return unique_values(connection, declared[path], where)
+    matching = sql_where(where, declared=declared)
     value, head = property_value(path)
     with transaction(connection, "unique count read"):
         return scalar(

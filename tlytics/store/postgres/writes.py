@@ -3,9 +3,11 @@ also keeps this node's counter and rollups in step with the events.
 
 Each ingest node has its own writer, named by `node`: its counter row and rollup rows are its
 own, so nodes never wait on one hot row; reads sum them. A batch is COPYed (binary) into a
-temporary staging table, then moved into `events` with `ON CONFLICT (id) DO NOTHING`, and the
-rollups are built from the rows that INSERT returned, so an id sent to two nodes is stored and
-counted once. Inserts go in id order: two nodes inserting overlapping batches wait for each
+temporary staging table; its ids are claimed in `event_ids` with `ON CONFLICT (id) DO NOTHING`
+and only the claimed rows move into the month partitions of `events` (tlytics.store.postgres.
+partitions: the partitions a batch needs are created first), and the rollups are built from
+the rows that INSERT returned, so an id sent to two nodes, or again with another timestamp, is
+stored and counted once. Inserts go in id order: two nodes inserting overlapping batches wait for each
 other instead of deadlocking.
 
 Erasure across nodes: an erasure records its filter and time in `erasures` under an exclusive
@@ -17,6 +19,7 @@ writes after it is never stored.
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, cast
@@ -26,7 +29,10 @@ import psycopg
 from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.postgres.connection import connect, describe, store_errors, unusable
+from tlytics.store.postgres.declared import Backfill, add_inserted, declare
 from tlytics.store.postgres.filters import filter_from_json, filter_to_json, sql_where
+from tlytics.store.postgres.partition_retention import drop_expired_partitions
+from tlytics.store.postgres.partitions import PartitionKeeper
 from tlytics.store.postgres.schema import BUCKET_SQL, BUCKET_US, ERASURE_LOCK, Connection, migrate_postgres
 from tlytics.store.postgres.sketches import PostgresSketches
 
@@ -37,6 +43,13 @@ _STAGING = (
     "CREATE TEMPORARY TABLE staging (id uuid NOT NULL, key text NOT NULL, ts bigint NOT NULL,"
     " received_at bigint NOT NULL, data text NOT NULL) ON COMMIT DELETE ROWS"
 )
+# The rows an insert stored (not the duplicates it skipped), for the sketches and the declared
+# properties to read in the same transaction: no join back to `events` or `event_ids`, whose
+# plan against the unanalyzed staging table PostgreSQL may get badly wrong.
+_INSERTED_NOW = (
+    "CREATE TEMPORARY TABLE inserted_now (id uuid NOT NULL, key text NOT NULL, ts bigint NOT NULL,"
+    " data text NOT NULL) ON COMMIT DELETE ROWS"
+)
 _COPY = "COPY staging (id, key, ts, received_at, data) FROM STDIN (FORMAT BINARY)"
 _COPY_TYPES = ["uuid", "text", "int8", "int8", "text"]
 # The erasures that may cover rows of this batch: those made after its oldest row was received.
@@ -45,13 +58,22 @@ _RELEVANT_ERASURES = "SELECT filter, made_at FROM erasures WHERE made_at > (SELE
 # The new rows, and the rollups and this node's counter from them (the RETURNING rows: never
 # a duplicate). Parameters: node, node, node.
 _INSERT_NEW = f"""
-WITH new AS (
-    INSERT INTO events (id, key, ts, received_at, data)
-    SELECT id, key, ts, received_at, data FROM staging s
+WITH claimed AS (
+    INSERT INTO event_ids (id, ts)
+    SELECT id, ts FROM staging s
     WHERE NOT EXISTS (SELECT 1 FROM erased_ids e WHERE e.id = s.id)
     ORDER BY id
     ON CONFLICT (id) DO NOTHING
-    RETURNING key, ts
+    RETURNING id, ts
+), new AS (
+    -- The claimed rows only: an id sent twice in one batch, with one timestamp or two, once.
+    INSERT INTO events (id, key, ts, received_at, data)
+    SELECT DISTINCT ON (s.id) s.id, s.key, s.ts, s.received_at, s.data
+    FROM staging s JOIN claimed c ON c.id = s.id AND c.ts = s.ts
+    ORDER BY s.id
+    RETURNING id, key, ts, data
+), kept AS (
+    INSERT INTO inserted_now (id, key, ts, data) SELECT id, key, ts, data FROM new
 ), rolled AS (
     INSERT INTO rollup_15m (bucket, key, node, count)
     SELECT {BUCKET_SQL}, key, %s, count(*) FROM new GROUP BY 1, 2
@@ -73,7 +95,12 @@ SELECT count(*) FROM new
 # become those of the remaining events (see _refresh_key_bounds), from the spans returned here.
 _DELETE = """
 WITH gone AS (
-    DELETE FROM events WHERE id IN (SELECT id FROM events{where} LIMIT %s) RETURNING id, key, ts
+    DELETE FROM events WHERE (ts, id) IN (SELECT ts, id FROM events{where} LIMIT %s) RETURNING id, key, ts
+), unclaimed AS (
+    DELETE FROM event_ids WHERE id IN (SELECT id FROM gone)
+), unvalued AS (
+    DELETE FROM property_values WHERE (property, ts, id) IN
+        (SELECT d.number, g.ts, g.id FROM gone g CROSS JOIN declared_properties d)
 ){remember}, rolled AS (
     INSERT INTO rollup_15m (bucket, key, node, count)
     SELECT {bucket}, key, %s, -count(*) FROM gone GROUP BY 1, 2
@@ -104,16 +131,29 @@ class PostgresWriter:
     short name that stays the same across restarts: its counter and rollup rows). Opening it
     runs the migrations; the connection is opened on first use and again after it broke."""
 
-    def __init__(self, url: str, *, node: str, unique_properties: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        node: str,
+        unique_properties: Sequence[str] | None = None,
+        declared_properties: Sequence[str] | None = None,
+    ) -> None:
         if not _NODE.match(node):
             raise ValueError(f"node must be 1-64 letters, digits or _.:- (got {node!r})")
         self.url = url
         self.node = node
         self._where = describe(url)
         self._connection: Connection | None = None
+        self._partitions = PartitionKeeper()
         migrate_postgres(url)
         # HyperLogLog sketches: --unique-property's are backfilled on first use if new.
         self._sketches = PostgresSketches(node, unique_properties)
+        # The typed values of --property's properties (a new one backfills on a thread).
+        self._backfill: Backfill | None = None
+        with store_errors(f"declaring properties in {self._where}"), connect(url, application="tlytics-declare") as c:
+            if declare(c, declared_properties, ERASURE_LOCK):
+                self._backfill = Backfill(url, ERASURE_LOCK)
 
     def _writing(self) -> Connection:
         """The write connection, (re)opened when needed, with its staging table."""
@@ -126,6 +166,7 @@ class PostgresWriter:
                     # Commit only once the WAL is on disk, whatever the server's default.
                     connection.execute("SET synchronous_commit = on")
                     connection.execute(_STAGING)
+                    connection.execute(_INSERTED_NOW)
                 except BaseException:
                     connection.close()
                     raise
@@ -147,6 +188,9 @@ class PostgresWriter:
         try:
             with store_errors("backfilling sketches"):
                 self._sketches.backfill_declared(connection)
+            with store_errors("creating partitions"):
+                timestamps = [row[2] for row in rows]
+                self._partitions.ensure(connection, min(timestamps), max(timestamps), _now_us())
             with store_errors(f"insert of {len(rows)} events"), connection.transaction(), connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock_shared(%s)", (ERASURE_LOCK,))
                 with cursor.copy(_COPY) as copy:
@@ -164,6 +208,7 @@ class PostgresWriter:
                     )
                 cursor.execute(_INSERT_NEW, (self.node, self.node, self.node))
                 inserted = cursor.fetchone()
+                add_inserted(cursor)
                 self._sketches.add_inserted(cursor)
         except StoreError:
             if unusable(connection):
@@ -181,14 +226,28 @@ class PostgresWriter:
         """
         matching = sql_where(where)
         connection = self._writing()
+        dropped = 0
+        if not remember_ids and where == EventFilter(until_us=where.until_us) and where.until_us is not None:
+            # Retention: whole month partitions before the cutoff go at once.
+            try:
+                with store_errors("dropping expired partitions"):
+                    dropped = drop_expired_partitions(connection, where.until_us, self.node)
+            except StoreError:
+                if unusable(connection):
+                    self._discard()
+                raise
+            if dropped:
+                self._partitions.forget()
+                return dropped
         try:
             with (
                 store_errors(f"delete of up to {max_rows} events"),
                 connection.transaction(),
                 connection.cursor() as cursor,
             ):
+                # Shared by retention: no backfill chunk (exclusive) adds values meanwhile.
+                cursor.execute(f"SELECT pg_advisory_xact_lock{'' if remember_ids else '_shared'}(%s)", (ERASURE_LOCK,))
                 if remember_ids:
-                    cursor.execute("SELECT pg_advisory_xact_lock(%s)", (ERASURE_LOCK,))
                     # One row per filter: erasing again only moves its time forward.
                     cursor.execute(
                         f"INSERT INTO erasures (filter, made_at) VALUES (%s, {_NOW_US}) ON CONFLICT (filter)"
@@ -214,8 +273,18 @@ class PostgresWriter:
             raise
         return cast(int, deleted)
 
+    def wait_backfilled(self, timeout_s: float) -> bool:
+        """Whether the declared properties' backfill finished within `timeout_s` (tools, tests)."""
+        return self._backfill is None or self._backfill.wait(timeout_s)
+
     def close(self) -> None:
+        if self._backfill is not None:
+            self._backfill.close()
         self._discard()
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
 
 
 def _refresh_key_bounds(cursor: psycopg.Cursor[tuple[Any, ...]], spans: Sequence[Sequence[Any]]) -> None:
