@@ -37,16 +37,12 @@ KIND_SQL = (
     "CASE json_type(data, ?1) WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 WHEN 'true' THEN 3"
     " WHEN 'false' THEN 4 WHEN 'null' THEN 5 WHEN 'object' THEN 6 WHEN 'array' THEN 7 END"
 )
-# The stored value of property ?1: what json_extract gives, '' for JSON null (the key of
-# property_values holds no NULL; the kind tells null from the text "").
-VALUE_SQL = "coalesce(json_extract(data, ?1), '')"
 # The values for property ?2 of the events `condition` selects in `source` (its parameters
-# from ?3), inserted in key order (a sorted batch costs the b-tree about half what values in
-# time order do). A backfill meets events the inserts already gave values to (those added
-# since the property was declared): kept once.
+# from ?3). A backfill meets events the inserts already gave values to (those added since the
+# property was declared): kept once.
 _ADD_VALUES = (
-    f"INSERT INTO property_values (property, kind, value, ts, id) SELECT ?2, {KIND_SQL}, {VALUE_SQL}, ts, id"
-    " FROM {source} WHERE {condition} AND json_type(data, ?1) IS NOT NULL ORDER BY 2, 3, 4, 5"
+    f"INSERT INTO property_values (property, ts, id, kind, value) SELECT ?2, ts, id, {KIND_SQL},"
+    " json_extract(data, ?1) FROM {source} WHERE {condition} AND json_type(data, ?1) IS NOT NULL"
     " ON CONFLICT DO NOTHING"
 )
 # The (ts, id) position of the last event of the next backfill chunk after position (?1, ?2).
@@ -60,11 +56,8 @@ BREAKDOWN_TOP = (
     " GROUP BY kind_name, value ORDER BY n DESC, kind_name, value LIMIT ?4"
 )
 BREAKDOWN_PRESENT = "SELECT count(*) FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
-# Distinct values as count(DISTINCT json_extract(...)) counts them: the same SQL values, JSON
-# null (NULL there) not counted.
-UNIQUE_VALUES = (
-    f"SELECT count(DISTINCT value) FROM property_values WHERE property = ? AND ts >= ? AND ts < ? AND kind != {NULL}"
-)
+# Distinct values as count(DISTINCT json_extract(...)) counts them: the same SQL values.
+UNIQUE_VALUES = "SELECT count(DISTINCT value) FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
 BACKFILL_CHUNK = 20_000  # events per backfill transaction: the writer waits for one at most
 _STOP_WAIT_S = 60.0
 
@@ -130,14 +123,13 @@ class PropertyKeeper:
     def forget_events(self, ids: Sequence[bytes]) -> None:
         """Take the values of the events `ids`, about to be deleted, away (inside the deletion's
         transaction)."""
-        for path, number in self.numbers.items():
+        for number in self.numbers.values():
             for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
-                # Each value found by its whole key, read again from the event's JSON.
                 self._connection.execute(
-                    "DELETE FROM property_values WHERE (property, kind, value, ts, id) IN"
-                    f" (SELECT ?2, {KIND_SQL}, {VALUE_SQL}, ts, id FROM events WHERE id IN ({marks}))",
-                    ("$." + path, number, *chunk),
+                    "DELETE FROM property_values WHERE property = ? AND (ts, id) IN"
+                    f" (SELECT ts, id FROM events WHERE id IN ({marks}))",
+                    (number, *chunk),
                 )
 
     def wait_backfilled(self, timeout_s: float) -> bool:

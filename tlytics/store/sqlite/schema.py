@@ -132,10 +132,8 @@ MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [
     # index and a (ts, id) index stored the id three times and the time twice. Rows stay small
     # enough for WITHOUT ROWID (~130 bytes of a 4 KiB page). The writer finds a transaction's
     # new events in a staging table, not by seq, so a declared property's backfill walks the
-    # events by (ts, id) position. A declared property's values are one b-tree too, keyed by
-    # value (each value's events in time order): the time-keyed table and its value index cost
-    # twice the bytes and the writer's time; reads by time alone scan the property's values.
-    # The values are backfilled again in that form (JSON null's value is '': a key holds no NULL).
+    # events by (ts, id) position: one not finished restarts from the first event (rows
+    # already stored are kept once).
     f"""
     CREATE TABLE events_clustered (id BLOB NOT NULL, key TEXT NOT NULL, ts INTEGER NOT NULL,
         received_at INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (ts, id)) WITHOUT ROWID;
@@ -147,10 +145,7 @@ MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [
     CREATE TABLE declared_properties_by_position (number INTEGER PRIMARY KEY, path TEXT NOT NULL UNIQUE,
         backfilled_ts INTEGER NOT NULL, backfilled_id BLOB NOT NULL, complete INTEGER NOT NULL);
     INSERT INTO declared_properties_by_position (number, path, backfilled_ts, backfilled_id, complete)
-        SELECT number, path, {BEFORE_EVERY_TS}, x'', 0 FROM declared_properties;
-    DROP TABLE property_values;
-    CREATE TABLE property_values (property INTEGER NOT NULL, kind INTEGER NOT NULL, value NOT NULL,
-        ts INTEGER NOT NULL, id BLOB NOT NULL, PRIMARY KEY (property, kind, value, ts, id)) WITHOUT ROWID;
+        SELECT number, path, {BEFORE_EVERY_TS}, x'', complete FROM declared_properties;
     DROP TABLE declared_properties;
     ALTER TABLE declared_properties_by_position RENAME TO declared_properties;
     """,
