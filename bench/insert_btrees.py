@@ -24,13 +24,13 @@ from tlytics.ids import uuid7_block
 RESULTS = Path(__file__).with_name("results")
 BATCH = 20_000
 LAYOUTS = {
-    # Today's schema: rowid table + unique index on id + (ts, id) index.
-    "rowid + unique(id) + index(ts, id) [current]": """
+    # Schema 7's: rowid table + unique index on id + (ts, id) index.
+    "rowid + unique(id) + index(ts, id) [schema 7]": """
         CREATE TABLE events (seq INTEGER PRIMARY KEY, id BLOB NOT NULL UNIQUE, key TEXT NOT NULL,
             ts INTEGER NOT NULL, received_at INTEGER NOT NULL, data TEXT NOT NULL);
         CREATE INDEX events_by_time ON events (ts, id);""",
-    # Clustered by (ts, id): the table is the time index, plus the unique index on id.
-    "WITHOUT ROWID clustered (ts, id) + unique(id)": """
+    # Clustered by (ts, id): the table is the time index, plus the unique index on id (schema 8's).
+    "WITHOUT ROWID clustered (ts, id) + unique(id) [current]": """
         CREATE TABLE events (ts INTEGER NOT NULL, id BLOB NOT NULL UNIQUE, key TEXT NOT NULL,
             received_at INTEGER NOT NULL, data TEXT NOT NULL, PRIMARY KEY (ts, id)) WITHOUT ROWID;""",
     # What two b-trees would cost at best: the time index dropped (reads would need another way).

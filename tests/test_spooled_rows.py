@@ -56,7 +56,7 @@ def spooled(entries: list[tuple[int, list[tuple[str, str, int, str]]]]) -> list[
 def everything(store: SQLiteWriter) -> dict[str, list[Any]]:
     """Every row the insert keeps, with SQLite's type of the data column."""
     tables = {
-        "events": "SELECT seq, id, key, ts, received_at, data, typeof(data) FROM events ORDER BY seq",
+        "events": "SELECT id, key, ts, received_at, data, typeof(data) FROM events ORDER BY ts, id",
         "rollup_15m": "SELECT * FROM rollup_15m ORDER BY bucket, key",
         "key_stats": "SELECT * FROM key_stats ORDER BY key",
         "counters": "SELECT * FROM counters",
@@ -117,7 +117,7 @@ def test_an_id_sqlite_cannot_read_quarantines_its_entry_alone(
     bad_hex = spooled([(2, [("02" * 16, "k", 2, "{}"), ("zz" * 16, "k", 3, "{}")])])[0]
     later = spooled([(3, [("03" * 16, "k", 4, "[1E2]")])])[0]
     store, quarantine = drain_all(tmp_path, open_spool, [good, bad_hex, later])
-    assert store._write_connection.execute("SELECT hex(id), data FROM events ORDER BY seq").fetchall() == [
+    assert store._write_connection.execute("SELECT hex(id), data FROM events ORDER BY ts, id").fetchall() == [
         ("01" * 16, "{}"),
         ("03" * 16, "[1E2]"),
     ]
@@ -131,7 +131,7 @@ def test_an_id_python_reads_and_sqlite_does_not_is_stored_as_before(
     spaced = "ab " + "cd" * 15
     values = spooled([(1, [(spaced, "k", 1, "{}"), ("ef" * 16, "k", 2, "1")])])
     store, quarantine = drain_all(tmp_path, open_spool, values)
-    stored = store._write_connection.execute("SELECT hex(id), received_at, data FROM events ORDER BY seq").fetchall()
+    stored = store._write_connection.execute("SELECT hex(id), received_at, data FROM events ORDER BY ts, id").fetchall()
     assert stored == [("AB" + "CD" * 15, 1, "{}"), ("EF" * 16, 1, "1")]
     assert quarantine.count() == 0
 

@@ -25,6 +25,7 @@ import structlog
 
 from tlytics.chunks import chunks
 from tlytics.store.sqlite.connection import store_errors
+from tlytics.store.sqlite.schema import BEFORE_EVERY_POSITION
 
 log = structlog.get_logger("tlytics.store")
 
@@ -36,13 +37,16 @@ KIND_SQL = (
     "CASE json_type(data, ?1) WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 WHEN 'true' THEN 3"
     " WHEN 'false' THEN 4 WHEN 'null' THEN 5 WHEN 'object' THEN 6 WHEN 'array' THEN 7 END"
 )
-# The values of the events `condition` selects (its parameters from ?3) for property ?2. A
-# backfill may meet an event the insert path already stored (a reused seq): kept once.
+# The values for property ?2 of the events `condition` selects in `source` (its parameters
+# from ?3). A backfill meets events the inserts already gave values to (those added since the
+# property was declared): kept once.
 _ADD_VALUES = (
     f"INSERT INTO property_values (property, ts, id, kind, value) SELECT ?2, ts, id, {KIND_SQL},"
-    " json_extract(data, ?1) FROM events WHERE {condition} AND json_type(data, ?1) IS NOT NULL"
+    " json_extract(data, ?1) FROM {source} WHERE {condition} AND json_type(data, ?1) IS NOT NULL"
     " ON CONFLICT DO NOTHING"
 )
+# The (ts, id) position of the last event of the next backfill chunk after position (?1, ?2).
+_CHUNK_END = "SELECT ts, id FROM events WHERE (ts, id) > (?1, ?2) ORDER BY ts, id LIMIT 1 OFFSET ?3"
 # A breakdown of declared property ?1 over [?2, ?3), grouped and ordered as the JSON path groups
 # and orders it (by the kind's name, numbers as one kind).
 BREAKDOWN_TOP = (
@@ -86,14 +90,15 @@ class PropertyKeeper:
             wanted = tuple(dict.fromkeys(paths)) if paths is not None else tuple(sorted(known))
             for gone in set(known) - set(wanted):
                 self._forget(known[gone][0])
-            last_seq = cast(int, connection.execute("SELECT coalesce(max(seq), 0) FROM events").get)
+            empty = connection.execute("SELECT NOT EXISTS (SELECT 1 FROM events)").get == 1
             for new in wanted:
                 if new not in known:
-                    # Events up to last_seq are backfilled; later ones come through the inserts.
+                    # The backfill walks every event stored now, from the first; those inserted
+                    # from now on get their values from the inserts.
                     connection.execute(
-                        "INSERT INTO declared_properties (path, backfill_from, backfill_to, complete)"
-                        " VALUES (?, 0, ?, ?)",
-                        (new, last_seq, last_seq == 0),
+                        "INSERT INTO declared_properties (path, backfilled_ts, backfilled_id, complete)"
+                        " VALUES (?, ?, ?, ?)",
+                        (new, *BEFORE_EVERY_POSITION, empty),
                     )
             self.numbers = {
                 cast(str, p): cast(int, n)
@@ -108,10 +113,12 @@ class PropertyKeeper:
         self._connection.execute("DELETE FROM property_values WHERE property = ?", (number,))
         self._connection.execute("DELETE FROM declared_properties WHERE number = ?", (number,))
 
-    def add_new_rows(self, last_seq: int) -> None:
-        """Store the values of the events inserted after `last_seq` (this transaction's)."""
+    def add_new_rows(self) -> None:
+        """Store the values of this transaction's new events (the writer's staged rows)."""
         for path, number in self.numbers.items():
-            self._connection.execute(_ADD_VALUES.format(condition="seq > ?3"), ("$." + path, number, last_seq))
+            self._connection.execute(
+                _ADD_VALUES.format(source="temp.new_events", condition="true"), ("$." + path, number)
+            )
 
     def forget_events(self, ids: Sequence[bytes]) -> None:
         """Take the values of the events `ids`, about to be deleted, away (inside the deletion's
@@ -136,7 +143,8 @@ class PropertyKeeper:
         """Backfill every incomplete property, a chunk of events per transaction on the write
         connection, taken between the writer's own (`lock`: a second connection's commit would
         make the writer's next transaction fail at once, its snapshot stale); the progress is
-        kept in the store, so a stopped backfill resumes at the next start."""
+        kept in the store (the (ts, id) position of the last event done), so a stopped backfill
+        resumes at the next start."""
         try:
             with store_errors(f"backfilling declared properties of {self._store_path}"):
                 with self.lock, self._connection:
@@ -153,21 +161,25 @@ class PropertyKeeper:
         connection = self._connection
         while not self._stop.is_set():
             with self.lock, connection:
-                row = connection.execute(
-                    "SELECT backfill_from, backfill_to FROM declared_properties WHERE number = ?", (number,)
+                start = connection.execute(
+                    "SELECT backfilled_ts, backfilled_id FROM declared_properties WHERE number = ?", (number,)
                 ).fetchone()
-                if row is None:
+                if start is None:
                     return
-                start, end = cast(int, row[0]), cast(int, row[1])
-                upper = min(start + BACKFILL_CHUNK, end)
+                end = connection.execute(_CHUNK_END, (*start, BACKFILL_CHUNK - 1)).fetchone()
+                if end is None:  # the last chunk: every event after `start`
+                    condition, params = "(ts, id) > (?3, ?4)", (*start,)
+                else:
+                    condition, params = "(ts, id) > (?3, ?4) AND (ts, id) <= (?5, ?6)", (*start, *end)
                 connection.execute(
-                    _ADD_VALUES.format(condition="seq > ?3 AND seq <= ?4"), ("$." + path, number, start, upper)
+                    _ADD_VALUES.format(source="events", condition=condition), ("$." + path, number, *params)
                 )
                 connection.execute(
-                    "UPDATE declared_properties SET backfill_from = ?, complete = ? WHERE number = ?",
-                    (upper, upper >= end, number),
+                    "UPDATE declared_properties SET backfilled_ts = ?, backfilled_id = ?, complete = ?"
+                    " WHERE number = ?",
+                    (*(end or start), end is None, number),
                 )
-            if upper >= end:
+            if end is None:
                 log.info("property_backfill_done", property=f"data.{path}")
                 return
 

@@ -31,7 +31,7 @@ from tlytics.store.sketch import (
     value_hash,
 )
 from tlytics.store.sqlite.filters import sql_where
-from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US
+from tlytics.store.sqlite.schema import BEFORE_EVERY_POSITION, BUCKET_SQL, BUCKET_US
 
 log = structlog.get_logger("tlytics.store")
 
@@ -77,29 +77,30 @@ class SketchKeeper:
         log.info("sketch_backfill_started", property=f"data.{path}")
         with connection:
             self._forget(path)
-        last_seq = -1
+        after = BEFORE_EVERY_POSITION
         while True:
             with connection:
                 end = connection.execute(
-                    "SELECT max(seq) FROM (SELECT seq FROM events WHERE seq > ? ORDER BY seq LIMIT ?)",
-                    (last_seq, _BACKFILL_CHUNK),
-                ).get
+                    "SELECT ts, id FROM events WHERE (ts, id) > (?, ?) ORDER BY ts, id LIMIT 1 OFFSET ?",
+                    (*after, _BACKFILL_CHUNK - 1),
+                ).fetchone()
                 if end is None:
+                    self._add_rows(path, "events", "(ts, id) > (?, ?)", after)
                     connection.execute("INSERT INTO sketched_properties (path) VALUES (?)", (path,))
                     break
-                self._add_rows(path, "seq > ? AND seq <= ?", (last_seq, end))
-                last_seq = cast(int, end)
+                self._add_rows(path, "events", "(ts, id) > (?, ?) AND (ts, id) <= (?, ?)", (*after, *end))
+                after = (cast(int, end[0]), cast(bytes, end[1]))
         log.info("sketch_backfill_done", property=f"data.{path}")
 
-    def add_new_rows(self, last_seq: int) -> None:
-        """Add the events inserted after `last_seq` (those of this transaction: duplicates
-        ignored by the insert are not among them) to the sketches."""
+    def add_new_rows(self) -> None:
+        """Add this transaction's new events (the writer's staged rows: duplicates ignored by
+        the insert are not among them) to the sketches."""
         for path in self.paths:
-            self._add_rows(path, "seq > ?", (last_seq,))
+            self._add_rows(path, "temp.new_events", "true", ())
 
-    def _add_rows(self, path: str, condition: str, params: tuple[Any, ...]) -> None:
+    def _add_rows(self, path: str, source: str, condition: str, params: tuple[Any, ...]) -> None:
         rows = self._connection.execute(
-            f"SELECT {BUCKET_SQL}, key, json_extract(data, ?) FROM events WHERE {condition}", ("$." + path, *params)
+            f"SELECT {BUCKET_SQL}, key, json_extract(data, ?) FROM {source} WHERE {condition}", ("$." + path, *params)
         )
         groups = _grouped(rows)
         self._merge_into(path, "sketch_15m", groups)

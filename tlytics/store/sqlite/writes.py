@@ -24,30 +24,51 @@ from tlytics.store.sqlite.properties import PropertyKeeper
 from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US, open_migrated, schema_version
 from tlytics.store.sqlite.sketches import SketchKeeper
 
-INSERT = "INSERT INTO events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING"
+# Each insert first appends its rows to a temporary table, then moves them into the events
+# in (ts, id) order; the staged rows, once those already stored, erased or repeated in the
+# batch are dropped, are exactly the transaction's new events, from which the rollups, the
+# sketches and the declared properties are kept (the events have no insertion order to find
+# them by).
+STAGING_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS new_events (id BLOB NOT NULL, key TEXT NOT NULL,"
+    " ts INTEGER NOT NULL, received_at INTEGER NOT NULL, data TEXT NOT NULL)"
+)
+CLEAR_STAGED = "DELETE FROM temp.new_events"
+STAGE = "INSERT INTO temp.new_events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?)"
 # SpooledRows as decoded, (id as hex digits, key, timestamp µs, data as raw JSON bytes,
 # received_at): SQLite reads the hex digits and takes the data's bytes as its text, so the
 # writer makes no Python object per event for either (see tlytics.store.spooled_rows). An id
 # SQLite cannot read as hex becomes NULL, which the NOT NULL column refuses: converted in Python.
-INSERT_SPOOLED = (
-    "INSERT INTO events (id, key, ts, received_at, data) VALUES (unhex(?1), ?2, ?3, ?5, CAST(?4 AS TEXT))"
-    " ON CONFLICT (id) DO NOTHING"
+STAGE_SPOOLED = (
+    "INSERT INTO temp.new_events (id, key, ts, received_at, data) VALUES (unhex(?1), ?2, ?3, ?5, CAST(?4 AS TEXT))"
 )
-# The rows a transaction added after `seq` ? whose id was erased: never stored again.
-DROP_ERASED_NEW_ROWS = "DELETE FROM events WHERE seq > ? AND EXISTS (SELECT 1 FROM erased_ids e WHERE e.id = events.id)"
+DROP_STAGED_ERASED = (
+    "DELETE FROM temp.new_events WHERE EXISTS (SELECT 1 FROM main.erased_ids e WHERE e.id = new_events.id)"
+)
+# Staged rows whose id is stored already, or staged before them (the first of a batch is kept).
+DROP_STAGED_REPEATS = (
+    "DELETE FROM temp.new_events WHERE EXISTS (SELECT 1 FROM main.events e WHERE e.id = new_events.id)"
+    " OR rowid NOT IN (SELECT min(rowid) FROM temp.new_events GROUP BY id)"
+)
+# A repeated id aborts this statement (its rows undone, the transaction kept): the writer then
+# drops the repeats and runs it again. Repeats are rare (a retried batch), so the usual insert
+# looks each id up once.
+STORE_STAGED = (
+    "INSERT INTO main.events (id, key, ts, received_at, data)"
+    " SELECT id, key, ts, received_at, data FROM temp.new_events ORDER BY ts, id"
+)
 BUMP_COUNT = "UPDATE counters SET value = value + ? WHERE name = 'events'"
-# The rollups of the rows a transaction added after `seq` ? (duplicates were not added),
-# aggregated in SQLite, so they always agree with the events table: one pass over the new rows
-# (grouped by key and bucket: one sort) into a temporary table, from which both rollups are
-# made (two passes and sorts over the new rows cost twice that).
+# The rollups of the new rows, aggregated in SQLite, so they always agree with the events
+# table: one pass over the new rows (grouped by key and bucket: one sort) into a temporary
+# table, from which both rollups are made (two passes and sorts over the new rows cost twice that).
 NEW_ROWS_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS new_rows_rollup (key TEXT NOT NULL, bucket INTEGER NOT NULL,"
     " count INTEGER NOT NULL, first_ts INTEGER NOT NULL, last_ts INTEGER NOT NULL)"
 )
 AGGREGATE_NEW_ROWS = (
     "DELETE FROM temp.new_rows_rollup;"
-    f" INSERT INTO temp.new_rows_rollup SELECT key, {BUCKET_SQL}, count(*), min(ts), max(ts) FROM events"
-    " WHERE seq > ? GROUP BY 1, 2"
+    f" INSERT INTO temp.new_rows_rollup SELECT key, {BUCKET_SQL}, count(*), min(ts), max(ts) FROM temp.new_events"
+    " GROUP BY 1, 2"
 )
 ROLL_UP_AGGREGATED = (
     "INSERT INTO rollup_15m (key, bucket, count) SELECT key, bucket, count FROM temp.new_rows_rollup WHERE true"
@@ -58,7 +79,8 @@ KEY_STATS_AGGREGATED = (
     " FROM temp.new_rows_rollup GROUP BY key ON CONFLICT (key) DO UPDATE SET count = count + excluded.count,"
     " first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts)"
 )
-# The same two rollups, each straight from the events after `seq` ? (a store built by hand).
+# The same two rollups, each straight from the events after `seq` ? (a store built by hand at a
+# schema before 8, whose events had a seq: tests of old stores).
 ROLL_UP_NEW_ROWS = (
     f"INSERT INTO rollup_15m (key, bucket, count) SELECT key, {BUCKET_SQL}, count(*) FROM events"
     " WHERE seq > ? GROUP BY 1, 2 ON CONFLICT (bucket, key) DO UPDATE SET count = count + excluded.count"
@@ -98,7 +120,11 @@ class SQLiteWriter:
             self._sketches = SketchKeeper(self._write_connection, unique_properties)
             # CAST(data AS TEXT) reads the bytes in the file's encoding: UTF-8 unless made otherwise.
             self._utf8 = str(self._write_connection.pragma("encoding")).upper() == "UTF-8"
+            # The staged batch (tens of MB at most) stays in memory, not in a temporary file
+            # (set before any temporary table: changing it drops them).
+            self._write_connection.pragma("temp_store", "MEMORY")
             self._write_connection.execute(NEW_ROWS_TABLE)
+            self._write_connection.execute(STAGING_TABLE)
             # The typed values of the --property properties (a new one backfills on a thread).
             self._properties = PropertyKeeper(self._write_connection, self.path, declared_properties)
 
@@ -110,31 +136,37 @@ class SQLiteWriter:
         with store_errors(f"insert of {len(rows)} events"):
             if isinstance(rows, SpooledRows) and self._utf8:
                 try:
-                    return self._insert(INSERT_SPOOLED, rows.bound())
+                    return self._insert(STAGE_SPOOLED, rows.bound())
                 except apsw.ConstraintError:
                     pass  # an id SQLite does not read as hex (rolled back): converted in Python below
-            return self._insert(INSERT, rows)
+            return self._insert(STAGE, rows)
 
-    def _insert(self, statement: str, rows: Sequence[Sequence[Any]]) -> int:
-        """Insert in one transaction, then drop erased ids and keep the counter, the rollups
-        and the sketches in step with what was new."""
+    def _insert(self, stage: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Insert in one transaction: stage the rows, keep the new ones (neither stored nor
+        erased), then keep the counter, the rollups, the sketches and the declared properties
+        in step with them."""
         connection = self._write_connection
         with self._properties.lock, connection:
-            last_seq = connection.execute("SELECT max(seq) FROM events").get or 0
+            connection.execute(CLEAR_STAGED)
+            connection.executemany(stage, rows)
+            if self._any_erased:
+                # One pass in SQLite over the staged rows, each id looked up in erased_ids.
+                connection.execute(DROP_STAGED_ERASED)
             before = connection.total_changes()
-            connection.executemany(statement, rows)
+            try:
+                connection.execute(STORE_STAGED)
+            except apsw.ConstraintError:  # an id stored or staged twice: this statement was undone
+                connection.execute(DROP_STAGED_REPEATS)
+                before = connection.total_changes()
+                connection.execute(STORE_STAGED)
             inserted = int(connection.total_changes() - before)
-            if inserted and self._any_erased:
-                # One pass in SQLite over the new rows, each id looked up in erased_ids.
-                connection.execute(DROP_ERASED_NEW_ROWS, (last_seq,))
-                inserted -= connection.changes()
             if inserted:
                 connection.execute(BUMP_COUNT, (inserted,))
-                connection.execute(AGGREGATE_NEW_ROWS, (last_seq,))
+                connection.execute(AGGREGATE_NEW_ROWS)
                 connection.execute(ROLL_UP_AGGREGATED)
                 connection.execute(KEY_STATS_AGGREGATED)
-                self._sketches.add_new_rows(last_seq)
-                self._properties.add_new_rows(last_seq)
+                self._sketches.add_new_rows()
+                self._properties.add_new_rows()
         return inserted
 
     def delete_matching(self, where: EventFilter, *, max_rows: int, remember_ids: bool) -> int:
