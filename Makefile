@@ -11,7 +11,7 @@ UV_VERSION := 0.13.9
 # What the lock is for: Python 3.11 on Linux (x86_64; other machines share its markers).
 LOCK_TARGET := --python-version 3.11 --python-platform linux
 
-.PHONY: run test lint format typecheck check docs-check bench bench-client lock clean
+.PHONY: run test lint format typecheck check docs-check bench bench-short bench-client lock clean
 
 # pip and setuptools come from the lock as well, so the editable install of the project itself
 # needs nothing unpinned (no build isolation); `pip check` catches a lock that lags pyproject.toml.
@@ -55,6 +55,10 @@ docs-check: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.ingest
+
+# The same comparison, short (10 s per load run, no extras): about 2 minutes.
+bench-short: $(STAMP)
+	$(BIN)/python -m bench.ingest --duration 10
 
 # The client library against a real local server: delivery, emit() rate and p99 (about a minute).
 bench-client: $(STAMP)

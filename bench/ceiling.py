@@ -1,7 +1,10 @@
 """The ceiling: a bare aiohttp handler that parses the body with orjson and drops it.
 
 Nothing can accept events faster than this on the same machine with the same HTTP stack, so
-the benchmark prints Tlytics' figures as a ratio of it. Run: python -m bench.ceiling PORT
+the benchmark prints Tlytics' figures as a ratio of it. It runs on asyncio's own event loop,
+as aiohttp does in a user's default install; `--uvloop` runs it on uvloop (as Tlytics runs).
+
+    python -m bench.ceiling PORT [--uvloop]
 """
 
 from __future__ import annotations
@@ -25,17 +28,18 @@ def main() -> None:
     app = web.Application(client_max_size=16 * 1024 * 1024)
     app.router.add_post("/events", drop)
     app.router.add_get("/health", health)
-    try:
+    loop = None
+    if "--uvloop" in sys.argv[2:]:
         import uvloop
-    except ImportError:
-        uvloop = None  # type: ignore[assignment]
+
+        loop = uvloop.new_event_loop()
     web.run_app(
         app,
         host="127.0.0.1",
         port=int(sys.argv[1]),
         access_log=None,
         print=None,
-        loop=uvloop.new_event_loop() if uvloop else None,
+        loop=loop,
     )
 
 

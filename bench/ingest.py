@@ -2,7 +2,8 @@
 aiohttp+orjson ceiling measured in the same run, plus the client's emit() and delivery.
 
     python -m bench.ingest                 # full run (about 8 minutes)
-    python -m bench.ingest --duration 10   # a quick look
+    python -m bench.ingest --duration 10   # the short mode: both body sizes, no extras (~2 minutes)
+    python -m bench.ingest --duration 10 --rounds 3 --old /tmp/old-checkout   # A/B, same rounds
     python -m bench.ingest --store postgresql --only server   # + one and two nodes on PostgreSQL
 
 Prints a table and writes bench/results/ingest-<timestamp>.json. Needs Debian's wrk.
@@ -14,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import socket
@@ -27,6 +27,11 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
+
+from bench.ingest_table import COMPARISON_HEADER, comparison_rows, format_table, table_rows
+from bench.proctree import peak_rss_tree_mb, process_cpu_s, tree_cpu
+
+__all__ = ["bench_ceiling", "bench_tlytics", "format_table", "table_rows"]
 
 ROOT = Path(__file__).resolve().parent.parent
 LUA = Path(__file__).with_name("post.lua")
@@ -65,53 +70,6 @@ def wait_healthy(url: str, process: subprocess.Popen[bytes], timeout_s: float = 
         except OSError:
             time.sleep(0.05)
     raise RuntimeError("server did not start")
-
-
-def peak_rss_mb(pid: int) -> float:
-    status = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(r"VmHWM:\s+(\d+) kB", status)
-    return int(match.group(1)) / 1024 if match else float("nan")
-
-
-def child_pids(pid: int) -> list[int]:
-    children = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            children.append(int(stat.parent.name))
-    return children
-
-
-def peak_rss_with_children_mb(pid: int) -> tuple[float, float]:
-    """Peak RSS of the server and of its children (the writer process)."""
-    children = 0.0
-    for child in child_pids(pid):
-        try:
-            children += peak_rss_mb(child)
-        except OSError:
-            pass
-    return peak_rss_mb(pid), children
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of one process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds_with_children(pid: int) -> float:
-    """CPU time of the server and of its children (the writer process): on a shared machine
-    the CPU a request costs is steadier than requests per second."""
-    total = cpu_seconds(pid)
-    for child in child_pids(pid):
-        try:
-            total += cpu_seconds(child)
-        except OSError:
-            pass
-    return total
 
 
 def run_wrk(url: str, events_per_request: int, duration_s: int, connections: int, threads: int) -> dict[str, Any]:
@@ -164,29 +122,51 @@ class Sampler(threading.Thread):
             )
 
 
-def bench_ceiling(events_per_request: int, duration_s: int, args: argparse.Namespace) -> dict[str, Any]:
+def bench_ceiling(
+    events_per_request: int, duration_s: int, args: argparse.Namespace, *, uvloop: bool = False
+) -> dict[str, Any]:
+    """The bare aiohttp handler under the same load; by default on asyncio's own loop, as a
+    user's default install of aiohttp runs (`uvloop=True`: on uvloop, as Tlytics runs)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.ceiling", str(port)],
+        [sys.executable, "-m", "bench.ceiling", str(port), *(["--uvloop"] if uvloop else [])],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
         wait_healthy(url, process)
+        cpu_before = process_cpu_s(process.pid)
         wrk = run_wrk(url, events_per_request, duration_s, args.connections, args.threads)
+        cpu_s = process_cpu_s(process.pid) - cpu_before
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)
     seconds = wrk["duration_us"] / 1e6
+    ok = wrk["ok"]
     return {
-        "requests_per_s": wrk["ok"] / seconds,
-        "events_per_s": wrk["ok"] * events_per_request / seconds,
+        "uvloop": uvloop,
+        "requests_per_s": ok / seconds,
+        "events_per_s": ok * events_per_request / seconds,
+        "cpu_us_per_request": cpu_s / ok * 1e6 if ok else 0.0,
+        "cpu_us_per_event": cpu_s / (ok * events_per_request) * 1e6 if ok else 0.0,
         "p50_ms": wrk["p50_us"] / 1000,
         "p99_ms": wrk["p99_us"] / 1000,
         "wrk": wrk,
     }
+
+
+def wait_drained(url: str, timeout_s: float = 900) -> dict[str, Any]:
+    """/health once the spool is empty and the store holds every acknowledged event."""
+    health: dict[str, Any] = {}
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        health = get_json(url + "/health")
+        if health["spool_entries"] == 0 and (health["stored_events"] or 0) >= health["accepted_events"]:
+            break
+        time.sleep(0.05)
+    return health
 
 
 def bench_tlytics(
@@ -195,7 +175,10 @@ def bench_tlytics(
     args: argparse.Namespace,
     spool_sync: str = "normal",
     log_level: str | None = None,
+    code_root: Path = ROOT,
 ) -> dict[str, Any]:
+    """The real server (the code at `code_root`: this checkout, or another one to compare
+    with) under wrk, from a fresh db and spool until its spool is drained."""
     log_level = log_level or args.log_level
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -204,6 +187,8 @@ def bench_tlytics(
         port,
         "--db",
         str(workdir / "bench.db"),
+        "--spool",
+        str(workdir / "spool"),
         "--spool-sync",
         spool_sync,
         "--flush",
@@ -211,29 +196,26 @@ def bench_tlytics(
         "--log-level",
         log_level,
     )
+    env = {**os.environ, "PYTHONPATH": str(code_root)}
     # The log goes to a file, as in production (a pipe to journald costs about the same).
     with (workdir / "server.log").open("wb") as log_file:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=log_file, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(command, cwd=code_root, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
         wait_healthy(url, process)
-        cpu_before = cpu_seconds_with_children(process.pid)
+        before = get_json(url + "/health")
+        cpu_before = tree_cpu(process.pid)
         started = time.monotonic()
         sampler = Sampler(url, started)
         sampler.start()
         wrk = run_wrk(url, events_per_request, duration_s, args.connections, args.threads)
         load_ended = time.monotonic()
         at_load_end = get_json(url + "/health")
-        health: dict[str, Any] = {}
-        deadline = time.monotonic() + 900
-        while time.monotonic() < deadline:
-            health = get_json(url + "/health")
-            if health["spool_entries"] == 0 and health["stored_events"] >= health["accepted_events"]:
-                break
-            time.sleep(0.1)
+        health = wait_drained(url)
         drained = time.monotonic()
+        # Load start through drain, every process of the server's tree (the writer included).
+        cpu = tree_cpu(process.pid) - cpu_before
         sampler.stop.set()
-        cpu_s = cpu_seconds_with_children(process.pid) - cpu_before
-        rss_mb, writer_rss_mb = peak_rss_with_children_mb(process.pid)
+        rss_mb, writer_rss_mb = peak_rss_tree_mb(process.pid)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(60)
@@ -241,19 +223,29 @@ def bench_tlytics(
     load_s = wrk["duration_us"] / 1e6
     acknowledged_events = wrk["ok"] * events_per_request
     requests_per_s = wrk["ok"] / load_s
+    stored = (health["stored_events"] or 0) - (before["stored_events"] or 0)
+    # Every accepted request with events is one spool entry (an empty one is not spooled).
+    entries = health["accepted_requests"] - before["accepted_requests"]
     return {
+        "code": str(code_root),
         "spool_sync": spool_sync,
         "log_level": log_level,
         "acknowledged_requests_per_s": requests_per_s,
         "acknowledged_events_per_s": acknowledged_events / load_s,
-        "stored_events_per_s_end_to_end": health["stored_events"] / (drained - started),
+        "stored_events_per_s_end_to_end": stored / (drained - started),
         "drain_after_load_s": round(drained - load_ended, 2),
         # What was still spooled when the load stopped, in seconds of the run's intake: the
         # writer keeps up when this stays small however long the run.
         "backlog_at_load_end_entries": at_load_end["spool_entries"],
         "backlog_at_load_end_s": at_load_end["spool_entries"] / requests_per_s if requests_per_s else 0.0,
-        # Server and writer process, from load start until drained.
-        "cpu_us_per_request": cpu_s / wrk["ok"] * 1e6 if wrk["ok"] else 0.0,
+        # CPU of the whole tree (ingest + writer), load start until drained.
+        "cpu_s": cpu.total_s,
+        "cpu_ingest_s": cpu.ingest_s,
+        "cpu_writer_s": cpu.writer_s,
+        "cpu_us_per_request": cpu.total_s / wrk["ok"] * 1e6 if wrk["ok"] else 0.0,
+        "cpu_us_per_stored_event": cpu.total_s / stored * 1e6 if stored else 0.0,
+        "server_cpu_us_per_request": cpu.ingest_s / entries * 1e6 if entries else 0.0,
+        "writer_cpu_us_per_spool_entry": cpu.writer_s / entries * 1e6 if entries else 0.0,
         "p50_ms": wrk["p50_us"] / 1000,
         "p99_ms": wrk["p99_us"] / 1000,
         "peak_rss_mb": round(rss_mb, 1),
@@ -261,9 +253,10 @@ def bench_tlytics(
         "peak_rss_total_mb": round(rss_mb + writer_rss_mb, 1),
         "acknowledged_events_wrk": acknowledged_events,
         "acknowledged_events_server": health["accepted_events"],
-        "stored_events": health["stored_events"],
+        "spool_entries_written": entries,
+        "stored_events": stored,
         # wrk cannot count answers to requests still in flight when it stops; the server can.
-        "stored_equals_acknowledged": health["stored_events"] == health["accepted_events"],
+        "stored_equals_acknowledged": stored == health["accepted_events"],
         "non_200": wrk["not_ok"],
         "backlog": sampler.samples,
         "wrk": wrk,
@@ -403,18 +396,52 @@ def bench_client(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def compared(ours: dict[str, Any], ceiling: dict[str, Any]) -> dict[str, Any]:
+    """One Tlytics run beside the ceiling of the same round: each figure as a ratio."""
+    return {
+        "ceiling": ceiling,
+        "tlytics": ours,
+        "ratio_acknowledged_events": ours["acknowledged_events_per_s"] / ceiling["events_per_s"],
+        "ratio_stored_events": ours["stored_events_per_s_end_to_end"] / ceiling["events_per_s"],
+        "ratio_cpu_per_event": ours["cpu_us_per_stored_event"] / ceiling["cpu_us_per_event"]
+        if ceiling["cpu_us_per_event"]
+        else 0.0,
+        "ratio_server_cpu_per_request": ours["server_cpu_us_per_request"] / ceiling["cpu_us_per_request"]
+        if ceiling["cpu_us_per_request"]
+        else 0.0,
+    }
+
+
+def compared_rounds(args: argparse.Namespace, sides: dict[str, Path]) -> dict[str, Any]:
+    """Per round and per body size: the ceiling (asyncio's loop), then each side's server,
+    the sides' order alternating between rounds so a machine getting busier slows both."""
+    rounds: list[dict[str, Any]] = []
+    for round_index in range(args.rounds):
+        order = list(sides) if round_index % 2 == 0 else list(reversed(sides))
+        this_round: dict[str, Any] = {}
+        for n, duration in ((100, args.sustained), (1, args.duration)):
+            ceiling = bench_ceiling(n, args.duration, args)
+            if args.uvloop_ceiling:
+                this_round[f"ceiling_uvloop_{n}"] = bench_ceiling(n, args.duration, args, uvloop=True)
+            for side in order:
+                this_round[f"{side}_{n}"] = compared(bench_tlytics(n, duration, args, code_root=sides[side]), ceiling)
+                print(f"round {round_index + 1}: {side}, {n} events/request", flush=True)
+        rounds.append(this_round)
+    return {"sides": {side: str(root) for side, root in sides.items()}, "rounds": rounds}
+
+
 def server_runs(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    """The server's configurations, each beside a ceiling measured right before it."""
-    for n, duration in ((100, args.sustained), (1, args.duration)):
-        ceiling = bench_ceiling(n, args.duration, args)
-        ours = bench_tlytics(n, duration, args)
-        results[f"events_{n}"] = {
-            "ceiling": ceiling,
-            "tlytics": ours,
-            "ratio_acknowledged_events": ours["acknowledged_events_per_s"] / ceiling["events_per_s"],
-            "ratio_stored_events": ours["stored_events_per_s_end_to_end"] / ceiling["events_per_s"],
-        }
-        print(f"done: {n} events/request (ceiling and tlytics)", flush=True)
+    """The server's configurations, each beside a ceiling measured in the same round."""
+    sides = {"new": ROOT} | ({"old": args.old.resolve()} if args.old else {})
+    runs = compared_rounds(args, sides)
+    results["comparison"] = runs
+    last = runs["rounds"][-1]
+    for n in (100, 1):
+        results[f"events_{n}"] = last[f"new_{n}"]
+        if args.uvloop_ceiling:
+            results[f"events_{n}"]["ceiling_uvloop"] = last[f"ceiling_uvloop_{n}"]
+    if not args.extras:
+        return
     # The per-request log line's cost: the 1-event run again with it off (what it costs
     # shows most where requests are smallest).
     quiet = bench_tlytics(1, args.duration, args, log_level="warning")
@@ -436,118 +463,20 @@ def server_runs(args: argparse.Namespace, results: dict[str, Any]) -> None:
         bench_postgres(args, results)
 
 
-def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
-    """(configuration, figure, ceiling in the same run, ratio, target) for every run made."""
-    rows: list[tuple[str, str, str, str, str]] = []
-    if "events_100" in results:
-        run = results["events_100"]
-        ours, ceiling = run["tlytics"], run["ceiling"]
-        rows += [
-            (
-                f"100 ev/req, {ours['wrk']['duration_us'] / 1e6:.0f} s: acknowledged",
-                f"{ours['acknowledged_events_per_s']:,.0f} ev/s",
-                f"{ceiling['events_per_s']:,.0f} ev/s",
-                f"{run['ratio_acknowledged_events']:.2f}",
-                "",
-            ),
-            (
-                "  stored end to end",
-                f"{ours['stored_events_per_s_end_to_end']:,.0f} ev/s",
-                "",
-                f"{run['ratio_stored_events']:.2f}",
-                ">= 0.32",
-            ),
-            (
-                "  backlog at load end",
-                f"{ours['backlog_at_load_end_s']:.1f} s of intake",
-                "",
-                "",
-                "< 5 s",
-            ),
-            ("  p50 / p99", f"{ours['p50_ms']:.1f} / {ours['p99_ms']:.1f} ms", "", "", "p99 <= 50 ms"),
-            ("  peak RSS server + writer", f"{ours['peak_rss_total_mb']:.0f} MB", "", "", "<= 300 MB"),
-            ("  stored == acknowledged", str(ours["stored_equals_acknowledged"]), "", "", "True"),
-            ("  CPU per request", f"{ours['cpu_us_per_request']:.0f} us", "", "", ""),
-        ]
-    if "events_1" in results:
-        run = results["events_1"]
-        ours, ceiling = run["tlytics"], run["ceiling"]
-        rows += [
-            (
-                "1 ev/req: acknowledged",
-                f"{ours['acknowledged_requests_per_s']:,.0f} req/s",
-                f"{ceiling['requests_per_s']:,.0f} req/s",
-                f"{run['ratio_acknowledged_events']:.2f}",
-                ">= 0.6",
-            ),
-            ("  p99, CPU per request", f"{ours['p99_ms']:.1f} ms, {ours['cpu_us_per_request']:.0f} us", "", "", ""),
-        ]
-    if "events_1_log_off" in results:
-        run = results["events_1_log_off"]
-        ours = run["tlytics"]
-        rows += [
-            (
-                "1 ev/req, log line off",
-                f"{ours['acknowledged_requests_per_s']:,.0f} req/s, {ours['cpu_us_per_request']:.0f} us",
-                "",
-                f"on/off {run['ratio_log_on_to_off_requests']:.2f} req/s,"
-                f" {run['ratio_log_on_to_off_cpu_per_request']:.2f} CPU",
-                "req/s >= 0.9",
-            )
-        ]
-    if "spool_sync_full" in results:
-        run = results["spool_sync_full"]
-        rows.append(
-            (
-                "100 ev/req, --spool-sync full",
-                f"{run['tlytics']['acknowledged_events_per_s']:,.0f} ev/s",
-                "",
-                f"{run['ratio_to_normal_acknowledged']:.2f} x normal",
-                ">= 0.7",
-            )
-        )
-    for nodes in (1, 2):
-        run = results.get(f"postgresql_{nodes}_nodes")
-        if run is not None:
-            rows.append(
-                (
-                    f"PostgreSQL, {nodes} node{'s' if nodes > 1 else ''}: stored",
-                    f"{run['stored_events_per_s_end_to_end']:,.0f} ev/s",
-                    "",
-                    f"{run['ratio_to_sqlite_stored']:.2f} x SQLite",
-                    ">= 0.5" if nodes == 1 else "",
-                )
-            )
-    if "client" in results:
-        client = results["client"]
-        rows += [
-            ("client emit() p50 / p99", f"{client['emit_p50_us']:.2f} / {client['emit_p99_us']:.2f} us", "", "", ""),
-            (
-                "client emits/s, delivery",
-                f"{client['emits_per_s']:,.0f} / {client['delivery_events_per_s']:,.0f} ev/s",
-                "",
-                "",
-                "",
-            ),
-        ]
-    return rows
-
-
-def format_table(rows: list[tuple[str, str, str, str, str]]) -> str:
-    header = ("configuration", "figure", "ceiling, same run", "ratio", "target")
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        for row in [header, *rows]
-    ]
-    lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=int, default=30, help="seconds per load run (default 30)")
-    parser.add_argument("--sustained", type=int, default=60, help="seconds of the sustained 100-event run (default 60)")
+    parser.add_argument(
+        "--sustained", type=int, help="seconds of the 100-event run (default 60; with --duration under 30, the same)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of ceiling + server runs (default 1)")
+    parser.add_argument("--old", type=Path, help="another checkout whose server runs beside this one, same rounds")
+    parser.add_argument("--uvloop-ceiling", action="store_true", help="also the ceiling on uvloop (a line of its own)")
+    parser.add_argument(
+        "--extras",
+        action=argparse.BooleanOptionalAction,
+        help="log-off, --spool-sync full and client runs (default: on unless --duration is under 30)",
+    )
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (one leaves the most CPU to the server)")
     parser.add_argument("--flush", default="1s", help="server flush period")
@@ -564,19 +493,32 @@ def main() -> None:
     )
     parser.add_argument("--output", type=Path, help="the JSON file to write (default bench/results/ingest-<time>.json)")
     args = parser.parse_args()
+    short = args.duration < 30
+    if args.sustained is None:
+        args.sustained = args.duration if short else 60
+    if args.extras is None:
+        args.extras = not short
     if shutil.which("wrk") is None and args.only != "client":
         sys.exit("wrk is not installed: apt-get install -y wrk")
 
     results: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_average": os.getloadavg(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "options": {name: str(value) if isinstance(value, Path) else value for name, value in vars(args).items()},
     }
     if args.only != "client":
         server_runs(args, results)
-    if args.only != "server":
+    if args.only != "server" and args.extras:
         results["client"] = bench_client(args)
     print(format_table(table_rows(results)), flush=True)
+    if args.old is not None:
+        print()
+        print(format_table(comparison_rows(results["comparison"]), COMPARISON_HEADER), flush=True)
     out = args.output or RESULTS / f"ingest-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

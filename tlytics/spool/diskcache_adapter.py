@@ -64,6 +64,17 @@ _INSERT_RAW = (
 _KEYS_PER_STATEMENT = 500
 
 
+def _runs(keys: Sequence[int]) -> list[tuple[int, int]]:
+    """The keys as runs of consecutive integers, (first, last) each, in ascending order."""
+    runs: list[tuple[int, int]] = []
+    for key in sorted(set(keys)):
+        if runs and runs[-1][1] == key - 1:
+            runs[-1] = (runs[-1][0], key)
+        else:
+            runs.append((key, key))
+    return runs
+
+
 def check_layout(cache: diskcache.Cache) -> None:
     """Raise SpoolError unless `cache` has the table and queue keys this module relies on.
 
@@ -144,15 +155,25 @@ class DiskcacheQueue:
 
     def remove(self, keys: Sequence[int]) -> None:
         """Delete entries by key (keys already gone are ignored); call inside transact()."""
+        # The writer removes what it read, oldest first: consecutive keys. Each run of them is
+        # one range (`key BETWEEN first AND last`: a walk of the key index), where a list of
+        # 500 keys was 500 lookups per statement; keys on their own go by list.
+        singles: list[int] = []
+        for first, last in _runs(keys):
+            if first == last:
+                singles.append(first)
+            else:
+                self._delete("key BETWEEN ? AND ?", [first, last])
+        for start in range(0, len(singles), _KEYS_PER_STATEMENT):
+            chunk = singles[start : start + _KEYS_PER_STATEMENT]
+            self._delete(f"key IN ({','.join('?' * len(chunk))})", chunk)
+
+    def _delete(self, which: str, parameters: list[int]) -> None:
         # diskcache's triggers keep its count and size right; rows with a side file (none
         # unless written by another configuration) go through delete(), which removes the file.
-        for start in range(0, len(keys), _KEYS_PER_STATEMENT):
-            chunk = keys[start : start + _KEYS_PER_STATEMENT]
-            marks = ",".join("?" * len(chunk))
-            self._cache._sql(f"DELETE FROM Cache WHERE raw = 1 AND filename IS NULL AND key IN ({marks})", chunk)
-            leftovers = self._cache._sql(f"SELECT key FROM Cache WHERE raw = 1 AND key IN ({marks})", chunk).fetchall()
-            for (key,) in leftovers:
-                self._cache.delete(key)
+        self._cache._sql(f"DELETE FROM Cache WHERE raw = 1 AND filename IS NULL AND {which}", parameters)
+        for (key,) in self._cache._sql(f"SELECT key FROM Cache WHERE raw = 1 AND {which}", parameters).fetchall():
+            self._cache.delete(key)
 
     def oldest_store_time(self) -> float | None:
         """When the oldest entry was appended (time.time()), or None when empty."""
