@@ -65,6 +65,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # worker, one after another, so that no two of them compete with each other for the machine.
 TIMING_SENSITIVE = (
     "tests/test_loop_stall.py",
+    "tests/test_capture_loop.py::test_health_answers_promptly_while_hostile_capture_bodies_arrive",
     "tests/test_body_work.py",
     "tests/test_faults.py::test_idle_and_slow_connections_do_not_stop_other_clients",
     "tests/test_client.py::test_server_outage_mid_stream_loses_and_duplicates_nothing",
