@@ -65,21 +65,99 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 # worker, one after another, so that no two of them compete with each other for the machine.
 TIMING_SENSITIVE = (
     "tests/test_loop_stall.py",
+    "tests/test_capture_loop.py::test_health_answers_promptly_while_hostile_capture_bodies_arrive",
     "tests/test_body_work.py",
     "tests/test_faults.py::test_idle_and_slow_connections_do_not_stop_other_clients",
     "tests/test_client.py::test_server_outage_mid_stream_loses_and_duplicates_nothing",
 )
 
 
+# Files whose tests share no fixture wider than a function (each starts and kills its own
+# servers) and together take a minute or more: each test is a group of its own, so that
+# pytest-xdist runs them side by side instead of one file holding one worker for minutes.
+SPREAD_BY_TEST = (
+    "tests/test_durability.py",
+    "tests/test_faults.py",
+    "tests/test_nodes.py",
+    "tests/test_properties.py",
+    "tests/test_replay_limits.py",
+    "tests/test_declared_properties.py",
+    "tests/test_spooled_rows.py",
+    "tests/test_sdk_clients.py",
+    "tests/test_roundtrip.py",
+    "tests/test_store_contract.py",
+    "tests/test_validation.py",
+    "tests/test_middleware.py",
+    "tests/test_writer.py",
+)
+
+# Under pytest-xdist, the groups that take longest start first (longest-first scheduling): a
+# long group started last is the run's tail, one worker busy while the others wait. Longest
+# first, from `--durations` of a whole run (a group is ranked by the first entry it starts
+# with); every other group follows in collection order (make test passes
+# --no-loadscope-reorder, which would order groups by their number of tests instead).
+LONGEST_FIRST = (
+    "schemathesis-segment-events",
+    "schemathesis-segment-identity",
+    "schemathesis-posthog",
+    "tests/test_properties.py::test_validation_is_total",
+    "schemathesis-writes",
+    "tests/test_replay_limits.py::test_a_36_mb_file",
+    "tests/test_store_contract.py",
+    "timing",
+    "tests/test_declared_properties.py::test_declared_answers_equal",
+    "tests/test_faults.py::test_ten_random_sigkills",
+    "tests/test_nodes.py::test_postgresql_stopped_mid_load",
+    "tests/test_spooled_rows.py::test_sqlite_stores_spooled_rows",
+    "schemathesis-reads",
+    "tests/test_properties.py::TestSpoolProperties",
+    "tests/test_nodes.py::test_kill_9",
+    "tests/test_durability.py::test_a_group_signal",
+    "tests/test_roundtrip.py::test_what_the_server_accepts",
+    "tests/test_validation.py",
+    "tests/test_middleware.py",
+    "tests/test_writer.py",
+    "tests/test_replay.py",
+    "tests/test_sdk_clients.py::test_a_server_restart",
+    "tests/test_durability.py",
+    "tests/test_tjs_browser.py",
+    "tests/test_store_postgres.py",
+    "tests/test_unique_sketches.py",
+    "tests/test_dashboard.py",
+    "tests/test_request_bodies.py",
+    "tests/test_client.py",
+)
+
+
+def xdist_group(item: pytest.Item) -> str:
+    """The group of a test under --dist loadgroup: its own `xdist_group` mark (a file whose
+    tests are spread on purpose), else "timing" for the timing-sensitive tests, else the test
+    itself in a SPREAD_BY_TEST file, else its file."""
+    mark = item.get_closest_marker("xdist_group")
+    if mark is not None:
+        return str(mark.args[0] if mark.args else mark.kwargs["name"])
+    if any(item.nodeid == name or item.nodeid.startswith(name + "::") for name in TIMING_SENSITIVE):
+        return "timing"
+    path = item.nodeid.split("::")[0]
+    return item.nodeid if path in SPREAD_BY_TEST else path
+
+
+def longest_first_rank(group: str) -> int:
+    return next((rank for rank, name in enumerate(LONGEST_FIRST) if group.startswith(name)), len(LONGEST_FIRST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under `pytest -n N --dist loadgroup` (make test), a test file goes to one worker as a
-    whole, so its module-scoped servers and browsers start once; the timing-sensitive tests
-    go together to one worker."""
+    whole, so its module-scoped servers and browsers start once (SPREAD_BY_TEST files aside);
+    the timing-sensitive tests go together to one worker; a test with an `xdist_group` mark of
+    its own goes with its group. The longest groups are put first (LONGEST_FIRST)."""
     if config.getoption("dist", "no") == "no":
         return
+    groups = {item.nodeid: xdist_group(item) for item in items}
     for item in items:
-        timing = any(item.nodeid == name or item.nodeid.startswith(name + "::") for name in TIMING_SENSITIVE)
-        item.add_marker(pytest.mark.xdist_group("timing" if timing else item.nodeid.split("::")[0]))
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(groups[item.nodeid]))
+    items.sort(key=lambda item: longest_first_rank(groups[item.nodeid]))
 
 
 @pytest.fixture
