@@ -141,6 +141,35 @@ def test_a_413_for_the_body_size_is_learned_too(tmp_path: Path) -> None:
     assert len(refused) == 1  # only the first: the next batches are cut to the limit
 
 
+def test_a_413_saying_what_its_limit_counts_is_taken_at_its_word(tmp_path: Path) -> None:
+    """`limit_of` decides, whatever the message says (a proxy or a translated message)."""
+    limit = 20_000
+
+    def answer(request: MockRequest) -> Reply:
+        if len(request.body) > limit:
+            return reply(413, {"error": "zu groß", "limit": limit, "limit_of": "bytes_per_body"})
+        return accepted(request)
+
+    transport = MockTransport(answer)
+    sender, spool, _ = make_sender(tmp_path, transport, max_batch=500)
+    spool_events(spool, 5_000, per_entry=500)
+    for _ in range(1000):
+        if sender.step(transport)[0] is Step.IDLE:
+            break
+    assert sorted(delivered_numbers(transport, max_bytes=limit)) == list(range(5_000))
+    assert len([r for r in transport.requests if len(r.body) > limit]) == 1
+
+
+def test_a_413_for_one_events_size_teaches_no_request_limit(tmp_path: Path) -> None:
+    """An event over the server's per-event size is set aside, and the batches around it keep
+    their size: the limit counts bytes of one event, not events or bytes of a request."""
+    limits = LearnedLimits(1000, 1_000_000)
+    # A message the fallback would read as a body limit ("body"): `limit_of` decides.
+    answer = {"error": "this event's body is 5000 bytes, more than 1000", "index": 3, "limit": 1000}
+    assert limits.learn({**answer, "limit_of": "bytes_per_event"}) is False
+    assert (limits.max_events, limits.max_bytes) == (1000, 1_000_000)
+
+
 def test_real_server_with_a_small_event_limit_is_learned(server_factory: Any, tmp_path: Path) -> None:
     server: ServerProcess = server_factory(extra_args=["--max-events", "100"]).start()
     with Client(fast_config(server.url, tmp_path / "spool", spool_interval=0.5)) as client:

@@ -28,7 +28,12 @@ RETRY = {"Retry-After": "1"}
             None,
             {"error": "key must not be empty", "index": 1, "field": "key"},
         ),
-        (RequestTooLarge("event too large", index=0), 413, None, {"error": "event too large", "index": 0}),
+        (
+            RequestTooLarge("event too large", index=0, limit=10, limit_of="bytes_per_event"),
+            413,
+            None,
+            {"error": "event too large", "index": 0, "limit": 10, "limit_of": "bytes_per_event"},
+        ),
         (SpoolFull("no room"), 503, RETRY, {"error": "spool is full, retry later: no room"}),
         (SpoolError("disk gone"), 503, RETRY, {"error": "cannot accept durably now, retry later: disk gone"}),
         (

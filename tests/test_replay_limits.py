@@ -151,6 +151,19 @@ def test_a_limit_of_unknown_unit_is_settled_by_what_was_sent() -> None:
     assert (limits.max_events, limits.max_body_bytes) == (100, 100)
 
 
+def test_a_limit_whose_unit_the_server_states_is_taken_at_its_word() -> None:
+    """`limit_of` in the 413 decides, where guessing from what was sent would go wrong."""
+    limits = ServerLimits()
+    limits.learn(100, events=1000, body_bytes=50_000, limit_of="bytes_per_body")  # a guess says count
+    assert (limits.max_events, limits.max_body_bytes) == (None, 100)
+    limits = ServerLimits()
+    limits.learn(20_000, events=1000, body_bytes=50_000, limit_of="events_per_request")  # a guess says bytes
+    assert (limits.max_events, limits.max_body_bytes) == (20_000, None)
+    limits = ServerLimits()
+    limits.learn(1000, events=10, body_bytes=50_000, limit_of="bytes_per_event")  # one event: no request limit
+    assert (limits.max_events, limits.max_body_bytes) == (None, None)
+
+
 # Peak memory of `tlytics-replay --dry-run` on the file; run in a process of its own, so the
 # peak is the replay's alone.
 _PEAK_RSS_SCRIPT = """

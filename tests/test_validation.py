@@ -261,7 +261,7 @@ async def test_one_event_over_the_size_limit_is_413_with_its_index(
     response = await client.post("/events", json=events)
     assert response.status == 413
     body = await response.json()
-    assert body["index"] == 1 and body["limit"] == 2000
+    assert body["index"] == 1 and body["limit"] == 2000 and body["limit_of"] == "bytes_per_event"
     assert spool_count(app) == 0
     ok = await client.post("/events", json=[{"key": "fine", "data": {"pad": "x" * 500}}])
     assert ok.status == 200
@@ -272,4 +272,5 @@ async def test_event_count_limit_is_configurable(aiohttp_client: Any, make_app: 
     assert (await client.post("/events", json=[{"key": "a"}] * 3)).status == 200
     response = await client.post("/events", json=[{"key": "a"}] * 4)
     assert response.status == 413
-    assert (await response.json())["limit"] == 3
+    body = await response.json()
+    assert body["limit"] == 3 and body["limit_of"] == "events_per_request"

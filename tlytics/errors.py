@@ -3,7 +3,9 @@ at the boundary (`raise StoreError(...) from exc`) so callers never need to know
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
+
+LimitOf = Literal["events_per_request", "bytes_per_event", "bytes_per_body", "ids_per_request"]
 
 
 class TlyticsError(Exception):
@@ -20,7 +22,13 @@ class InvalidRequest(TlyticsError, ValueError):
 
 
 class RequestTooLarge(InvalidRequest):
-    """A request with more events, or an event with more bytes, than the server takes."""
+    """A request with more events, or an event with more bytes, than the server takes. The
+    answer (413) carries the `limit` and what it counts, `limit_of`, so a client can cut its
+    next request to size without reading the message: "events_per_request", "bytes_per_event",
+    "bytes_per_body" or "ids_per_request"."""
+
+    def __init__(self, message: str, *, limit: int, limit_of: LimitOf, **where: Any) -> None:
+        super().__init__(message, limit=limit, limit_of=limit_of, **where)
 
 
 class InvalidEvent(InvalidRequest):

@@ -50,7 +50,7 @@ class ServerLimits:
     max_events: int | None = None
     max_body_bytes: int | None = None
 
-    def learn(self, limit: int, events: int, body_bytes: int) -> None:
+    def learn(self, limit: int, events: int, body_bytes: int, limit_of: object = None) -> None:
         """Learn from a 413 for a request of `events` events and `body_bytes` bytes.
 
         The answer's `limit` does not say its unit; what was sent does. A body within `limit`
@@ -58,7 +58,17 @@ class ServerLimits:
         both exceed it, a count is assumed: if the limit was in bytes after all, `limit` events
         are still more than `limit` bytes, that request is refused too, and the second answer
         settles it (one refused request, where assuming bytes wrongly would send requests far
-        smaller than needed for the whole replay)."""
+        smaller than needed for the whole replay). A server that says what its limit counts
+        (`limit_of`, since 2026-12) is taken at its word; a per-event limit says nothing about
+        requests."""
+        if limit_of == "bytes_per_event":
+            return
+        if limit_of == "bytes_per_body":
+            self.max_body_bytes = min(limit, self.max_body_bytes or limit)
+            return
+        if limit_of == "events_per_request":
+            self.max_events = min(limit, self.max_events or limit)
+            return
         if body_bytes > limit and events <= limit:
             self.max_body_bytes = min(limit, self.max_body_bytes or limit)
         else:
@@ -224,7 +234,7 @@ class Replayer:
         answer = reply.json()
         limit = answer.get("limit") if isinstance(answer, dict) else None
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            self.limits.learn(limit, len(items), body_bytes)
+            self.limits.learn(limit, len(items), body_bytes, answer.get("limit_of"))
         pieces = self.limits.cut(items)
         if len(pieces) == 1 and len(items) > 1:
             middle = len(items) // 2

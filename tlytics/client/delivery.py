@@ -71,12 +71,20 @@ class LearnedLimits:
         if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
             return False
         error = str(answer.get("error", ""))
-        if "events" in error and "bytes" not in error:  # "too many events in one request"
+        # What the limit counts: `limit_of` where the server says it, else read from the message
+        # (a server from before 2026-12).
+        limit_of = answer.get("limit_of")
+        if limit_of is None:
+            if "events" in error and "bytes" not in error:  # "too many events in one request"
+                limit_of = "events_per_request"
+            elif "body" in error:  # "request body is larger than N bytes"
+                limit_of = "bytes_per_body"
+        if limit_of == "events_per_request":
             if limit < self.max_events:
                 self.max_events = limit
                 log.info("client_learned_server_limit max_events=%d", limit)
                 return True
-        elif "body" in error and limit < self.max_bytes:  # "request body is larger than N bytes"
+        elif limit_of == "bytes_per_body" and limit < self.max_bytes:
             self.max_bytes = limit
             log.info("client_learned_server_limit max_bytes=%d", limit)
             return True

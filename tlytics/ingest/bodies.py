@@ -57,7 +57,9 @@ async def read_body(
     settings = request.app[SETTINGS]
     max_bytes = settings.max_body_bytes
     if request.content_length is not None and request.content_length > max_bytes:
-        raise RequestTooLarge(f"request body is larger than {max_bytes} bytes", limit=max_bytes)
+        raise RequestTooLarge(
+            f"request body is larger than {max_bytes} bytes", limit=max_bytes, limit_of="bytes_per_body"
+        )
     try:
         if request.content.is_eof():  # all there already (most bodies): no timer to arm, ~9 µs saved
             body = await request.read()
@@ -65,7 +67,9 @@ async def read_body(
             async with asyncio.timeout(settings.body_timeout_s):
                 body = await request.read()
     except web.HTTPRequestEntityTooLarge:
-        raise RequestTooLarge(f"request body is larger than {max_bytes} bytes", limit=max_bytes) from None
+        raise RequestTooLarge(
+            f"request body is larger than {max_bytes} bytes", limit=max_bytes, limit_of="bytes_per_body"
+        ) from None
     except TimeoutError:
         # A client that stalls mid-body would hold a connection and a task for ever: drop it.
         # Its fault, not ours: a warning without a traceback, and a 4xx in the metrics.
@@ -121,7 +125,9 @@ def decode_body(body: bytes, encoding: str, max_bytes: int) -> bytes:
             out += decompressor.decompress(chunk, max_bytes + 1 - len(out))
             if len(out) > max_bytes:
                 raise RequestTooLarge(
-                    f"request body is larger than {max_bytes} bytes once decompressed", limit=max_bytes
+                    f"request body is larger than {max_bytes} bytes once decompressed",
+                    limit=max_bytes,
+                    limit_of="bytes_per_body",
                 )
             # Below the limit, decompress() consumed its whole chunk; at a stream's end, what
             # follows it (the next gzip member) is in unused_data, at most a chunk long.

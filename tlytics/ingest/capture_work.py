@@ -167,6 +167,7 @@ def _parsed_items(body: bytes, raw_items: list[Raw], limits: Limits, *, name: st
         raise RequestTooLarge(
             f"too many messages in one request: {len(raw_items)} (at most {limits.max_events})",
             limit=limits.max_events,
+            limit_of="events_per_request",
             **({"field": name} if name else {}),
         )
     items = []
@@ -191,4 +192,9 @@ def _refuse_longer(text: Raw | bytes, max_bytes: int, *, index: int | None, name
         where: dict[str, Any] = {"field": name} if name else {}
         if index is not None:
             where["index"] = index
-        raise RequestTooLarge(f"{what} {size} bytes, more than an event may be ({max_bytes})", limit=max_bytes, **where)
+        raise RequestTooLarge(
+            f"{what} {size} bytes, more than an event may be ({max_bytes})",
+            limit=max_bytes,
+            limit_of="bytes_per_event",
+            **where,
+        )

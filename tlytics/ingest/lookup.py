@@ -36,7 +36,9 @@ async def lookup(request: web.Request) -> web.Response:
     if not isinstance(ids, list):
         raise InvalidRequest('"ids" must be a JSON array of UUID strings', field="ids")
     if len(ids) > LOOKUP_MAX_IDS:
-        raise RequestTooLarge(f"at most {LOOKUP_MAX_IDS} ids per lookup", limit=LOOKUP_MAX_IDS)
+        raise RequestTooLarge(
+            f"at most {LOOKUP_MAX_IDS} ids per lookup", limit=LOOKUP_MAX_IDS, limit_of="ids_per_request"
+        )
     raw_ids = _raw_ids(ids)
     store = request.app[STORE]
     found = await run_read(request, store.run, store.queries.existing_ids, raw_ids)

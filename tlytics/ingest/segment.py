@@ -156,6 +156,7 @@ def _events(payload: Any, messages: Any, kind: str | None, now_us: int, limits: 
             f" {limits.max_body_bytes} bytes",
             field="context",
             limit=limits.max_body_bytes,
+            limit_of="bytes_per_body",
         )
     return [
         _message_event(message, kind, index, batch_context=batch_context, sent_at_us=sent_at_us, now_us=now_us)

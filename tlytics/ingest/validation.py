@@ -67,7 +67,11 @@ def refuse_too_large(body: bytes, *, batch: bool, max_events: int, max_event_byt
     except (msgspec.DecodeError, KeyError, UnicodeDecodeError, RecursionError):
         return
     if len(events) > max_events:
-        raise RequestTooLarge(f"too many events in one request: {len(events)} (at most {max_events})", limit=max_events)
+        raise RequestTooLarge(
+            f"too many events in one request: {len(events)} (at most {max_events})",
+            limit=max_events,
+            limit_of="events_per_request",
+        )
     for index, fields in enumerate(events):
         data = _data(fields.get("data", Raw(b"")))
         # The data as sent is never shorter than its canonical text, and a key is at least a byte.
@@ -86,6 +90,7 @@ def refuse_too_large(body: bytes, *, batch: bool, max_events: int, max_event_byt
                     f"event is at least {at_least} bytes (its data and key), more than {max_event_bytes}",
                     index=index,
                     limit=max_event_bytes,
+                    limit_of="bytes_per_event",
                 )
         size = event_size_bytes(key, canonical(data))
         if size > max_event_bytes:
@@ -93,6 +98,7 @@ def refuse_too_large(body: bytes, *, batch: bool, max_events: int, max_event_byt
                 f"event is {size} bytes (its data and key), more than {max_event_bytes}",
                 index=index,
                 limit=max_event_bytes,
+                limit_of="bytes_per_event",
             )
 
 
@@ -118,7 +124,9 @@ def reference_spool_entry(
         raw_events = payload
     if len(raw_events) > max_events:
         raise RequestTooLarge(
-            f"too many events in one request: {len(raw_events)} (at most {max_events})", limit=max_events
+            f"too many events in one request: {len(raw_events)} (at most {max_events})",
+            limit=max_events,
+            limit_of="events_per_request",
         )
     events = normalize_events(raw_events, now_us)
     # Valid now, so msgspec can split the body into each event's raw `data` text.
@@ -136,6 +144,7 @@ def reference_spool_entry(
                 f"event is {size} bytes (its data and key), more than {max_event_bytes}",
                 index=index,
                 limit=max_event_bytes,
+                limit_of="bytes_per_event",
             )
         rows.append((id_hex, key, timestamp_us, Raw(bytes(data))))
     return encode_spool_entry(now_us, rows), len(rows)
