@@ -25,6 +25,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 import tlytics.ingest
+from tests.helpers import app_flush
 from tests.openapi_spec import operations, query_parameters
 from tlytics.ingest.routes import ROUTES, Route
 
@@ -235,14 +236,40 @@ async def test_each_handler_reads_exactly_the_query_parameters_its_route_declare
     assert not problems, "\n".join(problems)
 
 
-@pytest.mark.parametrize("method_path", [key for key in PROBES if key[0] == "GET"], ids=" ".join)
-async def test_an_undeclared_parameter_is_ignored(client: Any, method_path: tuple[str, str]) -> None:
-    """Today every handler ignores a parameter it does not read (a misspelt one included):
-    the answer is the one without it."""
+_ACCESS = {(route.method, route.path): route.access for route in ROUTES}
+
+
+@pytest.mark.parametrize(
+    "method_path", [key for key in PROBES if key[0] == "GET" and _ACCESS[key] in ("open", "write")], ids=" ".join
+)
+async def test_an_open_route_ignores_a_parameter_it_does_not_take(client: Any, method_path: tuple[str, str]) -> None:
+    """Pages, scripts and /health: browsers, SDKs and health checkers add parameters of their
+    own (cache busters): the answer is the one without it."""
     url, _ = PROBES[method_path]
     plain = await client.get(url)
     with_unknown = await client.get(url + ("&" if "?" in url else "?") + "no_such_parameter=1")
     assert (with_unknown.status, with_unknown.content_type) == (plain.status, plain.content_type)
+
+
+@pytest.mark.parametrize("method_path", [key for key in PROBES if _ACCESS[key] not in ("open", "write")], ids=" ".join)
+async def test_a_question_about_the_data_refuses_a_parameter_it_does_not_take(
+    client: Any, app: web.Application, method_path: tuple[str, str]
+) -> None:
+    """A misspelt filter must not answer (or erase) as if it were not there: 400 naming it, and
+    nothing erased."""
+    url, body = PROBES[method_path]
+    assert (await client.post("/events", json=[EVENT])).status == 200
+    await app_flush(app)
+    if method_path == ("DELETE", "/events"):
+        url = "/events?key=signup"  # would erase the event just sent, were `sinse` not there
+    before = (await (await client.get("/view?page_size=1")).json())["total"]
+    assert before > 0
+    misspelt = url + ("&" if "?" in url else "?") + "sinse=2099-01-01T00:00:00Z"
+    response = await client.request(method_path[0], misspelt, json=body)
+    assert response.status == 400, await response.text()
+    answer = await response.json()
+    assert answer["field"] == "sinse" and "unknown query parameter 'sinse'" in answer["error"], answer
+    assert (await (await client.get("/view?page_size=1")).json())["total"] == before
 
 
 def _literal_query_reads(source: str) -> set[str]:

@@ -113,7 +113,8 @@ async def test_erasure_takes_the_new_operators(server: Any) -> None:
 )
 async def test_a_malformed_where_is_a_400_naming_it(server: Any, where: str, problem: str) -> None:
     for method, path in (("GET", "/view"), ("GET", "/stats"), ("GET", "/funnel"), ("DELETE", "/events")):
-        params = [("where", where), ("steps", "signup"), ("by", "data.user")]
+        # Each route is asked only what it takes: an unknown parameter is a 400 of its own.
+        params = [("where", where), *([("steps", "signup"), ("by", "data.user")] if path == "/funnel" else [])]
         response = await server.request(method, path, params=params)
         assert response.status == 400, (method, path)
         body = await response.json()

@@ -4,6 +4,11 @@ declared together in one place.
 A route missing here is a 404 or 405; a route added to the router any other way declares no
 level and is refused with a 403 (deny by default, see `auth`). A GET route also answers HEAD,
 at the same level, declared here rather than implicitly by aiohttp.
+
+A question about the data (a `read`, `stats` or `admin` route) refuses a query parameter it
+does not take, with a 400 naming it: a misspelt filter (`were=`, `sinse=`) must not answer,
+or erase, as if it were not there. Open and write routes ignore what they do not take: SDKs,
+browsers and load balancers add parameters of their own (posthog-js's `ver`, `ip`).
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import tlytics.ingest.whoami as whoami
 from tlytics.ingest.auth import ROUTE_ACCESS, Access, RouteAccess
 from tlytics.ingest.cors import cors_enabled, install_cors, preflight
 from tlytics.ingest.query import FILTER_PARAMETERS, ORDER_PARAMETERS, PAGE_PARAMETERS
+from tlytics.ingest.responses import ApiError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -100,9 +106,28 @@ def add_routes(app: web.Application) -> None:
     with_preflight = cors_enabled(app)
     for route in ROUTES:
         # HEAD answers what GET answers (status, headers, Content-Length).
+        handler = route.handler if route.access in ("open", "write") else _refusing_unknown_parameters(route)
         for method in ("GET", "HEAD") if route.method == "GET" else (route.method,):
-            added = app.router.add_route(method, route.path, route.handler)
+            added = app.router.add_route(method, route.path, handler)
             route_access.declare(added, route.access, key_in_body=route.key_in_body)
         if with_preflight and route.access == "write" and route.method == "POST":
             route_access.declare(app.router.add_route("OPTIONS", route.path, preflight), "open")
     install_cors(app)
+
+
+def _refusing_unknown_parameters(route: Route) -> Handler:
+    """`route`'s handler, behind a 400 for a query parameter the route does not declare."""
+    taken = frozenset(route.query)
+    handler = route.handler
+
+    async def checked(request: web.Request) -> web.StreamResponse:
+        # rel_url.query: the parameters as sent, without reading them as the handler would.
+        for name in request.rel_url.query:
+            if name not in taken:
+                offered = ", ".join(route.query) if route.query else "no query parameters"
+                raise ApiError(
+                    400, f"unknown query parameter {name!r}: {route.method} {route.path} takes {offered}", field=name
+                )
+        return await handler(request)
+
+    return checked
