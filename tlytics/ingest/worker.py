@@ -15,7 +15,9 @@ import asyncio
 import os
 import signal
 import socket
+from collections.abc import MutableMapping
 from contextlib import suppress
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -40,12 +42,24 @@ def run_worker(settings: Settings, index: int, channel: socket.socket, parent_pi
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     die_with_parent(parent_pid)
     configure_logging(settings.log_level)
+    _name_worker_in_logs(index)
     loop = new_event_loop()
     asyncio.set_event_loop(loop)
     try:
         loop.run_until_complete(_serve(settings, index, channel))
     finally:
         loop.close()
+
+
+def _name_worker_in_logs(index: int) -> None:
+    """Every log line of this process says `"worker": index` (which one answered a request)."""
+
+    def add_worker(_logger: object, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        event.setdefault("worker", index)
+        return event
+
+    processors = structlog.get_config()["processors"]
+    structlog.configure(processors=[add_worker, *processors])
 
 
 async def _serve(settings: Settings, index: int, channel: socket.socket) -> None:
@@ -61,7 +75,7 @@ async def _serve(settings: Settings, index: int, channel: socket.socket) -> None
     try:
         site = web.TCPSite(runner, settings.host, settings.port, reuse_port=True, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
         await site.start()
-        log.info("worker_listening", worker=index, pid=os.getpid(), port=settings.port)
+        log.info("worker_listening", pid=os.getpid(), port=settings.port)
         await writer.tell_listening(settings.port)
         supervisor_gone = asyncio.create_task(writer.closed.wait())
         stopping = asyncio.create_task(stop.wait())
@@ -71,7 +85,7 @@ async def _serve(settings: Settings, index: int, channel: socket.socket) -> None
             with suppress(asyncio.CancelledError):
                 await task
         if writer.closed.is_set():
-            log.warning("worker_supervisor_gone", worker=index)
+            log.warning("worker_supervisor_gone")
     finally:
         await runner.cleanup()
-    log.info("worker_stopped", worker=index)
+    log.info("worker_stopped")

@@ -76,6 +76,7 @@ def _initialize(settings: Settings, parent_pid: int) -> None:
         lambda: open_writer(settings),
         worker_spools=[Spool(directory, sync=settings.spool_sync) for directory in worker_dirs],
     )
+    log.info("writer_started", pid=os.getpid(), spools=len(_resources.spools))
 
 
 def _run(fn: Callable[..., T], *args: object) -> T:
