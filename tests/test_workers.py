@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import Sender, ServerProcess, assert_exactly_once, eventually, http_json
+from tlytics.ingest.supervisor import WorkersUnsupported, reserve_port
 from tlytics.spool import Spool
 
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
@@ -200,3 +201,22 @@ def test_a_second_server_on_the_same_spool_is_refused(tmp_path: Path) -> None:
         assert http_json("GET", f"{server.url}/health")[0] == 200
     finally:
         server.kill()
+
+
+def test_more_than_one_worker_is_refused_where_so_reuseport_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(socket, "SO_REUSEPORT")
+    with pytest.raises(WorkersUnsupported, match="--workers above 1 needs SO_REUSEPORT"):
+        reserve_port("127.0.0.1", 0)
+
+
+def test_a_port_another_server_listens_on_is_refused(tmp_path: Path) -> None:
+    """Even one that set SO_REUSEPORT too: the workers would share its port, splitting the
+    traffic with an unrelated server."""
+    with socket.socket() as other:
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        server = ServerProcess(tmp_path / "a.db", port=other.getsockname()[1], extra_args=["--workers", "2"])
+        with pytest.raises(RuntimeError, match="exited with 1"):
+            server.start()
+        assert "Address already in use" in server.log()

@@ -4,7 +4,6 @@ wins), configure logging, and run the server until SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import sys
@@ -24,6 +23,7 @@ try:
 
     import tlytics.setting_values as setting_values
     from tlytics.ingest import Settings, create_app
+    from tlytics.ingest.event_loop import new_event_loop
     from tlytics.ingest.settings import operator_options
     from tlytics.ingest.supervisor import run_supervisor
     from tlytics.logs import configure_logging
@@ -98,15 +98,6 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Set
     values.update({name: tuple(value) if isinstance(value, list) else value for name, value in flags.items()})
     settings = Settings(**values)
     return settings, settings.log_level
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed (it is a dependency on Linux and macOS): a faster loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def _bound_port(banner: str, requested: int) -> int:

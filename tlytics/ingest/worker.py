@@ -23,6 +23,7 @@ import structlog
 from aiohttp import web
 
 from tlytics.ingest.app import create_app
+from tlytics.ingest.event_loop import new_event_loop
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.state import WorkerRole
 from tlytics.writer.channel import ChannelExecutor
@@ -36,7 +37,6 @@ SHUTDOWN_TIMEOUT_S = 30.0
 
 def run_worker(settings: Settings, index: int, channel: socket.socket, parent_pid: int) -> None:
     """The worker process's main function (spawned by the supervisor, its stop signals blocked)."""
-    from tlytics.cli import new_event_loop
     from tlytics.logs import configure_logging
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
