@@ -3,7 +3,7 @@
 The process the operator started becomes the supervisor. It holds the server's locks (the
 store's and the spool's: a second server is refused as always), reserves the port, runs the
 store's migrations once, and owns the writer (a `ProcessExecutor`, its writer process
-restarted if it dies). Then it spawns the ingest workers (tlytics.ingest.worker), each the
+restarted if it dies; with `--writer thread`, a thread of the supervisor). Then it spawns the ingest workers (tlytics.ingest.worker), each the
 usual application with a spool of its own, `<spool>/worker-<i>` (the same directory for the
 same index at every start, so a restart finds what each acknowledged); the workers bind the
 port with SO_REUSEPORT and the kernel spreads new connections over them. Each worker's writer
@@ -38,9 +38,9 @@ from tlytics.ingest.instance_lock import InstanceLock
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.store_choice import open_reader
 from tlytics.ingest.worker import SHUTDOWN_TIMEOUT_S, run_worker
-from tlytics.writer import ProcessExecutor, WriteScheduler
+from tlytics.writer import ProcessExecutor, ThreadExecutor, WriteExecutor, WriteScheduler
 from tlytics.writer.channel import serve_worker
-from tlytics.writer.process import stop_signals_blocked
+from tlytics.writer.process import stop_signals_blocked, writer_resources
 
 log = structlog.get_logger("tlytics.ingest")
 
@@ -113,7 +113,12 @@ class Supervisor:
                 # Migrations once, here, before any worker opens the store.
                 (await asyncio.to_thread(open_reader, settings)).close()
                 self._worker_settings = dataclasses.replace(settings, port=reserved.getsockname()[1])
-                self._executor = ProcessExecutor(settings, parent_pid=os.getpid())
+                self._executor: WriteExecutor = (
+                    ProcessExecutor(settings, parent_pid=os.getpid())
+                    if settings.writer_process
+                    # --writer thread: on a thread of the supervisor (which does little else).
+                    else ThreadExecutor(await asyncio.to_thread(writer_resources, settings))
+                )
                 try:
                     await self._serve()
                 finally:

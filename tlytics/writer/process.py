@@ -69,14 +69,20 @@ def _initialize(settings: Settings, parent_pid: int) -> None:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     die_with_parent(parent_pid)
     configure_logging(settings.log_level)
+    _resources = writer_resources(settings)
+    log.info("writer_started", pid=os.getpid(), spools=len(_resources.spools))
+
+
+def writer_resources(settings: Settings) -> WriterResources:
+    """A writer's resources for `settings`: every spool under its spool directory (see
+    spools.py), the quarantine, and the store (opened on first use)."""
     spool_dir, *worker_dirs = spool_dirs(settings.resolved_spool_dir, settings.workers)
-    _resources = WriterResources(
+    return WriterResources(
         Spool(spool_dir, sync=settings.spool_sync),
         Spool(spool_dir / "quarantine", sync=settings.spool_sync),
         lambda: open_writer(settings),
         worker_spools=[Spool(directory, sync=settings.spool_sync) for directory in worker_dirs],
     )
-    log.info("writer_started", pid=os.getpid(), spools=len(_resources.spools))
 
 
 def _run(fn: Callable[..., T], *args: object) -> T:
