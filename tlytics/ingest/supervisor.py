@@ -36,8 +36,8 @@ import structlog
 from tlytics.errors import TlyticsError
 from tlytics.ingest.instance_lock import InstanceLock
 from tlytics.ingest.settings import Settings
-from tlytics.ingest.store_choice import open_reader
 from tlytics.ingest.worker import SHUTDOWN_TIMEOUT_S, run_worker
+from tlytics.store.open import open_writer
 from tlytics.writer import ProcessExecutor, ThreadExecutor, WriteExecutor, WriteScheduler
 from tlytics.writer.channel import serve_worker
 from tlytics.writer.process import stop_signals_blocked, writer_resources
@@ -110,8 +110,12 @@ class Supervisor:
         try:
             reserved = reserve_port(settings.host, settings.port)
             with reserved:
-                # Migrations once, here, before any worker opens the store.
-                (await asyncio.to_thread(open_reader, settings)).close()
+                if settings.store_url is None:
+                    # SQLite migrated once, here, before any worker opens it (and a file that
+                    # cannot be opened stops the start). PostgreSQL migrates under an advisory
+                    # lock as each worker starts, as several nodes do; one that refuses this
+                    # server stops its workers' start.
+                    (await asyncio.to_thread(open_writer, settings)).close()
                 self._worker_settings = dataclasses.replace(settings, port=reserved.getsockname()[1])
                 self._executor: WriteExecutor = (
                     ProcessExecutor(settings, parent_pid=os.getpid())
