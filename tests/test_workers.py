@@ -93,6 +93,11 @@ def test_events_posted_over_many_connections_are_spread_over_both_workers_and_st
             r["worker"] for r in _log_records(server) if r.get("event") == "request" and r.get("path") == "/events"
         }
         assert served == {0, 1}
+        # /health, on whichever worker it reaches, counts every worker's spool.
+        spooled = sum(_spooled(spool_dir / f"worker-{index}") for index in range(2))
+        for _ in range(4):
+            _, health = http_json("GET", f"{server.url}/health")
+            assert health["spool_entries"] == spooled
         sender = Sender(server.url, threads=4, batch_size=20).start()
         sender.wait_acknowledged()
         eventually(lambda: len(sender.acknowledged) >= 2_000, what="2,000 events acknowledged")
@@ -116,7 +121,9 @@ def test_kill_9_of_a_worker_mid_load_loses_nothing_and_it_comes_back(tmp_path: P
         sender.wait_acknowledged()
         eventually(lambda: len(sender.acknowledged) >= 500, what="500 events acknowledged")
         os.kill(pids[victim], signal.SIGKILL)
-        eventually(lambda: _worker_pids(server)[victim] != pids[victim], what=f"worker {victim} restarted")
+        eventually(
+            lambda: _worker_pids(server)[victim] != pids[victim], timeout_s=60.0, what=f"worker {victim} restarted"
+        )
         # Threads of the first sender whose connection the kill cut stopped: a second load
         # proves the server answers on, with the restarted worker among those answering.
         again = Sender(server.url, threads=4, batch_size=20).start()
@@ -138,7 +145,7 @@ def test_kill_9_of_the_writer_mid_load_loses_nothing(tmp_path: Path) -> None:
         sender.wait_acknowledged()
         eventually(lambda: len(sender.acknowledged) >= 500, what="500 events acknowledged")
         os.kill(writer, signal.SIGKILL)
-        eventually(lambda: _writer_pids(server)[-1] != writer, what="a new writer")
+        eventually(lambda: _writer_pids(server)[-1] != writer, timeout_s=60.0, what="a new writer")
         acknowledged = len(sender.acknowledged)
         eventually(lambda: len(sender.acknowledged) >= acknowledged + 500, what="500 more events acknowledged")
         sender.stop()
