@@ -190,11 +190,18 @@ def test_a_restart_with_fewer_workers_drains_the_spools_of_those_gone(tmp_path: 
         server.wait_drained()
         assert_exactly_once(server, acknowledged, acknowledged)
         assert _spooled(spool_dir / "worker-2") == 0
-        server.stop()
-        server.extra_args = []  # and down to a single process
+        # And down to a single process (its writer on a thread, the other kind of writer),
+        # from two workers killed with events in both spools.
+        acknowledged |= _post_until_every_worker_spool_holds(server, spool_dir, 2, "orphaned_again")
+        pids = _worker_pids(server)
+        server.kill()
+        eventually(lambda: not any(_alive(pid) for pid in pids.values()), what="the workers died with the server")
+        server.extra_args = ["--writer", "thread"]
+        server.flush = "100ms"  # what is posted after its first drain is written too
         server.start()
         acknowledged |= _post(server, "single", 10)
         assert_exactly_once(server, acknowledged, acknowledged)
+        assert [_spooled(spool_dir / f"worker-{index}") for index in range(3)] == [0, 0, 0]
     finally:
         server.kill()
 

@@ -77,10 +77,17 @@ def create_app(settings: Settings, *, worker: WorkerRole | None = None) -> web.A
         app[WORKER] = worker
     install_access_control(app)  # first: a bad keys file stops the start before anything opens
     app.cleanup_ctx.extend(
-        [_instance_lock_ctx, _spool_ctx, _store_ctx, health_watch_ctx, _writer_ctx, _committer_ctx, body_workers_ctx]
+        [
+            _instance_lock_ctx,
+            _spool_ctx,
+            _store_ctx,
+            health_watch_ctx,
+            server_spool_figures_ctx,  # /health and /metrics count every worker's spool
+            _writer_ctx,
+            _committer_ctx,
+            body_workers_ctx,
+        ]
     )
-    if worker is not None:  # /health and /metrics speak of every worker's spool
-        app.cleanup_ctx.insert(app.cleanup_ctx.index(health_watch_ctx) + 1, server_spool_figures_ctx)
     app.on_startup.append(_warn_if_open)
     app.on_response_prepare.append(answer_headers)
     add_routes(app)

@@ -1,8 +1,8 @@
-"""In an ingest worker of a `--workers N` server: /health and /metrics give the spool figures
-of the whole server (every worker's spool, and those left by an earlier run with more workers,
-summed), not of this worker's spool alone, so "spool_entries": 0 still means that everything
-acknowledged is stored, whichever worker acknowledged it, and a load balancer asking any
-worker learns whether the server keeps up."""
+"""/health and /metrics give the spool figures of the whole server: in an ingest worker of a
+`--workers N` server, every worker's spool summed, not this worker's alone; and in any server,
+the spools left by an earlier run with more workers while they are drained. So
+"spool_entries": 0 still means that everything acknowledged is stored, whichever worker
+acknowledged it, and a load balancer asking any worker learns whether the server keeps up."""
 
 from __future__ import annotations
 
@@ -30,7 +30,8 @@ def _server_figures(spools: list[Spool], quarantine: Spool) -> SpoolFigures:
 
 
 async def server_spool_figures_ctx(app: web.Application) -> AsyncIterator[None]:
-    """A cleanup context after health_watch_ctx: its spool figures, for every spool."""
+    """A cleanup context after health_watch_ctx: its spool figures, for every spool (when there
+    is more than this server's own)."""
     settings = app[SETTINGS]
     own = app[SPOOL]
     others = [
@@ -38,6 +39,9 @@ async def server_spool_figures_ctx(app: web.Application) -> AsyncIterator[None]:
         for directory in await asyncio.to_thread(spool_dirs, settings.resolved_spool_dir, settings.workers)
         if directory != own.directory
     ]
+    if not others:  # a single process with no spool left by workers: its own figures
+        yield
+        return
     spools, quarantine = [own, *others], app[QUARANTINE]
     figures = OneAtATime(lambda: _server_figures(spools, quarantine), thread_name="health-spools")
     app[SPOOL_FIGURES] = figures
