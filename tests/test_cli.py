@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 import re
 import subprocess
@@ -179,6 +180,7 @@ def test_every_default_is_the_documented_one() -> None:
         "flush_period_s": 5.0,
         "log_level": "info",
         "writer_process": True,
+        "workers": 1,
         "max_body_bytes": 10 * 1024 * 1024,
         "max_events_per_request": 10_000,
         "max_event_bytes": 1024 * 1024,
@@ -217,6 +219,7 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         "--flush": "1s",
         "--log-level": "debug",
         "--writer": "thread",
+        "--workers": "3",
         "--max-body": "2MiB",
         "--max-events": "7",
         "--max-event-size": "1kB",
@@ -257,6 +260,7 @@ def test_every_setting_can_be_given_by_flag_or_environment() -> None:
         ("TLYTICS_LOG_LEVEL", "chatty", "debug"),
         ("TLYTICS_BODY_TIMEOUT", "0", "1s"),
         ("TLYTICS_MAX_EVENTS", "0", "5"),
+        ("TLYTICS_WORKERS", "many", "2"),
     ],
 )
 def test_a_bad_environment_value_is_named_even_when_a_flag_overrides_it(
@@ -307,3 +311,12 @@ def test_a_renamed_server_variable_would_keep_working_with_a_warning(
     assert parse_settings([], both)[0].flush_period_s == 3.0
     assert "TLYTICS_FLUSH is also set, and wins" in capsys.readouterr().err
     assert parse_settings(["--flush", "4s"], both)[0].flush_period_s == 4.0  # the flag still wins
+
+
+def test_workers_auto_is_one_per_core_but_one_and_at_least_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    assert parse_settings(["--workers", "auto"], {})[0].workers == 3
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
+    assert parse_settings([], {"TLYTICS_WORKERS": "auto"})[0].workers == 1
+    with pytest.raises(SystemExit):
+        parse_settings(["--workers", "0"], {})

@@ -4,7 +4,6 @@ wins), configure logging, and run the server until SIGINT or SIGTERM."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import re
 import sys
@@ -24,7 +23,9 @@ try:
 
     import tlytics.setting_values as setting_values
     from tlytics.ingest import Settings, create_app
+    from tlytics.ingest.event_loop import new_event_loop
     from tlytics.ingest.settings import operator_options
+    from tlytics.ingest.supervisor import run_supervisor
     from tlytics.logs import configure_logging
 except ImportError as exc:
     if (exc.name or "tlytics").partition(".")[0] == "tlytics":
@@ -99,15 +100,6 @@ def parse_settings(argv: Sequence[str], environ: Mapping[str, str]) -> tuple[Set
     return settings, settings.log_level
 
 
-def _new_event_loop() -> asyncio.AbstractEventLoop:
-    """uvloop where it is installed (it is a dependency on Linux and macOS): a faster loop."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def _bound_port(banner: str, requested: int) -> int:
     """The port in aiohttp's "Running on http://host:port" line, else `requested`."""
     found = re.search(r"Running on \S*:(\d+)\s", banner)
@@ -121,35 +113,47 @@ def main(argv: Sequence[str] | None = None) -> None:
     settings, log_level = parse_settings(sys.argv[1:] if argv is None else argv, dict(os.environ))
     configure_logging(log_level)
     log = structlog.get_logger("tlytics")
+    # Built before anything starts, with --workers too (each worker builds its own): a bad
+    # keys file stops the start here, as it always did.
     app = create_app(settings)
 
-    def announce(banner: str) -> None:
-        # run_app's `print`, called once the server listens: so the line comes only then, and
-        # names the port bound (with --port 0, the one the system chose; tests start so).
+    def announce(port: int) -> None:
         log.info(
             "listening",
             host=settings.host,
-            port=_bound_port(banner, settings.port),
+            port=port,
             store=settings.store_description,
             spool=str(settings.resolved_spool_dir),
             spool_sync=settings.spool_sync,
             flush_period_s=settings.flush_period_s,
+            workers=settings.workers,
         )
 
-    # aiohttp handles SIGINT/SIGTERM: stop accepting, let in-flight requests finish, then run
-    # the cleanup contexts (committer, then writer's final drain, then store and spool).
     try:
-        web.run_app(
-            app,
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=announce,
-            shutdown_timeout=30.0,
-            loop=_new_event_loop(),
-        )
+        if settings.workers > 1:
+            # N ingest processes on the port, one writer for all (tlytics.ingest.supervisor).
+            run_supervisor(settings, loop=new_event_loop(), on_listening=announce)
+        else:
+            _run_app(app, settings, announce)
     except (TlyticsError, OSError) as exc:  # the store in use, the port taken, a bad path
         log.error("cannot_start", error=str(exc))
         sys.stderr.write(f"tlytics: {exc}\n")
         sys.exit(1)
     log.info("stopped")
+
+
+def _run_app(app: web.Application, settings: Settings, announce: Callable[[int], None]) -> None:
+    """One process: the application, its writer in a process (or thread) of its own."""
+    # aiohttp handles SIGINT/SIGTERM: stop accepting, let in-flight requests finish, then run
+    # the cleanup contexts (committer, then writer's final drain, then store and spool).
+    # Its `print` is called once the server listens: so the `listening` line comes only then,
+    # and names the port bound (with --port 0, the one the system chose; tests start so).
+    web.run_app(
+        app,
+        host=settings.host,
+        port=settings.port,
+        access_log=None,
+        print=lambda banner: announce(_bound_port(banner, settings.port)),
+        shutdown_timeout=30.0,
+        loop=new_event_loop(),
+    )

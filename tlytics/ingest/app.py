@@ -9,6 +9,7 @@ import ipaddress
 import os
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import structlog
 from aiohttp import web
@@ -33,9 +34,12 @@ from tlytics.ingest.state import (
     SETTINGS,
     SPOOL,
     STORE,
+    WORKER,
     WRITE_SCHEDULER,
     IngestCounters,
+    WorkerRole,
 )
+from tlytics.ingest.worker_figures import server_spool_figures_ctx
 from tlytics.spool import GroupCommitter, Spool
 from tlytics.store.open import open_backend, open_served_reader
 from tlytics.writer import (
@@ -46,6 +50,7 @@ from tlytics.writer import (
     WriterResources,
     WriteScheduler,
 )
+from tlytics.writer.spools import spool_dirs, worker_spool_dir
 
 log = structlog.get_logger("tlytics.ingest")
 
@@ -53,8 +58,9 @@ log = structlog.get_logger("tlytics.ingest")
 READER_THREADS = 4
 
 
-def create_app(settings: Settings) -> web.Application:
-    """Build the Tlytics server application for `settings`."""
+def create_app(settings: Settings, *, worker: WorkerRole | None = None) -> web.Application:
+    """Build the Tlytics server application for `settings`; with `worker`, one of the ingest
+    workers of a `--workers N` server (its own spool, the server's writer)."""
     app = web.Application(
         client_max_size=settings.max_body_bytes,
         middlewares=[errors_and_access_log],
@@ -70,9 +76,20 @@ def create_app(settings: Settings) -> web.Application:
     app[BACKEND] = open_backend(settings)
     app[COUNTERS] = IngestCounters()
     app[METRICS] = Metrics()
+    if worker is not None:
+        app[WORKER] = worker
     install_access_control(app)  # first: a bad keys file stops the start before anything opens
     app.cleanup_ctx.extend(
-        [_instance_lock_ctx, _spool_ctx, _store_ctx, health_watch_ctx, _writer_ctx, _committer_ctx, body_workers_ctx]
+        [
+            _instance_lock_ctx,
+            _spool_ctx,
+            _store_ctx,
+            health_watch_ctx,
+            server_spool_figures_ctx,  # /health and /metrics count every worker's spool
+            _writer_ctx,
+            _committer_ctx,
+            body_workers_ctx,
+        ]
     )
     app.on_startup.append(_warn_if_open)
     app.on_response_prepare.append(answer_headers)
@@ -80,9 +97,17 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+def _own_spool_dir(app: web.Application) -> Path:
+    """The spool this app appends to: the server's, or in a worker its own part of it."""
+    spool_dir = app[SETTINGS].resolved_spool_dir
+    worker = app.get(WORKER)
+    return spool_dir if worker is None else worker_spool_dir(spool_dir, worker.index)
+
+
 async def _instance_lock_ctx(app: web.Application) -> AsyncIterator[None]:
     # A shared store (PostgreSQL) has no file of its own to lock: only this server's spool is.
-    lock = InstanceLock(app[BACKEND].lock_path(), app[SETTINGS].resolved_spool_dir)
+    # A worker's supervisor holds the server's locks: the worker locks its own spool only.
+    lock = InstanceLock(app[BACKEND].lock_path() if WORKER not in app else None, _own_spool_dir(app))
     lock.acquire()
     yield
     lock.release()
@@ -116,9 +141,10 @@ async def _spool_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     spool_dir = settings.resolved_spool_dir
     app[SPOOL] = Spool(
-        spool_dir,
+        _own_spool_dir(app),
         sync=settings.spool_sync,
-        max_bytes=settings.spool_max_bytes,
+        # --spool-max is the whole server's: each worker's spool takes an equal part.
+        max_bytes=settings.spool_max_bytes // (settings.workers if WORKER in app else 1),
         min_free_bytes=settings.spool_min_free_bytes,
         # The writer checkpoints the spool's WAL after each batch: not the event loop.
         checkpoint_on_append=False,
@@ -153,15 +179,21 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    worker = app.get(WORKER)
     executor: WriteExecutor
-    if settings.writer_process:
+    if worker is not None:
+        executor = worker.writer
+    elif settings.writer_process:
         executor = ProcessExecutor(settings, parent_pid=os.getpid())
     else:
+        # Worker spools left by a run with --workers above 1 are drained too.
+        _, *worker_dirs = spool_dirs(settings.resolved_spool_dir, settings.workers)
         executor = ThreadExecutor(
             WriterResources(
                 app[SPOOL],
                 app[QUARANTINE],
                 app[BACKEND].writer,
+                worker_spools=[Spool(directory, sync=settings.spool_sync) for directory in worker_dirs],
             )
         )
     metrics = app[METRICS]
@@ -181,7 +213,8 @@ async def _writer_ctx(app: web.Application) -> AsyncIterator[None]:
         batch_max_events=settings.writer_batch_max_events,
         backlog_threshold_events=settings.backlog_threshold_events,
         on_batch=count_batch,
-        retention_s=settings.retention_s,
+        # In a `--workers N` server, worker 0 runs the retention rounds for all.
+        retention_s=settings.retention_s if worker is None or worker.index == 0 else None,
     )
     app[WRITE_SCHEDULER] = writer
     writer.start()

@@ -10,6 +10,7 @@ is one field here and nothing else.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +52,14 @@ def _option(
         secret=secret,
     )
     return option_field(option, default=value)
+
+
+def worker_count(value: str) -> int:
+    """A number of ingest processes, at least 1, or `auto`: one per core but one (the writer's)."""
+    if value.strip().lower() == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return max(1, cores - 1)
+    return parse.count(value)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -105,6 +114,15 @@ class Settings:
         parse.writer_in_process,
         "where the writer's SQLite work runs: process (its own process, the second core) or thread",
         default="process",
+    )
+    # Ingest processes serving the port together (SO_REUSEPORT), each with a spool of its
+    # own, drained by the one writer (tlytics.ingest.supervisor); 1 is a single process.
+    workers: int = _option(
+        "--workers",
+        "TLYTICS_WORKERS",
+        worker_count,
+        "ingest processes on the port, each with its own spool, one writer for all: a number, or auto (cores - 1)",
+        default="1",
     )
     max_body_bytes: int = _option(
         "--max-body",

@@ -15,6 +15,7 @@ from tlytics.spool import GroupCommitter, Spool
 from tlytics.store import StoreReader
 from tlytics.store.backend import Backend
 from tlytics.writer import WriteScheduler
+from tlytics.writer.channel import ChannelExecutor
 
 
 @dataclass
@@ -25,7 +26,18 @@ class IngestCounters:
     accepted_events: int = 0
 
 
+@dataclass(frozen=True)
+class WorkerRole:
+    """What makes an app one of the ingest workers of a `--workers N` server (N > 1): its
+    index (its spool is `<spool>/worker-<index>`) and its link to the server's one writer."""
+
+    index: int
+    writer: ChannelExecutor
+
+
 SETTINGS = web.AppKey("settings", Settings)
+# Present only in an ingest worker of a `--workers N` server (tlytics.ingest.supervisor).
+WORKER = web.AppKey("worker", WorkerRole)
 METRICS = web.AppKey("metrics", Metrics)
 COUNTERS = web.AppKey("counters", IngestCounters)
 SPOOL = web.AppKey("spool", Spool)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import structlog
 
+from tlytics.spool import Spool
 from tlytics.spool.entry import SpoolRow, decode_spool_entry, store_rows
 from tlytics.store import StoreRow
 from tlytics.store.spooled_rows import SpooledRows, UnconvertibleRow
@@ -51,7 +52,8 @@ def _decoded(value: bytes) -> tuple[int, list[SpoolRow]]:
 
 def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -> DrainResult:
     """Move the oldest spool entries (up to `max_events` events) into the store in one
-    transaction, then remove them. Raises on store or spool failure, leaving the spool as it was.
+    transaction, then remove them; likewise for each ingest worker's spool (a transaction
+    each). Raises on store or spool failure, leaving the spool being drained as it was.
     """
     # A batch makes tens of thousands of tuples and keeps them all until it ends: the cyclic
     # garbage collector, set off by their number, ran again and again to find nothing (none
@@ -59,14 +61,23 @@ def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -
     collecting = gc.isenabled()
     gc.disable()
     try:
-        return _drain(resources, max_entries, max_events)
+        result = _drain(resources, resources.spool, max_entries, max_events)
+        for spool in resources.worker_spools:
+            more = _drain(resources, spool, max_entries, max_events)
+            result = DrainResult(
+                entries=result.entries + more.entries,
+                events=result.events + more.events,
+                inserted=result.inserted + more.inserted,
+                quarantined=result.quarantined + more.quarantined,
+                pid=result.pid,
+            )
+        return result
     finally:
         if collecting:
             gc.enable()
 
 
-def _drain(resources: WriterResources, max_entries: int, max_events: int) -> DrainResult:
-    spool = resources.spool
+def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_events: int) -> DrainResult:
     keys: list[int] = []
     values: list[bytes] = []
     entries: list[tuple[int, list[SpoolRow]]] = []
@@ -75,7 +86,7 @@ def _drain(resources: WriterResources, max_entries: int, max_events: int) -> Dra
         try:
             entry = _decoded(value)
         except _UNREADABLE as exc:
-            _quarantine(resources, key, value, exc)
+            _quarantine(resources, spool, key, value, exc)
             quarantined += 1
             continue
         keys.append(key)
@@ -89,7 +100,7 @@ def _drain(resources: WriterResources, max_entries: int, max_events: int) -> Dra
         try:
             inserted = resources.store.insert(SpooledRows(entries))
         except UnconvertibleRow:  # nothing written: convert entry by entry, quarantining those that fail
-            keys, rows, unconvertible = _store_rows(resources, keys, values)
+            keys, rows, unconvertible = _store_rows(resources, spool, keys, values)
             quarantined += unconvertible
             events = len(rows)
             inserted = resources.store.insert(rows) if rows else 0
@@ -103,7 +114,7 @@ def _drain(resources: WriterResources, max_entries: int, max_events: int) -> Dra
 
 
 def _store_rows(
-    resources: WriterResources, keys: list[int], values: list[bytes]
+    resources: WriterResources, spool: Spool, keys: list[int], values: list[bytes]
 ) -> tuple[list[int], list[StoreRow], int]:
     """The store rows of entries converted in Python; those that cannot be are quarantined.
     Returns the keys converted, their rows, and how many were quarantined."""
@@ -114,14 +125,14 @@ def _store_rows(
         try:
             rows.extend(store_rows(value))
         except _UNREADABLE as exc:
-            _quarantine(resources, key, value, exc)
+            _quarantine(resources, spool, key, value, exc)
             quarantined += 1
             continue
         converted.append(key)
     return converted, rows, quarantined
 
 
-def _quarantine(resources: WriterResources, key: int, value: bytes, exc: Exception) -> None:
+def _quarantine(resources: WriterResources, spool: Spool, key: int, value: bytes, exc: Exception) -> None:
     resources.quarantine.append(value)
-    resources.spool.remove([key])
-    log.error("spool_entry_quarantined", spool_key=key, error=str(exc), bytes=len(value))
+    spool.remove([key])
+    log.error("spool_entry_quarantined", spool=str(spool.directory), spool_key=key, error=str(exc), bytes=len(value))

@@ -28,6 +28,7 @@ from tlytics.ingest.settings import Settings
 from tlytics.spool import Spool
 from tlytics.store.open import open_writer
 from tlytics.writer.resources import WriterResources
+from tlytics.writer.spools import spool_dirs
 
 log = structlog.get_logger("tlytics.writer")
 
@@ -36,12 +37,12 @@ Args = TypeVarTuple("Args")
 
 _PR_SET_PDEATHSIG = 1
 # SIGHUP too: a terminal's hang-up signals the whole group, and the server reloads or ignores it.
-_STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 # In the writer process: its resources, set by _initialize.
 _resources: WriterResources | None = None
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Be killed when the server dies (Linux), so a restarted server never finds this writer
     still at work; a batch cut short by that is rolled back by the store and stays spooled."""
     try:
@@ -60,19 +61,27 @@ def _initialize(settings: Settings, parent_pid: int) -> None:
 
     # Ctrl-C in a terminal (and systemd's stop) signal the whole process group: the server
     # decides when this process stops, after its final drain, so the writer ignores them. The
-    # server spawned this process with them blocked (_stop_signals_blocked), so none could
+    # server spawned this process with them blocked (stop_signals_blocked), so none could
     # kill it while it was importing; one that came meanwhile is discarded by SIG_IGN, then unblock.
-    for stop_signal in _STOP_SIGNALS:
+    for stop_signal in STOP_SIGNALS:
         signal.signal(stop_signal, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-    _die_with_parent(parent_pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    die_with_parent(parent_pid)
     configure_logging(settings.log_level)
-    spool_dir = settings.resolved_spool_dir
-    _resources = WriterResources(
+    _resources = writer_resources(settings)
+    log.info("writer_started", pid=os.getpid(), spools=len(_resources.spools))
+
+
+def writer_resources(settings: Settings) -> WriterResources:
+    """A writer's resources for `settings`: every spool under its spool directory (see
+    spools.py), the quarantine, and the store (opened on first use)."""
+    spool_dir, *worker_dirs = spool_dirs(settings.resolved_spool_dir, settings.workers)
+    return WriterResources(
         Spool(spool_dir, sync=settings.spool_sync),
         Spool(spool_dir / "quarantine", sync=settings.spool_sync),
         lambda: open_writer(settings),
+        worker_spools=[Spool(directory, sync=settings.spool_sync) for directory in worker_dirs],
     )
 
 
@@ -83,7 +92,7 @@ def _run(fn: Callable[..., T], *args: object) -> T:
 
 
 @contextmanager
-def _stop_signals_blocked() -> Iterator[None]:
+def stop_signals_blocked() -> Iterator[None]:
     """Block SIGINT and SIGTERM in this thread meanwhile, so a process spawned inside inherits
     them blocked (the mask survives fork and exec) and cannot die of them before it ignores
     them; what arrives meanwhile stays pending for this process and is handled afterwards.
@@ -91,7 +100,7 @@ def _stop_signals_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):  # not POSIX: no process group signals either
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
         yield
     finally:
@@ -115,7 +124,7 @@ class ProcessExecutor:
         # Blocked here too: the pool's queues start CPython's resource tracker process, which
         # ignores SIGINT and SIGTERM but not SIGHUP; spawned with it blocked, a hang-up of the
         # process group cannot kill it (it did, with tracebacks in the server's log).
-        with _stop_signals_blocked():
+        with stop_signals_blocked():
             return ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),  # no fork of a threaded server
@@ -126,7 +135,7 @@ class ProcessExecutor:
     async def execute(self, fn: Callable[[WriterResources, *Args], T], *args: *Args) -> T:
         executor = self._executor
         try:
-            with _stop_signals_blocked():
+            with stop_signals_blocked():
                 future: Future[T] = executor.submit(_run, fn, *args)
             return await asyncio.wrap_future(future)
         except BrokenProcessPool:

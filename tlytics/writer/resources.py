@@ -9,7 +9,7 @@ than the writer's start.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from tlytics.spool import Spool
 from tlytics.store import StoreWriter
@@ -18,12 +18,27 @@ from tlytics.store import StoreWriter
 class WriterResources:
     """The writer's resources; used from the writer's one thread or process only."""
 
-    def __init__(self, spool: Spool, quarantine: Spool, open_store: Callable[[], StoreWriter]) -> None:
+    def __init__(
+        self,
+        spool: Spool,
+        quarantine: Spool,
+        open_store: Callable[[], StoreWriter],
+        *,
+        worker_spools: Sequence[Spool] = (),
+    ) -> None:
         self.spool = spool
+        # The ingest workers' spools (tlytics.writer.spools), drained after `spool`, each in
+        # order of arrival.
+        self.worker_spools = tuple(worker_spools)
         # Spool entries the writer could not read are set aside here, never dropped.
         self.quarantine = quarantine
         self._open_store = open_store
         self._store: StoreWriter | None = None
+
+    @property
+    def spools(self) -> tuple[Spool, ...]:
+        """Every spool this writer drains."""
+        return (self.spool, *self.worker_spools)
 
     @property
     def store(self) -> StoreWriter:
@@ -31,6 +46,10 @@ class WriterResources:
         if self._store is None:
             self._store = self._open_store()
         return self._store
+
+    def close_worker_spools(self) -> None:
+        for spool in self.worker_spools:
+            spool.close()
 
     def close_store(self) -> None:
         if self._store is not None:
