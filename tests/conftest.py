@@ -87,7 +87,6 @@ SPREAD_BY_TEST = (
     "tests/test_roundtrip.py",
     "tests/test_store_contract.py",
     "tests/test_validation.py",
-    "tests/test_middleware.py",
     "tests/test_writer.py",
 )
 
@@ -224,6 +223,24 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
 
     def make(db_path: Path | None = None, **kwargs: Any) -> ServerProcess:
         server = ServerProcess(db_path or tmp_path / "analytics.db", **kwargs)
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture(scope="module")
+def module_server_factory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """`server_factory` for a whole test file: a server started once and shared by the file's
+    tests that only need *a* running server (each test then tells its own events apart by its
+    own keys or ids, never by totals); every one is killed after the file's last test."""
+    servers: list[ServerProcess] = []
+    directory = tmp_path_factory.mktemp("module-server")
+
+    def make(db_path: Path | None = None, **kwargs: Any) -> ServerProcess:
+        server = ServerProcess(db_path or directory / f"analytics-{len(servers)}.db", **kwargs)
         servers.append(server)
         return server
 
