@@ -32,15 +32,16 @@ def run_script(code: str, timeout_s: float = 60.0) -> subprocess.CompletedProces
     )
 
 
-@pytest.fixture(scope="module")
-def server(module_server_factory: Any) -> ServerProcess:
-    """One server for the tests that only need one running: each reads back its own events."""
-    return module_server_factory().start()  # type: ignore[no-any-return]
+@pytest.fixture
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """The run's shared server, for the tests that only need one running: each asserts on the
+    ids stored since it began (`stored`), not on totals."""
+    return shared_server
 
 
 @pytest.fixture
-def stored(server: ServerProcess) -> StoredSince:
-    return StoredSince(server)
+def stored(stored_since: StoredSince) -> StoredSince:
+    return stored_since
 
 
 def spooled_ids(spool_dir: Path) -> list[str]:

@@ -16,7 +16,8 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import ServerProcess, http_json
+from tests.helpers import ServerProcess
+from tests.shared_server import StoredSince
 from tlytics import Client, Config
 from tlytics.client import ASGIMiddleware, DjangoMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
 from tlytics.client.middleware import is_bot, truncated_ip
@@ -25,47 +26,32 @@ BROWSER = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 
 
-@pytest.fixture(scope="module")
-def server(module_server_factory: Any) -> ServerProcess:
-    """One server for the file: a test tells its own events apart from the earlier tests' by
+@pytest.fixture
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """The run's shared server: a test tells its own events apart from the earlier tests' by
     id (`recorded` leaves out every event stored before the test's client was made)."""
-    return module_server_factory(flush="50ms").start()  # type: ignore[no-any-return]
+    return shared_server
 
 
-# The ids stored before each test's client was made, by the client's id(): not the test's.
-_STORED_BEFORE: dict[int, set[str]] = {}
+# What each test's client's server stored since the client was made, by the client's id().
+_STORED_SINCE: dict[int, StoredSince] = {}
 
 
 @pytest.fixture
 def client(server: ServerProcess, tmp_path: Path) -> Any:
-    # The earlier tests' clients are closed: whatever they sent is in the spool or the store.
-    server.wait_drained()
-    stored_before = {event["id"] for event in stored_events(server)}
+    stored = StoredSince(server)  # made before the client: none of the test's events is in it
     client = Client(Config(server_url=server.url, spool_dir=tmp_path / "spool", flush_period=0.1, spool_interval=0.01))
-    _STORED_BEFORE[id(client)] = stored_before
+    _STORED_SINCE[id(client)] = stored
     yield client
     client.close(timeout=2)
-    del _STORED_BEFORE[id(client)]
-
-
-def stored_events(server: ServerProcess) -> list[dict[str, Any]]:
-    """Every event the server stored, read through /view page by page."""
-    events: list[dict[str, Any]] = []
-    for page in range(1, 1000):
-        status, body = http_json("GET", f"{server.url}/view?page={page}&page_size=1000")
-        assert status == 200, body
-        events.extend(body["events"])
-        if page >= body["total_pages"]:
-            return events
-    raise AssertionError("more than 1000 pages of events")
+    del _STORED_SINCE[id(client)]
 
 
 def recorded(server: ServerProcess, client: Client, key: str = "http_request") -> list[dict[str, Any]]:
     """The data of every `key` event the server stored for this test, sorted by path."""
     assert client.flush(timeout=10)
     server.wait_drained()
-    earlier = _STORED_BEFORE[id(client)]
-    events = [e for e in stored_events(server) if e["key"] == key and e["id"] not in earlier]
+    events = [e for e in _STORED_SINCE[id(client)].events() if e["key"] == key]
     return sorted((e["data"] for e in events), key=lambda d: str(d.get("path")))
 
 
