@@ -18,6 +18,7 @@ from tests.helpers import (
     ServerProcess,
 )
 from tests.postgres_cluster import postgres_cluster  # noqa: F401  (the session's PostgreSQL: a fixture)
+from tests.shared_server import StoredSince
 from tlytics.ingest import Settings, create_app
 from tlytics.spool import Spool
 from tlytics.store import SQLiteStore
@@ -87,7 +88,6 @@ SPREAD_BY_TEST = (
     "tests/test_roundtrip.py",
     "tests/test_store_contract.py",
     "tests/test_validation.py",
-    "tests/test_middleware.py",
     "tests/test_writer.py",
 )
 
@@ -230,3 +230,30 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
     yield make
     for server in servers:
         server.kill()
+
+
+@pytest.fixture(scope="session")
+def _shared_server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    server = ServerProcess(tmp_path_factory.mktemp("shared-server") / "analytics.db")
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def shared_server(_shared_server_process: ServerProcess) -> ServerProcess:
+    """A default server (`python -m tlytics`, no keys, 100 ms flush) shared by every test that
+    only needs one running: started once per run (per pytest-xdist worker), since a server
+    start costs more CPU than most such tests. A test that uses it sends only its own fresh
+    ids and asserts on the ids stored since it began (`stored_since`), never on totals; it
+    does not stop, kill, reconfigure or empty it. Started again if an earlier test's failure
+    left it dead."""
+    server = _shared_server_process
+    if server.process is None or server.process.poll() is not None:
+        server.start()
+    return server
+
+
+@pytest.fixture
+def stored_since(shared_server: ServerProcess) -> StoredSince:
+    """What `shared_server` stored since this test began."""
+    return StoredSince(shared_server)

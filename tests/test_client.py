@@ -18,6 +18,7 @@ import pytest
 
 from tests.fake_server import FakeServer
 from tests.helpers import ServerProcess, eventually, fast_config, free_port
+from tests.shared_server import StoredSince
 from tlytics import Client, Event, EventsRejected
 from tlytics.errors import DeliveryError, EventsDropped, InvalidEvent, TlyticsError
 
@@ -36,9 +37,17 @@ def emitted_by(output: str) -> list[tuple[float, str]]:
     return [(float(at), event_id) for at, event_id in lines if len(event_id) == 36]
 
 
-def assert_stored_exactly(server: ServerProcess, expected: set[str], *, allowed_extra: set[str] = frozenset()) -> None:  # type: ignore[assignment]
+def assert_stored_exactly(
+    server: ServerProcess,
+    expected: set[str],
+    *,
+    allowed_extra: set[str] = frozenset(),  # type: ignore[assignment]
+    since: StoredSince | None = None,
+) -> None:
+    """Each of `expected` stored once, nothing else but `allowed_extra`: of everything the
+    server stored, or on a shared server of what it stored `since` the test began."""
     server.wait_drained()
-    stored = server.stored_ids()
+    stored = server.stored_ids() if since is None else since.ids()
     counts = Counter(stored)
     assert not [i for i, n in counts.items() if n > 1], "stored twice"
     missing = expected - set(stored)
@@ -65,9 +74,9 @@ def test_offline_emit_then_exit_then_new_client_delivers_each_once(server_factor
 
 @pytest.mark.parametrize("run_s", [0.4, 1.2])
 def test_sigkill_of_the_application_loses_nothing_older_than_spool_interval(
-    server_factory: Any, tmp_path: Path, run_s: float
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path, run_s: float
 ) -> None:
-    server = server_factory().start()
+    server = shared_server
     spool = tmp_path / "client-spool"
     worker = run_worker("emit-forever", server.url, spool, spool_interval=0.05)
     assert worker.stdout is not None
@@ -90,7 +99,7 @@ def test_sigkill_of_the_application_loses_nothing_older_than_spool_interval(
 
     with Client(fast_config(server.url, spool)) as client:
         assert client.flush(timeout=30)
-    assert_stored_exactly(server, must_arrive, allowed_extra={i for _, i in emitted})
+    assert_stored_exactly(server, must_arrive, allowed_extra={i for _, i in emitted}, since=stored_since)
 
 
 def test_server_outage_mid_stream_loses_and_duplicates_nothing(server_factory: Any, tmp_path: Path) -> None:
@@ -294,11 +303,11 @@ def test_emit_validates_cheaply_and_rejects_what_could_never_be_stored(tmp_path:
 
 
 def test_emit_refuses_ids_the_server_would_refuse_and_returns_the_id_it_stores(
-    server_factory: Any, tmp_path: Path
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
 ) -> None:
     """An id the server refuses raised nothing at emit: it waited in the spool, then was
     dead-lettered. An uppercase id is stored lowercase, so emit returns it so."""
-    server: ServerProcess = server_factory().start()
+    server = shared_server
     failures: list[TlyticsError] = []
     client = Client(fast_config(server.url, tmp_path / "s", on_error=failures.append))
     try:
@@ -310,7 +319,7 @@ def test_emit_refuses_ids_the_server_would_refuse_and_returns_the_id_it_stores(
         assert returned == upper.lower()
         assert client.flush(timeout=30)
         server.wait_drained()
-        assert server.stored_ids() == [returned]
+        assert stored_since.ids() == [returned]
         assert client.stats.dead_lettered == 0 and not failures
     finally:
         client.close(timeout=5)

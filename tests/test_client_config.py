@@ -15,7 +15,8 @@ import platformdirs
 import pytest
 
 from tests.fake_server import FakeServer
-from tests.helpers import eventually, http_json
+from tests.helpers import ServerProcess, eventually
+from tests.shared_server import StoredSince
 from tlytics import BeforeSendFailed, Client, Config, Event, InvalidEvent, SpoolError, TlyticsError
 from tlytics.client.config import client_options, settable_fields
 from tlytics.client.sender import MIN_IDLE_WAIT_S
@@ -51,10 +52,9 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(variable, raising=False)
 
 
-def stored_data(server_url: str) -> dict[str, tuple[str, dict[str, Any]]]:
-    status, body = http_json("GET", f"{server_url}/view?page_size=1000")
-    assert status == 200
-    return {event["id"]: (event["key"], event["data"]) for event in body["events"]}
+def stored_data(stored: StoredSince) -> dict[str, tuple[str, dict[str, Any]]]:
+    """What the shared server stored since the test began: each event's key and data, by id."""
+    return {event["id"]: (event["key"], event["data"]) for event in stored.events()}
 
 
 def test_every_field_but_the_callables_is_read_from_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,9 +214,9 @@ def test_disabled_client_validates_and_returns_ids_without_threads_or_disk(
 
 
 def test_unwritable_spool_dir_keeps_events_in_memory_then_delivers_once_it_can(
-    server_factory: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = server_factory().start()
+    server = shared_server
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("a file where the spool's parent directory should be")
     errors: list[TlyticsError] = []
@@ -241,11 +241,13 @@ def test_unwritable_spool_dir_keeps_events_in_memory_then_delivers_once_it_can(
     blocker.unlink()
     assert client.close(timeout=30) is True
     server.wait_drained()
-    assert sorted(server.stored_ids()) == sorted(ids[:50])
+    assert sorted(stored_since.ids()) == sorted(ids[:50])
 
 
-def test_before_send_scrubs_drops_and_default_data_is_merged(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+def test_before_send_scrubs_drops_and_default_data_is_merged(
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
+) -> None:
+    server = shared_server
     errors: list[TlyticsError] = []
 
     def scrub(event: Event) -> Event | None:
@@ -271,7 +273,7 @@ def test_before_send_scrubs_drops_and_default_data_is_merged(server_factory: Any
     failed = client.emit("boom", {"email": "b@example.com"})
     assert client.close(timeout=30) is True
     server.wait_drained()
-    assert stored_data(server.url) == {kept: ("signup", {"service": "billing", "region": "us", "plan": "pro"})}
+    assert stored_data(stored_since) == {kept: ("signup", {"service": "billing", "region": "us", "plan": "pro"})}
     assert client.stats.filtered == 1 and client.stats.before_send_failed == 1
     assert client.dropped == 0  # dropped on purpose is not lost
     assert [type(e) for e in errors] == [BeforeSendFailed]

@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 from tests.helpers import ServerProcess
+from tests.shared_server import StoredSince
 from tlytics import Client, Config
 from tlytics.client.destination import destination_dir
 from tlytics.spool import Spool
@@ -99,9 +100,9 @@ def test_a_destination_is_the_server_url_and_the_write_key() -> None:
 
 
 def test_a_spool_of_the_earlier_layout_is_adopted_by_the_first_client_and_delivered(
-    server_factory: Any, tmp_path: Path
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
 ) -> None:
-    server: ServerProcess = server_factory().start()
+    server = shared_server
     spool_dir = tmp_path / "spool"
     legacy = Spool(spool_dir / "queue")  # what the earlier version wrote
     events = [{"id": f"0190a5d6-0000-7000-8000-{n:012d}", "key": "old", "data": {"n": n}} for n in range(30)]
@@ -110,5 +111,5 @@ def test_a_spool_of_the_earlier_layout_is_adopted_by_the_first_client_and_delive
     with Client(Config(server_url=server.url, spool_dir=spool_dir, flush_period=0.1)) as client:
         assert client.flush(timeout=30) is True
     server.wait_drained()
-    assert sorted(server.stored_ids()) == sorted(event["id"] for event in events)
+    assert sorted(stored_since.ids()) == sorted(event["id"] for event in events)
     assert Spool(spool_dir / "queue").count() == 0

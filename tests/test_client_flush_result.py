@@ -9,11 +9,11 @@ import sys
 import textwrap
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.helpers import ServerProcess, fast_config
+from tests.shared_server import StoredSince
 from tlytics import Client
 from tlytics.errors import ClientClosed, EventsDropped, TlyticsError
 
@@ -23,13 +23,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("first_call", ["flush", "close"])
 @pytest.mark.parametrize("kept_in_memory", [0, 3])
 def test_flush_and_close_are_false_when_the_spool_cannot_open_and_events_were_dropped(
-    server_factory: Any, tmp_path: Path, kept_in_memory: int, first_call: str
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path, kept_in_memory: int, first_call: str
 ) -> None:
     """The spool_dir cannot be made (a file is in the way): events wait in memory up to
     max_memory_events and the rest are dropped. flush() and close() said True when none
     were kept (nothing left in memory, nothing on disk). (Like dead-lettered events, drops
     make the first flush() or close() after them False.)"""
-    server: ServerProcess = server_factory().start()
+    server = shared_server
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     errors: list[TlyticsError] = []
@@ -44,13 +44,13 @@ def test_flush_and_close_are_false_when_the_spool_cannot_open_and_events_were_dr
         assert client.close(timeout=2) is False
     assert sum(e.count for e in errors if isinstance(e, EventsDropped)) >= 10 - kept_in_memory
     server.wait_drained()
-    assert server.stored_ids() == []
+    assert stored_since.ids() == []
 
 
 def test_close_after_a_clean_flush_is_true_and_a_second_close_says_the_same(
-    server_factory: Any, tmp_path: Path
+    shared_server: ServerProcess, tmp_path: Path
 ) -> None:
-    server: ServerProcess = server_factory().start()
+    server = shared_server
     client = Client(fast_config(server.url, tmp_path / "spool"))
     client.emit("one")
     assert client.flush(timeout=30) is True
@@ -58,8 +58,8 @@ def test_close_after_a_clean_flush_is_true_and_a_second_close_says_the_same(
     assert client.close(timeout=30) is True
 
 
-def test_emit_after_close_raises_client_closed(server_factory: Any, tmp_path: Path) -> None:
-    server: ServerProcess = server_factory().start()
+def test_emit_after_close_raises_client_closed(shared_server: ServerProcess, tmp_path: Path) -> None:
+    server = shared_server
     client = Client(fast_config(server.url, tmp_path / "spool"))
     client.emit("before")
     assert client.close(timeout=30)
@@ -82,10 +82,12 @@ client.close(timeout=5)
 """
 
 
-def test_flush_in_a_process_without_the_lease_wakes_the_process_that_sends(server_factory: Any, tmp_path: Path) -> None:
+def test_flush_in_a_process_without_the_lease_wakes_the_process_that_sends(
+    shared_server: ServerProcess, tmp_path: Path
+) -> None:
     """The holder sends every flush_period (here 10 minutes): a flush() elsewhere waited for
     it, and returned False at its deadline."""
-    server: ServerProcess = server_factory().start()
+    server = shared_server
     spool = tmp_path / "spool"
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(HOLDER), server.url, str(spool)],

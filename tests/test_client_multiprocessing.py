@@ -9,12 +9,12 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.client_multiprocessing import CHILDREN, EVENTS
 from tests.helpers import ServerProcess, fast_config
+from tests.shared_server import StoredSince
 from tlytics import Client
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize("kind", ["process", "pool"])
 @pytest.mark.parametrize("start_method", ["fork", "spawn"])
 def test_children_that_emit_and_return_lose_nothing(
-    start_method: str, kind: str, server_factory: Any, tmp_path: Path
+    start_method: str, kind: str, shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
 ) -> None:
-    server: ServerProcess = server_factory().start()
+    server = shared_server
     spool, out = tmp_path / "spool", tmp_path / "out"
     out.mkdir()
     result = subprocess.run(
@@ -42,6 +42,6 @@ def test_children_that_emit_and_return_lose_nothing(
     with Client(fast_config(server.url, spool)) as next_run:
         assert next_run.flush(timeout=60) is True
     server.wait_drained()
-    stored = server.stored_ids()
+    stored = stored_since.ids()
     assert len(stored) == len(set(stored)), "stored twice"
     assert set(stored) == set(emitted), f"{len(set(emitted) - set(stored))} events lost"

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.fake_server import FakeServer
 from tests.helpers import ServerProcess, fast_config
+from tests.shared_server import StoredSince
 from tlytics import Client
 from tlytics.client.transport import NetworkOptions, Transport
 from tlytics.errors import ServerUnreachable
@@ -20,9 +20,9 @@ UNREACHABLE_URL = "http://tlytics-behind-proxy.invalid:8081"
 
 
 def test_http_proxy_from_the_environment_carries_the_events(
-    server_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    proxy: ServerProcess = server_factory().start()  # takes absolute-form requests like a proxy
+    proxy = shared_server  # takes absolute-form requests like a proxy
     monkeypatch.setenv("HTTP_PROXY", proxy.url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)
@@ -30,7 +30,7 @@ def test_http_proxy_from_the_environment_carries_the_events(
         sent = client.emit_and_send("through_proxy")
         assert client.flush(timeout=30) is True
     proxy.wait_drained()
-    assert proxy.stored_ids() == [sent]
+    assert stored_since.ids() == [sent]
 
 
 def test_no_proxy_bypasses_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -9,9 +9,10 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import tlytics
+from tests.helpers import ServerProcess
+from tests.shared_server import StoredSince
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -43,8 +44,10 @@ def run_without_server_packages(code: str, timeout_s: float = 60.0) -> subproces
     )
 
 
-def test_client_imports_and_delivers_without_the_server_packages(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+def test_client_imports_and_delivers_without_the_server_packages(
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
+) -> None:
+    server = shared_server
     result = run_without_server_packages(
         f"""
         import tlytics, tlytics.client
@@ -62,7 +65,7 @@ def test_client_imports_and_delivers_without_the_server_packages(server_factory:
     sent = set(result.stdout.split())
     assert len(sent) == 20
     server.wait_drained()
-    assert set(server.stored_ids()) == sent
+    assert set(stored_since.ids()) == sent
 
 
 def test_tlytics_command_without_the_server_extra_names_it_in_one_line() -> None:

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import ServerProcess, fast_config, http_json
+from tests.helpers import ServerProcess, fast_config
+from tests.shared_server import StoredSince
 from tlytics import Client, Config, Event, InvalidEvent
 from tlytics.client.prepare import Prepared, encode_data, loads_exact, prepare_event
 from tlytics.testing import capturing_client
@@ -50,17 +51,17 @@ def test_emit_refuses_data_the_server_would_refuse_or_change(tmp_path: Path, dat
         client.close(0.1)
 
 
-def test_big_integers_and_decimals_are_stored_exactly(server_factory: Any, tmp_path: Path) -> None:
-    server: ServerProcess = server_factory().start()
+def test_big_integers_and_decimals_are_stored_exactly(
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
+) -> None:
+    server = shared_server
     data = {"big": 2**100, "negative": -(10**40), "small": 7, "nested": [{"n": 3**90}], "price": Decimal("12.50")}
     with Client(fast_config(server.url, tmp_path / "spool")) as client:
         emitted = client.emit("numbers", data)
         sent = client.emit_and_send("numbers", {"big": 2**64})
         assert client.flush(timeout=30) is True
     server.wait_drained()
-    status, body = http_json("GET", f"{server.url}/view?page_size=10")
-    assert status == 200
-    stored = {event["id"]: event["data"] for event in body["events"]}
+    stored = {event["id"]: event["data"] for event in stored_since.events()}
     assert stored[emitted] == {**data, "price": "12.50"}  # a Decimal goes as its text
     assert stored[sent] == {"big": 2**64}
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from tests.fake_server import FakeServer
-from tests.helpers import free_port
+from tests.helpers import ServerProcess, free_port
+from tests.shared_server import StoredSince
 from tlytics import Client, Config
 from tlytics.client import uwsgi as uwsgi_support
 from tlytics.spool import Spool
@@ -29,6 +30,18 @@ def run_script(code: str, timeout_s: float = 60.0) -> subprocess.CompletedProces
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=timeout_s
     )
+
+
+@pytest.fixture
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """The run's shared server, for the tests that only need one running: each asserts on the
+    ids stored since it began (`stored`), not on totals."""
+    return shared_server
+
+
+@pytest.fixture
+def stored(stored_since: StoredSince) -> StoredSince:
+    return stored_since
 
 
 def spooled_ids(spool_dir: Path) -> list[str]:
@@ -45,8 +58,9 @@ def spooled_ids(spool_dir: Path) -> list[str]:
     return ids
 
 
-async def test_aflush_and_aclose_run_off_the_event_loop(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+async def test_aflush_and_aclose_run_off_the_event_loop(
+    server: ServerProcess, stored: StoredSince, tmp_path: Path
+) -> None:
     client = Client(Config(server_url=server.url, spool_dir=tmp_path / "spool", flush_period=60))
     ids = {client.emit("page_view", {"n": n}) for n in range(100)}
     loop_ran = threading.Event()
@@ -72,11 +86,12 @@ async def test_aflush_and_aclose_run_off_the_event_loop(server_factory: Any, tmp
     extra = client.emit("page_view", {"n": "last"})
     assert await client.aclose(timeout=30) is True
     server.wait_drained()
-    assert sorted(server.stored_ids()) == sorted(ids | {extra})
+    assert sorted(stored.ids()) == sorted(ids | {extra})
 
 
-def test_a_script_that_exits_without_close_delivers_at_exit(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+def test_a_script_that_exits_without_close_delivers_at_exit(
+    server: ServerProcess, stored: StoredSince, tmp_path: Path
+) -> None:
     # Long periods: nothing leaves in the background, only the flush at exit can deliver.
     result = run_script(
         f"""
@@ -90,12 +105,13 @@ def test_a_script_that_exits_without_close_delivers_at_exit(server_factory: Any,
     sent = result.stdout.split()
     assert len(sent) == 200
     server.wait_drained()
-    assert sorted(server.stored_ids()) == sorted(sent)
+    assert sorted(stored.ids()) == sorted(sent)
     assert spooled_ids(tmp_path / "spool") == []
 
 
-def test_flush_at_exit_zero_only_writes_memory_to_disk(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+def test_flush_at_exit_zero_only_writes_memory_to_disk(
+    server: ServerProcess, stored: StoredSince, tmp_path: Path
+) -> None:
     spool = tmp_path / "spool"
     result = run_script(
         f"""
@@ -108,7 +124,7 @@ def test_flush_at_exit_zero_only_writes_memory_to_disk(server_factory: Any, tmp_
     assert result.returncode == 0, result.stderr
     assert sorted(spooled_ids(spool)) == sorted(result.stdout.split())
     server.wait_drained()
-    assert server.stored_ids() == []
+    assert stored.ids() == []
 
 
 @pytest.mark.parametrize("server_kind", ["refusing", "hanging"])
@@ -145,8 +161,9 @@ def test_exit_flush_is_bounded_and_leaves_the_rest_for_the_next_run(
     assert sorted(server.stored_ids()) == sorted(sent)
 
 
-def test_celery_worker_process_shutdown_delivers_before_os_exit(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+def test_celery_worker_process_shutdown_delivers_before_os_exit(
+    server: ServerProcess, stored: StoredSince, tmp_path: Path
+) -> None:
     # A prefork child: Celery sends worker_process_shutdown, then leaves through os._exit(),
     # which skips atexit. The signals are stand-ins with Celery's connect/send.
     result = run_script(
@@ -180,7 +197,7 @@ def test_celery_worker_process_shutdown_delivers_before_os_exit(server_factory: 
     sent = result.stdout.split()
     assert len(sent) == 30
     server.wait_drained()
-    assert sorted(server.stored_ids()) == sorted(sent)
+    assert sorted(stored.ids()) == sorted(sent)
 
 
 def fake_uwsgi(**options: Any) -> types.ModuleType:
@@ -194,9 +211,12 @@ def tlytics_threads() -> set[threading.Thread]:
 
 
 def test_uwsgi_without_threads_spools_at_emit_and_sends_on_flush(
-    server_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    server: ServerProcess,
+    stored: StoredSince,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    server = server_factory().start()
     monkeypatch.setattr(uwsgi_support, "_warned", False)
     monkeypatch.setitem(sys.modules, "uwsgi", fake_uwsgi(master=True, processes=b"4", **{"lazy-apps": b"1"}))
     threads_before = tlytics_threads()
@@ -212,13 +232,12 @@ def test_uwsgi_without_threads_spools_at_emit_and_sends_on_flush(
     assert second.close(timeout=30) is True
     assert client.close(timeout=30) is True
     server.wait_drained()
-    assert sorted(server.stored_ids()) == sorted([*ids, second_id])
+    assert sorted(stored.ids()) == sorted([*ids, second_id])
 
 
 def test_uwsgi_with_enable_threads_sends_in_the_background(
-    server_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: ServerProcess, stored: StoredSince, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    server = server_factory().start()
     monkeypatch.setattr(uwsgi_support, "_warned", False)
     monkeypatch.setitem(sys.modules, "uwsgi", fake_uwsgi(**{"enable-threads": True}))
     threads_before = tlytics_threads()
@@ -227,7 +246,7 @@ def test_uwsgi_with_enable_threads_sends_in_the_background(
     assert "tlytics-sender" in {t.name for t in tlytics_threads() - threads_before}
     assert client.close(timeout=30) is True
     server.wait_drained()
-    assert server.stored_ids() == [event_id]
+    assert stored.ids() == [event_id]
 
 
 def test_a_child_forked_without_python_s_fork_hooks_makes_its_own_ids(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import ServerProcess, eventually, fast_config
+from tests.shared_server import StoredSince
 from tlytics import Client, Config
 from tlytics.errors import EventsDropped, SpoolError, TlyticsError
 
@@ -36,10 +37,15 @@ def reported_drops(errors: list[TlyticsError]) -> int:
 
 
 def assert_nothing_vanished(
-    server: ServerProcess, client: Client, emitted: list[str], errors: list[TlyticsError]
+    server: ServerProcess,
+    client: Client,
+    emitted: list[str],
+    errors: list[TlyticsError],
+    since: StoredSince | None = None,
 ) -> None:
+    """Of what the server stored (on a shared server, `since` the test began)."""
     server.wait_drained(timeout_s=60)
-    stored = server.stored_ids()
+    stored = server.stored_ids() if since is None else since.ids()
     assert not [i for i, n in Counter(stored).items() if n > 1], "stored twice"
     assert set(stored) <= set(emitted)
     assert len(stored) + client.dropped == len(emitted), f"{len(emitted) - len(stored) - client.dropped} vanished"
@@ -49,8 +55,10 @@ def assert_nothing_vanished(
     assert len(errors) <= 10
 
 
-def test_refused_appends_keep_events_in_memory_then_deliver_them_in_order(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+def test_refused_appends_keep_events_in_memory_then_deliver_them_in_order(
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
+) -> None:
+    server = shared_server
     errors: list[TlyticsError] = []
     client = Client(config(server.url, tmp_path / "spool", errors))
     refusing = threading.Event()
@@ -77,8 +85,8 @@ def test_refused_appends_keep_events_in_memory_then_deliver_them_in_order(server
 
         refusing.clear()
         assert client.flush(timeout=60)
-        assert_nothing_vanished(server, client, emitted, errors)
-        assert set(server.stored_ids()) == set(emitted[:KEPT])  # the newest were the ones dropped
+        assert_nothing_vanished(server, client, emitted, errors, stored_since)
+        assert set(stored_since.ids()) == set(emitted[:KEPT])  # the newest were the ones dropped
     finally:
         client.close(1)
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Any
 
-from tests.helpers import ServerProcess, fast_config, http_json
+from tests.helpers import ServerProcess, fast_config
+from tests.shared_server import StoredSince
 from tlytics import Client
 
 EMITTING_THREADS = 4
@@ -17,21 +17,10 @@ EMITS_PER_THREAD = 2_000
 SENDS = 100
 
 
-def stored_events(server: ServerProcess) -> dict[str, dict[str, Any]]:
-    events: dict[str, dict[str, Any]] = {}
-    for page in range(1, 100):
-        status, body = http_json("GET", f"{server.url}/view?page={page}&page_size=1000")
-        assert status == 200
-        events.update({event["id"]: event for event in body["events"]})
-        if page >= body["total_pages"]:
-            break
-    return events
-
-
 def test_emit_in_threads_beside_emit_and_send_loses_nothing_and_ids_are_each_call_s_own(
-    server_factory: Any, tmp_path: Path
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
 ) -> None:
-    server: ServerProcess = server_factory().start()
+    server = shared_server
     client = Client(fast_config(server.url, tmp_path / "spool", timeout=10.0))
     emitted: list[list[str]] = [[] for _ in range(EMITTING_THREADS)]
     sent: dict[str, int] = {}
@@ -58,7 +47,7 @@ def test_emit_in_threads_beside_emit_and_send_loses_nothing_and_ids_are_each_cal
     finally:
         client.close(timeout=5)
     server.wait_drained()
-    stored = stored_events(server)
+    stored = {event["id"]: event for event in stored_since.events()}
     expected = {event_id for ids in emitted for event_id in ids} | set(sent)
     assert len(expected) == EMITTING_THREADS * EMITS_PER_THREAD + SENDS
     assert set(stored) == expected, f"{len(expected - set(stored))} events lost"

@@ -16,7 +16,8 @@ from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import ServerProcess, http_json
+from tests.helpers import ServerProcess
+from tests.shared_server import StoredSince
 from tlytics import Client, Config
 from tlytics.client import ASGIMiddleware, DjangoMiddleware, WSGIMiddleware, aiohttp_middleware, track_event
 from tlytics.client.middleware import is_bot, truncated_ip
@@ -26,23 +27,32 @@ GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.
 
 
 @pytest.fixture
-def server(server_factory: Any) -> ServerProcess:
-    return server_factory(flush="50ms").start()  # type: ignore[no-any-return]
+def server(shared_server: ServerProcess) -> ServerProcess:
+    """The run's shared server: a test tells its own events apart from the earlier tests' by
+    id (`recorded` leaves out every event stored before the test's client was made)."""
+    return shared_server
+
+
+# What each test's client's server stored since the client was made, by the client's id().
+_STORED_SINCE: dict[int, StoredSince] = {}
 
 
 @pytest.fixture
 def client(server: ServerProcess, tmp_path: Path) -> Any:
+    stored = StoredSince(server)  # made before the client: none of the test's events is in it
     client = Client(Config(server_url=server.url, spool_dir=tmp_path / "spool", flush_period=0.1, spool_interval=0.01))
+    _STORED_SINCE[id(client)] = stored
     yield client
     client.close(timeout=2)
+    del _STORED_SINCE[id(client)]
 
 
 def recorded(server: ServerProcess, client: Client, key: str = "http_request") -> list[dict[str, Any]]:
-    """The data of every `key` event the server stored, sorted by path."""
+    """The data of every `key` event the server stored for this test, sorted by path."""
     assert client.flush(timeout=10)
     server.wait_drained()
-    _, body = http_json("GET", f"{server.url}/view?page_size=100")
-    return sorted((e["data"] for e in body["events"] if e["key"] == key), key=lambda d: str(d.get("path")))
+    events = [e for e in _STORED_SINCE[id(client)].events() if e["key"] == key]
+    return sorted((e["data"] for e in events), key=lambda d: str(d.get("path")))
 
 
 def check_fields(

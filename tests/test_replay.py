@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from click.testing import CliRunner
 
+from tests.helpers import ServerProcess
+from tests.shared_server import StoredSince
 from tlytics import Client, Config
 from tlytics.replay import main as replay
 
@@ -35,8 +37,10 @@ def run(args: list[str], stdin: bytes | None = None) -> Any:
     return CliRunner().invoke(replay, args, input=stdin)
 
 
-def test_ndjson_replay_reports_bad_lines_and_reruns_store_nothing_twice(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+def test_ndjson_replay_reports_bad_lines_and_reruns_store_nothing_twice(
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
+) -> None:
+    server = shared_server
     events_file = write_ndjson(tmp_path / "events.ndjson")
 
     first = run(["--server", server.url, "--file", str(events_file)])
@@ -45,28 +49,28 @@ def test_ndjson_replay_reports_bad_lines_and_reruns_store_nothing_twice(server_f
     assert f"{events_file}:4: invalid JSON" in first.stderr
     assert f"{events_file}:5: key must not be empty (key)" in first.stderr
     server.wait_drained()
-    assert len(server.stored_ids()) == 4
+    assert len(stored_since.ids()) == 4
 
     second = run(["--server", server.url, "--file", str(events_file)])
     assert "read 6, sent 0, already stored 4, invalid 2, failed 0" in second.stdout
     server.wait_drained()
-    assert len(server.stored_ids()) == 4
+    assert len(stored_since.ids()) == 4
 
 
-def test_stdin_and_dry_run(server_factory: Any, tmp_path: Path) -> None:
-    server = server_factory().start()
+def test_stdin_and_dry_run(shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path) -> None:
+    server = shared_server
     good = b'{"key": "from_stdin"}\n{"key": "again"}\n'
     dry = run(["--dry-run", "-"], stdin=good)
     assert dry.exit_code == 0
     assert "dry run: read 2, valid 2, invalid 0" in dry.stdout
     server.wait_drained()
-    assert server.stored_ids() == []  # a dry run sends nothing
+    assert stored_since.ids() == []  # a dry run sends nothing
 
     sent = run(["--server", server.url, "-"], stdin=good)
     assert sent.exit_code == 0, sent.output
     assert "sent 2" in sent.stdout
     server.wait_drained()
-    assert len(server.stored_ids()) == 2
+    assert len(stored_since.ids()) == 2
 
 
 def test_client_spool_replay(server_factory: Any, tmp_path: Path) -> None:
@@ -87,7 +91,9 @@ def test_client_spool_replay(server_factory: Any, tmp_path: Path) -> None:
     assert "sent 0, already stored 250" in again.stdout
 
 
-def test_server_spool_replay_to_another_server(server_factory: Any, tmp_path: Path) -> None:
+def test_server_spool_replay_to_another_server(
+    shared_server: ServerProcess, stored_since: StoredSince, tmp_path: Path
+) -> None:
     from tlytics.spool import Spool
 
     spool_dir = tmp_path / "old-server.db.spool"
@@ -95,11 +101,11 @@ def test_server_spool_replay_to_another_server(server_factory: Any, tmp_path: Pa
     spool = Spool(spool_dir)
     spool.append(orjson.dumps(entry))
     spool.close()  # as the old server left it
-    server = server_factory().start()
+    server = shared_server
     result = run(["--server", server.url, "--spool", str(spool_dir)])
     assert result.exit_code == 0, result.output
     server.wait_drained()
-    assert sorted(server.stored_ids()) == sorted(str(uuid.UUID(hex=e[0])) for e in entry["events"])
+    assert sorted(stored_since.ids()) == sorted(str(uuid.UUID(hex=e[0])) for e in entry["events"])
 
 
 def test_server_down_is_a_failure_with_nonzero_exit(tmp_path: Path) -> None:

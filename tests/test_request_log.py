@@ -147,10 +147,10 @@ async def test_a_500_traceback_is_a_dict_in_json_mode(
     assert "do-not-log-me" not in json.dumps(lines)
 
 
-def test_a_real_server_logs_one_json_line_per_request(server_factory: Any) -> None:
+def test_a_real_server_logs_one_json_line_per_request(shared_server: ServerProcess) -> None:
     import urllib.request
 
-    server: ServerProcess = server_factory().start()
+    server = shared_server
     request = urllib.request.Request(
         f"{server.url}/events",
         data=b'[{"key": "a"}, {"key": "b"}, {"key": "c"}]',

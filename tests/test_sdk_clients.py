@@ -6,8 +6,9 @@ restart of the server in the middle leaves every message they delivered stored e
 from __future__ import annotations
 
 import threading
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from segment.analytics.client import Client as SegmentClient
 
 from tests.dropping_proxy import DroppingProxy
 from tests.helpers import ServerProcess, eventually, http_json
+from tests.shared_server import StoredSince
 
 WRITE_KEY = "sdk-write-key-00000001"
 DEADLINE_S = 60.0
@@ -62,22 +64,52 @@ def posthog_client(url: str, errors: list[Any], **options: Any) -> Posthog:
 
 @pytest.fixture
 def server(server_factory: Any) -> ServerProcess:
+    """A server of the test's own, for a test that kills it."""
     started: ServerProcess = server_factory(flush="50ms", extra_args=["--write-key", WRITE_KEY]).start()
     return started
 
 
+# The tests that only need a running server share one (and so one pytest-xdist group, while
+# the restart tests are spread one by one): each asserts on what was stored since it began.
+shares_a_server = pytest.mark.xdist_group("tests/test_sdk_clients.py::shared")
+
+
+@pytest.fixture(scope="module")
+def _module_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    db_path = tmp_path_factory.mktemp("sdk-clients") / "analytics.db"
+    server = ServerProcess(db_path, flush="50ms", extra_args=["--write-key", WRITE_KEY]).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def stored(_module_server: ServerProcess) -> StoredSince:
+    return StoredSince(_module_server)
+
+
+def stored_since(stored: StoredSince) -> list[dict[str, Any]]:
+    stored.server.wait_drained()
+    return stored.events()
+
+
+@shares_a_server
 @pytest.mark.parametrize("gzip", [False, True])
-def test_segment_python_track_page_identify_and_a_batch(server: ServerProcess, gzip: bool) -> None:
+def test_segment_python_track_page_identify_and_a_batch(stored: StoredSince, gzip: bool) -> None:
     errors: list[Any] = []
-    client = segment_client(server.url, errors, gzip=gzip)
-    client.track(user_id="u1", event="Signed Up", properties={"plan": "pro"}, message_id="m-track")
-    client.page(user_id="u1", category="Docs", name="Install", properties={"path": "/install"}, message_id="m-page")
-    client.identify(user_id="u1", traits={"email": "u1@example.com"}, message_id="m-identify")
+    client = segment_client(stored.server.url, errors, gzip=gzip)
+    # Message ids of this test's own: a messageId is the stored id (the other gzip case's would
+    # be the same events again, stored once).
+    run = uuid.uuid4().hex[:8]
+    client.track(user_id="u1", event="Signed Up", properties={"plan": "pro"}, message_id=f"{run}-m-track")
+    client.page(
+        user_id="u1", category="Docs", name="Install", properties={"path": "/install"}, message_id=f"{run}-m-page"
+    )
+    client.identify(user_id="u1", traits={"email": "u1@example.com"}, message_id=f"{run}-m-identify")
     for n in range(150):  # more than one upload (100 messages each)
-        client.track(anonymous_id=f"a{n}", event="Viewed", properties={"n": n}, message_id=f"m-{n}")
+        client.track(anonymous_id=f"a{n}", event="Viewed", properties={"n": n}, message_id=f"{run}-m-{n}")
     bounded(client.shutdown)
     assert errors == []
-    events = {event["data"]["messageId"]: event for event in stored_events(server)}
+    events = {event["data"]["messageId"].removeprefix(f"{run}-"): event for event in stored_since(stored)}
     assert len(events) == 153
     assert events["m-track"]["key"] == "Signed Up"
     assert events["m-track"]["data"]["plan"] == "pro" and events["m-track"]["data"]["userId"] == "u1"
@@ -89,17 +121,18 @@ def test_segment_python_track_page_identify_and_a_batch(server: ServerProcess, g
     assert "writeKey" not in str(events)
 
 
+@shares_a_server
 @pytest.mark.parametrize("gzip", [False, True])
-def test_posthog_python_capture_and_set(server: ServerProcess, gzip: bool) -> None:
+def test_posthog_python_capture_and_set(stored: StoredSince, gzip: bool) -> None:
     errors: list[Any] = []
-    client = posthog_client(server.url, errors, gzip=gzip)
+    client = posthog_client(stored.server.url, errors, gzip=gzip)
     sent = client.capture("signed_up", distinct_id="u1", properties={"plan": "pro"})
     client.set(distinct_id="u1", properties={"email": "u1@example.com"})
     for n in range(120):
         client.capture("viewed", distinct_id=f"d{n}", properties={"n": n})
     bounded(client.shutdown)
     assert errors == []
-    events = stored_events(server)
+    events = stored_since(stored)
     assert len(events) == 122
     [signed_up] = [event for event in events if event["key"] == "signed_up"]
     assert signed_up["id"] == sent  # PostHog's uuid is the id
@@ -129,11 +162,12 @@ def send_through_a_dropped_answer(server: ServerProcess, sdk: str) -> DroppingPr
     return proxy
 
 
+@shares_a_server
 @pytest.mark.parametrize("sdk", ["segment", "posthog"])
-def test_a_retry_after_a_dropped_connection_is_stored_once(server: ServerProcess, sdk: str) -> None:
-    proxy = send_through_a_dropped_answer(server, sdk)
+def test_a_retry_after_a_dropped_connection_is_stored_once(stored: StoredSince, sdk: str) -> None:
+    proxy = send_through_a_dropped_answer(stored.server, sdk)
     assert proxy.dropped == 1 and proxy.forwarded >= 2  # the server took the batch twice
-    events = stored_events(server)
+    events = stored_since(stored)
     assert sorted(event["data"].get("n") for event in events) == list(range(10))
 
 
