@@ -3,7 +3,7 @@ at the boundary (`raise StoreError(...) from exc`) so callers never need to know
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 LimitOf = Literal["events_per_request", "bytes_per_event", "bytes_per_body", "ids_per_request"]
 
@@ -29,6 +29,19 @@ class RequestTooLarge(InvalidRequest):
 
     def __init__(self, message: str, *, limit: int, limit_of: LimitOf, **where: Any) -> None:
         super().__init__(message, limit=limit, limit_of=limit_of, **where)
+
+
+def stated_limit(answer: object) -> tuple[int, LimitOf | None] | None:
+    """The `limit` a 413 answer states and what it counts (None where the answer does not say:
+    a server from before `limit_of`, or a proxy); None when it states no usable limit. The
+    client's sender and tlytics-replay each learn from it."""
+    if not isinstance(answer, dict):
+        return None
+    limit = answer.get("limit")
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        return None
+    limit_of = answer.get("limit_of")
+    return limit, limit_of if limit_of in get_args(LimitOf) else None
 
 
 class InvalidEvent(InvalidRequest):

@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from tlytics.client.transport import Outcome, Reply, Transport, backoff_delay_s, classify, retry_after_s
-from tlytics.errors import DeliveryError
+from tlytics.errors import DeliveryError, LimitOf, stated_limit
 from tlytics.replay_read import Found, Summary, canonical_id, json_bytes
 
 SEND_ATTEMPTS = 5
@@ -50,7 +50,7 @@ class ServerLimits:
     max_events: int | None = None
     max_body_bytes: int | None = None
 
-    def learn(self, limit: int, events: int, body_bytes: int, limit_of: object = None) -> None:
+    def learn(self, limit: int, events: int, body_bytes: int, limit_of: LimitOf | None = None) -> None:
         """Learn from a 413 for a request of `events` events and `body_bytes` bytes.
 
         The answer's `limit` does not say its unit; what was sent does. A body within `limit`
@@ -232,9 +232,9 @@ class Replayer:
         """`items` cut to what the 413 `reply` says the server takes; halves when it says no
         limit, or one that would not make the request smaller."""
         answer = reply.json()
-        limit = answer.get("limit") if isinstance(answer, dict) else None
-        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
-            self.limits.learn(limit, len(items), body_bytes, answer.get("limit_of"))
+        stated = stated_limit(answer)
+        if stated is not None:
+            self.limits.learn(stated[0], len(items), body_bytes, stated[1])
         pieces = self.limits.cut(items)
         if len(pieces) == 1 and len(items) > 1:
             middle = len(items) // 2

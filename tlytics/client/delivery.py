@@ -21,7 +21,7 @@ from typing import Any
 from tlytics.client.forksafe import ForkSafeSpool
 from tlytics.client.prepare import dumps_exact, loads_exact
 from tlytics.client.transport import BaseTransport, Outcome, Reply, classify
-from tlytics.errors import EventsRejected, TlyticsError
+from tlytics.errors import EventsRejected, TlyticsError, stated_limit
 
 log = logging.getLogger("tlytics.client")
 
@@ -65,16 +65,13 @@ class LearnedLimits:
 
     def learn(self, answer: Any) -> bool:
         """Take the `limit` of a 413 answer; True when it lowered a limit."""
-        if not isinstance(answer, dict):
+        stated = stated_limit(answer)
+        if stated is None:
             return False
-        limit = answer.get("limit")
-        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-            return False
-        error = str(answer.get("error", ""))
-        # What the limit counts: `limit_of` where the server says it, else read from the message
-        # (a server from before 2026-12).
-        limit_of = answer.get("limit_of")
+        limit, limit_of = stated
         if limit_of is None:
+            # A server from before `limit_of`: what the limit counts, read from its message.
+            error = str(answer.get("error", ""))
             if "events" in error and "bytes" not in error:  # "too many events in one request"
                 limit_of = "events_per_request"
             elif "body" in error:  # "request body is larger than N bytes"
