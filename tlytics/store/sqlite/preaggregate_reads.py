@@ -112,18 +112,24 @@ def breakdown(connection: apsw.Connection, number: int, where: EventFilter, limi
     and value (inside the caller's read transaction)."""
     low, high = time_range(where)
     first, last = _whole_hours(low, high) if low < high else (0, 0)
-    edges = [*_edges(low, high), (0, 0), (0, 0)][:2]  # two ranges, empty ones selecting nothing
     keys_sql, key_params = _of_keys("key", where.keys)
-    event_keys_sql = _of_keys("e.key", where.keys)[0]
+    parts = [
+        # Not grouped here: grouped by (kind, value), SQLite would walk the value index, every hour.
+        f"SELECT kind, value, count AS n FROM property_counts WHERE property = ? AND hour >= ? AND hour < ?{keys_sql}"
+    ]
+    params: list[Any] = [number, first, last, *key_params]
+    # Each edge on its own (an OR of two time ranges would walk every value of the property).
     joined = " JOIN events e ON e.ts = pv.ts AND e.id = pv.id" if where.keys else ""
+    for edge in _edges(low, high):
+        parts.append(
+            f"SELECT pv.kind, coalesce(pv.value, ''), count(*) FROM property_values pv{joined}"
+            f" WHERE pv.property = ? AND pv.ts >= ? AND pv.ts < ?{_of_keys('e.key', where.keys)[0]} GROUP BY 1, 2"
+        )
+        params += [number, *edge, *key_params]
     rows = connection.execute(
-        f"SELECT {_KIND_NAME} AS kind_name, value, sum(n) AS total FROM ("
-        f" SELECT kind, value, sum(count) AS n FROM property_counts WHERE property = ? AND hour >= ? AND hour < ?{keys_sql}"
-        " GROUP BY kind, value UNION ALL"
-        f" SELECT pv.kind, coalesce(pv.value, ''), count(*) FROM property_values pv{joined} WHERE pv.property = ?"
-        f" AND ((pv.ts >= ? AND pv.ts < ?) OR (pv.ts >= ? AND pv.ts < ?)){event_keys_sql} GROUP BY 1, 2"
-        ") GROUP BY kind_name, value ORDER BY total DESC, kind_name, value",
-        [number, first, last, *key_params, number, *edges[0], *edges[1], *key_params],
+        f"SELECT {_KIND_NAME} AS kind_name, value, sum(n) AS total FROM ({' UNION ALL '.join(parts)})"
+        " GROUP BY kind_name, value ORDER BY total DESC, kind_name, value",
+        params,
     ).fetchall()
     present = sum(cast(int, n) for _, _, n in rows)
     return Breakdown(

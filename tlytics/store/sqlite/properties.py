@@ -25,7 +25,14 @@ import structlog
 
 from tlytics.chunks import chunks
 from tlytics.store.sqlite.connection import store_errors
-from tlytics.store.sqlite.preaggregates import add_counts, counted_numbers, forget_counts, prepare, subtract_counts
+from tlytics.store.sqlite.preaggregates import (
+    add_backfill_counts,
+    add_new_values,
+    counted_numbers,
+    forget_counts,
+    prepare,
+    subtract_counts,
+)
 from tlytics.store.sqlite.schema import BEFORE_EVERY_POSITION
 
 log = structlog.get_logger("tlytics.store")
@@ -121,7 +128,10 @@ class PropertyKeeper:
     def add_new_rows(self) -> None:
         """Store the values of this transaction's new events (the writer's staged rows)."""
         for path, number in self.numbers.items():
-            self._count(number, path, "temp.new_events", "true", ())
+            if number in self.counted:
+                if not add_new_values(self._connection, number, path):
+                    self.counted.discard(number)
+                continue
             self._connection.execute(
                 _ADD_VALUES.format(source="temp.new_events", condition="true"), ("$." + path, number)
             )
@@ -140,9 +150,10 @@ class PropertyKeeper:
                     (number, *chunk),
                 )
 
-    def _count(self, number: int, path: str, source: str, condition: str, params: Sequence[object]) -> None:
-        """Count the values about to be stored (inside their transaction), while `number` is counted."""
-        if number in self.counted and not add_counts(self._connection, number, path, source, condition, params):
+    def _count_backfill(self, number: int, path: str, condition: str, params: Sequence[object]) -> None:
+        """Count the values the backfill is about to store (inside its chunk's transaction),
+        while `number` is counted."""
+        if number in self.counted and not add_backfill_counts(self._connection, number, path, condition, params):
             self.counted.discard(number)
 
     def wait_backfilled(self, timeout_s: float) -> bool:
@@ -184,7 +195,7 @@ class PropertyKeeper:
                     condition, params = "(ts, id) > (?3, ?4)", (*start,)
                 else:
                     condition, params = "(ts, id) > (?3, ?4) AND (ts, id) <= (?5, ?6)", (*start, *end)
-                self._count(number, path, "events", condition, params)
+                self._count_backfill(number, path, condition, params)
                 connection.execute(
                     _ADD_VALUES.format(source="events", condition=condition), ("$." + path, number, *params)
                 )
