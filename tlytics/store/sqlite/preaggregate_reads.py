@@ -10,8 +10,7 @@ property's stored values, so every answer is the one the JSON path gives.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Sequence
 from typing import Any, cast
 
 import apsw
@@ -65,7 +64,6 @@ def condition_counts(
     where: EventFilter,
     number: int,
     match: PropertyMatch,
-    declared: Mapping[str, int],
 ) -> list[tuple[int, int | None]]:
     """Events per bucket for keys, times and one condition on counted property `number`:
     one read of the counts of the whole hours of every bucket, the edges per event (`!=`:
@@ -75,8 +73,8 @@ def condition_counts(
     hours = [_whole_hours(low, high) for low, high in spans]
     counts = [0] * len(bounds)
     covered = [span for span in hours if span[0] < span[1]]
+    condition, params = ("", []) if match.op == "*" else _value_condition(match)
     if covered:
-        condition, params = ("", []) if match.op == "*" else _value_condition(match)
         keys_sql, key_params = _of_keys("key", where.keys)
         rows = connection.execute(
             "SELECT hour, sum(count) FROM property_counts WHERE property = ? AND hour >= ? AND hour < ?"
@@ -97,10 +95,34 @@ def condition_counts(
                 )
                 counts[index] = every - counts[index]
     for index, (low, high) in enumerate(spans):
-        for edge_low, edge_high in _edges(low, high):
-            edge = sql_where(replace(where, since_us=edge_low, until_us=edge_high), declared)
-            counts[index] += scalar(connection, f"SELECT count(*) FROM events{edge.sql}", edge.params)
+        for edge in _edges(low, high):
+            counts[index] += _edge_count(connection, number, edge, where.keys, (condition, params), match.op == "!=")
     return [(count, None) for count in counts]
+
+
+def _edge_count(
+    connection: apsw.Connection,
+    number: int,
+    edge: tuple[int, int],
+    keys: Sequence[str],
+    condition: tuple[str, list[Any]],
+    complement: bool,
+) -> int:
+    """The events of `keys` in `edge` whose stored value of property `number` meets
+    `condition` (`complement`: those whose value does not, a missing one included)."""
+    joined = " JOIN events e ON e.ts = pv.ts AND e.id = pv.id" if keys else ""
+    keys_sql, key_params = _of_keys("e.key", keys)
+    sql, params = condition
+    matching = scalar(
+        connection,
+        f"SELECT count(*) FROM property_values pv{joined} WHERE pv.property = ? AND pv.ts >= ? AND pv.ts < ?"
+        f"{keys_sql}{' AND ' + sql if sql else ''}",
+        [number, *edge, *key_params, *params],
+    )
+    if not complement:
+        return matching
+    in_edge = f"SELECT count(*) FROM events WHERE ts >= ? AND ts < ?{_of_keys('key', keys)[0]}"
+    return scalar(connection, in_edge, [*edge, *key_params]) - matching
 
 
 _QUARTERS = HOUR_US // BUCKET_US  # rollup buckets per hour
@@ -126,9 +148,10 @@ def breakdown(connection: apsw.Connection, number: int, where: EventFilter, limi
             f" WHERE pv.property = ? AND pv.ts >= ? AND pv.ts < ?{_of_keys('e.key', where.keys)[0]} GROUP BY 1, 2"
         )
         params += [number, *edge, *key_params]
+    # Grouped by kind (each kind has its own name), named once grouped.
     rows = connection.execute(
-        f"SELECT {_KIND_NAME} AS kind_name, value, sum(n) AS total FROM ({' UNION ALL '.join(parts)})"
-        " GROUP BY kind_name, value ORDER BY total DESC, kind_name, value",
+        f"SELECT {_KIND_NAME} AS kind_name, value, total FROM (SELECT kind, value, sum(n) AS total FROM"
+        f" ({' UNION ALL '.join(parts)}) GROUP BY kind, value) ORDER BY total DESC, kind_name, value",
         params,
     ).fetchall()
     present = sum(cast(int, n) for _, _, n in rows)

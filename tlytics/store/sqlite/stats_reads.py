@@ -40,7 +40,7 @@ def bucket_counts(
         counted = counted_properties(connection)  # hourly counts, keys or not
         if unique_path is None and len(where.where) == 1 and where.where[0][0] in counted:
             path, match = where.where[0]
-            return condition_counts(connection, bounds, where, counted[path], match, declared)
+            return condition_counts(connection, bounds, where, counted[path], match)
         if unique_path is None and len(where.where) == 1 and where.where[0][0] in declared and not where.keys:
             path, match = where.where[0]
             return _declared_condition_counts(connection, bounds, where, declared[path], match)
