@@ -94,35 +94,43 @@ def condition_counts(
                     connection, f"SELECT coalesce(sum(count), 0) FROM rollup_15m{in_hours.sql}", in_hours.params
                 )
                 counts[index] = every - counts[index]
-    for index, (low, high) in enumerate(spans):
-        for edge in _edges(low, high):
-            counts[index] += _edge_count(connection, number, edge, where.keys, (condition, params), match.op == "!=")
+    edges = [(index, edge) for index, (low, high) in enumerate(spans) for edge in _edges(low, high)]
+    if edges:
+        in_edges = _edge_counts(connection, number, [edge for _, edge in edges], where.keys, (condition, params))
+        if match.op == "!=":
+            in_all = _edge_counts(connection, None, [edge for _, edge in edges], where.keys, ("", []))
+            in_edges = [total - equal for total, equal in zip(in_all, in_edges, strict=True)]
+        for (index, _), count in zip(edges, in_edges, strict=True):
+            counts[index] += count
     return [(count, None) for count in counts]
 
 
-def _edge_count(
+def _edge_counts(
     connection: apsw.Connection,
-    number: int,
-    edge: tuple[int, int],
+    number: int | None,
+    edges: list[tuple[int, int]],
     keys: Sequence[str],
     condition: tuple[str, list[Any]],
-    complement: bool,
-) -> int:
-    """The events of `keys` in `edge` whose stored value of property `number` meets
-    `condition` (`complement`: those whose value does not, a missing one included)."""
-    joined = " JOIN events e ON e.ts = pv.ts AND e.id = pv.id" if keys else ""
-    keys_sql, key_params = _of_keys("e.key", keys)
+) -> list[int]:
+    """For each edge, the events of `keys` in it whose stored value of property `number` meets
+    `condition` (number None: every event), in one read (an edge is a range of the events' or
+    the values' time index; the edges come as one JSON parameter)."""
     sql, params = condition
-    matching = scalar(
-        connection,
-        f"SELECT count(*) FROM property_values pv{joined} WHERE pv.property = ? AND pv.ts >= ? AND pv.ts < ?"
-        f"{keys_sql}{' AND ' + sql if sql else ''}",
-        [number, *edge, *key_params, *params],
-    )
-    if not complement:
-        return matching
-    in_edge = f"SELECT count(*) FROM events WHERE ts >= ? AND ts < ?{_of_keys('key', keys)[0]}"
-    return scalar(connection, in_edge, [*edge, *key_params]) - matching
+    if number is None:
+        source, time_column = "events e", "e.ts"
+        where_sql, head = "true", []
+    else:
+        joined = " JOIN events e ON e.ts = pv.ts AND e.id = pv.id" if keys else ""
+        source, time_column = f"property_values pv{joined}", "pv.ts"
+        where_sql, head = "pv.property = ?", [number]
+    keys_sql, key_params = _of_keys("e.key", keys)
+    rows = connection.execute(
+        "WITH edges (position, low, high) AS (SELECT key, value ->> 0, value ->> 1 FROM json_each(?))"
+        f" SELECT edges.position, (SELECT count(*) FROM {source} WHERE {where_sql} AND {time_column} >= edges.low"
+        f" AND {time_column} < edges.high{keys_sql}{' AND ' + sql if sql else ''}) FROM edges ORDER BY edges.position",
+        [orjson.dumps(edges).decode(), *head, *key_params, *params],
+    ).fetchall()
+    return [cast(int, count) for _, count in rows]
 
 
 _QUARTERS = HOUR_US // BUCKET_US  # rollup buckets per hour
