@@ -5,6 +5,7 @@ writer code (`tlytics.writer.drain_batch`, the server's batch sizes) into a fres
     python -m bench.writer_cpu --old /tmp/old-checkout  # A/B against another checkout, same run
     python -m bench.writer_cpu --events-per-request 1 --requests 20000
     python -m bench.writer_cpu --profile                # cProfile's top entries of the drain
+    python -m bench.writer_cpu --old /tmp/old --property path   # with data.path declared (100 values)
 
 Each drain runs in its own process (PYTHONPATH = the checkout under test) on its own copy of one
 spool built once, so every side reads the same bytes; CPU is `time.process_time()` around the
@@ -59,7 +60,7 @@ def build_spool(directory: Path, requests: int, events_per_request: int) -> int:
     return requests * events_per_request
 
 
-def drain(spool_dir: Path, store_path: Path, profile: bool) -> dict[str, Any]:
+def drain(spool_dir: Path, store_path: Path, profile: bool, properties: list[str]) -> dict[str, Any]:
     """Child: drain the spool into a fresh store with the code on PYTHONPATH; CPU of the drain."""
     from tlytics.spool import Spool
     from tlytics.store.sqlite import SQLiteWriter
@@ -67,7 +68,9 @@ def drain(spool_dir: Path, store_path: Path, profile: bool) -> dict[str, Any]:
     from tlytics.writer.resources import WriterResources
 
     resources = WriterResources(
-        Spool(spool_dir), Spool(spool_dir.with_name("quarantine")), lambda: SQLiteWriter(store_path)
+        Spool(spool_dir),
+        Spool(spool_dir.with_name("quarantine")),
+        lambda: SQLiteWriter(store_path, declared_properties=properties),
     )
     resources.store  # noqa: B018 - opened (and migrated) outside the measurement
     profiler = None
@@ -96,13 +99,14 @@ def drain(spool_dir: Path, store_path: Path, profile: bool) -> dict[str, Any]:
     return {"events": events, "inserted": inserted, "cpu_s": cpu_s}
 
 
-def run_side(code_root: Path, spool_master: Path, work: Path, profile: bool) -> dict[str, Any]:
+def run_side(code_root: Path, spool_master: Path, work: Path, profile: bool, properties: list[str]) -> dict[str, Any]:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
     shutil.copytree(spool_master, work / "spool")
     env = {**os.environ, "PYTHONPATH": str(code_root)}
     command = [sys.executable, str(Path(__file__).resolve()), "--child", str(work)] + (["--profile"] if profile else [])
+    command += [flag for path in properties for flag in ("--property", path)]
     done = subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=1800)
     if profile:
         sys.stderr.write(f"--- profile of {code_root}\n{done.stderr}")
@@ -117,10 +121,11 @@ def main() -> None:
     parser.add_argument("--old", type=Path, help="another checkout to compare with, in the same run")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print cProfile's top entries of each drain")
+    parser.add_argument("--property", action="append", default=[], help="declare data.<this> in the store")
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(drain(args.child / "spool", args.child / "store.db", args.profile)))
+        print(json.dumps(drain(args.child / "spool", args.child / "store.db", args.profile, args.property)))
         return
     sides = {"new": ROOT} | ({"old": args.old.resolve()} if args.old else {})
     with tempfile.TemporaryDirectory(prefix="tlytics-writer-cpu-") as scratch:
@@ -131,7 +136,7 @@ def main() -> None:
         per_event: dict[str, list[float]] = {name: [] for name in sides}
         for _round in range(args.rounds):
             for name, root in sorted(sides.items()):
-                result = run_side(root, master, Path(scratch) / name, args.profile and _round == 0)
+                result = run_side(root, master, Path(scratch) / name, args.profile and _round == 0, args.property)
                 if result["inserted"] != total:
                     raise SystemExit(f"{name}: stored {result['inserted']} of {total} events")
                 per_event[name].append(result["cpu_s"] / total * 1e6)

@@ -25,6 +25,14 @@ import structlog
 
 from tlytics.chunks import chunks
 from tlytics.store.sqlite.connection import store_errors
+from tlytics.store.sqlite.preaggregates import (
+    add_backfill_counts,
+    add_new_values,
+    counted_numbers,
+    forget_counts,
+    prepare,
+    subtract_counts,
+)
 from tlytics.store.sqlite.schema import BEFORE_EVERY_POSITION
 
 log = structlog.get_logger("tlytics.store")
@@ -82,6 +90,7 @@ class PropertyKeeper:
         self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        prepare(connection)
         with connection:
             known = {
                 cast(str, row[0]): (cast(int, row[1]), bool(row[2]))
@@ -104,18 +113,25 @@ class PropertyKeeper:
                 cast(str, p): cast(int, n)
                 for p, n in connection.execute("SELECT path, number FROM declared_properties")
             }
+            # Those whose hourly counts are kept (tlytics.store.sqlite.preaggregates).
+            self.counted = set(counted_numbers(connection))
             pending = connection.execute("SELECT EXISTS (SELECT 1 FROM declared_properties WHERE NOT complete)").get
         if pending:
             self._thread = threading.Thread(target=self._backfill_all, name="tlytics-property-backfill", daemon=True)
             self._thread.start()
 
     def _forget(self, number: int) -> None:
+        forget_counts(self._connection, number)
         self._connection.execute("DELETE FROM property_values WHERE property = ?", (number,))
         self._connection.execute("DELETE FROM declared_properties WHERE number = ?", (number,))
 
     def add_new_rows(self) -> None:
         """Store the values of this transaction's new events (the writer's staged rows)."""
         for path, number in self.numbers.items():
+            if number in self.counted:
+                if not add_new_values(self._connection, number, path):
+                    self.counted.discard(number)
+                continue
             self._connection.execute(
                 _ADD_VALUES.format(source="temp.new_events", condition="true"), ("$." + path, number)
             )
@@ -124,6 +140,8 @@ class PropertyKeeper:
         """Take the values of the events `ids`, about to be deleted, away (inside the deletion's
         transaction)."""
         for number in self.numbers.values():
+            if number in self.counted:
+                subtract_counts(self._connection, number, ids)
             for chunk in chunks(ids):
                 marks = ",".join("?" * len(chunk))
                 self._connection.execute(
@@ -131,6 +149,12 @@ class PropertyKeeper:
                     f" (SELECT ts, id FROM events WHERE id IN ({marks}))",
                     (number, *chunk),
                 )
+
+    def _count_backfill(self, number: int, path: str, condition: str, params: Sequence[object]) -> None:
+        """Count the values the backfill is about to store (inside its chunk's transaction),
+        while `number` is counted."""
+        if number in self.counted and not add_backfill_counts(self._connection, number, path, condition, params):
+            self.counted.discard(number)
 
     def wait_backfilled(self, timeout_s: float) -> bool:
         """Whether every backfill finished within `timeout_s` (for tools and tests)."""
@@ -171,6 +195,7 @@ class PropertyKeeper:
                     condition, params = "(ts, id) > (?3, ?4)", (*start,)
                 else:
                     condition, params = "(ts, id) > (?3, ?4) AND (ts, id) <= (?5, ?6)", (*start, *end)
+                self._count_backfill(number, path, condition, params)
                 connection.execute(
                     _ADD_VALUES.format(source="events", condition=condition), ("$." + path, number, *params)
                 )

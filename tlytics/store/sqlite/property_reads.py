@@ -17,6 +17,8 @@ from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.sql import grouped_number
 from tlytics.store.sqlite.connection import store_errors
 from tlytics.store.sqlite.filters import sql_where
+from tlytics.store.sqlite.preaggregate_reads import breakdown as counted_breakdown
+from tlytics.store.sqlite.preaggregate_reads import counted_properties
 from tlytics.store.sqlite.properties import BREAKDOWN_PRESENT, BREAKDOWN_TOP, complete_properties
 from tlytics.store.sqlite.reads import scalar, time_range
 from tlytics.store.sqlite.stats_reads import rollup_counts
@@ -44,6 +46,10 @@ def breakdown(connection: apsw.Connection, where: EventFilter, path: str, limit:
     """Values are grouped by JSON type and value, so `true` and `1`, or `"1"` and `1`, are
     told apart."""
     with store_errors("breakdown read"), connection:
+        counted = counted_properties(connection)  # hourly counts, keys or not
+        if path in counted and not where.where:
+            in_range = rollup_counts(connection, [time_range(where)], where)[0][0]
+            return counted_breakdown(connection, counted[path], where, limit, in_range)
         declared = complete_properties(connection)
         if path in declared and not where.where and not where.keys:
             return _declared_breakdown(connection, declared[path], where, limit)

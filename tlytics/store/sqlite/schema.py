@@ -16,6 +16,7 @@ import apsw
 from tlytics.errors import StoreError
 from tlytics.jsontext import canonical
 from tlytics.store.sqlite.connection import Synchronous, connect, store_errors
+from tlytics.store.sqlite.preaggregates import count_stored_values
 from tlytics.timefmt import MAX_US, MIN_US
 
 BUCKET_US = 900_000_000  # 15 minutes: the rollups' bucket
@@ -25,6 +26,23 @@ BUCKET_SQL = "(ts / 900000000 - (ts < 0 AND ts % 900000000 != 0))"
 # A (ts, id) position before every event: where a walk over the events in their order starts.
 BEFORE_EVERY_TS = -(2**63)
 BEFORE_EVERY_POSITION = (BEFORE_EVERY_TS, b"")
+
+
+def _add_property_counts(connection: apsw.Connection) -> None:
+    """Migration 9: hourly counts per key and value of the declared properties of few values
+    (see tlytics.store.sqlite.preaggregates), filled from the values already stored."""
+    connection.execute(
+        """
+        CREATE TABLE property_counts (property INTEGER NOT NULL, hour INTEGER NOT NULL, key TEXT NOT NULL,
+            kind INTEGER NOT NULL, value NOT NULL, count INTEGER NOT NULL,
+            PRIMARY KEY (property, hour, key, kind, value)) WITHOUT ROWID;
+        CREATE INDEX property_counts_by_value ON property_counts (property, kind, value, hour);
+        CREATE TABLE property_count_values (property INTEGER NOT NULL, kind INTEGER NOT NULL, value NOT NULL,
+            PRIMARY KEY (property, kind, value)) WITHOUT ROWID;
+        ALTER TABLE declared_properties ADD COLUMN counted INTEGER NOT NULL DEFAULT 1;
+        """
+    )
+    count_stored_values(connection)
 
 
 def _canonicalize_stored_data(connection: apsw.Connection) -> None:
@@ -149,6 +167,9 @@ MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [
     DROP TABLE declared_properties;
     ALTER TABLE declared_properties_by_position RENAME TO declared_properties;
     """,
+    # 9: hourly counts per key and value of the declared properties of few values (a breakdown
+    # or a filtered chart sums them instead of reading one value per event), `counted` while kept.
+    _add_property_counts,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -16,6 +16,7 @@ import apsw
 from tlytics.store.base import EventFilter, PropertyMatch, UniqueCounts
 from tlytics.store.sqlite.connection import store_errors
 from tlytics.store.sqlite.filters import declared_timestamps, sql_where
+from tlytics.store.sqlite.preaggregate_reads import condition_counts, counted_properties
 from tlytics.store.sqlite.properties import UNIQUE_VALUES, complete_properties
 from tlytics.store.sqlite.reads import scalar, time_range
 from tlytics.store.sqlite.schema import BUCKET_US
@@ -36,6 +37,10 @@ def bucket_counts(
         declared = complete_properties(connection)
         if unique_path in declared and not where.where and not where.keys:
             return _declared_bucket_counts(connection, bounds, where, declared[unique_path])
+        counted = counted_properties(connection)  # hourly counts, keys or not
+        if unique_path is None and len(where.where) == 1 and where.where[0][0] in counted:
+            path, match = where.where[0]
+            return condition_counts(connection, bounds, where, counted[path], match)
         if unique_path is None and len(where.where) == 1 and where.where[0][0] in declared and not where.keys:
             path, match = where.where[0]
             return _declared_condition_counts(connection, bounds, where, declared[path], match)
