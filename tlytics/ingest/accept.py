@@ -6,20 +6,20 @@ from __future__ import annotations
 
 import time
 
-import structlog
 from aiohttp import web
 
+import tlytics.ingest.request_line as request_line
 from tlytics.ingest.bodies import read_body
 from tlytics.ingest.body_work import BODY_WORKERS, INLINE_BODY_BYTES, INLINE_REFERENCE_BYTES
 from tlytics.ingest.fastpath import fast_spool_entry
-from tlytics.ingest.responses import json_response
+from tlytics.ingest.responses import accepted_response
 from tlytics.ingest.state import COMMITTER, COUNTERS, METRICS, SETTINGS
 from tlytics.ingest.validation import reference_spool_entry, spool_entry
 
 
 async def _accept(request: web.Request, *, batch: bool) -> web.Response:
     count = await spool_body(request, await read_body(request), batch=batch)
-    return json_response({"message": f"Successfully queued {count} events", "count": count})
+    return accepted_response(count)
 
 
 async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
@@ -42,7 +42,7 @@ async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
     counters = request.app[COUNTERS]
     counters.accepted_requests += 1
     counters.accepted_events += count
-    structlog.contextvars.bind_contextvars(events_accepted=count)  # for the request's canonical line
+    request_line.bind("events_accepted", count)  # for the request's canonical line
     return count
 
 
