@@ -18,6 +18,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -61,20 +62,36 @@ def _instrument(pid: int, on: bool) -> None:
     subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(pid)], check=True, capture_output=True)
 
 
-def instructions(root: Path, requests: int, *, connections: int, events: int, log_level: str) -> int:
-    """Instructions the ingest process ran while serving `requests` (after a warm-up)."""
+def instructions(root: Path | None, requests: int, *, connections: int, events: int, log_level: str) -> int:
+    """Instructions the ingest process at `root` (None: the ceiling, bench/ceiling.py) ran
+    while serving `requests` (after a warm-up)."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="tlytics-instructions-") as workdir:
         out = Path(workdir, "callgrind.out")
+        server = (
+            [sys.executable, "-m", "bench.ceiling", str(port)]
+            if root is None
+            else server_command(
+                port,
+                "--db",
+                f"{workdir}/b.db",
+                "--spool",
+                f"{workdir}/spool",
+                "--flush",
+                "1s",
+                "--log-level",
+                log_level,
+            )
+        )
         command = [
             "valgrind",
             "--tool=callgrind",
             "--trace-children=no",
             "--instr-atstart=no",
             f"--callgrind-out-file={out}",
-            *server_command(port, "--db", f"{workdir}/b.db", "--spool", f"{workdir}/spool", "--flush", "1s"),
-            *("--log-level", log_level),
+            *server,
         ]
+        root = root or ROOT
         env = {**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": "0"}
         with Path(workdir, "server.log").open("wb") as log_file:
             process = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT)
@@ -99,6 +116,7 @@ def instructions(root: Path, requests: int, *, connections: int, events: int, lo
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--old", type=Path, help="another checkout to count as well")
+    parser.add_argument("--ceiling", action="store_true", help="count the ceiling (bench/ceiling.py) as well")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--events", type=int, default=1)
@@ -110,6 +128,9 @@ def main() -> None:
     if args.old is not None:
         old = instructions(args.old, args.requests, **options)
         print(f"old: {old:,} instructions per request; new ÷ old {new / old:.3f}", flush=True)
+    if args.ceiling:
+        ceiling = instructions(None, args.requests, **options)
+        print(f"ceiling: {ceiling:,} instructions per request; new ÷ ceiling {new / ceiling:.2f}", flush=True)
 
 
 if __name__ == "__main__":
