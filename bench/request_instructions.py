@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,7 +63,9 @@ def _instrument(pid: int, on: bool) -> None:
     subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(pid)], check=True, capture_output=True)
 
 
-def instructions(root: Path | None, requests: int, *, connections: int, events: int, log_level: str) -> int:
+def instructions(
+    root: Path | None, requests: int, *, connections: int, events: int, log_level: str, keep: Path | None = None
+) -> int:
     """Instructions the ingest process at `root` (None: the ceiling, bench/ceiling.py) ran
     while serving `requests` (after a warm-up)."""
     port = free_port()
@@ -91,10 +94,10 @@ def instructions(root: Path | None, requests: int, *, connections: int, events: 
             f"--callgrind-out-file={out}",
             *server,
         ]
-        root = root or ROOT
-        env = {**os.environ, "PYTHONPATH": str(root), "PYTHONHASHSEED": "0"}
+        root_dir = root or ROOT
+        env = {**os.environ, "PYTHONPATH": str(root_dir), "PYTHONHASHSEED": "0"}
         with Path(workdir, "server.log").open("wb") as log_file:
-            process = subprocess.Popen(command, cwd=root, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+            process = subprocess.Popen(command, cwd=root_dir, env=env, stdout=log_file, stderr=subprocess.STDOUT)
         try:
             wait_healthy(f"http://127.0.0.1:{port}", process, timeout_s=300)
             asyncio.run(_load(port, connections * 10, connections, events))
@@ -106,6 +109,8 @@ def instructions(root: Path | None, requests: int, *, connections: int, events: 
         finally:
             process.send_signal(signal.SIGTERM)
             process.wait(300)
+        if keep is not None:  # for callgrind_annotate
+            shutil.copy(out, keep / f"callgrind-{'ceiling' if root is None else root.name}.out")
         # With instrumentation switched on and off, `totals` holds what was counted.
         match = re.search(rb"^totals: (\d+)", out.read_bytes(), re.MULTILINE)
         if match is None:
@@ -121,8 +126,9 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--events", type=int, default=1)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument("--keep", type=Path, help="a directory to keep callgrind's output files in")
     args = parser.parse_args()
-    options = {"connections": args.connections, "events": args.events, "log_level": args.log_level}
+    options = {"connections": args.connections, "events": args.events, "log_level": args.log_level, "keep": args.keep}
     new = instructions(ROOT, args.requests, **options)
     print(f"new: {new:,} instructions per request ({args.events} events/request)", flush=True)
     if args.old is not None:

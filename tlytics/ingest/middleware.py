@@ -89,6 +89,7 @@ async def answer_headers(request: web.Request, response: web.StreamResponse) -> 
     headers = response.headers
     if "X-Frame-Options" not in headers:
         headers.update(SECURITY_HEADERS)
-    request_id = request.get(REQUEST_ID)
-    if request_id is not None:
-        headers[REQUEST_ID_HEADER] = request_id
+    try:
+        headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+    except KeyError:  # an answer aiohttp made before the middleware ran (no request id)
+        pass
