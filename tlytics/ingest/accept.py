@@ -17,11 +17,6 @@ from tlytics.ingest.state import COMMITTER, COUNTERS, SETTINGS
 from tlytics.ingest.validation import reference_spool_entry, spool_entry
 
 
-async def _accept(request: web.Request, *, batch: bool) -> web.Response:
-    count = await spool_body(request, await read_body(request), batch=batch)
-    return accepted_response(count)
-
-
 async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
     """Validate a body of Tlytics events (`/events` or `/batch` shape), spool it and return its
     event count once committed: the one accept path (the Segment and PostHog routes translate
@@ -68,9 +63,9 @@ async def _reference_spool_entry(
 
 async def post_events(request: web.Request) -> web.Response:
     """POST /events: a JSON array of events."""
-    return await _accept(request, batch=False)
+    return accepted_response(await spool_body(request, await read_body(request), batch=False))
 
 
 async def post_batch(request: web.Request) -> web.Response:
     """POST /batch: {"events": [...]}."""
-    return await _accept(request, batch=True)
+    return accepted_response(await spool_body(request, await read_body(request), batch=True))

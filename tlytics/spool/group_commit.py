@@ -49,8 +49,11 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="spool-group-commit")
 
-    async def append(self, entry: bytes, event_count: int) -> None:
-        """Return once `entry` is committed to the spool; raise SpoolError if it was not."""
+    def append(self, entry: bytes, event_count: int) -> asyncio.Future[None]:
+        """A future done once `entry` is committed to the spool, or failed with a SpoolError if
+        it was not: `await committer.append(entry, n)`. Not a coroutine: a request's handler
+        awaits the future itself, one frame fewer to enter and to resume per request.
+        Raises SpoolError at once while the committer shuts down."""
         if self._closing:
             raise SpoolError("server is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -59,7 +62,7 @@ class GroupCommitter:
         self._entries.append(entry)
         self._events += event_count
         self._waiters.append(future)
-        await future
+        return future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
