@@ -6,68 +6,66 @@ from __future__ import annotations
 
 import time
 
-import structlog
 from aiohttp import web
 
+import tlytics.ingest.request_line as request_line
 from tlytics.ingest.bodies import read_body
 from tlytics.ingest.body_work import BODY_WORKERS, INLINE_BODY_BYTES, INLINE_REFERENCE_BYTES
 from tlytics.ingest.fastpath import fast_spool_entry
-from tlytics.ingest.responses import json_response
-from tlytics.ingest.state import COMMITTER, COUNTERS, METRICS, SETTINGS
+from tlytics.ingest.responses import accepted_response
+from tlytics.ingest.state import COMMITTER, COUNTERS, SETTINGS
 from tlytics.ingest.validation import reference_spool_entry, spool_entry
-
-
-async def _accept(request: web.Request, *, batch: bool) -> web.Response:
-    count = await spool_body(request, await read_body(request), batch=batch)
-    return json_response({"message": f"Successfully queued {count} events", "count": count})
 
 
 async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
     """Validate a body of Tlytics events (`/events` or `/batch` shape), spool it and return its
     event count once committed: the one accept path (the Segment and PostHog routes translate
     their bodies to a `/batch` body and come here)."""
-    settings = request.app[SETTINGS]
+    app = request.app
+    settings = app[SETTINGS]
+    now_us = time.time_ns() // 1000
+    max_events, max_event_bytes = settings.max_events_per_request, settings.max_event_bytes
     # InvalidRequest (400/413) and SpoolError (503) propagate: error_answers maps them.
-    entry, count = await _spool_entry(
-        request,
-        body,
-        batch=batch,
-        now_us=time.time_ns() // 1000,
-        max_events=settings.max_events_per_request,
-        max_event_bytes=settings.max_event_bytes,
-    )
+    # The fast path on a small body, on the loop (most posts: no other coroutine to go through).
+    accepted = None
+    if len(body) <= INLINE_BODY_BYTES:
+        accepted = fast_spool_entry(
+            body, batch=batch, now_us=now_us, max_events=max_events, max_event_bytes=max_event_bytes
+        )
+    if accepted is None:
+        accepted = await _reference_spool_entry(
+            app, body, batch=batch, now_us=now_us, max_events=max_events, max_event_bytes=max_event_bytes
+        )
+    entry, count = accepted
     if count:
-        await request.app[COMMITTER].append(entry, count)
-    request.app[METRICS].events_accepted.inc(count)
-    counters = request.app[COUNTERS]
+        await app[COMMITTER].append(entry, count)
+    # METRICS' events_accepted is counted by the group commit (app._committer_ctx).
+    counters = app[COUNTERS]
     counters.accepted_requests += 1
     counters.accepted_events += count
-    structlog.contextvars.bind_contextvars(events_accepted=count)  # for the request's canonical line
+    request_line.bind("events_accepted", count)  # for the request's canonical line
     return count
 
 
-async def _spool_entry(
-    request: web.Request, body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int
+async def _reference_spool_entry(
+    app: web.Application, body: bytes, *, batch: bool, now_us: int, max_events: int, max_event_bytes: int
 ) -> tuple[bytes, int]:
-    """The body's spool entry, worked out on the loop only when that is surely cheap: the fast
-    path on a small body, the reference rules on a tiny one; else on a body thread."""
-    limits = {"batch": batch, "now_us": now_us, "max_events": max_events, "max_event_bytes": max_event_bytes}
-    if len(body) <= INLINE_BODY_BYTES:
-        accepted = fast_spool_entry(body, **limits)  # type: ignore[arg-type]
-        if accepted is not None:
-            return accepted
-        if len(body) <= INLINE_REFERENCE_BYTES:
-            return reference_spool_entry(body, **limits)  # type: ignore[arg-type]
-    return await request.app[BODY_WORKERS].run(
+    """The body's spool entry by the reference rules (what the fast path could not prove), on
+    the loop only when that is surely cheap (a tiny body), else on a body thread."""
+    if len(body) <= INLINE_REFERENCE_BYTES:
+        return reference_spool_entry(
+            body, batch=batch, now_us=now_us, max_events=max_events, max_event_bytes=max_event_bytes
+        )
+    return await app[BODY_WORKERS].run(
         spool_entry, body, batch=batch, now_us=now_us, max_events=max_events, max_event_bytes=max_event_bytes
     )
 
 
 async def post_events(request: web.Request) -> web.Response:
     """POST /events: a JSON array of events."""
-    return await _accept(request, batch=False)
+    return accepted_response(await spool_body(request, await read_body(request), batch=False))
 
 
 async def post_batch(request: web.Request) -> web.Response:
     """POST /batch: {"events": [...]}."""
-    return await _accept(request, batch=True)
+    return accepted_response(await spool_body(request, await read_body(request), batch=True))

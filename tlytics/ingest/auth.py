@@ -125,34 +125,40 @@ def _an(scope: str) -> str:
 def admit(request: web.Request) -> None:
     """Raise an ApiError unless the request may go on to its handler: 401/403 for its key
     (403 too when the route declared no level), 429 for its rate limit."""
-    if request.match_info.http_exception is not None:
+    match_info = request.match_info
+    if match_info.http_exception is not None:
         return  # no route matched: the router's 404/405 answers, no handler runs
-    access = request_access(request)
+    # The app and the route looked up once: each `request.app[...]` is three Python calls.
+    app = match_info.current_app
+    route_access, route = app[ROUTE_ACCESS], match_info.route
+    access = route_access.level(route)
     if access is None:
-        resource = request.match_info.route.resource
-        route = f"{request.method} {resource.canonical if resource is not None else request.path}"
+        resource = route.resource
+        described = f"{request.method} {resource.canonical if resource is not None else request.path}"
         # A programming error (a route added without `access=`): refuse rather than guess.
-        log.error("route_without_access_level", route=route)
-        raise ApiError(403, f"{route} has no declared access level, so it is refused")
+        log.error("route_without_access_level", route=described)
+        raise ApiError(403, f"{described} has no declared access level, so it is refused")
     if access == "open":
         return
     token = bearer_token(request)
-    if token is None and request.app[ROUTE_ACCESS].key_in_body(request.match_info.route):
+    if token is None and route_access.key_in_body(route):
         return  # the handler finds the key in the body or a Basic header and calls admit_key
-    admit_key(request, access, token)
+    admit_key(request, access, token, app=app)
 
 
-def admit_key(request: web.Request, access: Scope, token: bytes | None) -> None:
-    """The key check and rate limit of `admit`, for the key `token` (None: no key presented)."""
-    key = _check_key(request, access, token)
-    _check_rate(request, access, key)
+def admit_key(request: web.Request, access: Scope, token: bytes | None, *, app: web.Application | None = None) -> None:
+    """The key check and rate limit of `admit`, for the key `token` (None: no key presented);
+    `app`: request.app, when the caller has it already."""
+    app = app or request.app
+    key = _check_key(request, app, access, token)
+    _check_rate(request, app, access, key)
 
 
-def _check_key(request: web.Request, access: Scope, token: bytes | None) -> ApiKey | None:
+def _check_key(request: web.Request, app: web.Application, access: Scope, token: bytes | None) -> ApiKey | None:
     """The known key `token` is (None: none) if it may call a route of `access`; else a 401 (no
     known key) or 403 (a key of another scope), naming the scope needed."""
-    ring = request.app[KEYS].ring
-    failures = request.app[RATE_LIMITS].auth_failures if ring.needs_key(access) else None
+    ring = app[KEYS].ring
+    failures = app[RATE_LIMITS].auth_failures if ring.needs_key(access) else None
     if failures is not None:
         _check_auth_failures(request, failures)
     key = ring.find(token) if token is not None and ring.keys else None
@@ -185,9 +191,9 @@ def _check_auth_failures(request: web.Request, failures: RateLimiter) -> None:
     )
 
 
-def _check_rate(request: web.Request, access: Scope, key: ApiKey | None) -> None:
+def _check_rate(request: web.Request, app: web.Application, access: Scope, key: ApiKey | None) -> None:
     """Take a token from the caller's bucket (its key's, else its address's), or answer 429."""
-    limits = request.app[RATE_LIMITS]
+    limits = app[RATE_LIMITS]
     limit = "write" if access == "write" else "read"
     limiter = limits.write if limit == "write" else limits.read
     if limiter is None:

@@ -18,8 +18,10 @@ from collections.abc import Awaitable, Callable
 import structlog
 from aiohttp import web
 
+import tlytics.ingest.request_line as request_line
 from tlytics.ingest.auth import admit, request_access
 from tlytics.ingest.error_answers import INTERNAL_ERROR, error_answer
+from tlytics.ingest.responses import SECURITY_HEADERS
 from tlytics.ingest.state import METRICS
 
 log = structlog.get_logger("tlytics.ingest")
@@ -46,10 +48,10 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     """Turn every error into a JSON answer and write one canonical log line per request."""
     started = time.perf_counter()
     request_id = request[REQUEST_ID] = _request_id(request)
+    method = request.method
     # Each request runs in a task of its own, but the context it copies may hold a previous
     # binding (a test, a keep-alive connection's first request): start from nothing.
-    structlog.contextvars.clear_contextvars()
-    structlog.contextvars.bind_contextvars(request_id=request_id, method=request.method, path=request.path)
+    request_line.start_request(request_id, method, request.path)
     response: web.StreamResponse
     failure: Exception | None = None
     try:
@@ -61,43 +63,33 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
             failure, answer = exc, INTERNAL_ERROR
         elif answer.status >= 500:
             # Why the server could not do it now (spool full, store busy): the operator's cue.
-            structlog.contextvars.bind_contextvars(error=answer.message)
+            request_line.bind("error", answer.message)
         response = answer.response()
     duration_s = time.perf_counter() - started
-    metrics = request.app[METRICS]
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else "unmatched"
-    metrics.observe_request(request.method, route, response.status, duration_s)
-    if response.status >= 400 and request_access(request) == "write":
-        metrics.rejected(response.status)
+    status = response.status
+    match_info = request.match_info
+    metrics = match_info.current_app[METRICS]
+    resource = match_info.route.resource
+    metrics.observe_request(method, resource.canonical if resource is not None else "unmatched", status, duration_s)
+    if status >= 400 and request_access(request) == "write":
+        metrics.rejected(status)
     duration_ms = round(duration_s * 1000, 3)
     if failure is not None:
-        log.error("request", status=response.status, duration_ms=duration_ms, remote=request.remote, exc_info=failure)
-    elif response.status >= 500:
-        log.warning("request", status=response.status, duration_ms=duration_ms, remote=request.remote)
+        log.error("request", status=status, duration_ms=duration_ms, remote=request.remote, exc_info=failure)
     else:
-        log.info("request", status=response.status, duration_ms=duration_ms, remote=request.remote)
+        level = "warning" if status >= 500 else "info"
+        request_line.log_line(log, level, "request", status=status, duration_ms=duration_ms, remote=request.remote)
     return response
-
-
-# On every answer, static files and errors included. The policy is the dashboard's: its
-# scripts and styles are files of its own (no inline script or style), it fetches only this
-# server, and no other site may frame it (clickjacking with a pasted read key). JSON answers
-# get it too, which costs nothing and covers any HTML served under /static.
-SECURITY_HEADERS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": (
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:;"
-        " connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-    ),
-    "X-Frame-Options": "DENY",
-}
 
 
 async def answer_headers(request: web.Request, response: web.StreamResponse) -> None:
     """An `on_response_prepare` hook: the security headers and the request id, set as the
-    headers go out, so a streamed answer (/export) gets them as well as a finished one."""
-    response.headers.update(SECURITY_HEADERS)
-    request_id = request.get(REQUEST_ID)
-    if request_id is not None:
-        response.headers[REQUEST_ID_HEADER] = request_id
+    headers go out, so a streamed answer (/export) gets them as well as a finished one. An
+    answer built with them (`responses.accepted_response`) is not updated again."""
+    headers = response.headers
+    if "X-Frame-Options" not in headers:
+        headers.update(SECURITY_HEADERS)
+    try:
+        headers[REQUEST_ID_HEADER] = request[REQUEST_ID]
+    except KeyError:  # an answer aiohttp made before the middleware ran (no request id)
+        pass

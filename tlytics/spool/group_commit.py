@@ -34,7 +34,11 @@ class GroupCommitter:
         self._commit_in_loop = commit_in_loop
         # One thread owns the spool's append connection; the loop never waits on disk.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-append")
-        self._pending: list[tuple[bytes, int, asyncio.Future[None]]] = []
+        # The group being gathered: its entries, their event count, and one future per append
+        # (not one for the group: a cancelled request must not cancel its group's answers).
+        self._entries: list[bytes] = []
+        self._events = 0
+        self._waiters: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -45,19 +49,25 @@ class GroupCommitter:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="spool-group-commit")
 
-    async def append(self, entry: bytes, event_count: int) -> None:
-        """Return once `entry` is committed to the spool; raise SpoolError if it was not."""
+    def append(self, entry: bytes, event_count: int) -> asyncio.Future[None]:
+        """A future done once `entry` is committed to the spool, or failed with a SpoolError if
+        it was not: `await committer.append(entry, n)`. Not a coroutine: a request's handler
+        awaits the future itself, one frame fewer to enter and to resume per request.
+        Raises SpoolError at once while the committer shuts down."""
         if self._closing:
             raise SpoolError("server is shutting down")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, event_count, future))
-        self._wakeup.set()
-        await future
+        if not self._entries:
+            self._wakeup.set()  # the first of a group: the rest find the committer awake
+        self._entries.append(entry)
+        self._events += event_count
+        self._waiters.append(future)
+        return future
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            if not self._pending:
+            if not self._entries:
                 if self._closing:
                     return
                 await self._wakeup.wait()
@@ -65,9 +75,9 @@ class GroupCommitter:
                 continue
             if self._commit_in_loop:
                 await asyncio.sleep(0)  # let handlers that are ready now join this group
-            group, self._pending = self._pending, []
+            entries, waiters, events = self._entries, self._waiters, self._events
+            self._entries, self._waiters, self._events = [], [], 0
             try:
-                entries = [entry for entry, _, _ in group]
                 if self._commit_in_loop:
                     self._spool.append_many(entries)
                 else:
@@ -83,17 +93,17 @@ class GroupCommitter:
                     if self.failing_since is None:
                         self.failing_since = time.monotonic()
                     self.last_error = str(error)
-                for _, _, future in group:
+                for future in waiters:
                     if not future.done():
                         future.set_exception(error)
                 continue
             self.failing_since = None
             self.last_error = None
-            for _, _, future in group:
+            for future in waiters:
                 if not future.done():
                     future.set_result(None)
             if self._on_committed is not None:
-                self._on_committed(sum(count for _, count, _ in group))
+                self._on_committed(events)
 
     async def close(self) -> None:
         """Commit what is pending, then stop."""
