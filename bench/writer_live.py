@@ -73,45 +73,52 @@ def append(spool_dir: Path, count: int, events_per_request: int, rate: float, gr
 
 
 def drain(spool_dir: Path, store_path: Path, appender: list[str], flush_period_s: float) -> dict[str, Any]:
-    """Child: start the appender, drain as the server's writer does until it is done and the
-    spool is empty; the writer's CPU and the appender's."""
+    """Child: start the appender and run the checkout's own WriteScheduler (its executor on a
+    thread) until the appender is done and the spool drained; the writer's CPU and the appender's."""
+    import asyncio
+
     from tlytics.spool import Spool
     from tlytics.store.sqlite import SQLiteWriter
-    from tlytics.writer import drain_batch
-    from tlytics.writer.process import writer_resources  # noqa: F401 - the server's writer module loads
-    from tlytics.writer.resources import WriterResources
+    from tlytics.writer import WriterResources
+    from tlytics.writer.executor import ThreadExecutor
+    from tlytics.writer.scheduler import WriteScheduler
 
     Spool(spool_dir).close()  # created before either side opens it
-    split = _time_spent_in(Spool, ("remove", "checkpoint", "iter_oldest"))
     resources = WriterResources(
         Spool(spool_dir), Spool(spool_dir.with_name("quarantine")), lambda: SQLiteWriter(store_path)
     )
     resources.store  # noqa: B018 - opened (and migrated) outside the measurement
-    child = subprocess.Popen(appender, stdout=subprocess.PIPE, text=True)
-    started, entries_drained, inserted, batches = time.process_time(), 0, 0, 0
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        appending = child.poll() is None
-        while True:  # the scheduler's drain: batches until the spool is found empty
-            result = drain_batch(resources, BATCH_MAX_ENTRIES, BATCH_MAX_EVENTS)
-            if not result.entries and not result.quarantined:
-                break
-            entries_drained += result.entries
-            inserted += result.inserted
-            batches += 1
-        if not appending:
-            break
-        time.sleep(flush_period_s)
-    cpu_s = time.process_time() - started
-    out, _ = child.communicate(timeout=60)
+    split = _time_spent_in(Spool, ("remove", "checkpoint"))
+    batches: list[int] = []
+
+    async def run() -> float:
+        scheduler = WriteScheduler(
+            ThreadExecutor(resources),
+            flush_period_s=flush_period_s,
+            batch_max_entries=BATCH_MAX_ENTRIES,
+            batch_max_events=BATCH_MAX_EVENTS,
+            on_batch=lambda result: batches.append(result.entries if result else -1),
+        )
+        started = time.process_time()
+        child = await asyncio.create_subprocess_exec(*appender, stdout=asyncio.subprocess.PIPE)
+        scheduler.start()
+        out, _ = await asyncio.wait_for(child.communicate(), timeout=600)
+        await scheduler.close(drain_timeout_s=60)
+        cpu_s = time.process_time() - started
+        appended.update(json.loads(out))
+        return cpu_s
+
+    appended: dict[str, Any] = {}
+    cpu_s = asyncio.run(run())
+    inserted = int(resources.store._write_connection.execute("SELECT count(*) FROM events").get)  # type: ignore[attr-defined]
     resources.close_store()
     return {
-        "entries": entries_drained,
+        "left": resources.spool.count(),
         "inserted": inserted,
-        "batches": batches,
+        "batches": len(batches),  # those reported: a batch cut short by close() is not
         "cpu_s": cpu_s,
         "split": {name: spent / cpu_s for name, spent in split.items()},
-        "appender": json.loads(out),
+        "appender": appended,
     }
 
 
@@ -246,16 +253,18 @@ def main() -> None:
     writer: dict[str, list[float]] = {name: [] for name in sides}
     appender: dict[str, list[float]] = {name: [] for name in sides}
     shares: dict[str, list[dict[str, float]]] = {name: [] for name in sides}
+    batches: dict[str, list[int]] = {name: [] for name in sides}
     with tempfile.TemporaryDirectory(prefix="tlytics-writer-live-") as scratch:
         for round_ in range(args.rounds):
             order = sorted(sides.items(), reverse=bool(round_ % 2))
             for name, root in order:
                 result = run_side(root, Path(scratch) / name, args)
-                if result["inserted"] != total or result["entries"] != args.requests:
+                if result["inserted"] != total or result.get("left", 0):
                     raise SystemExit(f"{name}: stored {result['inserted']} of {total} events")
                 writer[name].append(result["cpu_s"] / args.requests * 1e6)
                 appender[name].append(result["appender"]["cpu_s"] / args.requests * 1e6)
                 shares[name].append(result["split"])
+                batches[name].append(result.get("batches", 0))
     print(
         f"{args.requests} entries x {args.events_per_request} events at {args.rate:g}/s in groups of"
         f" {args.group}, flush {args.flush:g} s, {args.rounds} rounds"
@@ -268,7 +277,7 @@ def main() -> None:
             f" ({', '.join(f'{v:.2f}' for v in appender[name])})"
         )
         print(
-            "  shares of the writer's CPU (median): "
+            f"  batches {statistics.median(batches[name]):.0f}; shares of the writer's CPU (median): "
             + ", ".join(
                 f"spool {method} {statistics.median(split[method] for split in shares[name]):.0%}"
                 for method in shares[name][0]

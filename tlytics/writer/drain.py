@@ -35,6 +35,8 @@ class DrainResult:
     inserted: int
     quarantined: int
     pid: int = 0  # the process that did the work
+    # Every spool held less than a batch (so it was drained, but for what arrived meanwhile).
+    caught_up: bool = True
 
 
 _UNREADABLE = (ValueError, TypeError, KeyError)
@@ -70,6 +72,7 @@ def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -
                 inserted=result.inserted + more.inserted,
                 quarantined=result.quarantined + more.quarantined,
                 pid=result.pid,
+                caught_up=result.caught_up and more.caught_up,
             )
         return result
     finally:
@@ -81,8 +84,10 @@ def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_event
     keys: list[int] = []
     values: list[bytes] = []
     entries: list[tuple[int, list[SpoolRow]]] = []
-    events = quarantined = 0
+    events = quarantined = read = 0
+    enough_events = False
     for key, value in spool.iter_oldest(max_entries):
+        read += 1
         try:
             entry = _decoded(value)
         except _UNREADABLE as exc:
@@ -94,6 +99,7 @@ def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_event
         entries.append(entry)
         events += len(entry[1])
         if events >= max_events:
+            enough_events = True
             break
     inserted = 0
     if events:
@@ -106,15 +112,22 @@ def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_event
             inserted = resources.store.insert(rows) if rows else 0
     if keys:
         spool.remove(keys)
-    elif not quarantined:
+    caught_up = read < max_entries and not enough_events
+    if caught_up:
         # The server's appends leave checkpoints to the writer (Spool checkpoint_on_append),
-        # off the event loop. Not after every batch: at 1 event per request that was a third
-        # of the writer's CPU, copying pages the next batches rewrite anyway. While entries
-        # wait, the removals' commits checkpoint once the WAL passes the spool's WAL size limit
-        # (Spool.remove, within half the disk reserve); here, once drained, the WAL is folded
-        # in, so the next append starts it over and a quiet spool keeps its entries in its file.
+        # off the event loop: once the writer has caught up, so the next append starts the WAL
+        # over. Not after each batch of a backlog: while entries wait, the removals' commits
+        # checkpoint once the WAL passes the spool's WAL size limit (Spool._tune_remover,
+        # within the disk reserve).
         spool.checkpoint()
-    return DrainResult(entries=len(keys), events=events, inserted=inserted, quarantined=quarantined, pid=os.getpid())
+    return DrainResult(
+        entries=len(keys),
+        events=events,
+        inserted=inserted,
+        quarantined=quarantined,
+        pid=os.getpid(),
+        caught_up=caught_up,
+    )
 
 
 def _store_rows(
