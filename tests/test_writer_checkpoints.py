@@ -1,8 +1,6 @@
-"""How often the writer works on the spool (issue 22): it checkpoints the spool's WAL once a
-batch has caught up with the spool, not after every batch of a backlog (whose removals
-checkpoint once the WAL passes the spool's WAL size limit, within the disk reserve); and once
-caught up, the periodic drain waits a moment for what arrived meanwhile instead of chasing it
-in batches of a few entries."""
+"""How often the writer works on the spool (issue 22): once a batch has caught up with the
+spool, the periodic drain waits a moment for what arrived meanwhile instead of chasing it in
+batches of a few entries; the spool's WAL is still given back once drained."""
 
 from __future__ import annotations
 
@@ -11,14 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar, TypeVarTuple
 
-import pytest
-
 from tests.helpers import eventually_async
-from tlytics.ingest.settings import Settings
 from tlytics.spool import Spool
 from tlytics.store import SQLiteWriter
 from tlytics.writer import DrainResult, ThreadExecutor, WriterResources, WriteScheduler, drain_batch
-from tlytics.writer.process import writer_resources
 from tlytics.writer.scheduler import CATCH_UP_PAUSE_S
 
 MiB = 1024 * 1024
@@ -35,35 +29,6 @@ def _entry(n: int, events: int = 1, padding: int = 0) -> bytes:
 
 def _stored(store: SQLiteWriter) -> int:
     return int(store._write_connection.execute("SELECT count(*) FROM events").get)
-
-
-def test_batches_while_entries_wait_leave_the_checkpoint_to_the_drained_spool(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Each checkpoint copied pages the next batches rewrote: one per batch was a third of the
-    # writer's CPU at 1 event per request. Now only the batch that finds the spool empty does.
-    server = Spool(tmp_path / "spool", checkpoint_on_append=False)
-    server.append_many([_entry(n) for n in range(30)])
-    store = SQLiteWriter(tmp_path / "store.db")
-    resources = WriterResources(Spool(tmp_path / "spool"), Spool(tmp_path / "quarantine"), lambda: store)
-    checkpoints: list[int] = []
-    checkpoint = Spool.checkpoint
-
-    def counted(spool: Spool) -> None:
-        checkpoints.append(spool.count())
-        checkpoint(spool)
-
-    monkeypatch.setattr(Spool, "checkpoint", counted)
-    try:
-        for _ in range(3):
-            assert drain_batch(resources, 10, 20_000).entries == 10
-        assert checkpoints == []
-        assert drain_batch(resources, 10, 20_000).entries == 0
-        assert checkpoints == [0]
-        assert _stored(store) == 30
-    finally:
-        store.close()
-        server.close()
 
 
 def test_a_drained_spool_gives_its_wal_back(tmp_path: Path) -> None:
@@ -86,36 +51,6 @@ def test_a_drained_spool_gives_its_wal_back(tmp_path: Path) -> None:
         assert [key for key, _ in server.peek(10)] and server.count() == 1
     finally:
         store.close()
-        server.close()
-
-
-def test_the_writers_removals_keep_the_wal_within_the_disk_reserve(tmp_path: Path) -> None:
-    # A backlog drained batch after batch never finds the spool empty: the removals' own
-    # commits checkpoint, once the WAL passes the WAL size limit the reserve allows (a
-    # checkpoint needs as much disk again; at SQLite's default, 4 MiB, it would outgrow a
-    # 1 MiB reserve).
-    reserve = 1 * MiB
-    wal = tmp_path / "spool" / "cache.db-wal"
-    settings = Settings(db_path=tmp_path / "a.db", spool_dir=tmp_path / "spool", spool_min_free_bytes=reserve)
-    server = Spool(tmp_path / "spool", checkpoint_on_append=False, min_free_bytes=reserve)
-    for start in range(0, 512, 8):
-        server.append_many([_entry(n, padding=16_000) for n in range(start, start + 8)])  # 8 MiB
-    server.checkpoint()
-    server.append_many([_entry(10_000)])  # the WAL starts over, cut to its limit
-    resources = writer_resources(settings)
-    largest = 0
-    try:
-        for _ in range(100):
-            result = drain_batch(resources, 8, 20_000)
-            largest = max(largest, wal.stat().st_size)
-            if result.entries == 0:
-                break
-        assert resources.spool.count() == 0
-        assert largest <= reserve
-    finally:
-        resources.close_store()
-        resources.spool.close()
-        resources.quarantine.close()
         server.close()
 
 

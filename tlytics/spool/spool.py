@@ -77,10 +77,9 @@ class Spool:
         # server that was a group commit, stalling the event loop for milliseconds (half the
         # spool's CPU in the server went to it). With this False the appending connection only
         # checkpoints past a backstop (a writer that stopped draining), and whoever drains the
-        # spool checkpoints (the writer process, on the other core: see _tune_remover).
+        # spool checkpoints after each removal (the writer process, on the other core).
         self._checkpoint_on_append = checkpoint_on_append
         self._tuned_connection: object | None = None
-        self._tuned_remover: object | None = None
         # The last measure of the spool's size and the disk's free space (see _check_room).
         self._measured_at = -_MEASURE_EVERY_S
         self._measured_size = self._measured_free = self._appended_since = 0
@@ -118,23 +117,9 @@ class Spool:
             return  # SQLite's default
         with _spool_errors("open"):
             connection = self._queue.connection()  # diskcache's connection for this thread
-            if connection is not self._tuned_connection and connection is not self._tuned_remover:
+            if connection is not self._tuned_connection:
                 self._queue.set_autocheckpoint(self._backstop_checkpoint_pages())
                 self._tuned_connection = connection
-
-    def _tune_remover(self) -> None:
-        """Set the auto-checkpoint threshold of the connection that removes (the drainer's): the
-        drainer checkpoints only once the spool is drained (tlytics.writer.drain), so while entries
-        wait its removals' commits checkpoint once the WAL passes the WAL size limit (SQLite's
-        default 4 MiB; a quarter of the disk reserve at most), whatever the appenders' backstop.
-        A connection that appends too keeps this lower threshold."""
-        with _spool_errors("open"):
-            connection = self._queue.connection()
-            if connection is not self._tuned_remover:
-                pages = _wal_size_limit_bytes(self.min_free_bytes) // self._queue.page_size
-                pages = max(1, min(pages, self._backstop_checkpoint_pages()))
-                self._queue.set_autocheckpoint(pages)
-                self._tuned_remover = connection
 
     def _backstop_checkpoint_pages(self) -> int:
         page_size = self._queue.page_size
@@ -188,7 +173,7 @@ class Spool:
     def remove(self, keys: Iterable[int]) -> None:
         """Remove entries by key in one transaction; keys already gone are ignored."""
         keys = list(keys)
-        self._tune_remover()
+        self._tune_connection()
         with _spool_errors("remove"), self._queue.transact():
             # A few DELETE statements instead of one delete() per key: the write lock is
             # held for far less time, so appends from request handlers rarely wait for it.
@@ -196,8 +181,8 @@ class Spool:
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file without waiting for anyone, so the WAL can be
-        reset (and cut to its size limit) by the next append; the writer calls it once it has
-        drained the spool (see checkpoint_on_append and _tune_remover)."""
+        reset (and cut to its size limit) by the next append; the writer calls it after each
+        batch it removed (see checkpoint_on_append)."""
         with _spool_errors("checkpoint"):
             self._queue.checkpoint()
 

@@ -77,14 +77,11 @@ def writer_resources(settings: Settings) -> WriterResources:
     """A writer's resources for `settings`: every spool under its spool directory (see
     spools.py), the quarantine, and the store (opened on first use)."""
     spool_dir, *worker_dirs = spool_dirs(settings.resolved_spool_dir, settings.workers)
-    # The disk reserve bounds the WAL the writer's removals leave before they checkpoint
-    # (Spool._tune_remover); the writer never appends to these spools, so it refuses nothing.
-    reserve = settings.spool_min_free_bytes
     return WriterResources(
-        Spool(spool_dir, sync=settings.spool_sync, min_free_bytes=reserve),
+        Spool(spool_dir, sync=settings.spool_sync),
         Spool(spool_dir / "quarantine", sync=settings.spool_sync),
         lambda: open_writer(settings),
-        worker_spools=[Spool(directory, sync=settings.spool_sync, min_free_bytes=reserve) for directory in worker_dirs],
+        worker_spools=[Spool(directory, sync=settings.spool_sync) for directory in worker_dirs],
     )
 
 
