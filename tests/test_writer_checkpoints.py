@@ -57,15 +57,18 @@ def test_a_drained_spool_gives_its_wal_back(tmp_path: Path) -> None:
 class _TimedExecutor:
     """A ThreadExecutor that notes when each drained batch started and ended, and its entries."""
 
-    def __init__(self, resources: WriterResources) -> None:
+    def __init__(self, resources: WriterResources, after_first_batch: Callable[[], object] | None = None) -> None:
         self._executor = ThreadExecutor(resources)
         self.batches: list[tuple[float, float, int]] = []
+        self._after_first_batch = after_first_batch
 
     async def execute(self, fn: Callable[[WriterResources, *Args], T], *args: *Args) -> T:
         started = time.monotonic()
         result: T = await self._executor.execute(fn, *args)
         if isinstance(result, DrainResult):
             self.batches.append((started, time.monotonic(), result.entries))
+            if len(self.batches) == 1 and self._after_first_batch is not None:
+                self._after_first_batch()  # as if spooled while the batch was being written
         return result
 
     async def close(self) -> None:
@@ -103,21 +106,19 @@ async def test_what_arrives_during_a_drain_is_stored_without_a_flush(tmp_path: P
     server = Spool(tmp_path / "spool", checkpoint_on_append=False)
     server.append_many([_entry(n) for n in range(5)])
     store = SQLiteWriter(tmp_path / "store.db")
-    executor = _TimedExecutor(WriterResources(Spool(tmp_path / "spool"), Spool(tmp_path / "quarantine"), lambda: store))
+    executor = _TimedExecutor(
+        WriterResources(Spool(tmp_path / "spool"), Spool(tmp_path / "quarantine"), lambda: store),
+        after_first_batch=lambda: server.append_many([_entry(n) for n in range(5, 8)]),
+    )
     writer = WriteScheduler(executor, flush_period_s=3600.0, batch_max_entries=10, batch_max_events=20_000)
     writer.start()
     try:
 
-        async def first_batch_written() -> bool:
-            return bool(executor.batches)
-
-        await eventually_async(first_batch_written, interval_s=0.001, what="the first batch")
-        server.append_many([_entry(n) for n in range(5, 8)])
-
         async def all_stored() -> bool:
             return _stored(store) == 8
 
-        await eventually_async(all_stored, what="the entries spooled during the pause stored")
+        await eventually_async(all_stored, what="the entries spooled during the first batch stored")
+        assert [entries for _, _, entries in executor.batches[:2]] == [5, 3]
     finally:
         await writer.close(drain_timeout_s=30)
         server.close()
