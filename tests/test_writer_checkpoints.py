@@ -115,7 +115,7 @@ async def test_what_arrives_during_a_drain_is_stored_without_a_flush(tmp_path: P
     try:
 
         async def all_stored() -> bool:
-            return _stored(store) == 8
+            return _stored(store) == 8 and len(executor.batches) >= 2
 
         await eventually_async(all_stored, what="the entries spooled during the first batch stored")
         assert [entries for _, _, entries in executor.batches[:2]] == [5, 3]
