@@ -4,9 +4,9 @@ erasure).
 
 It drains every flush period, or sooner once the backlog passes a threshold, and once more on
 shutdown; a failing batch stays in the spool and is retried with capped exponential backoff,
-never dropped. Once a batch has caught up with the spool, what arrived meanwhile is drained a
-moment later (CATCH_UP_PAUSE_S), not chased batch after batch. An erasure drains the spool first, so nothing acknowledged before it is stored
-after it.
+never dropped. Once a small batch has caught up with the spool, what arrived meanwhile is
+drained a moment later (CATCH_UP_PAUSE_S), not chased batch after batch. An erasure drains the
+spool first, so nothing acknowledged before it is stored after it.
 """
 
 from __future__ import annotations
