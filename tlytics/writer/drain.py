@@ -35,6 +35,8 @@ class DrainResult:
     inserted: int
     quarantined: int
     pid: int = 0  # the process that did the work
+    # Every spool held less than a batch (so it was drained, but for what arrived meanwhile).
+    caught_up: bool = True
 
 
 _UNREADABLE = (ValueError, TypeError, KeyError)
@@ -70,6 +72,7 @@ def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -
                 inserted=result.inserted + more.inserted,
                 quarantined=result.quarantined + more.quarantined,
                 pid=result.pid,
+                caught_up=result.caught_up and more.caught_up,
             )
         return result
     finally:
@@ -81,8 +84,10 @@ def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_event
     keys: list[int] = []
     values: list[bytes] = []
     entries: list[tuple[int, list[SpoolRow]]] = []
-    events = quarantined = 0
+    events = quarantined = read = 0
+    enough_events = False
     for key, value in spool.iter_oldest(max_entries):
+        read += 1
         try:
             entry = _decoded(value)
         except _UNREADABLE as exc:
@@ -94,6 +99,7 @@ def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_event
         entries.append(entry)
         events += len(entry[1])
         if events >= max_events:
+            enough_events = True
             break
     inserted = 0
     if events:
@@ -108,9 +114,20 @@ def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_event
         spool.remove(keys)
     # The server's appends leave checkpoints to the writer (Spool checkpoint_on_append), off
     # the event loop: after each batch, and when drained, so the spool's WAL shrinks back.
+    # Checkpointing only once caught up was measured: fewer instructions, but 1.05-1.21x the
+    # CPU per entry (a longer WAL makes every page read of the spool dearer). What cost was the
+    # number of batches (see the scheduler's CATCH_UP_PAUSE_S).
     if keys or not quarantined:
         spool.checkpoint()
-    return DrainResult(entries=len(keys), events=events, inserted=inserted, quarantined=quarantined, pid=os.getpid())
+    caught_up = read < max_entries and not enough_events
+    return DrainResult(
+        entries=len(keys),
+        events=events,
+        inserted=inserted,
+        quarantined=quarantined,
+        pid=os.getpid(),
+        caught_up=caught_up,
+    )
 
 
 def _store_rows(

@@ -4,8 +4,9 @@ erasure).
 
 It drains every flush period, or sooner once the backlog passes a threshold, and once more on
 shutdown; a failing batch stays in the spool and is retried with capped exponential backoff,
-never dropped. An erasure drains the spool first, so nothing acknowledged before it is stored
-after it.
+never dropped. Once a small batch has caught up with the spool, what arrived meanwhile is
+drained a moment later (CATCH_UP_PAUSE_S), not chased batch after batch. An erasure drains the
+spool first, so nothing acknowledged before it is stored after it.
 """
 
 from __future__ import annotations
@@ -24,6 +25,16 @@ from tlytics.writer.executor import WriteExecutor
 from tlytics.writer.retention import apply_retention
 
 log = structlog.get_logger("tlytics.writer")
+
+# After a small batch that held all the spool had, the periodic drain waits this long (at most
+# the flush period) before the next one. Chasing the entries that arrived during a batch at once
+# made batches of a few entries each, one after another: at 1 event per request those tail
+# batches held a third of the entries and cost two thirds of the writer's CPU (every batch has
+# its store and spool transactions, its checkpoint and its hand-off to the writer process).
+# A batch of a tenth of the batch size or more carries those costs well: no pause after it.
+CATCH_UP_PAUSE_S = 0.25
+SMALL_BATCH_SHARE = 10
+_EMPTY, _CAUGHT_UP, _FAILED, _OUT_OF_TIME = "empty", "caught up", "failed", "out of time"
 
 
 class WriteScheduler:
@@ -73,10 +84,13 @@ class WriteScheduler:
     async def _run(self) -> None:
         # Drain at once on start: entries left by a crash are replayed before anything else.
         while not self._stopping:
-            ok = await self.drain(deadline=None)
+            outcome = await self._drain(deadline=None, until_empty=False)
+            ok = outcome != _FAILED
             if ok and self._retention_s:
                 await apply_retention(self._executor, self._retention_s, stopping=lambda: self._stopping)
             delay = self._flush_period_s
+            if outcome == _CAUGHT_UP:
+                delay = min(delay, CATCH_UP_PAUSE_S)
             if not ok:
                 delay = min(self._retry_delay_max_s, 0.1 * 2 ** min(self.consecutive_failures, 10))
             with suppress(TimeoutError):
@@ -85,6 +99,11 @@ class WriteScheduler:
 
     async def drain(self, *, deadline: float | None) -> bool:
         """Drain until the spool is empty or `deadline` (monotonic) passes; False on a failure."""
+        return await self._drain(deadline=deadline, until_empty=True) in (_EMPTY, _CAUGHT_UP)
+
+    async def _drain(self, *, deadline: float | None, until_empty: bool) -> str:
+        """Drain batch after batch until the spool is found empty (or, unless `until_empty`,
+        until a batch caught up with it), a batch fails, or `deadline` passes."""
         async with self._drain_lock:
             self._backlog_events = 0
             while deadline is None or time.monotonic() < deadline:
@@ -102,12 +121,12 @@ class WriteScheduler:
                         consecutive_failures=self.consecutive_failures,
                         exc_info=True,
                     )
-                    return False
+                    return _FAILED
                 self.consecutive_failures = 0
                 self.last_error = None
                 self.worker_pid = result.pid
                 if result.entries == 0 and result.quarantined == 0:
-                    return True
+                    return _EMPTY
                 if self._on_batch is not None:
                     self._on_batch(result)
                 log.debug(
@@ -118,8 +137,11 @@ class WriteScheduler:
                     duration_ms=round((time.perf_counter() - started) * 1000, 2),
                 )
                 if self._stopping and deadline is None:
-                    return True
-            return False  # the deadline passed with entries still spooled
+                    return _EMPTY
+                small = result.events < self._batch_max_events // SMALL_BATCH_SHARE
+                if result.caught_up and small and not until_empty:
+                    return _CAUGHT_UP
+            return _OUT_OF_TIME  # the deadline passed with entries still spooled
 
     async def erase(self, where: EventFilter) -> int:
         """Delete every stored event matching `where`, for good (their ids are remembered).
