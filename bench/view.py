@@ -28,6 +28,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from bench.declared_scale import (
+    READ_TIMEOUT,
+    backfill_in_queried_server,
+    copy_of,
+    reused_store,
+    started_server,
+    unique_choice,
+)
 from bench.ingest import RESULTS, ROOT, free_port, server_command, wait_healthy
 from tlytics.ids import uuid7_int
 from tlytics.store import SQLiteStore, StoreWriter
@@ -137,7 +145,7 @@ def time_get(url: str, repeats: int) -> dict[str, float]:
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
-        with urllib.request.urlopen(url, timeout=60) as response:
+        with urllib.request.urlopen(url, timeout=900) as response:
             response.read()
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
@@ -167,16 +175,16 @@ def measure(
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        server_command(port, *server_args, "--log-level", "warning"),
+        server_command(port, *server_args, "--log-level", "warning", "--read-timeout", READ_TIMEOUT),
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_healthy(url, process, timeout_s=120)
+        wait_healthy(url, process, timeout_s=600)
         dashboard = dashboard_figures(url, args.events, args.dashboard_repeats)
-        if dashboard_only:
-            return dict(dashboard)
+        if dashboard_only or args.dashboard_only:
+            return {"events": args.events, "days": args.days, "fill_rows_per_s": args.events / fill_s, **dashboard}
         return {
             "events": args.events,
             "days": args.days,
@@ -197,42 +205,94 @@ def measure(
 
 
 def declared_run(db_path: Path, args: argparse.Namespace, undeclared: dict[str, object]) -> dict[str, object]:
-    """Declare `args.property` on the filled store (the backfill timed through the store class),
-    then ask the dashboard questions again: the figures, their ratio to the undeclared ones,
-    and what each property costs on disk."""
+    """Declare `args.property` on the filled store (on a copy of it with `--store-file`; the
+    backfill timed through the store class), then ask the dashboard questions again: the
+    figures, their ratio to the undeclared ones, and what each property costs on disk."""
     from tlytics.setting_values import declared_property
 
     paths = [declared_property(text) for text in args.property]
+    plain = db_path
+    figures: dict[str, object] = {"properties": args.property}
     before = store_bytes(db_path)
-    started = time.perf_counter()
-    store = SQLiteStore(db_path, declared_properties=paths)
-    if not store.wait_backfilled(3600):
-        raise SystemExit("the backfill did not finish within an hour")
-    backfill_s = time.perf_counter() - started
-    store.close()
+    if args.declared_store_file is not None:
+        # Filled with the properties declared from the first insert (no backfill to time).
+        db_path = args.declared_store_file.resolve()
+        kept = json.loads(db_path.with_name(db_path.name + ".fill.json").read_text())
+        assert kept["events"] == args.events and kept["step_us"] == STEP_US, "not the same events"
+        figures["declared_fill_rows_per_s"] = round(args.events / kept["fill_s"])
+    else:
+        if args.store_file is not None:
+            db_path = copy_of(plain, "declared")
+        started = time.perf_counter()
+        store = SQLiteStore(db_path, declared_properties=paths)
+        if not store.wait_backfilled(3600 * 4):
+            raise SystemExit("the backfill did not finish within four hours")
+        backfill_s = time.perf_counter() - started
+        store.close()
+        figures["backfill_s"] = round(backfill_s, 2)
+        figures["backfill_events_per_s"] = round(args.events / backfill_s)
     added = store_bytes(db_path) - before
-    # The writer's cost: the same fill into new stores, without and with the properties.
-    ingest_events = min(args.events, 200_000)
-    plain_s = fill(db_path.with_name("ingest-plain.db"), ingest_events, step_us=STEP_US)
-    declared_s = fill(
-        db_path.with_name("ingest-declared.db"), ingest_events, step_us=STEP_US, declared_properties=paths
-    )
+    figures["bytes_per_event_declared"] = round(store_bytes(db_path) / args.events, 1)
+    figures["bytes_per_event_per_property"] = round(added / args.events / len(paths), 1)
+    if not args.skip_ingest_cost:
+        # The writer's cost: the same fill into new stores, without and with the properties.
+        ingest_events = min(args.events, 200_000)
+        plain_s = fill(db_path.with_name("ingest-plain.db"), ingest_events, step_us=STEP_US)
+        declared_s = fill(
+            db_path.with_name("ingest-declared.db"), ingest_events, step_us=STEP_US, declared_properties=paths
+        )
+        figures["ingest_events"] = ingest_events
+        figures["ingest_rate_declared_to_plain"] = round(plain_s / declared_s, 3)
+    _progress(figures)
     flags = [flag for text in args.property for flag in ("--property", text)]
-    figures = measure(["--db", str(db_path), *flags], args, 1.0, dashboard_only=True)
-    return {
-        "properties": args.property,
-        "backfill_s": round(backfill_s, 2),
-        "backfill_events_per_s": round(args.events / backfill_s),
-        "bytes_per_event_per_property": round(added / args.events / len(paths), 1),
-        "ingest_events": ingest_events,
-        "ingest_rate_declared_to_plain": round(plain_s / declared_s, 3),
-        **figures,
-        "declared_to_undeclared_p50": {
-            name: round(figure["p50_ms"] / undeclared[name]["p50_ms"], 3)  # type: ignore[index]
-            for name, figure in figures.items()
-            if isinstance(figure, dict)
-        },
+    answers = measure(["--db", str(db_path), *flags], args, 1.0, dashboard_only=True)
+    figures.update(answers)
+    figures["declared_to_undeclared_p50"] = {
+        name: round(figure["p50_ms"] / undeclared[name]["p50_ms"], 3)  # type: ignore[index]
+        for name, figure in answers.items()
+        if isinstance(figure, dict) and name in undeclared
     }
+    _progress(figures)
+    if args.store_file is not None and args.server_backfill:
+        figures.update(server_backfill(plain, args))
+    _progress(figures)
+    if args.store_file is not None and args.unique_choice:
+        figures.update(
+            unique_choice(
+                db_path,
+                {
+                    "1d": last_days(args.events, 1),
+                    "7d": last_days(args.events, 7),
+                    "30d": last_days(args.events, 30),
+                    "60d": last_days(args.events, 60),
+                },
+            )
+        )
+    return figures
+
+
+def server_backfill(plain: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The declared backfill inside a server answering the dashboard's questions meanwhile,
+    on a copy of the plain store."""
+    month = last_days(args.events, 30)
+    questions = [
+        f"/stats?interval=day&{month}&where=data.amount%3E990",
+        f"/stats?interval=day&{month}&breakdown=data.path",
+        "/view?where=data.amount%3E990",
+    ]
+    return backfill_in_queried_server(copy_of(plain, "server"), args.property, questions, _server_on_free_port)
+
+
+def _progress(figures: dict[str, object]) -> None:
+    """The figures so far, on stderr: a long run shows what it has before it ends."""
+    print(json.dumps(figures), file=sys.stderr, flush=True)
+
+
+def _server_on_free_port(server_args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = server_command(port, *server_args, "--log-level", "warning", "--read-timeout", READ_TIMEOUT)
+    return started_server(command, url, wait_healthy, ROOT), url
 
 
 def main() -> None:
@@ -245,6 +305,28 @@ def main() -> None:
     parser.add_argument(
         "--property", action="append", default=[], help="declare data.<property> and ask again (SQLite)"
     )
+    parser.add_argument(
+        "--store-file", type=Path, help="fill the SQLite store here once and reuse it (copies for the declared runs)"
+    )
+    parser.add_argument(
+        "--declared-store-file",
+        type=Path,
+        help="a store of the same events filled with the --property properties declared (instead of a backfill)",
+    )
+    parser.add_argument("--dashboard-only", action="store_true", help="ask the dashboard questions only")
+    parser.add_argument("--skip-ingest-cost", action="store_true", help="skip the 200,000-event ingest comparison")
+    parser.add_argument(
+        "--server-backfill", action="store_true", help="time the backfill inside a queried server (--store-file)"
+    )
+    parser.add_argument(
+        "--unique-choice", action="store_true", help="sketched vs exact distinct counts over 1-60 days (--store-file)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["all", "undeclared", "declared", "server-backfill"],
+        default="all",
+        help="with --store-file, one part of the SQLite run (run the parts side by side on a busy machine)",
+    )
     args = parser.parse_args()
     global STEP_US
     STEP_US = max(1, int(args.days * 86_400_000_000) // args.events)
@@ -253,15 +335,26 @@ def main() -> None:
     try:
         if args.store in ("sqlite", "both"):
             raw = [0]
-            db_path = workdir / "view.db"
-            fill_s = fill(db_path, args.events, step_us=STEP_US, raw_bytes=raw)
+            if args.store_file is not None:
+                db_path = args.store_file.resolve()
+                fill_s, reused = reused_store(db_path, args.events, STEP_US, fill, raw)
+                results["store_reused"] = reused
+            else:
+                db_path = workdir / "view.db"
+                fill_s = fill(db_path, args.events, step_us=STEP_US, raw_bytes=raw)
             on_disk = store_bytes(db_path)
-            sqlite = measure(["--db", str(db_path)], args, fill_s)
-            sqlite["bytes_per_event"] = round(on_disk / args.events, 1)
-            sqlite["raw_field_bytes_per_event"] = round(raw[0] / args.events, 1)
-            sqlite["on_disk_to_raw"] = round(on_disk / raw[0], 2)
+            sqlite: dict[str, object] = {
+                "bytes_per_event": round(on_disk / args.events, 1),
+                "raw_field_bytes_per_event": round(raw[0] / args.events, 1),
+                "on_disk_to_raw": round(on_disk / raw[0], 2),
+            }
+            if args.only in ("all", "undeclared"):
+                sqlite.update(measure(["--db", str(db_path)], args, fill_s))
             results["sqlite"] = sqlite
-            if args.property:
+            _progress(sqlite)
+            if args.only == "server-backfill":
+                results["sqlite_server_backfill"] = server_backfill(db_path, args)
+            elif args.property and args.only in ("all", "declared"):
                 results["sqlite_declared"] = declared_run(db_path, args, sqlite)
         if args.store in ("postgresql", "both"):
             sys.path.insert(0, str(ROOT))
@@ -286,11 +379,11 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if "sqlite" in results and "postgresql" in results:
-        sqlite, postgres = results["sqlite"], results["postgresql"]
-        assert isinstance(sqlite, dict) and isinstance(postgres, dict)
+        on_sqlite, on_postgres = results["sqlite"], results["postgresql"]
+        assert isinstance(on_sqlite, dict) and isinstance(on_postgres, dict)
         results["postgresql_to_sqlite_p50"] = {
-            name: round(postgres[name]["p50_ms"] / sqlite[name]["p50_ms"], 2)
-            for name, figure in sqlite.items()
+            name: round(on_postgres[name]["p50_ms"] / on_sqlite[name]["p50_ms"], 2)
+            for name, figure in on_sqlite.items()
             if isinstance(figure, dict)
         }
     print(json.dumps(results, indent=2))
