@@ -15,6 +15,7 @@ import json
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -79,12 +80,21 @@ def sketches_ready(db_path: Path, path: str) -> bool:
         connection.close()
 
 
-def started_server(
-    command: list[str], url: str, wait_healthy: Callable[..., None], root: Path
-) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def progress(figures: dict[str, object]) -> None:
+    """The figures so far, on stderr: a long run shows what it has before it ends."""
+    print(json.dumps(figures), file=sys.stderr, flush=True)
+
+
+def started_server(server_args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
+    """The real server on a free port with `server_args`, healthy; and its URL."""
+    from bench.ingest import ROOT, free_port, server_command, wait_healthy
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    command = server_command(port, *server_args, "--log-level", "warning", "--read-timeout", READ_TIMEOUT)
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_healthy(url, process, timeout_s=600)
-    return process
+    return process, url
 
 
 def stopped(process: subprocess.Popen[bytes]) -> None:
@@ -96,15 +106,14 @@ def backfill_in_queried_server(
     db_path: Path,
     properties: Sequence[str],
     questions: Sequence[str],
-    server: Callable[[list[str]], tuple[subprocess.Popen[bytes], str]],
-    limit_s: float = 3600.0,
+    limit_s: float = 4 * 3600.0,
 ) -> dict[str, Any]:
     """Start the server with `properties` declared on the plain store `db_path` and ask it
     `questions` one after another, without pause, until the backfill is complete: its time from
     the server's start, and the questions answered meanwhile."""
     flags = [flag for text in properties for flag in ("--property", text)]
     started = time.perf_counter()
-    process, url = server(["--db", str(db_path), *flags])
+    process, url = started_server(["--db", str(db_path), *flags])
     healthy_s = time.perf_counter() - started
     # The writer opens the store (and starts the backfill) when it first has events to write.
     wake = {"events": [{"id": str(uuid.uuid4()), "key": "bench_wake", "timestamp": "2030-01-01T00:00:00Z"}]}

@@ -12,6 +12,11 @@ class), with each declared figure's ratio to the undeclared one and each propert
     python -m bench.view --events 1000000 --days 60 --property data.amount --property data.path
     python -m bench.view --store both     # SQLite, then PostgreSQL (a cluster of its own), same
                                           # data, with each figure's ratio PostgreSQL / SQLite
+
+Big stores (issue 21): `--store-file PATH` fills once and reuses, `--only` runs one part
+(undeclared, declared, server-backfill) so parts can run side by side, `--declared-store-file`
+uses a store filled with the properties declared instead of a backfill, `--server-backfill`
+and `--unique-choice` add figures (see bench/declared_scale.py and bench/README.md).
 """
 
 from __future__ import annotations
@@ -21,7 +26,6 @@ import json
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,14 +33,14 @@ import urllib.request
 from pathlib import Path
 
 from bench.declared_scale import (
-    READ_TIMEOUT,
     backfill_in_queried_server,
     copy_of,
+    progress,
     reused_store,
     started_server,
     unique_choice,
 )
-from bench.ingest import RESULTS, ROOT, free_port, server_command, wait_healthy
+from bench.ingest import RESULTS, ROOT
 from tlytics.ids import uuid7_int
 from tlytics.store import SQLiteStore, StoreWriter
 
@@ -172,16 +176,8 @@ def measure(
     server_args: list[str], args: argparse.Namespace, fill_s: float, *, dashboard_only: bool = False
 ) -> dict[str, object]:
     """Start the real server on a filled store and time its reads over HTTP."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        server_command(port, *server_args, "--log-level", "warning", "--read-timeout", READ_TIMEOUT),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process, url = started_server(server_args)
     try:
-        wait_healthy(url, process, timeout_s=600)
         dashboard = dashboard_figures(url, args.events, args.dashboard_repeats)
         if dashboard_only or args.dashboard_only:
             return {"events": args.events, "days": args.days, "fill_rows_per_s": args.events / fill_s, **dashboard}
@@ -243,7 +239,7 @@ def declared_run(db_path: Path, args: argparse.Namespace, undeclared: dict[str, 
         )
         figures["ingest_events"] = ingest_events
         figures["ingest_rate_declared_to_plain"] = round(plain_s / declared_s, 3)
-    _progress(figures)
+    progress(figures)
     flags = [flag for text in args.property for flag in ("--property", text)]
     answers = measure(["--db", str(db_path), *flags], args, 1.0, dashboard_only=True)
     figures.update(answers)
@@ -252,10 +248,10 @@ def declared_run(db_path: Path, args: argparse.Namespace, undeclared: dict[str, 
         for name, figure in answers.items()
         if isinstance(figure, dict) and name in undeclared
     }
-    _progress(figures)
+    progress(figures)
     if args.store_file is not None and args.server_backfill:
         figures.update(server_backfill(plain, args))
-    _progress(figures)
+    progress(figures)
     if args.store_file is not None and args.unique_choice:
         figures.update(
             unique_choice(
@@ -280,19 +276,7 @@ def server_backfill(plain: Path, args: argparse.Namespace) -> dict[str, object]:
         f"/stats?interval=day&{month}&breakdown=data.path",
         "/view?where=data.amount%3E990",
     ]
-    return backfill_in_queried_server(copy_of(plain, "server"), args.property, questions, _server_on_free_port)
-
-
-def _progress(figures: dict[str, object]) -> None:
-    """The figures so far, on stderr: a long run shows what it has before it ends."""
-    print(json.dumps(figures), file=sys.stderr, flush=True)
-
-
-def _server_on_free_port(server_args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    command = server_command(port, *server_args, "--log-level", "warning", "--read-timeout", READ_TIMEOUT)
-    return started_server(command, url, wait_healthy, ROOT), url
+    return backfill_in_queried_server(copy_of(plain, "server"), args.property, questions)
 
 
 def main() -> None:
@@ -351,7 +335,7 @@ def main() -> None:
             if args.only in ("all", "undeclared"):
                 sqlite.update(measure(["--db", str(db_path)], args, fill_s))
             results["sqlite"] = sqlite
-            _progress(sqlite)
+            progress(sqlite)
             if args.only == "server-backfill":
                 results["sqlite_server_backfill"] = server_backfill(db_path, args)
             elif args.property and args.only in ("all", "declared"):
