@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -198,3 +199,37 @@ def _ranges_us(ranges: dict[str, str]) -> dict[str, tuple[int, int]]:
         parts = dict(part.split("=", 1) for part in query.split("&"))
         found[name] = (parse_rfc3339_us(parts["since"]), parse_rfc3339_us(parts["until"]))
     return found
+
+
+def side_by_side(
+    plain: Path, declared: Path, properties: Sequence[str], questions: dict[str, str], repeats: int
+) -> dict[str, Any]:
+    """Two servers on the same events, one with `properties` declared (its store filled with
+    them), asked each question in turn, one after the other: the p50 of each and their ratio,
+    measured under the same load (a shared machine's load moves between runs)."""
+    flags = [flag for text in properties for flag in ("--property", text)]
+    undeclared, undeclared_url = started_server(["--db", str(plain)])
+    try:
+        with_values, declared_url = started_server(["--db", str(declared), *flags])
+        try:
+            figures: dict[str, Any] = {}
+            for name, question in questions.items():
+                samples: dict[str, list[float]] = {"undeclared": [], "declared": []}
+                for _ in range(repeats):
+                    for side, url in (("undeclared", undeclared_url), ("declared", declared_url)):
+                        asked = time.perf_counter()
+                        with urllib.request.urlopen(url + question, timeout=900) as response:
+                            response.read()
+                        samples[side].append((time.perf_counter() - asked) * 1000)
+                p50 = {side: statistics.median(times) for side, times in samples.items()}
+                figures[name] = {
+                    "undeclared_p50_ms": round(p50["undeclared"], 1),
+                    "declared_p50_ms": round(p50["declared"], 1),
+                    "declared_to_undeclared": round(p50["declared"] / p50["undeclared"], 3),
+                }
+                progress({name: figures[name]})
+            return figures
+        finally:
+            stopped(with_values)
+    finally:
+        stopped(undeclared)

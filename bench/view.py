@@ -37,6 +37,7 @@ from bench.declared_scale import (
     copy_of,
     progress,
     reused_store,
+    side_by_side,
     started_server,
     unique_choice,
 )
@@ -123,20 +124,23 @@ def last_days(events: int, days: int) -> str:
     return f"since={_iso(events - days * 86_400_000_000 // STEP_US)}&until={_iso(events)}"
 
 
-def dashboard_figures(url: str, events: int, repeats: int) -> dict[str, dict[str, float]]:
-    """Issue 21's questions, each over the last 30 days: what a dashboard asks every few seconds."""
+def dashboard_questions(events: int) -> dict[str, str]:
+    """Issue 21's questions, each over the last 30 days: what a dashboard asks every few
+    seconds (name -> path and query)."""
     month = last_days(events, 30)
-    daily = f"{url}/stats?interval=day&{month}"
+    daily = f"/stats?interval=day&{month}"
     return {
-        "d_stats_where_greater_30d": time_get(f"{daily}&where=data.amount%3E990", repeats),
-        "d_stats_breakdown_path_30d": time_get(f"{daily}&breakdown=data.path", repeats),
-        "d_view_where_greater_first_page": time_get(f"{url}/view?where=data.amount%3E990", repeats),
-        "d_stats_where_contains_30d": time_get(f"{daily}&where=data.path~ducts/4", repeats),
-        "d_stats_unique_user_30d": time_get(f"{daily}&unique=data.user_id", repeats),
-        "d_funnel_3_steps_7d_30d": time_get(
-            f"{url}/funnel?steps=key_0,key_1,key_2&by=data.user_id&within=7d&{month}", repeats
-        ),
+        "d_stats_where_greater_30d": f"{daily}&where=data.amount%3E990",
+        "d_stats_breakdown_path_30d": f"{daily}&breakdown=data.path",
+        "d_view_where_greater_first_page": "/view?where=data.amount%3E990",
+        "d_stats_where_contains_30d": f"{daily}&where=data.path~ducts/4",
+        "d_stats_unique_user_30d": f"{daily}&unique=data.user_id",
+        "d_funnel_3_steps_7d_30d": f"/funnel?steps=key_0,key_1,key_2&by=data.user_id&within=7d&{month}",
     }
+
+
+def dashboard_figures(url: str, events: int, repeats: int) -> dict[str, dict[str, float]]:
+    return {name: time_get(url + question, repeats) for name, question in dashboard_questions(events).items()}
 
 
 def store_bytes(db_path: Path) -> int:
@@ -307,7 +311,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--only",
-        choices=["all", "undeclared", "declared", "server-backfill"],
+        choices=["all", "undeclared", "declared", "server-backfill", "compare"],
         default="all",
         help="with --store-file, one part of the SQLite run (run the parts side by side on a busy machine)",
     )
@@ -336,7 +340,16 @@ def main() -> None:
                 sqlite.update(measure(["--db", str(db_path)], args, fill_s))
             results["sqlite"] = sqlite
             progress(sqlite)
-            if args.only == "server-backfill":
+            if args.only == "compare":
+                assert args.declared_store_file is not None, "--only compare needs --declared-store-file"
+                results["sqlite_compare"] = side_by_side(
+                    db_path,
+                    args.declared_store_file.resolve(),
+                    args.property,
+                    dashboard_questions(args.events),
+                    args.dashboard_repeats,
+                )
+            elif args.only == "server-backfill":
                 results["sqlite_server_backfill"] = server_backfill(db_path, args)
             elif args.property and args.only in ("all", "declared"):
                 results["sqlite_declared"] = declared_run(db_path, args, sqlite)
