@@ -12,6 +12,11 @@ class), with each declared figure's ratio to the undeclared one and each propert
     python -m bench.view --events 1000000 --days 60 --property data.amount --property data.path
     python -m bench.view --store both     # SQLite, then PostgreSQL (a cluster of its own), same
                                           # data, with each figure's ratio PostgreSQL / SQLite
+
+Big stores (issue 21): `--store-file PATH` fills once and reuses, `--only` runs one part
+(undeclared, declared, server-backfill) so parts can run side by side, `--declared-store-file`
+uses a store filled with the properties declared instead of a backfill, `--server-backfill`
+and `--unique-choice` add figures (see bench/declared_scale.py and bench/README.md).
 """
 
 from __future__ import annotations
@@ -21,14 +26,23 @@ import json
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from functools import partial
 from pathlib import Path
 
-from bench.ingest import RESULTS, ROOT, free_port, server_command, wait_healthy
+from bench.declared_scale import (
+    backfill_in_queried_server,
+    copy_of,
+    progress,
+    reused_store,
+    side_by_side,
+    started_server,
+    unique_choice,
+)
+from bench.ingest import RESULTS, ROOT
 from tlytics.ids import uuid7_int
 from tlytics.store import SQLiteStore, StoreWriter
 
@@ -111,20 +125,23 @@ def last_days(events: int, days: int) -> str:
     return f"since={_iso(events - days * 86_400_000_000 // STEP_US)}&until={_iso(events)}"
 
 
-def dashboard_figures(url: str, events: int, repeats: int) -> dict[str, dict[str, float]]:
-    """Issue 21's questions, each over the last 30 days: what a dashboard asks every few seconds."""
+def dashboard_questions(events: int) -> dict[str, str]:
+    """Issue 21's questions, each over the last 30 days: what a dashboard asks every few
+    seconds (name -> path and query)."""
     month = last_days(events, 30)
-    daily = f"{url}/stats?interval=day&{month}"
+    daily = f"/stats?interval=day&{month}"
     return {
-        "d_stats_where_greater_30d": time_get(f"{daily}&where=data.amount%3E990", repeats),
-        "d_stats_breakdown_path_30d": time_get(f"{daily}&breakdown=data.path", repeats),
-        "d_view_where_greater_first_page": time_get(f"{url}/view?where=data.amount%3E990", repeats),
-        "d_stats_where_contains_30d": time_get(f"{daily}&where=data.path~ducts/4", repeats),
-        "d_stats_unique_user_30d": time_get(f"{daily}&unique=data.user_id", repeats),
-        "d_funnel_3_steps_7d_30d": time_get(
-            f"{url}/funnel?steps=key_0,key_1,key_2&by=data.user_id&within=7d&{month}", repeats
-        ),
+        "d_stats_where_greater_30d": f"{daily}&where=data.amount%3E990",
+        "d_stats_breakdown_path_30d": f"{daily}&breakdown=data.path",
+        "d_view_where_greater_first_page": "/view?where=data.amount%3E990",
+        "d_stats_where_contains_30d": f"{daily}&where=data.path~ducts/4",
+        "d_stats_unique_user_30d": f"{daily}&unique=data.user_id",
+        "d_funnel_3_steps_7d_30d": f"/funnel?steps=key_0,key_1,key_2&by=data.user_id&within=7d&{month}",
     }
+
+
+def dashboard_figures(url: str, events: int, repeats: int) -> dict[str, dict[str, float]]:
+    return {name: time_get(url + question, repeats) for name, question in dashboard_questions(events).items()}
 
 
 def store_bytes(db_path: Path) -> int:
@@ -137,7 +154,7 @@ def time_get(url: str, repeats: int) -> dict[str, float]:
     samples = []
     for _ in range(repeats):
         started = time.perf_counter()
-        with urllib.request.urlopen(url, timeout=60) as response:
+        with urllib.request.urlopen(url, timeout=900) as response:
             response.read()
         samples.append((time.perf_counter() - started) * 1000)
     samples.sort()
@@ -164,19 +181,11 @@ def measure(
     server_args: list[str], args: argparse.Namespace, fill_s: float, *, dashboard_only: bool = False
 ) -> dict[str, object]:
     """Start the real server on a filled store and time its reads over HTTP."""
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        server_command(port, *server_args, "--log-level", "warning"),
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process, url = started_server(server_args)
     try:
-        wait_healthy(url, process, timeout_s=120)
         dashboard = dashboard_figures(url, args.events, args.dashboard_repeats)
-        if dashboard_only:
-            return dict(dashboard)
+        if dashboard_only or args.dashboard_only:
+            return {"events": args.events, "days": args.days, "fill_rows_per_s": args.events / fill_s, **dashboard}
         return {
             "events": args.events,
             "days": args.days,
@@ -196,43 +205,93 @@ def measure(
         process.wait(60)
 
 
+def declared_store(args: argparse.Namespace) -> tuple[Path, float]:
+    """`--declared-store-file`: the same events with `--property` declared from the first
+    insert, filled when missing (reused after); its path and the fill's seconds."""
+    from tlytics.setting_values import declared_property
+
+    assert args.declared_store_file is not None
+    paths = [declared_property(text) for text in args.property]
+    db_path = args.declared_store_file.resolve()
+    fill_s, _ = reused_store(db_path, args.events, STEP_US, partial(fill, declared_properties=paths), [0])
+    return db_path, fill_s
+
+
 def declared_run(db_path: Path, args: argparse.Namespace, undeclared: dict[str, object]) -> dict[str, object]:
-    """Declare `args.property` on the filled store (the backfill timed through the store class),
-    then ask the dashboard questions again: the figures, their ratio to the undeclared ones,
-    and what each property costs on disk."""
+    """Declare `args.property` on the filled store (on a copy of it with `--store-file`; the
+    backfill timed through the store class), then ask the dashboard questions again: the
+    figures, their ratio to the undeclared ones, and what each property costs on disk."""
     from tlytics.setting_values import declared_property
 
     paths = [declared_property(text) for text in args.property]
+    plain = db_path
+    figures: dict[str, object] = {"properties": args.property}
     before = store_bytes(db_path)
-    started = time.perf_counter()
-    store = SQLiteStore(db_path, declared_properties=paths)
-    if not store.wait_backfilled(3600):
-        raise SystemExit("the backfill did not finish within an hour")
-    backfill_s = time.perf_counter() - started
-    store.close()
+    if args.declared_store_file is not None:
+        # Filled with the properties declared from the first insert (no backfill to time).
+        db_path, fill_s = declared_store(args)
+        figures["declared_fill_rows_per_s"] = round(args.events / fill_s)
+    else:
+        if args.store_file is not None:
+            db_path = copy_of(plain, "declared")
+        started = time.perf_counter()
+        store = SQLiteStore(db_path, declared_properties=paths)
+        if not store.wait_backfilled(3600 * 4):
+            raise SystemExit("the backfill did not finish within four hours")
+        backfill_s = time.perf_counter() - started
+        store.close()
+        figures["backfill_s"] = round(backfill_s, 2)
+        figures["backfill_events_per_s"] = round(args.events / backfill_s)
     added = store_bytes(db_path) - before
-    # The writer's cost: the same fill into new stores, without and with the properties.
-    ingest_events = min(args.events, 200_000)
-    plain_s = fill(db_path.with_name("ingest-plain.db"), ingest_events, step_us=STEP_US)
-    declared_s = fill(
-        db_path.with_name("ingest-declared.db"), ingest_events, step_us=STEP_US, declared_properties=paths
-    )
+    figures["bytes_per_event_declared"] = round(store_bytes(db_path) / args.events, 1)
+    figures["bytes_per_event_per_property"] = round(added / args.events / len(paths), 1)
+    if not args.skip_ingest_cost:
+        # The writer's cost: the same fill into new stores, without and with the properties.
+        ingest_events = min(args.events, 200_000)
+        plain_s = fill(db_path.with_name("ingest-plain.db"), ingest_events, step_us=STEP_US)
+        declared_s = fill(
+            db_path.with_name("ingest-declared.db"), ingest_events, step_us=STEP_US, declared_properties=paths
+        )
+        figures["ingest_events"] = ingest_events
+        figures["ingest_rate_declared_to_plain"] = round(plain_s / declared_s, 3)
+    progress(figures)
     flags = [flag for text in args.property for flag in ("--property", text)]
-    figures = measure(["--db", str(db_path), *flags], args, 1.0, dashboard_only=True)
-    return {
-        "properties": args.property,
-        "backfill_s": round(backfill_s, 2),
-        "backfill_events_per_s": round(args.events / backfill_s),
-        "bytes_per_event_per_property": round(added / args.events / len(paths), 1),
-        "ingest_events": ingest_events,
-        "ingest_rate_declared_to_plain": round(plain_s / declared_s, 3),
-        **figures,
-        "declared_to_undeclared_p50": {
-            name: round(figure["p50_ms"] / undeclared[name]["p50_ms"], 3)  # type: ignore[index]
-            for name, figure in figures.items()
-            if isinstance(figure, dict)
-        },
+    answers = measure(["--db", str(db_path), *flags], args, 1.0, dashboard_only=True)
+    figures.update(answers)
+    figures["declared_to_undeclared_p50"] = {
+        name: round(figure["p50_ms"] / undeclared[name]["p50_ms"], 3)  # type: ignore[index]
+        for name, figure in answers.items()
+        if isinstance(figure, dict) and name in undeclared
     }
+    progress(figures)
+    if args.store_file is not None and args.server_backfill:
+        figures.update(server_backfill(plain, args))
+    progress(figures)
+    if args.store_file is not None and args.unique_choice:
+        figures.update(
+            unique_choice(
+                db_path,
+                {
+                    "1d": last_days(args.events, 1),
+                    "7d": last_days(args.events, 7),
+                    "30d": last_days(args.events, 30),
+                    "60d": last_days(args.events, 60),
+                },
+            )
+        )
+    return figures
+
+
+def server_backfill(plain: Path, args: argparse.Namespace) -> dict[str, object]:
+    """The declared backfill inside a server answering the dashboard's questions meanwhile,
+    on a copy of the plain store."""
+    month = last_days(args.events, 30)
+    questions = [
+        f"/stats?interval=day&{month}&where=data.amount%3E990",
+        f"/stats?interval=day&{month}&breakdown=data.path",
+        "/view?where=data.amount%3E990",
+    ]
+    return backfill_in_queried_server(copy_of(plain, "server"), args.property, questions)
 
 
 def main() -> None:
@@ -245,6 +304,29 @@ def main() -> None:
     parser.add_argument(
         "--property", action="append", default=[], help="declare data.<property> and ask again (SQLite)"
     )
+    parser.add_argument(
+        "--store-file", type=Path, help="fill the SQLite store here once and reuse it (copies for the declared runs)"
+    )
+    parser.add_argument(
+        "--declared-store-file",
+        type=Path,
+        help="a store of the same events with the --property properties declared from the first insert (filled"
+        " when missing, reused after), instead of a backfill",
+    )
+    parser.add_argument("--dashboard-only", action="store_true", help="ask the dashboard questions only")
+    parser.add_argument("--skip-ingest-cost", action="store_true", help="skip the 200,000-event ingest comparison")
+    parser.add_argument(
+        "--server-backfill", action="store_true", help="time the backfill inside a queried server (--store-file)"
+    )
+    parser.add_argument(
+        "--unique-choice", action="store_true", help="sketched vs exact distinct counts over 1-60 days (--store-file)"
+    )
+    parser.add_argument(
+        "--only",
+        choices=["all", "undeclared", "declared", "server-backfill", "compare"],
+        default="all",
+        help="with --store-file, one part of the SQLite run (run the parts side by side on a busy machine)",
+    )
     args = parser.parse_args()
     global STEP_US
     STEP_US = max(1, int(args.days * 86_400_000_000) // args.events)
@@ -253,15 +335,35 @@ def main() -> None:
     try:
         if args.store in ("sqlite", "both"):
             raw = [0]
-            db_path = workdir / "view.db"
-            fill_s = fill(db_path, args.events, step_us=STEP_US, raw_bytes=raw)
+            if args.store_file is not None:
+                db_path = args.store_file.resolve()
+                fill_s, reused = reused_store(db_path, args.events, STEP_US, fill, raw)
+                results["store_reused"] = reused
+            else:
+                db_path = workdir / "view.db"
+                fill_s = fill(db_path, args.events, step_us=STEP_US, raw_bytes=raw)
             on_disk = store_bytes(db_path)
-            sqlite = measure(["--db", str(db_path)], args, fill_s)
-            sqlite["bytes_per_event"] = round(on_disk / args.events, 1)
-            sqlite["raw_field_bytes_per_event"] = round(raw[0] / args.events, 1)
-            sqlite["on_disk_to_raw"] = round(on_disk / raw[0], 2)
+            sqlite: dict[str, object] = {
+                "bytes_per_event": round(on_disk / args.events, 1),
+                "raw_field_bytes_per_event": round(raw[0] / args.events, 1),
+                "on_disk_to_raw": round(on_disk / raw[0], 2),
+            }
+            if args.only in ("all", "undeclared"):
+                sqlite.update(measure(["--db", str(db_path)], args, fill_s))
             results["sqlite"] = sqlite
-            if args.property:
+            progress(sqlite)
+            if args.only == "compare":
+                assert args.declared_store_file is not None, "--only compare needs --declared-store-file"
+                results["sqlite_compare"] = side_by_side(
+                    db_path,
+                    declared_store(args)[0],
+                    args.property,
+                    dashboard_questions(args.events),
+                    args.dashboard_repeats,
+                )
+            elif args.only == "server-backfill":
+                results["sqlite_server_backfill"] = server_backfill(db_path, args)
+            elif args.property and args.only in ("all", "declared"):
                 results["sqlite_declared"] = declared_run(db_path, args, sqlite)
         if args.store in ("postgresql", "both"):
             sys.path.insert(0, str(ROOT))
@@ -286,11 +388,11 @@ def main() -> None:
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     if "sqlite" in results and "postgresql" in results:
-        sqlite, postgres = results["sqlite"], results["postgresql"]
-        assert isinstance(sqlite, dict) and isinstance(postgres, dict)
+        on_sqlite, on_postgres = results["sqlite"], results["postgresql"]
+        assert isinstance(on_sqlite, dict) and isinstance(on_postgres, dict)
         results["postgresql_to_sqlite_p50"] = {
-            name: round(postgres[name]["p50_ms"] / sqlite[name]["p50_ms"], 2)
-            for name, figure in sqlite.items()
+            name: round(on_postgres[name]["p50_ms"] / on_sqlite[name]["p50_ms"], 2)
+            for name, figure in on_sqlite.items()
             if isinstance(figure, dict)
         }
     print(json.dumps(results, indent=2))

@@ -209,14 +209,16 @@ class Settings:
         repeatable=True,
         secret=True,
     )
-    # Properties whose distinct values the writer sketches (HyperLogLog per 15-minute bucket),
-    # so /stats?unique= answers them fast, within a stated error; others are counted exactly.
+    # Properties counted by /stats?unique=: each is also a declared property (below, so its
+    # unique counts are exact and every filter on it reads its values), and the writer keeps
+    # HyperLogLog sketches of it per 15-minute bucket for what the values cannot answer fast
+    # (tlytics.store.sqlite.sketches says when each answers).
     unique_properties: tuple[str, ...] = _option(
         "--unique-property",
         "TLYTICS_UNIQUE_PROPERTIES",
         parse.unique_property,
-        "sketch this property's distinct values for /stats?unique= (SQLite), e.g. data.user_id;"
-        " repeatable (env: comma-separated)",
+        "declare this property (as --property) and sketch its distinct values for /stats?unique=,"
+        " e.g. data.user_id; repeatable (env: comma-separated)",
         default=None,
         repeatable=True,
     )
@@ -328,6 +330,12 @@ class Settings:
     writer_batch_max_entries: int = 1_000
     # On shutdown the writer drains for at most this long; the rest waits in the spool.
     shutdown_drain_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        # `--unique-property P` is one use of `--property P`: whichever form (flag, variable,
+        # a test's keyword) named it, the writer declares it. Declared first, in order, once.
+        merged = tuple(dict.fromkeys((*self.declared_properties, *self.unique_properties)))
+        object.__setattr__(self, "declared_properties", merged)  # frozen: set once, here
 
     @property
     def resolved_spool_dir(self) -> Path:

@@ -21,9 +21,11 @@ import psycopg
 import structlog
 
 from tlytics.store.base import EventFilter, UniqueCounts
+from tlytics.store.postgres.declared_reads import complete_properties
 from tlytics.store.postgres.filters import property_value, sql_where
 from tlytics.store.postgres.schema import BUCKET_SQL, BUCKET_US, ERASURE_LOCK
 from tlytics.store.sketch import (
+    EXACT_UNIQUE_MAX_EVENTS,
     REGISTERS,
     RELATIVE_ERROR,
     Union,
@@ -33,6 +35,7 @@ from tlytics.store.sketch import (
     unique_counts_in_range,
     value_hash,
 )
+from tlytics.timefmt import MAX_US, MIN_US
 
 log = structlog.get_logger("tlytics.store")
 
@@ -224,6 +227,25 @@ class PostgresSketches:
 
 def sketched(connection: psycopg.Connection[tuple[Any, ...]], path: str) -> bool:
     return connection.execute("SELECT 1 FROM sketched_properties WHERE path = %s", (path,)).fetchone() is not None
+
+
+def sketches_answer(connection: psycopg.Connection[tuple[Any, ...]], path: str, where: EventFilter) -> bool:
+    """As tlytics.store.sqlite.sketches.sketches_answer (the same rule, the same bound, so both
+    stores count alike): the sketches answer unless the property's declared values are
+    complete, `where` has no keys, and at most EXACT_UNIQUE_MAX_EVENTS events are in range
+    (every node's rollup rows of the whole 15-minute buckets). Call inside one transaction."""
+    if not sketched(connection, path):
+        return False
+    if path not in complete_properties(connection) or where.keys:
+        return True
+    low = where.since_us if where.since_us is not None else MIN_US
+    high = where.until_us if where.until_us is not None else MAX_US + 1
+    row = connection.execute(
+        "SELECT coalesce(sum(count), 0) FROM rollup_15m WHERE bucket >= %s AND bucket < %s",
+        (-(-low // BUCKET_US), high // BUCKET_US),
+    ).fetchone()
+    assert row is not None  # an aggregate always answers one row
+    return int(row[0]) > EXACT_UNIQUE_MAX_EVENTS
 
 
 def sketched_unique_counts(

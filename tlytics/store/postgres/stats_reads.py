@@ -14,7 +14,7 @@ from tlytics.store.postgres.declared_reads import unique_values, uses_values_alo
 from tlytics.store.postgres.filters import property_value, sql_where
 from tlytics.store.postgres.reads import declared_now, scalar, transaction
 from tlytics.store.postgres.schema import BUCKET_US, Connection
-from tlytics.store.postgres.sketches import sketched, sketched_unique_counts
+from tlytics.store.postgres.sketches import sketched_unique_counts, sketches_answer
 
 
 def bucket_counts(
@@ -97,7 +97,7 @@ def unique_counts(
     if not where.where:
         # One snapshot: the sketches and the ragged edges agree.
         with transaction(connection, "unique counts read", statements=2):
-            if sketched(connection, path):
+            if sketches_answer(connection, path, where):
                 return sketched_unique_counts(connection, starts_us, end_us, where, path)
     # Exactly, from the events (`exact_unique_counts` asks a reader the same two questions).
     per_bucket = [unique or 0 for _, unique in bucket_counts(connection, starts_us, end_us, where, path)]

@@ -21,6 +21,7 @@ import structlog
 from tlytics.chunks import chunks
 from tlytics.store.base import EventFilter, UniqueCounts
 from tlytics.store.sketch import (
+    EXACT_UNIQUE_MAX_EVENTS,
     REGISTERS,
     RELATIVE_ERROR,
     Union,
@@ -31,6 +32,8 @@ from tlytics.store.sketch import (
     value_hash,
 )
 from tlytics.store.sqlite.filters import sql_where
+from tlytics.store.sqlite.properties import complete_properties
+from tlytics.store.sqlite.reads import time_range
 from tlytics.store.sqlite.schema import BEFORE_EVERY_POSITION, BUCKET_SQL, BUCKET_US
 
 log = structlog.get_logger("tlytics.store")
@@ -174,6 +177,33 @@ class SketchKeeper:
 def sketched(connection: apsw.Connection, path: str) -> bool:
     """Whether the sketches of data.`path` cover every stored event."""
     return connection.execute("SELECT 1 FROM sketched_properties WHERE path = ?", (path,)).get is not None
+
+
+def sketches_answer(connection: apsw.Connection, path: str, where: EventFilter) -> bool:
+    """Whether the sketches, rather than an exact count, answer the distinct values of
+    data.`path` under `where` (keys and times only): they cover every stored event, and the
+    property's declared values cannot count them fast — not yet backfilled, a filter of keys
+    (the values are kept per property, not per key), or more than EXACT_UNIQUE_MAX_EVENTS
+    events in range. Call inside the read transaction that answers."""
+    if not sketched(connection, path):
+        return False
+    number = complete_properties(connection).get(path)
+    if number is None or where.keys:
+        return True
+    low, high = time_range(where)
+    return _events_at_least(connection, low, high) > EXACT_UNIQUE_MAX_EVENTS
+
+
+def _events_at_least(connection: apsw.Connection, low: int, high: int) -> int:
+    """The events of the whole 15-minute buckets inside [low, high), from the rollup: a lower
+    bound of the events in range (short by the ragged edges), read in a few milliseconds."""
+    first_whole, last_whole = -(-low // BUCKET_US), high // BUCKET_US
+    return cast(
+        int,
+        connection.execute(
+            "SELECT coalesce(sum(count), 0) FROM rollup_15m WHERE bucket >= ? AND bucket < ?", (first_whole, last_whole)
+        ).get,
+    )
 
 
 def sketched_unique_counts(

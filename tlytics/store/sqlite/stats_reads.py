@@ -20,7 +20,7 @@ from tlytics.store.sqlite.preaggregate_reads import condition_counts, counted_pr
 from tlytics.store.sqlite.properties import UNIQUE_VALUES, complete_properties
 from tlytics.store.sqlite.reads import scalar, time_range
 from tlytics.store.sqlite.schema import BUCKET_US
-from tlytics.store.sqlite.sketches import sketched, sketched_unique_counts
+from tlytics.store.sqlite.sketches import sketched_unique_counts, sketches_answer
 
 
 def bucket_counts(
@@ -115,7 +115,7 @@ def unique_counts(
     if not where.where:
         # One read transaction: the sketches and the ragged edges from the same snapshot.
         with store_errors("unique counts read"), connection:
-            if sketched(connection, path):
+            if sketches_answer(connection, path, where):
                 return sketched_unique_counts(connection, starts_us, end_us, where, path)
     # Exactly, from the events (`exact_unique_counts` asks a reader the same two questions).
     per_bucket = [unique or 0 for _, unique in bucket_counts(connection, starts_us, end_us, where, path)]
