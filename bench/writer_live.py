@@ -4,6 +4,9 @@
     python -m bench.writer_live --old /tmp/old-checkout   # A/B against another checkout, same run
     python -m bench.writer_live --events-per-request 100 --rate 200
 
+Requests are counted, not spool rows: with group entries (a checkout that has them) one group
+commit of `--group` requests is one spool entry, before them it was `--group` entries.
+
 `bench.writer_cpu` drains a spool built beforehand (its WAL already folded into the file), so
 what the writer's checkpoints cost in the server is not in it: there the spool's WAL holds the
 server's appends, which only the writer checkpoints. Here an appender process appends entries
@@ -54,6 +57,16 @@ def entries(count: int, events_per_request: int) -> list[bytes]:
     return made
 
 
+def as_group_commit(values: list[bytes]) -> list[bytes]:
+    """What the checkout's group commit writes for these requests' entries: one spool entry
+    for the group where it has group entries (`group_spool_entries`), else one per request."""
+    try:
+        from tlytics.spool.entry import group_spool_entries
+    except ImportError:  # a checkout from before group entries
+        return values
+    return group_spool_entries(values)
+
+
 def append(spool_dir: Path, count: int, events_per_request: int, rate: float, group: int) -> dict[str, Any]:
     """Child: append `count` entries in groups of `group` at `rate` entries/s, as the server does."""
     from tlytics.spool import Spool
@@ -66,7 +79,7 @@ def append(spool_dir: Path, count: int, events_per_request: int, rate: float, gr
         wait = due - time.monotonic()
         if wait > 0:
             time.sleep(wait)
-        spool.append_many(values[start : start + group])
+        spool.append_many(as_group_commit(values[start : start + group]))
     cpu_s = time.process_time() - started_cpu
     spool.close()
     return {"cpu_s": cpu_s, "wall_s": time.monotonic() - started}
@@ -164,7 +177,7 @@ def interleaved(
     for period in range(0, count, per_period):
         started = time.process_time()
         for start in range(period, min(count, period + per_period), group):
-            server.append_many(values[start : min(start + group, period + per_period, count)])
+            server.append_many(as_group_commit(values[start : min(start + group, period + per_period, count)]))
         appender_s += time.process_time() - started
         started, before = time.process_time(), os.times()
         while True:

@@ -24,7 +24,7 @@ from tlytics.errors import InvalidEvent
 from tlytics.events import normalize_event
 from tlytics.jsontext import DEPTH_MAX, parse_checked
 from tlytics.spool import Spool
-from tlytics.spool.entry import decode_spool_entry
+from tlytics.spool.entry import decode_spool_entry, spool_entry_parts
 from tlytics.timefmt import format_rfc3339_us
 
 # Spool entries read per query: a cursor is never held open across a whole replay (a client
@@ -134,22 +134,33 @@ def read_ndjson(stream: IO[bytes], name: str, summary: Summary, progress: Progre
 
 def _events_of_spool_entry(value: bytes) -> list[dict[str, Any]]:
     entry = read_json(value)
+    if isinstance(entry, list) and entry and all(_is_server_request(item) for item in entry):
+        # A server's group entry: the requests of one group commit (tlytics.spool.entry).
+        return [event for part in spool_entry_parts(value) for event in _events_of_server_request(part)]
     if isinstance(entry, list):  # a client spool entry: a list of events
         return entry
-    if isinstance(entry, dict) and "received_at" in entry:  # a server spool entry
-        _, rows = decode_spool_entry(value)
-        return [
-            {
-                "id": str(uuid.UUID(hex=id_hex)),
-                "key": key,
-                "timestamp": format_rfc3339_us(ts),
-                "data": read_json(bytes(data)),
-            }
-            for id_hex, key, ts, data in rows
-        ]
+    if _is_server_request(entry):  # a server spool entry of one request
+        return _events_of_server_request(value)
     if isinstance(entry, dict) and "events" in entry:  # a client dead-letter record
         return list(entry["events"])
     raise ValueError("not a Tlytics spool entry")
+
+
+def _is_server_request(item: Any) -> bool:
+    return isinstance(item, dict) and "received_at" in item
+
+
+def _events_of_server_request(value: bytes) -> list[dict[str, Any]]:
+    _, rows = decode_spool_entry(value)
+    return [
+        {
+            "id": str(uuid.UUID(hex=id_hex)),
+            "key": key,
+            "timestamp": format_rfc3339_us(ts),
+            "data": read_json(bytes(data)),
+        }
+        for id_hex, key, ts, data in rows
+    ]
 
 
 def spool_directories(directory: Path) -> list[Path]:

@@ -40,7 +40,9 @@ class Metrics:
         self.writer_failures = Counter(
             "tlytics_writer_failures", "WriteScheduler batches that failed (retried)", registry=registry
         )
-        self.spool_entries = Gauge("tlytics_spool_entries", "Requests waiting in the spool", registry=registry)
+        self.spool_entries = Gauge(
+            "tlytics_spool_entries", "Spool entries waiting: one per group commit of requests", registry=registry
+        )
         self.spool_bytes = Gauge("tlytics_spool_bytes", "Size of the spool on disk", registry=registry)
         self.quarantined_entries = Gauge(
             "tlytics_quarantined_entries", "Unreadable spool entries set aside (need an operator)", registry=registry

@@ -1,6 +1,12 @@
 """Group commit: appends that arrive while a spool transaction is in flight wait together
 and are written by the next single transaction, so N concurrent requests pay one disk sync
 instead of N. Each waiter is released only after the transaction holding its entry committed.
+
+The transaction writes one spool entry for the whole group (`group_spool_entries`: the requests'
+entries joined as they are, each keeping its received_at), not one per request: the spool's
+row (its indexes and triggers) and the writer's read, decode and removal of it are paid once
+per group. The group commits or fails as one: a request answered with an error (a full spool)
+has nothing stored, and neither has any request of its group.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import suppress
 
 from tlytics.errors import SpoolError, SpoolFull
+from tlytics.spool.entry import group_spool_entries
 from tlytics.spool.spool import Spool
 
 
@@ -79,9 +86,9 @@ class GroupCommitter:
             self._entries, self._waiters, self._events = [], [], 0
             try:
                 if self._commit_in_loop:
-                    self._spool.append_many(entries)
+                    self._commit(entries)
                 else:
-                    await loop.run_in_executor(self._executor, self._spool.append_many, entries)
+                    await loop.run_in_executor(self._executor, self._commit, entries)
             except Exception as exc:
                 error = exc if isinstance(exc, SpoolError) else SpoolError(str(exc))
                 # A full spool is backpressure, not a failure: it clears as the writer drains.
@@ -104,6 +111,11 @@ class GroupCommitter:
                     future.set_result(None)
             if self._on_committed is not None:
                 self._on_committed(events)
+
+    def _commit(self, entries: list[bytes]) -> None:
+        """One transaction holding every entry of the group, as one spool entry (or a few, for
+        a group past GROUP_ENTRY_MAX_BYTES)."""
+        self._spool.append_many(group_spool_entries(entries))
 
     async def close(self) -> None:
         """Commit what is pending, then stop."""
