@@ -12,8 +12,8 @@ value index in the order of the events):
 - they are stored sorted the way the value index (property, kind, value, ts) is: each page of
   that index is visited once per chunk, in order, instead of once per value in event order
   (random writes that spill SQLite's page cache at 10M events);
-- chunks grow or shrink so that each holds the write lock for about `TARGET_CHUNK_S`: the
-  writer waits for one chunk at most, and big chunks put more values on each page visited.
+- chunks grow while they hold the write lock for less than `TARGET_CHUNK_S` (the writer waits
+  for one chunk at most), since a bigger chunk puts more values on each index page it visits.
 
 Properties whose backfill stopped at different positions (one declared later, or stopped)
 are walked in the order of their positions; a chunk of the one behind ends where the next one
@@ -35,11 +35,13 @@ from tlytics.store.sqlite.preaggregates import add_backfill_counts
 
 log = structlog.get_logger("tlytics.store")
 
-FIRST_CHUNK = 20_000  # events in the first chunk, before its time is known
-MIN_CHUNK, MAX_CHUNK = 2_000, 500_000
-# The write lock held per chunk: what an insert may wait for. Growth per chunk is bounded
-# (twice), so a chunk slower than the last cannot hold it for much longer than this.
-TARGET_CHUNK_S = 0.25
+# Events per chunk: never fewer than the 20,000 of the backfill before (each chunk rewrites
+# every index page its values land on, a cost per chunk, not per value), more while a chunk
+# holds the write lock for less than `TARGET_CHUNK_S` (what an insert may wait for; growth is
+# at most twice per chunk, so a slower chunk overshoots it by little).
+FIRST_CHUNK = MIN_CHUNK = 20_000
+MAX_CHUNK = 200_000
+TARGET_CHUNK_S = 1.0
 
 _PATHS_TABLE = "CREATE TEMP TABLE IF NOT EXISTS backfill_paths (number INTEGER PRIMARY KEY, json_path TEXT NOT NULL)"
 _VALUES_TABLE = (
