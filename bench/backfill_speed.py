@@ -93,9 +93,16 @@ def main() -> None:
             figures[case] = {"s": round(seconds, 2), "values": stored, "values_per_s": round(stored / seconds)}
             print(json.dumps({case: figures[case]}), file=sys.stderr, flush=True)
             continue
+        cpu_started = time.process_time()
         seconds = backfill_seconds(args.store_file, args.label, paths)
+        cpu_s = time.process_time() - cpu_started
         values = args.events * len(paths)
-        figures[case] = {"s": round(seconds, 2), "values_per_s": round(values / seconds)}
+        figures[case] = {
+            "s": round(seconds, 2),
+            "values_per_s": round(values / seconds),
+            "cpu_s": round(cpu_s, 2),
+            "values_per_cpu_s": round(values / cpu_s),
+        }
         print(json.dumps({case: figures[case]}), file=sys.stderr, flush=True)
     print(json.dumps(figures))
 

@@ -52,10 +52,12 @@ _BATCH_TABLE = (
     " kind INTEGER NOT NULL, value NOT NULL, count INTEGER NOT NULL)"
 )
 # The counts of the values of property ?1 a backfill's chunk is about to store
-# (tlytics.store.sqlite.property_backfill: only those of events that had none yet).
+# (tlytics.store.sqlite.property_backfill), but for those the inserts stored meanwhile (counted then).
 _COUNT_BACKFILL = (
-    f"INSERT INTO temp.batch_counts SELECT {hour_sql('ts')}, key, kind, coalesce(value, ''), count(*)"
-    " FROM temp.backfill_values WHERE property = ?1 GROUP BY 1, 2, 3, 4"
+    f"INSERT INTO temp.batch_counts SELECT {hour_sql('b.ts')}, b.key, b.kind, coalesce(b.value, ''), count(*)"
+    " FROM temp.backfill_values b WHERE b.property = ?1 AND NOT EXISTS"
+    " (SELECT 1 FROM property_values pv WHERE pv.property = ?1 AND pv.ts = b.ts AND pv.id = b.id)"
+    " GROUP BY 1, 2, 3, 4"
 )
 # The insert's side: the values of a batch's new events extracted once into temp.new_values,
 # from which both the values and their counts are stored (a second JSON pass over the batch
@@ -118,8 +120,8 @@ def add_new_values(connection: apsw.Connection, number: int, path: str) -> bool:
 
 
 def add_backfill_counts(connection: apsw.Connection, number: int) -> bool:
-    """Count the values of property `number` a backfill's chunk is about to store (in
-    temp.backfill_values); False once the property has too many values to be counted."""
+    """Count the values of property `number` a backfill's chunk is about to store (those in
+    temp.backfill_values not stored yet); False once the property has too many values to be counted."""
     connection.execute("DELETE FROM temp.batch_counts")
     connection.execute(_COUNT_BACKFILL, (number,))
     return _add_batch(connection, number)

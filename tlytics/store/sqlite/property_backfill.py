@@ -7,8 +7,8 @@ value index in the order of the events):
 - one walk over each chunk's events extracts every property pending at that position (the
   JSON of an event is parsed once per statement, whatever the number of properties);
 - the extracted values go into a temporary table first, so a counted property's counts come
-  from them instead of a second JSON pass, and an event the inserts already valued is left
-  out once (a probe of the values' primary key, in order);
+  from them instead of a second JSON pass (leaving out the values the inserts stored
+  meanwhile: a probe of the values' primary key, in order, for counted properties only);
 - they are stored sorted the way the value index (property, kind, value, ts) is: each page of
   that index is visited once per chunk, in order, instead of once per value in event order
   (random writes that spill SQLite's page cache at 10M events);
@@ -54,13 +54,14 @@ _KIND = (
     "CASE json_type(e.data, p.json_path) WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2"
     " WHEN 'true' THEN 3 WHEN 'false' THEN 4 WHEN 'null' THEN 5 WHEN 'object' THEN 6 WHEN 'array' THEN 7 END"
 )
-# The values of the properties in temp.backfill_paths of the events in `condition`'s range
-# that have none stored yet: the events outside, the properties inside (CROSS JOIN fixes that
-# order), so one event's JSON is parsed once and reused from SQLite's JSON cache.
+# The values of the properties in temp.backfill_paths of the events in `condition`'s range:
+# the events outside, the properties inside (CROSS JOIN fixes that order), so one event's JSON
+# is parsed once and reused from SQLite's JSON cache. Values the inserts stored meanwhile are
+# met again: storing keeps them once (ON CONFLICT, the primary key's own probe), and a counted
+# property's counts leave them out (tlytics.store.sqlite.preaggregates.add_backfill_counts).
 _EXTRACT = (
     f"INSERT INTO temp.backfill_values SELECT p.number, e.ts, e.id, e.key, {_KIND}, json_extract(e.data, p.json_path)"
     " FROM events e CROSS JOIN temp.backfill_paths p WHERE {condition} AND json_type(e.data, p.json_path) IS NOT NULL"
-    " AND NOT EXISTS (SELECT 1 FROM property_values pv WHERE pv.property = p.number AND pv.ts = e.ts AND pv.id = e.id)"
 )
 _STORE = (
     "INSERT INTO property_values (property, ts, id, kind, value) SELECT property, ts, id, kind, value"
