@@ -51,12 +51,12 @@ _BATCH_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS batch_counts (hour INTEGER NOT NULL, key TEXT NOT NULL,"
     " kind INTEGER NOT NULL, value NOT NULL, count INTEGER NOT NULL)"
 )
-# The counts of property ?2 at path ?1 of the events `condition` selects (its parameters from
-# ?3) that have no stored value yet: a backfill's chunk may hold events the inserts valued.
+# The counts of the values of property ?1 a backfill's chunk is about to store
+# (tlytics.store.sqlite.property_backfill), but for those the inserts stored meanwhile (counted then).
 _COUNT_BACKFILL = (
-    f"INSERT INTO temp.batch_counts SELECT {hour_sql('ts')}, key, {_KIND_SQL}, coalesce(json_extract(data, ?1), ''),"
-    " count(*) FROM events WHERE {condition} AND json_type(data, ?1) IS NOT NULL AND NOT EXISTS"
-    " (SELECT 1 FROM property_values pv WHERE pv.property = ?2 AND pv.ts = events.ts AND pv.id = events.id)"
+    f"INSERT INTO temp.batch_counts SELECT {hour_sql('b.ts')}, b.key, b.kind, coalesce(b.value, ''), count(*)"
+    " FROM temp.backfill_values b WHERE b.property = ?1 AND NOT EXISTS"
+    " (SELECT 1 FROM property_values pv WHERE pv.property = ?1 AND pv.ts = b.ts AND pv.id = b.id)"
     " GROUP BY 1, 2, 3, 4"
 )
 # The insert's side: the values of a batch's new events extracted once into temp.new_values,
@@ -119,14 +119,11 @@ def add_new_values(connection: apsw.Connection, number: int, path: str) -> bool:
     return _add_batch(connection, number)
 
 
-def add_backfill_counts(
-    connection: apsw.Connection, number: int, path: str, condition: str, params: Sequence[object]
-) -> bool:
-    """Count the values of property `number` (at `path`) of the events `condition` selects
-    (its parameters from ?3) that have no stored value yet, before the backfill stores them;
-    False once the property has too many values to be counted."""
+def add_backfill_counts(connection: apsw.Connection, number: int) -> bool:
+    """Count the values of property `number` a backfill's chunk is about to store (those in
+    temp.backfill_values not stored yet); False once the property has too many values to be counted."""
     connection.execute("DELETE FROM temp.batch_counts")
-    connection.execute(_COUNT_BACKFILL.format(condition=condition), ("$." + path, number, *params))
+    connection.execute(_COUNT_BACKFILL, (number,))
     return _add_batch(connection, number)
 
 

@@ -10,7 +10,7 @@ property has no row.
 
 Rows are added in each insert's transaction, taken away in each deletion's, and a property
 declared on a store that already holds events is backfilled by a thread of its own, a chunk
-of events per transaction between the writer's; reads use a property only once it is `complete` and parse the JSON
+of events per transaction between the writer's (tlytics.store.sqlite.property_backfill); reads use a property only once it is `complete` and parse the JSON
 until then, so every answer is exact at every moment.
 """
 
@@ -26,13 +26,13 @@ import structlog
 from tlytics.chunks import chunks
 from tlytics.store.sqlite.connection import store_errors
 from tlytics.store.sqlite.preaggregates import (
-    add_backfill_counts,
     add_new_values,
     counted_numbers,
     forget_counts,
     prepare,
     subtract_counts,
 )
+from tlytics.store.sqlite.property_backfill import PropertyBackfill
 from tlytics.store.sqlite.schema import BEFORE_EVERY_POSITION
 
 log = structlog.get_logger("tlytics.store")
@@ -53,8 +53,6 @@ _ADD_VALUES = (
     " json_extract(data, ?1) FROM {source} WHERE {condition} AND json_type(data, ?1) IS NOT NULL"
     " ON CONFLICT DO NOTHING"
 )
-# The (ts, id) position of the last event of the next backfill chunk after position (?1, ?2).
-_CHUNK_END = "SELECT ts, id FROM events WHERE (ts, id) > (?1, ?2) ORDER BY ts, id LIMIT 1 OFFSET ?3"
 # A breakdown of declared property ?1 over [?2, ?3), grouped and ordered as the JSON path groups
 # and orders it (by the kind's name, numbers as one kind).
 BREAKDOWN_TOP = (
@@ -66,7 +64,6 @@ BREAKDOWN_TOP = (
 BREAKDOWN_PRESENT = "SELECT count(*) FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
 # Distinct values as count(DISTINCT json_extract(...)) counts them: the same SQL values.
 UNIQUE_VALUES = "SELECT count(DISTINCT value) FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
-BACKFILL_CHUNK = 20_000  # events per backfill transaction: the writer waits for one at most
 _STOP_WAIT_S = 60.0
 
 
@@ -150,12 +147,6 @@ class PropertyKeeper:
                     (number, *chunk),
                 )
 
-    def _count_backfill(self, number: int, path: str, condition: str, params: Sequence[object]) -> None:
-        """Count the values the backfill is about to store (inside its chunk's transaction),
-        while `number` is counted."""
-        if number in self.counted and not add_backfill_counts(self._connection, number, path, condition, params):
-            self.counted.discard(number)
-
     def wait_backfilled(self, timeout_s: float) -> bool:
         """Whether every backfill finished within `timeout_s` (for tools and tests)."""
         if self._thread is not None:
@@ -171,42 +162,17 @@ class PropertyKeeper:
         resumes at the next start."""
         try:
             with store_errors(f"backfilling declared properties of {self._store_path}"):
-                with self.lock, self._connection:
-                    pending = self._connection.execute(
-                        "SELECT number, path FROM declared_properties WHERE NOT complete"
-                    ).fetchall()
-                for number, path in pending:
-                    self._backfill(cast(int, number), cast(str, path))
+                with self.lock:
+                    backfill = PropertyBackfill(self._connection, self.lock, self.counted)
+                    with self._connection:
+                        pending = self._connection.execute(
+                            "SELECT path FROM declared_properties WHERE NOT complete"
+                        ).fetchall()
+                for (path,) in pending:
+                    log.info("property_backfill_started", property=f"data.{path}")
+                backfill.run(self._stop.is_set)
         except Exception as exc:  # a thread's error would vanish: logged, retried at the next start
             log.error("property_backfill_failed", error=str(exc))
-
-    def _backfill(self, number: int, path: str) -> None:
-        log.info("property_backfill_started", property=f"data.{path}")
-        connection = self._connection
-        while not self._stop.is_set():
-            with self.lock, connection:
-                start = connection.execute(
-                    "SELECT backfilled_ts, backfilled_id FROM declared_properties WHERE number = ?", (number,)
-                ).fetchone()
-                if start is None:
-                    return
-                end = connection.execute(_CHUNK_END, (*start, BACKFILL_CHUNK - 1)).fetchone()
-                if end is None:  # the last chunk: every event after `start`
-                    condition, params = "(ts, id) > (?3, ?4)", (*start,)
-                else:
-                    condition, params = "(ts, id) > (?3, ?4) AND (ts, id) <= (?5, ?6)", (*start, *end)
-                self._count_backfill(number, path, condition, params)
-                connection.execute(
-                    _ADD_VALUES.format(source="events", condition=condition), ("$." + path, number, *params)
-                )
-                connection.execute(
-                    "UPDATE declared_properties SET backfilled_ts = ?, backfilled_id = ?, complete = ?"
-                    " WHERE number = ?",
-                    (*(end or start), end is None, number),
-                )
-            if end is None:
-                log.info("property_backfill_done", property=f"data.{path}")
-                return
 
     def close(self) -> None:
         """Stop the backfill after its current chunk (it resumes at the next start)."""
