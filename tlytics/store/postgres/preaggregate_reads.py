@@ -1,0 +1,146 @@
+"""Reads answered from the hourly counts of a declared property of few values on PostgreSQL
+(tlytics.store.postgres.preaggregates): a breakdown, and events per bucket for one condition on
+the property, each with or without a key filter; the SQLite store's
+tlytics.store.sqlite.preaggregate_reads in one statement each.
+
+The whole hours of a range come from the counts (every node's rows summed); its edges that cut
+an hour (a range that starts at 10:20, a day in a time zone half an hour off UTC) are read per
+event through the property's stored values, so every answer is the one the JSON path gives
+(tests/test_postgres_preaggregates.py compares them).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from tlytics.store.base import EventFilter, PropertyMatch
+from tlytics.store.postgres.declared_reads import _KIND_NAME
+from tlytics.store.postgres.filters import _value_condition
+from tlytics.store.postgres.preaggregates import HOUR_US
+from tlytics.store.postgres.schema import BUCKET_US, Connection
+from tlytics.timefmt import MAX_US, MIN_US
+
+_QUARTERS = HOUR_US // BUCKET_US  # rollup buckets per hour
+
+
+def counted_properties(connection: Connection) -> dict[str, int]:
+    """The declared properties whose counts answer reads: path -> number (read it inside the
+    read that uses it: a property stops being counted at most once)."""
+    rows = connection.execute("SELECT path, number FROM declared_properties WHERE complete AND counted").fetchall()
+    return {str(path): cast(int, number) for path, number in rows}
+
+
+def time_range(where: EventFilter) -> tuple[int, int]:
+    """The filter's times as [low, high)."""
+    low = MIN_US if where.since_us is None else where.since_us
+    high = MAX_US + 1 if where.until_us is None else where.until_us
+    return low, high
+
+
+def _split(low: int, high: int) -> tuple[int, int, tuple[int, int], tuple[int, int]]:
+    """[low, high) as its whole hours [first, last) and the edges before and after them (empty
+    ranges where there are none)."""
+    if low >= high:
+        return 0, 0, (0, 0), (0, 0)
+    first = -(-low // HOUR_US)  # ceil
+    last = high // HOUR_US
+    if first >= last:
+        return 0, 0, (low, high), (0, 0)
+    return first, last, (low, first * HOUR_US), (last * HOUR_US, high)
+
+
+def _of_keys(where: EventFilter) -> tuple[str, list[Any]]:
+    return (" AND key = ANY(%s::text[])", [list(where.keys)]) if where.keys else ("", [])
+
+
+def _edge_values(number: int, where: EventFilter, condition: tuple[str, list[Any]], edge: str) -> tuple[str, list[Any]]:
+    """SQL counting the values of property `number` in range `edge` (b.<edge>_low, b.<edge>_high)
+    of the keys that meet `condition`."""
+    keys_sql, key_params = _of_keys(where)
+    joined = " JOIN events e ON e.ts = pv.ts AND e.id = pv.id" if where.keys else ""
+    sql, params = condition
+    return (
+        f"(SELECT count(*) FROM property_values pv{joined} WHERE pv.property = %s AND pv.ts >= b.{edge}_low"
+        f" AND pv.ts < b.{edge}_high{keys_sql}{' AND ' + sql if sql else ''})",
+        [number, *key_params, *params],
+    )
+
+
+def condition_counts(
+    connection: Connection, bounds: list[tuple[int, int]], where: EventFilter, number: int, match: PropertyMatch
+) -> list[tuple[int, int | None]]:
+    """Events per bucket for keys, times and one condition on counted property `number`: the
+    counts of the whole hours of every bucket, the edges per event (`!=`: the rollups' and the
+    events' counts less equality's), in one statement."""
+    since, until = time_range(where)
+    split = [_split(max(start, since), min(end, until)) for start, end in bounds]
+    condition: tuple[str, list[Any]] = ("", []) if match.op == "*" else _value_condition(match)
+    keys_sql, key_params = _of_keys(where)
+    sql, params = condition
+    hours = (
+        "(SELECT coalesce(sum(count), 0) FROM property_counts WHERE property = %s AND hour >= b.first_hour"
+        f" AND hour < b.last_hour{keys_sql}{' AND ' + sql if sql else ''})"
+    )
+    parts: list[tuple[str, list[Any]]] = [
+        (hours, [number, *key_params, *params]),
+        _edge_values(number, where, condition, "before"),
+        _edge_values(number, where, condition, "after"),
+    ]
+    total = " + ".join(part for part, _ in parts)
+    if match.op == "!=":
+        every = [
+            (
+                "(SELECT coalesce(sum(count), 0) FROM rollup_15m WHERE bucket >= b.first_hour * %s"
+                f" AND bucket < b.last_hour * %s{keys_sql})",
+                [_QUARTERS, _QUARTERS, *key_params],
+            ),
+            *[
+                (f"(SELECT count(*) FROM events WHERE ts >= b.{edge}_low AND ts < b.{edge}_high{keys_sql})", key_params)
+                for edge in ("before", "after")
+            ],
+        ]
+        total = f"{' + '.join(part for part, _ in every)} - ({total})"
+        parts = every + parts
+    columns: list[list[int]] = [[], [], [], [], [], []]
+    for first, last, before, after in split:
+        for column, value in zip(columns, (first, last, *before, *after), strict=True):
+            column.append(value)
+    query = (
+        f"SELECT {total} FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
+        " %s::bigint[]) WITH ORDINALITY AS b(first_hour, last_hour, before_low, before_high, after_low, after_high, i)"
+        " ORDER BY b.i"
+    )
+    rows = connection.execute(query, [*(p for _, part in parts for p in part), *columns]).fetchall()
+    return [(int(cast(Any, n)), None) for (n,) in rows]
+
+
+def counted_breakdown(
+    connection: Connection, number: int, where: EventFilter, limit: int
+) -> tuple[list[tuple[Any, ...]], int]:
+    """The top (kind name, grouped value, count) rows of counted property `number` over the
+    filter's times and keys, ordered as the JSON breakdown orders them, and how many events
+    there have it: the counts of its whole hours and the stored values of its edges, grouped by
+    kind and value."""
+    first, last, before, after = _split(*time_range(where))
+    keys_sql, key_params = _of_keys(where)
+    joined = " JOIN events e ON e.ts = pv.ts AND e.id = pv.id" if where.keys else ""
+    parts = [
+        "SELECT kind, val, count AS n FROM property_counts WHERE property = %s AND hour >= %s AND hour < %s" + keys_sql
+    ]
+    params: list[Any] = [number, first, last, *key_params]
+    for low, high in (before, after):
+        if low < high:
+            parts.append(
+                f"SELECT pv.kind, pv.val, count(*) FROM property_values pv{joined}"
+                f" WHERE pv.property = %s AND pv.ts >= %s AND pv.ts < %s{keys_sql} GROUP BY 1, 2"
+            )
+            params += [number, low, high, *key_params]
+    # A deletion's rows may leave a value's sum at 0 (a node's rows go negative): not shown.
+    rows = connection.execute(
+        f"SELECT kind_name, val, n, sum(n) OVER () FROM (SELECT {_KIND_NAME} AS kind_name, val, sum(n)::bigint AS n"
+        f" FROM ({' UNION ALL '.join(parts)}) counted GROUP BY kind, val HAVING sum(n) > 0) grouped"
+        ' ORDER BY n DESC, kind_name COLLATE "C",'
+        " CASE WHEN kind_name = 'number' THEN tlytics_number_value(val) END, val LIMIT %s",
+        [*params, max(limit, 1)],  # one row at least: it carries the sum
+    ).fetchall()
+    return [row[:3] for row in rows[:limit]], cast(int, rows[0][3]) if rows else 0
