@@ -11,6 +11,7 @@ event through the property's stored values, so every answer is the one the JSON 
 
 from __future__ import annotations
 
+import bisect
 from typing import Any, cast
 
 from tlytics.store.base import EventFilter, PropertyMatch
@@ -70,48 +71,75 @@ def condition_counts(
     connection: Connection, bounds: list[tuple[int, int]], where: EventFilter, number: int, match: PropertyMatch
 ) -> list[tuple[int, int | None]]:
     """Events per bucket for keys, times and one condition on counted property `number`: the
-    counts of the whole hours of every bucket, the edges per event (`!=`: the rollups' and the
-    events' counts less equality's), in one statement."""
+    counts of the whole hours of every bucket (of the values the condition selects among the
+    property's listed values, at most MAX_COUNTED_VALUES of them, so it is evaluated once per
+    value, not once per count), the edges per event (`!=`: the rollups' and the events' counts
+    less equality's). Call inside one snapshot (three statements)."""
+    no_jit(connection)
     since, until = time_range(where)
     split = [_split(max(start, since), min(end, until)) for start, end in bounds]
     condition: tuple[str, list[Any]] = ("", []) if match.op == "*" else _value_condition(match)
     keys_sql, key_params = _of_keys(where)
-    sql, params = condition
-    hours = (
-        "(SELECT coalesce(sum(count), 0) FROM property_counts WHERE property = %s AND hour >= b.first_hour"
-        f" AND hour < b.last_hour{keys_sql}{' AND ' + sql if sql else ''})"
-    )
-    parts: list[tuple[str, list[Any]]] = [
-        (hours, [number, *key_params, *params]),
-        _edge_values(number, where, condition, "before"),
-        _edge_values(number, where, condition, "after"),
-    ]
-    total = " + ".join(part for part, _ in parts)
-    if match.op == "!=":
-        every = [
-            (
-                "(SELECT coalesce(sum(count), 0) FROM rollup_15m WHERE bucket >= b.first_hour * %s"
-                f" AND bucket < b.last_hour * %s{keys_sql})",
-                [_QUARTERS, _QUARTERS, *key_params],
-            ),
-            *[
+    counts = [0] * len(bounds)
+    covered = [(first, last) for first, last, _, _ in split if first < last]
+    if covered:
+        sql, params = condition
+        matching = f"SELECT kind, val FROM property_count_values WHERE property = %s{' AND ' + sql if sql else ''}"
+        per_hour = connection.execute(
+            "SELECT hour, sum(count)::bigint FROM property_counts WHERE property = %s AND hour >= %s AND hour < %s"
+            f"{keys_sql} AND (kind, val) IN ({matching}) GROUP BY hour",
+            [number, covered[0][0], covered[-1][1], *key_params, number, *params],
+        ).fetchall()
+        _add_hours(counts, split, [(cast(int, hour), cast(int, n)) for hour, n in per_hour])
+        if match.op == "!=":
+            every = connection.execute(
+                "SELECT bucket, sum(count)::bigint FROM rollup_15m WHERE bucket >= %s AND bucket < %s"
+                f"{keys_sql} GROUP BY bucket",
+                [covered[0][0] * _QUARTERS, covered[-1][1] * _QUARTERS, *key_params],
+            ).fetchall()
+            equal = counts
+            counts = [0] * len(bounds)
+            _add_hours(counts, split, [(cast(int, bucket) // _QUARTERS, cast(int, n)) for bucket, n in every])
+            counts = [total - same for total, same in zip(counts, equal, strict=True)]
+    edges = [edge for _, _, before, after in split for edge in (before, after)]
+    if any(low < high for low, high in edges):
+        parts = [_edge_values(number, where, condition, edge) for edge in ("before", "after")]
+        total = " + ".join(part for part, _ in parts)
+        if match.op == "!=":
+            every_edge = [
                 (f"(SELECT count(*) FROM events WHERE ts >= b.{edge}_low AND ts < b.{edge}_high{keys_sql})", key_params)
                 for edge in ("before", "after")
-            ],
-        ]
-        total = f"{' + '.join(part for part, _ in every)} - ({total})"
-        parts = every + parts
-    columns: list[list[int]] = [[], [], [], [], [], []]
-    for first, last, before, after in split:
-        for column, value in zip(columns, (first, last, *before, *after), strict=True):
-            column.append(value)
-    query = (
-        f"SELECT {total} FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],"
-        " %s::bigint[]) WITH ORDINALITY AS b(first_hour, last_hour, before_low, before_high, after_low, after_high, i)"
-        " ORDER BY b.i"
-    )
-    rows = connection.execute(query, [*(p for _, part in parts for p in part), *columns]).fetchall()
-    return [(int(cast(Any, n)), None) for (n,) in rows]
+            ]
+            total = f"{' + '.join(part for part, _ in every_edge)} - ({total})"
+            parts = every_edge + parts
+        columns: list[list[int]] = [[], [], [], []]
+        for _, _, before, after in split:
+            for column, value in zip(columns, (*before, *after), strict=True):
+                column.append(value)
+        rows = connection.execute(
+            f"SELECT {total} FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[])"
+            " WITH ORDINALITY AS b(before_low, before_high, after_low, after_high, i) ORDER BY b.i",
+            [*(p for _, part in parts for p in part), *columns],
+        ).fetchall()
+        counts = [count + int(cast(Any, n)) for count, (n,) in zip(counts, rows, strict=True)]
+    return [(count, None) for count in counts]
+
+
+def _add_hours(counts: list[int], split: list[tuple[int, int, Any, Any]], per_hour: list[tuple[int, int]]) -> None:
+    """Add each hour's count to the bucket whose whole hours hold it (the buckets' hours are
+    disjoint and in order; a bucket without whole hours is skipped)."""
+    covered = [(first, last, index) for index, (first, last, _, _) in enumerate(split) if first < last]
+    firsts = [first for first, _, _ in covered]
+    for hour, n in per_hour:
+        at = bisect.bisect_right(firsts, hour) - 1
+        if at >= 0 and covered[at][0] <= hour < covered[at][1]:
+            counts[covered[at][2]] += n
+
+
+def no_jit(connection: Connection) -> None:
+    """No JIT compilation for this transaction's reads: their cost estimates (many small index
+    reads) pass jit_above_cost, and compiling took longer (about 150 ms) than the reads."""
+    connection.execute("SELECT set_config('jit', 'off', true)")
 
 
 def counted_breakdown(
@@ -121,6 +149,7 @@ def counted_breakdown(
     filter's times and keys, ordered as the JSON breakdown orders them, and how many events
     there have it: the counts of its whole hours and the stored values of its edges, grouped by
     kind and value."""
+    no_jit(connection)
     first, last, before, after = _split(*time_range(where))
     keys_sql, key_params = _of_keys(where)
     joined = " JOIN events e ON e.ts = pv.ts AND e.id = pv.id" if where.keys else ""

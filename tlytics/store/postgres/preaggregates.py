@@ -65,6 +65,7 @@ CREATE TABLE property_count_values (
     property integer NOT NULL,
     kind smallint NOT NULL,
     val text COLLATE "C" NOT NULL,
+    num numeric,
     PRIMARY KEY (property, kind, val)
 );
 """
@@ -88,8 +89,9 @@ WITH typed (ts, id, key, kind, num, val) AS MATERIALIZED (
     SELECT %(number)s, hour, key, %(node)s, kind, val, num, n FROM per_hour ORDER BY hour, key, kind, val
     ON CONFLICT (property, hour, key, node, kind, val) DO UPDATE SET count = property_counts.count + excluded.count
 ), listed AS (
-    INSERT INTO property_count_values (property, kind, val)
-    SELECT DISTINCT %(number)s, kind, val FROM per_hour ORDER BY 2, 3 ON CONFLICT DO NOTHING RETURNING 1
+    INSERT INTO property_count_values (property, kind, val, num)
+    SELECT %(number)s, kind, val, min(num) FROM per_hour GROUP BY kind, val ORDER BY kind, val
+    ON CONFLICT DO NOTHING RETURNING 1
 )
 SELECT (SELECT count(*) FROM listed),
     EXISTS (SELECT 1 FROM typed t JOIN added a ON a.ts = t.ts AND a.id = t.id WHERE length(t.val) > {indexed})
@@ -181,7 +183,7 @@ def count_stored_values(cursor: Cursor) -> None:
             (number, number),
         )
         cursor.execute(
-            "INSERT INTO property_count_values (property, kind, val)"
-            " SELECT DISTINCT %s, kind, val FROM property_values WHERE property = %s",
+            "INSERT INTO property_count_values (property, kind, val, num)"
+            " SELECT %s, kind, val, min(num) FROM property_values WHERE property = %s GROUP BY kind, val",
             (number, number),
         )
