@@ -264,3 +264,24 @@ def test_two_nodes_inserting_at_once_keep_the_counts_exact(pg_urls: list[str]) -
     assert counted(url) == {"path": True}
     for store in nodes:
         store.close()
+
+
+def test_the_migration_counts_the_values_already_stored(pg_urls: list[str]) -> None:
+    """A store of schema 7 (values, no counts) is counted from its stored values when a writer
+    opens it: the counts match the values and answer."""
+    store = PostgresStore(pg_urls[0], declared_properties=["path"])
+    store.insert(paths(range(600), 5))
+    assert store.wait_backfilled(60)
+    expected = store.breakdown(EventFilter(), "path", 10)
+    store.close()
+    with psycopg.connect(pg_urls[0]) as connection:  # back to schema 7
+        connection.execute("DROP TABLE property_counts, property_count_values")
+        connection.execute("ALTER TABLE declared_properties DROP COLUMN counted")
+        connection.execute("UPDATE tlytics_schema SET version = 7")
+    reopened = PostgresStore(pg_urls[0], declared_properties=["path"])
+    assert counted(pg_urls[0]) == {"path": True}
+    assert_counts_match_values(pg_urls[0])
+    with psycopg.connect(pg_urls[0]) as connection:
+        assert connection.execute("SELECT sum(count) FROM property_counts").fetchone() == (600,)
+    assert reopened.breakdown(EventFilter(), "path", 10) == expected
+    reopened.close()

@@ -92,14 +92,16 @@ def condition_counts(
         ).fetchall()
         _add_hours(counts, split, [(cast(int, hour), cast(int, n)) for hour, n in per_hour])
         if match.op == "!=":
+            # Grouped by hour (floor division), not by bucket: a quarter of the groups.
             every = connection.execute(
-                "SELECT bucket, sum(count)::bigint FROM rollup_15m WHERE bucket >= %s AND bucket < %s"
-                f"{keys_sql} GROUP BY bucket",
+                f"SELECT bucket / {_QUARTERS} - (bucket < 0 AND mod(bucket, {_QUARTERS}) <> 0)::int,"
+                " sum(count)::bigint FROM rollup_15m WHERE bucket >= %s AND bucket < %s"
+                f"{keys_sql} GROUP BY 1",
                 [covered[0][0] * _QUARTERS, covered[-1][1] * _QUARTERS, *key_params],
             ).fetchall()
             equal = counts
             counts = [0] * len(bounds)
-            _add_hours(counts, split, [(cast(int, bucket) // _QUARTERS, cast(int, n)) for bucket, n in every])
+            _add_hours(counts, split, [(cast(int, hour), cast(int, n)) for hour, n in every])
             counts = [total - same for total, same in zip(counts, equal, strict=True)]
     edges = [edge for _, _, before, after in split for edge in (before, after)]
     if any(low < high for low, high in edges):
