@@ -1,5 +1,5 @@
 """PostgreSQL's hourly counts of a declared property of few values against SQLite's, same run,
-same data (issue 21, item 3: "PostgreSQL ≤ 2× SQLite"): bench.view's events spread over
+same data (issue 21, item 3: "PostgreSQL at most twice SQLite"): bench.view's events spread over
 `--days`, `data.path` (50 values, counted) and `data.amount` (1,000 values, not) declared on
 both stores from the first insert; a breakdown and one-condition daily charts over the last 30
 days, with and without a key, through the store classes (the server's overhead is the same on
@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.view import BASE_US, event_data
+from tlytics.ids import uuid7_int
 from tlytics.ingest.query import where_condition
 from tlytics.store import EventFilter, SQLiteStore
-from tlytics.ids import uuid7_int
 
 ROOT = Path(__file__).resolve().parent.parent
 DAY_US = 86_400_000_000
