@@ -61,6 +61,8 @@ CREATE TABLE property_counts (
     PRIMARY KEY (property, hour, key, node, kind, val)
 );
 CREATE INDEX property_counts_by_value ON property_counts (property, kind, val, hour);
+-- A key's counts alone (key=): without it a breakdown of one key read every key's counts.
+CREATE INDEX property_counts_by_key ON property_counts (property, key, hour);
 CREATE TABLE property_count_values (
     property integer NOT NULL,
     kind smallint NOT NULL,
