@@ -17,7 +17,8 @@ older than that in (ts, id) order, a chunk per transaction under the same lock (
 for one chunk at most), and marks the property `complete`. Reads use a property only once it
 is complete, and parse the JSON until then, so every answer is exact at every moment.
 Deletions take values away in their own transaction (erasure and retention: writes.py,
-partition_retention.py).
+partition_retention.py). The values of a property of few values are also counted per hour
+(tlytics.store.postgres.preaggregates), in the same statements.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from tlytics.store.postgres.filters import (
     property_value,
 )
 from tlytics.store.postgres.partitions import Connection, Cursor
+from tlytics.store.postgres.preaggregates import forget_stale_counts, store_and_count
 from tlytics.timefmt import MIN_US
 
 log = structlog.get_logger("tlytics.store")
@@ -90,9 +92,13 @@ _ADD_VALUES = (
     " WHERE v IS NOT NULL ON CONFLICT DO NOTHING"
 )
 # The rows this transaction inserted (the writer keeps them: not the duplicates it skipped).
-_INSERTED_ROWS = "SELECT ts, id, data FROM inserted_now"
+_INSERTED_ROWS = "SELECT ts, id, key, data FROM inserted_now"
 # A chunk of the events after the backfill's position, in (ts, id) order.
-_CHUNK_ROWS = "SELECT ts, id, data FROM events WHERE ts >= %s AND (ts, id) > (%s, %s) ORDER BY ts, id LIMIT %s"
+_CHUNK_ROWS = "SELECT ts, id, key, data FROM events WHERE ts >= %s AND (ts, id) > (%s, %s) ORDER BY ts, id LIMIT %s"
+_CHUNK_ROWS_NAMED = (
+    "SELECT ts, id, key, data FROM events WHERE ts >= %(after_ts)s AND (ts, id) > (%(after_ts)s, %(after_id)s)"
+    " ORDER BY ts, id LIMIT %(chunk)s"
+)
 BACKFILL_CHUNK = 20_000
 _STOP_WAIT_S = 60.0
 
@@ -103,11 +109,16 @@ def add_values(cursor: Cursor, number: int, path: str, rows: str, rows_params: S
     cursor.execute(_ADD_VALUES.format(typed=_TYPED, value=value, rows=rows), (number, *value_params, *rows_params))
 
 
-def add_inserted(cursor: Cursor) -> None:
-    """Store every declared property's values of the rows this transaction inserted (inside
-    the insert's transaction, under the shared erasure lock)."""
-    for number, path in cursor.execute("SELECT number, path FROM declared_properties").fetchall():
-        add_values(cursor, cast(int, number), str(path), _INSERTED_ROWS, ())
+def add_inserted(cursor: Cursor, node: str = "") -> None:
+    """Store every declared property's values of the rows this transaction inserted, and count
+    those of the counted properties in `node`'s rows (inside the insert's transaction, under
+    the shared erasure lock; in the order of the properties' numbers, as every node does)."""
+    declared = cursor.execute("SELECT number, path, counted FROM declared_properties ORDER BY number").fetchall()
+    for number, path, counted in declared:
+        if counted:
+            store_and_count(cursor, cast(int, number), str(path), _TYPED, _INSERTED_ROWS, {}, node)
+        else:
+            add_values(cursor, cast(int, number), str(path), _INSERTED_ROWS, ())
 
 
 def declare(connection: Connection, paths: Sequence[str] | None, erasure_lock: int) -> bool:
@@ -122,11 +133,13 @@ def declare(connection: Connection, paths: Sequence[str] | None, erasure_lock: i
         if paths is not None:
             for gone in set(known) - set(paths):
                 cursor.execute("DELETE FROM property_values WHERE property = %s", (known[gone],))
+                forget_stale_counts(cursor, known[gone])
                 cursor.execute("DELETE FROM declared_properties WHERE number = %s", (known[gone],))
                 log.info("property_forgotten", property=f"data.{gone}")
             for new in dict.fromkeys(paths):
                 if new not in known:
                     cursor.execute("INSERT INTO declared_properties (path) VALUES (%s)", (new,))
+        forget_stale_counts(cursor)
         pending = cursor.execute("SELECT EXISTS (SELECT 1 FROM declared_properties WHERE NOT complete)").fetchone()
     return bool(pending and pending[0])
 
@@ -172,14 +185,20 @@ class Backfill:
             with connection.transaction(), connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_xact_lock(%s)", (self._erasure_lock,))
                 row = cursor.execute(
-                    "SELECT backfill_ts, backfill_id FROM declared_properties WHERE number = %s AND NOT complete",
+                    "SELECT backfill_ts, backfill_id, counted FROM declared_properties WHERE number = %s"
+                    " AND NOT complete",
                     (number,),
                 ).fetchone()
                 if row is None:
                     return  # forgotten, or completed by another node's backfill
-                after_ts, after_id = row
+                after_ts, after_id, counted = row
                 chunk = (after_ts, after_ts, after_id, BACKFILL_CHUNK)
-                add_values(cursor, number, path, _CHUNK_ROWS, chunk)
+                if counted:
+                    # Only the values stored now are counted: the inserts counted theirs.
+                    position = {"after_ts": after_ts, "after_id": after_id, "chunk": BACKFILL_CHUNK}
+                    store_and_count(cursor, number, path, _TYPED, _CHUNK_ROWS_NAMED, position, "")
+                else:
+                    add_values(cursor, number, path, _CHUNK_ROWS, chunk)
                 last = cursor.execute(
                     f"SELECT count(*), (array_agg(ts ORDER BY ts DESC, id DESC))[1],"
                     f" (array_agg(id ORDER BY ts DESC, id DESC))[1] FROM ({_CHUNK_ROWS}) c",

@@ -15,6 +15,7 @@ import structlog
 from psycopg import errors
 
 from tlytics.store.postgres.partitions import PARTITION_LOCK, existing_months, month_bounds_us, partition_name
+from tlytics.store.postgres.preaggregates import drop_hours
 from tlytics.store.postgres.schema import BUCKET_US, ERASURE_LOCK, Connection
 
 log = structlog.get_logger("tlytics.store")
@@ -66,6 +67,7 @@ def _drop_partition(connection: Connection, year: int, month: int, node: str) ->
             " AND ts >= %s AND ts < %s",
             (low, high),
         )
+        drop_hours(cursor, low, high)  # a month is whole hours
         total = sum(cast(int, count) for _, count in per_key)
         # As a deletion does: this node's rows take the difference (another node's may have
         # counted these events; the sums stay right). A retention keeps key_stats' times.

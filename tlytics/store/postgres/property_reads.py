@@ -13,13 +13,25 @@ from tlytics.store.base import Breakdown, EventFilter
 from tlytics.store.funnel import count_funnel, indexes_of
 from tlytics.store.postgres.declared_reads import declared_breakdown, uses_values_alone
 from tlytics.store.postgres.filters import property_value, sql_where
+from tlytics.store.postgres.preaggregate_reads import counted_breakdown, counted_properties, time_range
 from tlytics.store.postgres.reads import declared_now, json_value, transaction
 from tlytics.store.postgres.schema import Connection
+from tlytics.store.postgres.stats_reads import rollup_counts
 
 
 def breakdown(connection: Connection, where: EventFilter, path: str, limit: int) -> Breakdown:
     """Values are grouped by JSON kind and value, so `true` and `1`, or `"1"` and `1`, are
     told apart; ties are ordered as in SQLite (kind, then value)."""
+    if not where.where:
+        # One snapshot: the property still counted, its counts and the events in range.
+        with transaction(connection, "breakdown read", statements=3):
+            counted = counted_properties(connection)
+            if path in counted:
+                found, present = counted_breakdown(connection, counted[path], where, limit)
+                (in_range, _), *_ = rollup_counts(connection, [time_range(where)], where)
+                return Breakdown(
+                    [(json_value(str(k), str(g)), cast(int, n)) for k, g, n in found], in_range, in_range - present
+                )
     declared = declared_now(connection)
     if uses_values_alone(where, path, declared):
         with transaction(connection, "breakdown read", statements=2):

@@ -24,6 +24,8 @@ from tlytics.jsontext import canonical
 from tlytics.store.postgres.connection import connect, describe, store_errors
 from tlytics.store.postgres.declared import MIGRATION as DECLARED_PROPERTIES
 from tlytics.store.postgres.partitions import partition_events
+from tlytics.store.postgres.preaggregates import MIGRATION as PROPERTY_COUNTS
+from tlytics.store.postgres.preaggregates import count_stored_values
 from tlytics.store.postgres.schema_functions import FILTER_FUNCTIONS, FUNCTIONS, NUL_FUNCTIONS
 from tlytics.timefmt import MAX_US, MIN_US
 
@@ -88,6 +90,13 @@ def _derive_from_events(connection: Connection) -> None:
     )
 
 
+def _add_property_counts(connection: Connection) -> None:
+    """Migration 8: the counts' tables, filled from the stored values."""
+    connection.execute(PROPERTY_COUNTS)
+    with connection.cursor() as cursor:
+        count_stored_values(cursor)
+
+
 MIGRATIONS: list[str | Callable[[Connection], None]] = [
     # 1: the events, unique on the client's id and indexed for "newest first" paging (keys
     # compare as bytes, as in SQLite), and the ids of erased events.
@@ -123,6 +132,9 @@ MIGRATIONS: list[str | Callable[[Connection], None]] = [
     partition_events,
     # 7: declared properties (--property; see tlytics.store.postgres.declared).
     DECLARED_PROPERTIES,
+    # 8: hourly counts of declared properties of few values (see
+    # tlytics.store.postgres.preaggregates), from the values already stored.
+    lambda connection: _add_property_counts(connection),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

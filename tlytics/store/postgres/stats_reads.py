@@ -12,6 +12,7 @@ from typing import Any, cast
 from tlytics.store.base import EventFilter, UniqueCounts
 from tlytics.store.postgres.declared_reads import unique_values, uses_values_alone
 from tlytics.store.postgres.filters import property_value, sql_where
+from tlytics.store.postgres.preaggregate_reads import condition_counts, counted_properties
 from tlytics.store.postgres.reads import declared_now, scalar, transaction
 from tlytics.store.postgres.schema import BUCKET_US, Connection
 from tlytics.store.postgres.sketches import sketched_unique_counts, sketches_answer
@@ -23,6 +24,13 @@ def bucket_counts(
     bounds = list(itertools.pairwise([*starts_us, end_us]))
     if not where.where and unique_path is None:
         return rollup_counts(connection, bounds, where)
+    if unique_path is None and len(where.where) == 1:
+        path, match = where.where[0]
+        # One snapshot: the property still counted, and its counts.
+        with transaction(connection, "stats read", statements=2):
+            counted = counted_properties(connection)
+            if path in counted:
+                return condition_counts(connection, bounds, where, counted[path], match)
     matching = sql_where(where, declared=declared_now(connection) if where.where else None)
     matching = matching.and_also("ts >= b.low AND ts < b.high")
     unique_sql, head = ", NULL::bigint", list[Any]()

@@ -33,6 +33,7 @@ from tlytics.store.postgres.declared import Backfill, add_inserted, declare
 from tlytics.store.postgres.filters import filter_from_json, filter_to_json, sql_where
 from tlytics.store.postgres.partition_retention import drop_expired_partitions
 from tlytics.store.postgres.partitions import PartitionKeeper
+from tlytics.store.postgres.preaggregates import UNCOUNTED_CTE
 from tlytics.store.postgres.schema import BUCKET_SQL, BUCKET_US, ERASURE_LOCK, Connection, migrate_postgres
 from tlytics.store.postgres.sketches import PostgresSketches
 
@@ -101,7 +102,8 @@ WITH gone AS (
 ), unvalued AS (
     DELETE FROM property_values WHERE (property, ts, id) IN
         (SELECT d.number, g.ts, g.id FROM gone g CROSS JOIN declared_properties d)
-){remember}, rolled AS (
+    RETURNING property, ts, id, kind, num, val
+){uncounted}{remember}, rolled AS (
     INSERT INTO rollup_15m (bucket, key, node, count)
     SELECT {bucket}, key, %s, -count(*) FROM gone GROUP BY 1, 2
     ON CONFLICT (bucket, key, node) DO UPDATE SET count = rollup_15m.count + excluded.count
@@ -208,7 +210,7 @@ class PostgresWriter:
                     )
                 cursor.execute(_INSERT_NEW, (self.node, self.node, self.node))
                 inserted = cursor.fetchone()
-                add_inserted(cursor)
+                add_inserted(cursor, self.node)
                 self._sketches.add_inserted(cursor)
         except StoreError:
             if unusable(connection):
@@ -255,9 +257,12 @@ class PostgresWriter:
                         (filter_to_json(where),),
                     )
                 query = _DELETE.format(
-                    where=matching.sql, remember=_REMEMBER if remember_ids else "", bucket=BUCKET_SQL
+                    where=matching.sql,
+                    uncounted=UNCOUNTED_CTE,
+                    remember=_REMEMBER if remember_ids else "",
+                    bucket=BUCKET_SQL,
                 )
-                cursor.execute(query, (*matching.params, max_rows, self.node, self.node, self.node))
+                cursor.execute(query, (*matching.params, max_rows, self.node, self.node, self.node, self.node))
                 deleted, first_bucket, last_bucket, touched, spans = cursor.fetchone() or (0, None, None, None, None)
                 if deleted:
                     self._sketches.rebuild(cursor, cast(list[list[Any]], touched or []))  # a sketch cannot forget
