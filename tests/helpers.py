@@ -446,3 +446,17 @@ def assert_exactly_once(server: ServerProcess, acknowledged: set[str], sent: set
     missing = acknowledged - set(stored)
     assert not missing, f"{len(missing)} acknowledged events lost, e.g. {sorted(missing)[:3]}"
     assert set(stored) <= sent, "the store holds events nobody sent"
+
+
+def three_days_of_visits() -> list[dict[str, Any]]:
+    """3,000 `visit` events, 1,000 a day from 2025-01-01, of 700 users (`u0`…`u699`, every one
+    each day) alternately on the `free` and `pro` plan: the unique-count tests' server data."""
+    return [
+        {
+            "id": str(uuid.UUID(int=n + 1)),
+            "key": "visit",
+            "timestamp": f"2025-01-0{1 + n // 1000}T{n % 1000 // 60 % 24:02d}:{n % 60:02d}:00Z",
+            "data": {"user": f"u{n % 700}", "plan": "pro" if n % 2 else "free"},
+        }
+        for n in range(3_000)
+    ]

@@ -6,7 +6,6 @@ under a filter of keys, or over more than EXACT_UNIQUE_MAX_EVENTS events — and
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ import orjson
 import pytest
 
 import tlytics.store.sqlite.sketches as sqlite_sketches
-from tests.helpers import eventually, http_json
+from tests.helpers import eventually, http_json, three_days_of_visits
 from tests.test_unique_sketches import HOUR, T0, hll_of, pg_value_keys, rows, users_between
 from tlytics.cli import parse_settings
 from tlytics.ingest.filter_language import parse_value
@@ -103,15 +102,7 @@ def test_a_property_only_declared_is_counted_exactly_without_sketches(tmp_path: 
 
 def test_the_server_declares_a_unique_property_and_counts_it_exactly(server_factory: Any) -> None:
     server = server_factory(extra_args=["--unique-property", "data.user"]).start()
-    events = [
-        {
-            "id": str(uuid.UUID(int=n + 1)),
-            "key": "visit",
-            "timestamp": f"2025-01-0{1 + n // 1000}T{n % 1000 // 60 % 24:02d}:{n % 60:02d}:00Z",
-            "data": {"user": f"u{n % 700}", "plan": "pro" if n % 2 else "free"},
-        }
-        for n in range(3_000)
-    ]
+    events = three_days_of_visits()
     status, _ = http_json("POST", f"{server.url}/batch", {"events": events}, timeout_s=60)
     assert status == 200
     query = "interval=day&since=2025-01-02T00:00:00Z&until=2025-01-04T00:00:00Z"

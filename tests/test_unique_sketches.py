@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.helpers import eventually, http_json
+from tests.helpers import eventually, http_json, three_days_of_visits
 from tlytics.cli import parse_settings
 from tlytics.ingest.filter_language import parse_value
 from tlytics.store import EventFilter, SQLiteStore, StoreRow, sketch
@@ -138,15 +138,7 @@ def test_the_server_answers_declared_properties_from_sketches(server_factory: An
     """Under a filter of keys (the declared values that count a --unique-property exactly are
     not kept per key: tests/test_unique_property_declared.py), the sketches answer."""
     server = server_factory(extra_args=["--unique-property", "data.user"]).start()
-    events = [
-        {
-            "id": str(uuid.UUID(int=n + 1)),
-            "key": "visit",
-            "timestamp": f"2025-01-0{1 + n // 1000}T{n % 1000 // 60 % 24:02d}:{n % 60:02d}:00Z",
-            "data": {"user": f"u{n % 700}", "plan": "pro" if n % 2 else "free"},
-        }
-        for n in range(3_000)
-    ]
+    events = three_days_of_visits()
     status, _ = http_json("POST", f"{server.url}/batch", {"events": events}, timeout_s=60)
     assert status == 200
     query = "interval=day&since=2025-01-02T00:00:00Z&until=2025-01-04T00:00:00Z&compare=previous&key=visit"
