@@ -17,11 +17,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from aiohttp import web
 
-from tlytics.errors import StoreError
+from tlytics.errors import SpoolError, StoreError
 from tlytics.ingest.state import BACKEND, QUARANTINE, SETTINGS, SPOOL
 from tlytics.spool import Spool
 from tlytics.store.budget import read_budget
@@ -41,9 +41,11 @@ SPOOL_FIGURES_WAIT_S = 2.5
 
 @dataclass(frozen=True, slots=True)
 class SpoolFigures:
-    """The spool's and the quarantine's figures, read together."""
+    """The spool's and the quarantine's figures, read together; `counted_at` is when the
+    entries had been counted (monotonic)."""
 
     entries: int
+    counted_at: float
     size_bytes: int
     oldest_age_s: float
     disk_free_bytes: int
@@ -53,8 +55,10 @@ class SpoolFigures:
     @classmethod
     def read(cls, spool: Spool, quarantine: Spool) -> SpoolFigures:
         """SpoolError or OSError when they cannot be read."""
+        entries = spool.count()
         return cls(
-            entries=spool.count(),
+            entries=entries,
+            counted_at=time.monotonic(),
             size_bytes=spool.size_bytes(),
             oldest_age_s=spool.oldest_age_s(),
             disk_free_bytes=spool.disk_free_bytes(),
@@ -72,19 +76,33 @@ class OneAtATime(Generic[T]):
         self._fn = fn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
         self._running: asyncio.Future[T] | None = None
+        self._asked_at = 0.0  # when the running call was asked for (monotonic)
 
     async def result(self, *, wait_s: float) -> T:
         """The result of a call started now (or of the one running); TimeoutError after `wait_s`."""
+        return (await self.answer(wait_s=wait_s))[1]
+
+    async def answer(self, *, wait_s: float, asked_after: float | None = None) -> tuple[float, T]:
+        """When the call answering was asked for, and its result: the running call's, unless it
+        was asked for before `asked_after` (then a new call, queued behind it, so one answering
+        began after that moment); TimeoutError after `wait_s`."""
         running = self._running
-        if running is None or running.done():
-            if running is not None and not running.cancelled():
-                running.exception()  # seen (its waiters may all have given up): no warning at exit
+        if running is None or running.done() or (asked_after is not None and self._asked_at <= asked_after):
+            self._asked_at = time.monotonic()
             self._running = running = asyncio.get_running_loop().run_in_executor(self._executor, self._fn)
-        return await asyncio.wait_for(asyncio.shield(running), timeout=wait_s)
+            running.add_done_callback(_seen)
+        asked_at = self._asked_at
+        return asked_at, await asyncio.wait_for(asyncio.shield(running), timeout=wait_s)
 
     def close(self) -> None:
         """Wait for a call still running (bounded: the store's budget and connect timeout)."""
         self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _seen(future: asyncio.Future[Any]) -> None:
+    """Take a call's exception as seen: its waiters may all have given up (no warning at exit)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class StoreHealth:
@@ -100,15 +118,19 @@ class StoreHealth:
         # Why the last question failed (None when it was answered), and the last answer.
         self.error: str | None = None
         self.stored_events: int | None = None
+        # When the question behind `stored_events` was asked (monotonic): it counts every event
+        # committed before then.
+        self.asked_at: float | None = None
 
     def _count(self) -> int:
         with read_budget(PROBE_BUDGET_S):
             return self._reader.run(self._reader.queries.count)
 
-    async def check(self) -> None:
-        """Ask the store now (or join the question already asked), for at most PROBE_WAIT_S."""
+    async def check(self, *, asked_after: float | None = None) -> None:
+        """Ask the store now (or join the question already asked, if it was asked after
+        `asked_after`), for at most PROBE_WAIT_S."""
         try:
-            self.stored_events = await self._probe.result(wait_s=PROBE_WAIT_S)
+            self.asked_at, self.stored_events = await self._probe.answer(wait_s=PROBE_WAIT_S, asked_after=asked_after)
         except TimeoutError:
             self._failed(f"the store did not answer within {PROBE_WAIT_S:g} s")
         except StoreError as exc:
@@ -122,6 +144,7 @@ class StoreHealth:
         # The error is this question's: an earlier one's cause never stands in for it.
         self.error = error
         self.stored_events = None
+        self.asked_at = None
         if self.failing_since is None:
             self.failing_since = time.monotonic()
 
@@ -164,3 +187,31 @@ async def health_watch_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await asyncio.to_thread(figures.close)
     await asyncio.to_thread(health.close)
+
+
+async def read_figures(store: StoreHealth, spool_figures_call: OneAtATime[SpoolFigures]) -> SpoolFigures | Exception:
+    """The spool's figures (or why they could not be read), with `store` asked at the same
+    time, so /health answers within one wait whatever hangs.
+
+    An empty spool must mean that `store.stored_events` counts every acknowledged event: the
+    writer removes an entry only after the store committed it, so a count asked for after the
+    spool was found empty has them all, but one asked for earlier (a probe already running,
+    which this /health joined) may not. Then the store is asked once more.
+    """
+    _, figures = await asyncio.gather(store.check(), spool_figures(spool_figures_call))
+    if (
+        isinstance(figures, SpoolFigures)
+        and figures.entries == 0
+        and store.asked_at is not None
+        and store.asked_at <= figures.counted_at
+    ):
+        await store.check(asked_after=figures.counted_at)
+    return figures
+
+
+async def spool_figures(call: OneAtATime[SpoolFigures]) -> SpoolFigures | Exception:
+    """The spool's figures, or why they could not be read within SPOOL_FIGURES_WAIT_S."""
+    try:
+        return await call.result(wait_s=SPOOL_FIGURES_WAIT_S)
+    except (SpoolError, OSError, TimeoutError) as exc:
+        return exc

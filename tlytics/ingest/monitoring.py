@@ -20,10 +20,16 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from tlytics import __version__
-from tlytics.errors import SpoolError
 from tlytics.ingest.auth import may_call, presented_key
 from tlytics.ingest.error_answers import RETRY_AFTER_S
-from tlytics.ingest.health_watch import SPOOL_FIGURES, SPOOL_FIGURES_WAIT_S, STORE_HEALTH, SpoolFigures
+from tlytics.ingest.health_watch import (
+    SPOOL_FIGURES,
+    SPOOL_FIGURES_WAIT_S,
+    STORE_HEALTH,
+    SpoolFigures,
+    read_figures,
+    spool_figures,
+)
 from tlytics.ingest.responses import json_response
 from tlytics.ingest.state import (
     COMMITTER,
@@ -59,8 +65,7 @@ async def health(request: web.Request) -> web.Response:
     """GET /health: 200 while the server can accept and store events, else 503 (so a load
     balancer or Docker's health check sees it), with what an operator wants to see first."""
     app = request.app
-    # Both at once: the answer comes within one wait, whatever hangs.
-    _, figures = await asyncio.gather(app[STORE_HEALTH].check(), _spool_figures(app))
+    figures = await read_figures(app[STORE_HEALTH], app[SPOOL_FIGURES])
     if isinstance(figures, Exception):
         # Not an error answer but the health report itself: a 503 with the reason.
         body: dict[str, Any] = {
@@ -80,13 +85,6 @@ async def health(request: web.Request) -> web.Response:
         status=503 if unavailable else 200,
         headers={"Retry-After": RETRY_AFTER_S} if unavailable else None,
     )
-
-
-async def _spool_figures(app: web.Application) -> SpoolFigures | Exception:
-    try:
-        return await app[SPOOL_FIGURES].result(wait_s=SPOOL_FIGURES_WAIT_S)
-    except (SpoolError, OSError, TimeoutError) as exc:
-        return exc
 
 
 def _problems(app: web.Application, figures: SpoolFigures) -> tuple[list[str], list[str], bool]:
@@ -163,7 +161,7 @@ async def metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format (the spool's figures read on their own thread)."""
     app = request.app
     figures = app[METRICS]
-    spool = await _spool_figures(app)
+    spool = await spool_figures(app[SPOOL_FIGURES])
     if not isinstance(spool, Exception):  # else the gauges keep their last values
         figures.spool_entries.set(spool.entries)
         figures.spool_bytes.set(spool.size_bytes)

@@ -7,6 +7,7 @@ acknowledged it, and a load balancer asking any worker learns whether the server
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -19,8 +20,10 @@ from tlytics.writer.spools import spool_dirs
 
 def _server_figures(spools: list[Spool], quarantine: Spool) -> SpoolFigures:
     """SpoolError or OSError when they cannot be read."""
+    entries = sum(spool.count() for spool in spools)
     return SpoolFigures(
-        entries=sum(spool.count() for spool in spools),
+        entries=entries,
+        counted_at=time.monotonic(),
         size_bytes=sum(spool.size_bytes() for spool in spools),
         oldest_age_s=max(spool.oldest_age_s() for spool in spools),
         disk_free_bytes=min(spool.disk_free_bytes() for spool in spools),
