@@ -25,7 +25,7 @@ from typing import Any, TypeVar, TypeVarTuple, cast
 import structlog
 
 from tlytics.errors import StoreError
-from tlytics.writer.executor import WriteExecutor
+from tlytics.writer.executor import WriteExecutor, round_trips
 from tlytics.writer.resources import WriterResources
 
 log = structlog.get_logger("tlytics.writer")
@@ -142,22 +142,13 @@ async def serve_worker(channel: socket.socket, executor: WriteExecutor, *, on_li
         stream.close()
 
 
-def _round_trips(exc: Exception) -> bool:
-    """Whether the worker can unpickle `exc` (one that needs keyword arguments cannot)."""
-    try:
-        pickle.loads(pickle.dumps(exc))
-    except Exception:
-        return False
-    return True
-
-
 async def _answer(
     stream: asyncio.StreamWriter, executor: WriteExecutor, call: int, fn: Callable[..., Any], args: tuple[Any, ...]
 ) -> None:
     try:
         answer: tuple[Any, ...] = (call, True, await executor.execute(fn, *args))
     except Exception as exc:
-        answer = (call, False, exc if _round_trips(exc) else StoreError(str(exc)))
+        answer = (call, False, exc if round_trips(exc) else StoreError(str(exc)))
     try:
         await _send(stream, answer)
     except (ConnectionError, RuntimeError):

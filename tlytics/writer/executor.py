@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import pickle
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol, TypeVar, TypeVarTuple
@@ -49,3 +50,13 @@ class ThreadExecutor:
         # On the writer's thread: the write connection is closed after the last call in hand.
         await asyncio.get_running_loop().run_in_executor(self._executor, self._resources.close_store)
         self._executor.shutdown(wait=True)
+
+
+def round_trips(exc: BaseException) -> bool:
+    """Whether `exc` comes out of pickling whole, as an executor in another process hands it
+    back (one whose class needs keyword arguments does not)."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+    except Exception:
+        return False
+    return True

@@ -24,9 +24,11 @@ from typing import TypeVar, TypeVarTuple
 
 import structlog
 
+from tlytics.errors import StoreError
 from tlytics.ingest.settings import Settings
 from tlytics.spool import Spool
 from tlytics.store.open import open_writer
+from tlytics.writer.executor import round_trips
 from tlytics.writer.resources import WriterResources
 from tlytics.writer.spools import spool_dirs
 
@@ -86,9 +88,19 @@ def writer_resources(settings: Settings) -> WriterResources:
 
 
 def _run(fn: Callable[..., T], *args: object) -> T:
-    """In the writer process: one writer function with this process's resources."""
+    """In the writer process: one writer function with this process's resources.
+
+    Its error goes back to the server pickled: one the server cannot unpickle (an exception
+    whose class needs keyword arguments) would break the pool there, reported as the writer
+    process "terminated abruptly" while it was alive and well, and the writer replaced. Such an
+    error goes back as a StoreError with its text instead (as over a worker's channel)."""
     assert _resources is not None, "the writer process was not initialized"
-    return fn(_resources, *args)
+    try:
+        return fn(_resources, *args)
+    except Exception as exc:
+        if round_trips(exc):
+            raise
+        raise StoreError(f"{type(exc).__name__}: {exc}") from None
 
 
 @contextmanager

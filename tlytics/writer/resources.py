@@ -2,9 +2,9 @@
 
 A writer function is a plain module-level function `fn(resources, *args)`; the executor
 (thread or process) owns one `WriterResources` and hands it to each call. The store is opened
-on first use, not up front: opening can fail while another process holds the store's write
-lock, or while PostgreSQL is down, and that must fail one call (retried with backoff) rather
-than the writer's start.
+on first use (the scheduler's first round asks for it, `open_store`), not when the resources
+are made: opening can fail while another process holds the store's write lock, or while
+PostgreSQL is down, and that must fail one call (tried again) rather than the writer's start.
 """
 
 from __future__ import annotations
@@ -55,3 +55,9 @@ class WriterResources:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+def open_store(resources: WriterResources) -> None:
+    """A writer function: open the store now, if not yet (its opening starts the backfill of
+    a newly declared property, see WriteScheduler)."""
+    resources.store  # noqa: B018  the property opens it

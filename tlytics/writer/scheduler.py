@@ -7,6 +7,11 @@ shutdown; a failing batch stays in the spool and is retried with capped exponent
 never dropped. Once a small batch has caught up with the spool, what arrived meanwhile is
 drained a moment later (CATCH_UP_PAUSE_S), not chased batch after batch. An erasure drains the
 spool first, so nothing acknowledged before it is stored after it.
+
+The writer opens the store as it starts, not only once it has events to write: opening is
+what starts the backfill of a newly declared property (`--property`), which a server that
+receives no events must run too. An open that fails (PostgreSQL down) is tried again each
+round; the first batch with events opens it anyway.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from tlytics.store import EventFilter
 from tlytics.writer.drain import DrainResult, drain_batch
 from tlytics.writer.erasure import ErasureIncomplete, erase_stored
 from tlytics.writer.executor import WriteExecutor
+from tlytics.writer.resources import open_store
 from tlytics.writer.retention import apply_retention
 
 log = structlog.get_logger("tlytics.writer")
@@ -71,6 +77,7 @@ class WriteScheduler:
         self.consecutive_failures = 0
         self.last_error: str | None = None
         self.worker_pid = 0
+        self._store_opened = False
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="writer")
@@ -84,6 +91,7 @@ class WriteScheduler:
     async def _run(self) -> None:
         # Drain at once on start: entries left by a crash are replayed before anything else.
         while not self._stopping:
+            await self._open_store()
             outcome = await self._drain(deadline=None, until_empty=False)
             ok = outcome != _FAILED
             if ok and self._retention_s:
@@ -96,6 +104,18 @@ class WriteScheduler:
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
+
+    async def _open_store(self) -> None:
+        """Have the writer open the store, once: a failure is only logged (a batch with events
+        would meet it too, and counts it then), and the next round tries again."""
+        if self._store_opened:
+            return
+        try:
+            await self._executor.execute(open_store)
+        except Exception as exc:
+            log.warning("writer_store_not_open", error=str(exc))
+            return
+        self._store_opened = True
 
     async def drain(self, *, deadline: float | None) -> bool:
         """Drain until the spool is empty or `deadline` (monotonic) passes; False on a failure."""
