@@ -195,7 +195,11 @@ class WriteScheduler:
             self._task.cancel()
             with suppress(asyncio.CancelledError):
                 await self._task
+        deadline = time.monotonic() + drain_timeout_s
         try:
-            await self.flush(drain_timeout_s)
+            if not await self.drain(deadline=deadline) and time.monotonic() < deadline:
+                # A writer process that died while idle fails the first call (its pool was
+                # broken) and is replaced meanwhile: the new one drains what is left.
+                await self.drain(deadline=deadline)
         finally:
             await self._executor.close()
