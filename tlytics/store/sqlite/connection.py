@@ -103,8 +103,11 @@ def fold_wal_on_close(path: str) -> None:
         return
     try:
         connection.set_busy_timeout(_OPTIMIZE_BUSY_TIMEOUT_MS)
-        # Opens the WAL, so that closing this, the last connection, checkpoints and removes it.
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        # A read opens the WAL, so that closing this connection checkpoints and removes it if
+        # it is the last one. Not a checkpoint of our own: with the writer's connection still
+        # open, resetting the WAL under its read snapshot made its next write fail at once
+        # ("database is locked"), which stopped a declared property's backfill for good.
+        connection.execute("SELECT count(*) FROM sqlite_schema").fetchall()
     except apsw.Error:
         pass
     finally:
