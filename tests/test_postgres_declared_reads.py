@@ -1,6 +1,7 @@
 """Reads of a declared property that its stored values answer alone on PostgreSQL (issue 21):
-the distinct values per bucket and in all (`/stats?unique=`), and a one-condition `/stats` of a
-property declared but not counted (too many values) — each the JSON path's answer on the same
+the distinct values per bucket and in all (`/stats?unique=`), a one-condition `/stats` of a
+property declared but not counted (too many values), and `/view` pages of one condition (by
+number and by cursor, with their totals) — each the JSON path's answer on the same
 events, over buckets and windows that do not line up (a window starting inside the first
 bucket or ending after the last one), through erasure and retention."""
 
@@ -61,6 +62,25 @@ def value_answers(store: Any, conditions: list[EventFilter]) -> list[Any]:
     return found
 
 
+def pages_walked(store: Any, conditions: list[EventFilter]) -> list[Any]:
+    """For each condition alone and within a window: pages by number (the second), and every
+    page by cursor, newest and oldest first (events' ids and each page's total)."""
+    found: list[Any] = []
+    for single, (since, until) in itertools.product(conditions, WINDOWS[:3]):
+        where = EventFilter(since_us=since, until_us=until, where=single.where)
+        second = store.page(2, 3, where=where)
+        found.append((second.total, [event.id for event in second.events]))
+        for ascending in (False, True):
+            after = None
+            for _ in range(30):  # at most 90 events
+                shown = store.page(1, 4, where=where, after=after, ascending=ascending)
+                found.append((shown.total, [event.id for event in shown.events]))
+                after = shown.next_position
+                if after is None:
+                    break
+    return found
+
+
 @pytest.mark.timeout(900)
 @settings(
     max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
@@ -93,6 +113,7 @@ def test_values_alone_answer_as_the_json_path(
             assert declared.wait_backfilled(60)
             sure, other = cast(Any, declared), cast(Any, plain)
             assert value_answers(sure, conditions) == value_answers(other, conditions)
+            assert pages_walked(sure, conditions) == pages_walked(other, conditions)
             for store in (plain, declared):
                 store.delete_matching(erased, max_rows=10_000, remember_ids=True)
                 if expire_before is not None:
