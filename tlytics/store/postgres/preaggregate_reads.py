@@ -31,6 +31,14 @@ def counted_properties(connection: Connection) -> dict[str, int]:
     return {str(path): cast(int, number) for path, number in rows}
 
 
+def complete_and_counted(connection: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """The complete declared properties, and those of them whose counts answer reads (path ->
+    number each), in one read."""
+    rows = connection.execute("SELECT path, number, counted FROM declared_properties WHERE complete").fetchall()
+    complete = {str(path): cast(int, number) for path, number, _ in rows}
+    return complete, {str(path): cast(int, number) for path, number, counted in rows if counted}
+
+
 def time_range(where: EventFilter) -> tuple[int, int]:
     """The filter's times as [low, high)."""
     low = MIN_US if where.since_us is None else where.since_us

@@ -18,7 +18,7 @@ from tlytics.store.postgres.declared_reads import (
     uses_values_alone,
 )
 from tlytics.store.postgres.filters import _value_condition, property_value, sql_where
-from tlytics.store.postgres.preaggregate_reads import condition_counts, counted_properties, time_range
+from tlytics.store.postgres.preaggregate_reads import complete_and_counted, condition_counts, time_range
 from tlytics.store.postgres.reads import declared_now, scalar, transaction
 from tlytics.store.postgres.schema import BUCKET_US, Connection
 from tlytics.store.postgres.sketches import sketched_unique_counts, sketches_answer
@@ -33,12 +33,11 @@ def bucket_counts(
     if unique_path is None and len(where.where) == 1:
         path, match = where.where[0]
         # One snapshot: the property still counted (or complete), and its counts (or values).
-        with transaction(connection, "stats read", statements=3):
-            counted = counted_properties(connection)
+        with transaction(connection, "stats read", statements=2):
+            declared, counted = complete_and_counted(connection)
             if path in counted:
                 return condition_counts(connection, bounds, where, counted[path], match)
-            declared = complete_properties(connection) if not where.keys else {}
-            if path in declared:
+            if path in declared and not where.keys:
                 return declared_condition_counts(connection, bounds, where, declared[path], match)
     matching = sql_where(where, declared=declared_now(connection) if where.where else None)
     matching = matching.and_also("ts >= b.low AND ts < b.high")
