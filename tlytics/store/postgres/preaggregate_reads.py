@@ -31,6 +31,14 @@ def counted_properties(connection: Connection) -> dict[str, int]:
     return {str(path): cast(int, number) for path, number in rows}
 
 
+def complete_and_counted(connection: Connection) -> tuple[dict[str, int], dict[str, int]]:
+    """The complete declared properties, and those of them whose counts answer reads (path ->
+    number each), in one read."""
+    rows = connection.execute("SELECT path, number, counted FROM declared_properties WHERE complete").fetchall()
+    complete = {str(path): cast(int, number) for path, number, _ in rows}
+    return complete, {str(path): cast(int, number) for path, number, counted in rows if counted}
+
+
 def time_range(where: EventFilter) -> tuple[int, int]:
     """The filter's times as [low, high)."""
     low = MIN_US if where.since_us is None else where.since_us
@@ -71,24 +79,28 @@ def condition_counts(
     connection: Connection, bounds: list[tuple[int, int]], where: EventFilter, number: int, match: PropertyMatch
 ) -> list[tuple[int, int | None]]:
     """Events per bucket for keys, times and one condition on counted property `number`: the
-    counts of the whole hours of every bucket (of the values the condition selects among the
-    property's listed values, at most MAX_COUNTED_VALUES of them, so it is evaluated once per
-    value, not once per count), the edges per event (`!=`: the rollups' and the events' counts
-    less equality's). Call inside one snapshot (three statements)."""
+    values the condition selects among the property's listed values (at most
+    MAX_COUNTED_VALUES: it is evaluated once per value), then the counts of those values in the
+    whole hours of every bucket and their stored values in its edges (`!=`: the rollups' and
+    the events' counts less equality's). Call inside one snapshot (four statements)."""
     no_jit(connection)
     since, until = time_range(where)
     split = [_split(max(start, since), min(end, until)) for start, end in bounds]
-    condition: tuple[str, list[Any]] = ("", []) if match.op == "*" else _value_condition(match)
     keys_sql, key_params = _of_keys(where)
     counts = [0] * len(bounds)
     covered = [(first, last) for first, last, _, _ in split if first < last]
+    edges = [edge for _, _, before, after in split for edge in (before, after)]
+    if not covered and not any(low < high for low, high in edges):
+        return [(count, None) for count in counts]
+    # The values the condition keeps, by equality (every stored value of a counted property
+    # is listed, in the same transaction that stores it).
+    condition = ("", []) if match.op == "*" else _listed_values(connection, number, _value_condition(match))
     if covered:
         sql, params = condition
-        matching = f"SELECT kind, val FROM property_count_values WHERE property = %s{' AND ' + sql if sql else ''}"
         per_hour = connection.execute(
             "SELECT hour, sum(count)::bigint FROM property_counts WHERE property = %s AND hour >= %s AND hour < %s"
-            f"{keys_sql} AND (kind, val) IN ({matching}) GROUP BY hour",
-            [number, covered[0][0], covered[-1][1], *key_params, number, *params],
+            f"{keys_sql}{' AND ' + sql if sql else ''} GROUP BY hour",
+            [number, covered[0][0], covered[-1][1], *key_params, *params],
         ).fetchall()
         _add_hours(counts, split, [(cast(int, hour), cast(int, n)) for hour, n in per_hour])
         if match.op == "!=":
@@ -103,7 +115,6 @@ def condition_counts(
             counts = [0] * len(bounds)
             _add_hours(counts, split, [(cast(int, hour), cast(int, n)) for hour, n in every])
             counts = [total - same for total, same in zip(counts, equal, strict=True)]
-    edges = [edge for _, _, before, after in split for edge in (before, after)]
     if any(low < high for low, high in edges):
         parts = [_edge_values(number, where, condition, edge) for edge in ("before", "after")]
         total = " + ".join(part for part, _ in parts)
@@ -125,6 +136,24 @@ def condition_counts(
         ).fetchall()
         counts = [count + int(cast(Any, n)) for count, (n,) in zip(counts, rows, strict=True)]
     return [(count, None) for count in counts]
+
+
+def _listed_values(connection: Connection, number: int, condition: tuple[str, list[Any]]) -> tuple[str, list[Any]]:
+    """`condition` on (kind, val) as the listed values of property `number` (at most
+    MAX_COUNTED_VALUES) that meet it, named by equality: the counts are then read through
+    their (kind, val) index and the condition (a text search for `~`) is evaluated once per
+    value, not once per count row or stored value. A statement of its own: inside the read of
+    the counts, PostgreSQL cannot tell how few values a text search keeps, and read every count
+    of the range, searching each one's text."""
+    sql, params = condition
+    rows = connection.execute(
+        f"SELECT kind, array_agg(val) FROM property_count_values WHERE property = %s AND {sql} GROUP BY kind",
+        [number, *params],
+    ).fetchall()
+    if not rows:
+        return "false", []
+    named = " OR ".join('(kind = %s AND val = ANY(%s::text[] COLLATE "C"))' for _ in rows)
+    return f"({named})", [value for row in rows for value in row]
 
 
 def _add_hours(counts: list[int], split: list[tuple[int, int, Any, Any]], per_hour: list[tuple[int, int]]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, cast
 
@@ -21,9 +21,9 @@ import orjson
 from tlytics.store.base import EventFilter, Page, Position, StoredEvent
 from tlytics.store.postgres.connection import store_errors
 from tlytics.store.postgres.declared_reads import complete_properties
-from tlytics.store.postgres.filters import from_pg_text, sql_where
+from tlytics.store.postgres.filters import _value_condition, from_pg_text, sql_where
 from tlytics.store.postgres.schema import Connection
-from tlytics.store.sql import grouped_number
+from tlytics.store.sql import SqlWhere, grouped_number
 
 # The per-node counter rows, summed: no count(*) over the whole table.
 _COUNT = "SELECT coalesce(sum(count), 0)::bigint FROM counters"
@@ -105,7 +105,11 @@ def page(
     after: Position | None,
     ascending: bool,
 ) -> Page:
-    matching = sql_where(where, declared=declared_now(connection) if where.where else None)
+    declared = declared_now(connection) if where.where else None
+    values = _values_alone(where, declared or {})
+    if values is not None:
+        return _page_of_values(connection, page, page_size, after, ascending, values)
+    matching = sql_where(where, declared=declared)
     shown = matching
     if after is not None:
         # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
@@ -136,6 +140,11 @@ def page(
     )
     with transaction(connection, "page read"):
         answer = connection.execute(query, (*total_params, *shown.params, page_size + 1, offset)).fetchall()
+    return _page(answer, page_size)
+
+
+def _page(answer: list[tuple[Any, ...]], page_size: int) -> Page:
+    """The page of the rows (total, then the event's columns or NULLs) a page read answered."""
     total = cast(int, answer[0][0])
     rows = [row[1:] for row in answer if row[1] is not None]
     next_position = None
@@ -144,6 +153,49 @@ def page(
         last = rows[-1]
         next_position = Position(timestamp_us=cast(int, last[2]), id=cast(uuid.UUID, last[0]).bytes)
     return Page(total=total, events=[_stored_event(row) for row in rows], next_position=next_position)
+
+
+def _values_alone(where: EventFilter, declared: Mapping[str, int]) -> SqlWhere | None:
+    """For a filter of one condition on a declared property and times (no keys; not `!=`,
+    which selects the events without a value too): the condition on its stored values, which
+    select the very events the filter does (one value per event at most); else None."""
+    if where.keys or len(where.where) != 1 or where.where[0][0] not in declared or where.where[0][1].op == "!=":
+        return None
+    path, match = where.where[0]
+    values = SqlWhere(("property = %s",), (declared[path],))
+    if where.since_us is not None:
+        values = values.and_also("ts >= %s", where.since_us)
+    if where.until_us is not None:
+        values = values.and_also("ts < %s", where.until_us)
+    if match.op != "*":
+        condition, params = _value_condition(match)
+        values = values.and_also(condition, *params)
+    return values
+
+
+def _page_of_values(
+    connection: Connection, page: int, page_size: int, after: Position | None, ascending: bool, values: SqlWhere
+) -> Page:
+    """A page whose events and total are those of the stored values `values` selects: the
+    total counted from the values alone, the page's positions found among them and only its
+    own events read (not every matching event joined, then sorted)."""
+    shown = values
+    if after is not None:
+        shown = values.and_also(
+            f"(ts, id) {'>' if ascending else '<'} (%s, %s)", after.timestamp_us, uuid.UUID(bytes=after.id)
+        )
+    direction = "ASC" if ascending else "DESC"
+    order = f"ORDER BY ts {direction}, id {direction}"
+    offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
+    query = (
+        f"WITH total AS (SELECT count(*) AS n FROM property_values{values.sql}),"
+        " shown AS (SELECT id, key, ts, received_at, data FROM events WHERE (ts, id) IN"
+        f" (SELECT ts, id FROM property_values{shown.sql} {order} LIMIT %s OFFSET %s))"
+        f" SELECT total.n, shown.* FROM total LEFT JOIN shown ON true {order}"
+    )
+    with transaction(connection, "page read"):
+        answer = connection.execute(query, (*values.params, *shown.params, page_size + 1, offset)).fetchall()
+    return _page(answer, page_size)
 
 
 def keys_summary(connection: Connection) -> list[tuple[str, int, int, int]]:

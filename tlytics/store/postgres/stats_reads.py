@@ -7,12 +7,18 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, cast
 
-from tlytics.store.base import EventFilter, UniqueCounts
-from tlytics.store.postgres.declared_reads import unique_values, uses_values_alone
-from tlytics.store.postgres.filters import property_value, sql_where
-from tlytics.store.postgres.preaggregate_reads import condition_counts, counted_properties
+from tlytics.store.base import EventFilter, PropertyMatch, UniqueCounts
+from tlytics.store.postgres.declared_reads import (
+    complete_properties,
+    declared_unique_counts,
+    unique_values,
+    uses_values_alone,
+)
+from tlytics.store.postgres.filters import _value_condition, property_value, sql_where
+from tlytics.store.postgres.preaggregate_reads import complete_and_counted, condition_counts, time_range
 from tlytics.store.postgres.reads import declared_now, scalar, transaction
 from tlytics.store.postgres.schema import BUCKET_US, Connection
 from tlytics.store.postgres.sketches import sketched_unique_counts, sketches_answer
@@ -26,11 +32,13 @@ def bucket_counts(
         return rollup_counts(connection, bounds, where)
     if unique_path is None and len(where.where) == 1:
         path, match = where.where[0]
-        # One snapshot: the property still counted, and its counts.
+        # One snapshot: the property still counted (or complete), and its counts (or values).
         with transaction(connection, "stats read", statements=2):
-            counted = counted_properties(connection)
+            declared, counted = complete_and_counted(connection)
             if path in counted:
                 return condition_counts(connection, bounds, where, counted[path], match)
+            if path in declared and not where.keys:
+                return declared_condition_counts(connection, bounds, where, declared[path], match)
     matching = sql_where(where, declared=declared_now(connection) if where.where else None)
     matching = matching.and_also("ts >= b.low AND ts < b.high")
     unique_sql, head = ", NULL::bigint", list[Any]()
@@ -46,6 +54,33 @@ def bucket_counts(
     with transaction(connection, "stats read"):
         rows = connection.execute(query, params).fetchall()
     return [(cast(int, n), None if unique is None else cast(int, unique)) for n, unique in rows]
+
+
+def declared_condition_counts(
+    connection: Connection, bounds: list[tuple[int, int]], where: EventFilter, number: int, match: PropertyMatch
+) -> list[tuple[int, int | None]]:
+    """Events per bucket for times and one condition on declared property `number` (no keys):
+    its matching values over the whole range counted per bucket in one read of the values
+    alone (every event has one value at most, stored beside it), not a join with the events per
+    bucket (`!=`: the rollups' counts less equality's). Call inside one snapshot."""
+    since, until = time_range(where)
+    low, high = max(bounds[0][0], since), min(bounds[-1][1], until)
+    counts = [0] * len(bounds)
+    if low < high:
+        selected, params = "property = %s AND ts >= %s AND ts < %s", [number, low, high]
+        if match.op != "*":
+            condition, condition_params = _value_condition(match)
+            selected, params = f"{selected} AND {condition}", [*params, *condition_params]
+        rows = connection.execute(
+            f"SELECT width_bucket(ts, %s::bigint[]), count(*) FROM property_values WHERE {selected} GROUP BY 1",
+            [[start for start, _ in bounds], *params],
+        ).fetchall()
+        for index, n in rows:
+            counts[cast(int, index) - 1] += cast(int, n)  # from 1: ts >= the first start
+    if match.op == "!=":
+        every = rollup_counts(connection, bounds, replace(where, where=()))
+        counts = [total - equal for (total, _), equal in zip(every, counts, strict=True)]
+    return [(count, None) for count in counts]
 
 
 def rollup_counts(
@@ -87,7 +122,7 @@ def rollup_counts(
 def unique_count(connection: Connection, where: EventFilter, path: str) -> int:
     declared = declared_now(connection)
     if uses_values_alone(where, path, declared):
-        with transaction(connection, "unique count read"):
+        with transaction(connection, "unique count read", statements=2):
             return unique_values(connection, declared[path], where)
     matching = sql_where(where, declared=declared)
     value, head = property_value(path)
@@ -103,10 +138,14 @@ def unique_counts(
     connection: Connection, starts_us: Sequence[int], end_us: int, where: EventFilter, path: str
 ) -> UniqueCounts:
     if not where.where:
-        # One snapshot: the sketches and the ragged edges agree.
-        with transaction(connection, "unique counts read", statements=2):
+        # One snapshot: the sketches and the ragged edges agree (or the property is complete
+        # and its values answer).
+        with transaction(connection, "unique counts read", statements=4):
             if sketches_answer(connection, path, where):
                 return sketched_unique_counts(connection, starts_us, end_us, where, path)
+            declared = complete_properties(connection) if not where.keys else {}
+            if path in declared:
+                return declared_unique_counts(connection, starts_us, end_us, where, declared[path])
     # Exactly, from the events (`exact_unique_counts` asks a reader the same two questions).
     per_bucket = [unique or 0 for _, unique in bucket_counts(connection, starts_us, end_us, where, path)]
     return UniqueCounts(per_bucket=per_bucket, total=unique_count(connection, where, path))
