@@ -113,6 +113,7 @@ LONGEST_FIRST = (
     "tests/test_client_process_models.py",
     "tests/test_preaggregates.py",
     "tests/test_postgres_preaggregates.py",
+    "tests/test_postgres_declared_reads.py",
     "timing",
     "tests/test_faults.py::test_ten_random_sigkills",
     "tests/test_client_multiprocessing.py",
