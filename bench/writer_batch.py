@@ -42,7 +42,12 @@ def instructions(code_root: Path, spool_master: Path, work: Path) -> subprocess.
     env = {**os.environ, "PYTHONPATH": str(code_root), "PYTHONHASHSEED": "0"}
     command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work / 'callgrind.out'}"]
     return subprocess.Popen(
-        [*command, sys.executable, "-c", script], env=env, cwd=code_root, stdout=subprocess.PIPE, text=True
+        [*command, sys.executable, "-c", script],
+        env=env,
+        cwd=code_root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -72,9 +77,10 @@ def main() -> None:
             for name, root in sides.items()
             for requests, master in masters.items()
         }
-        for process in running.values():
-            if process.wait(timeout=3600) != 0:
-                raise SystemExit("a drain failed")
+        for (name, requests), process in running.items():
+            _out, errors = process.communicate(timeout=3600)
+            if process.returncode != 0:
+                raise SystemExit(f"the drain of {name}, {requests} requests, failed:\n{errors}")
         events = (args.large - args.small) * args.events_per_request
         per_event = {
             name: (
