@@ -26,10 +26,10 @@ from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US, open_migrated, sc
 from tlytics.store.sqlite.sketches import SketchKeeper
 
 # The staged insert (when the direct one, SQLiteWriter._insert_direct, cannot be exact) first
-# appends its rows to a temporary table, then moves them into the events in (ts, id) order; the staged rows, once those already stored, erased or repeated in the
-# batch are dropped, are exactly the transaction's new events, from which the rollups, the
-# sketches and the declared properties are kept (the events have no insertion order to find
-# them by).
+# appends its rows to a temporary table, then moves them into the events in (ts, id) order;
+# the staged rows, once those already stored, erased or repeated in the batch are dropped, are
+# exactly the transaction's new events, from which the rollups, the sketches and the declared
+# properties are kept (the events have no insertion order to find them by).
 STAGING_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS new_events (id BLOB NOT NULL, key TEXT NOT NULL,"
     " ts INTEGER NOT NULL, received_at INTEGER NOT NULL, data TEXT NOT NULL)"
