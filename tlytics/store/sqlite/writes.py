@@ -18,17 +18,18 @@ from tlytics.chunks import chunks
 from tlytics.errors import StoreError
 from tlytics.store.base import EventFilter, StoreRow
 from tlytics.store.spooled_rows import SpooledRows
+from tlytics.store.sqlite.batch_rollups import KEY_STATS_COUNTED, ROLL_UP_COUNTED, counted_rollups, sort_by_time
 from tlytics.store.sqlite.connection import Synchronous, store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.properties import PropertyKeeper
 from tlytics.store.sqlite.schema import BUCKET_SQL, BUCKET_US, open_migrated, schema_version
 from tlytics.store.sqlite.sketches import SketchKeeper
 
-# Each insert first appends its rows to a temporary table, then moves them into the events
-# in (ts, id) order; the staged rows, once those already stored, erased or repeated in the
-# batch are dropped, are exactly the transaction's new events, from which the rollups, the
-# sketches and the declared properties are kept (the events have no insertion order to find
-# them by).
+# The staged insert (when the direct one, SQLiteWriter._insert_direct, cannot be exact) first
+# appends its rows to a temporary table, then moves them into the events in (ts, id) order;
+# the staged rows, once those already stored, erased or repeated in the batch are dropped, are
+# exactly the transaction's new events, from which the rollups, the sketches and the declared
+# properties are kept (the events have no insertion order to find them by).
 STAGING_TABLE = (
     "CREATE TEMP TABLE IF NOT EXISTS new_events (id BLOB NOT NULL, key TEXT NOT NULL,"
     " ts INTEGER NOT NULL, received_at INTEGER NOT NULL, data TEXT NOT NULL)"
@@ -42,6 +43,12 @@ STAGE = "INSERT INTO temp.new_events (id, key, ts, received_at, data) VALUES (?,
 STAGE_SPOOLED = (
     "INSERT INTO temp.new_events (id, key, ts, received_at, data) VALUES (unhex(?1), ?2, ?3, ?5, CAST(?4 AS TEXT))"
 )
+# The direct insert (the usual one: see SQLiteWriter._insert_direct), rows straight into the
+# events, as SpooledRows bound and as StoreRows.
+INSERT_SPOOLED = (
+    "INSERT INTO main.events (id, key, ts, received_at, data) VALUES (unhex(?1), ?2, ?3, ?5, CAST(?4 AS TEXT))"
+)
+INSERT_ROWS = "INSERT INTO main.events (id, key, ts, received_at, data) VALUES (?, ?, ?, ?, ?)"
 DROP_STAGED_ERASED = (
     "DELETE FROM temp.new_events WHERE EXISTS (SELECT 1 FROM main.erased_ids e WHERE e.id = new_events.id)"
 )
@@ -134,12 +141,46 @@ class SQLiteWriter:
 
     def insert(self, rows: Sequence[StoreRow]) -> int:
         with store_errors(f"insert of {len(rows)} events"):
-            if isinstance(rows, SpooledRows) and self._utf8:
+            spooled = isinstance(rows, SpooledRows) and self._utf8
+            if spooled:
+                inserted = self._insert_direct(INSERT_SPOOLED, cast(SpooledRows, rows).bound())
+            else:
+                inserted = self._insert_direct(INSERT_ROWS, list(rows))
+            if inserted is not None:
+                return inserted
+            if spooled:
                 try:
-                    return self._insert(STAGE_SPOOLED, rows.bound())
+                    return self._insert(STAGE_SPOOLED, cast(SpooledRows, rows).bound())
                 except apsw.ConstraintError:
                     pass  # an id SQLite does not read as hex (rolled back): converted in Python below
             return self._insert(STAGE, rows)
+
+    def _insert_direct(self, insert: str, rows: list[Any]) -> int | None:
+        """Insert every row straight into the events, in one transaction, with the counter and
+        the rollups counted in Python; None (nothing written) when this cannot be: a row that is
+        stored already, repeated in the batch, erased, or that SQLite refuses (an id that is not
+        hex digits), or sketches or declared properties to keep — the staged insert
+        (`_insert`) then sorts them out.
+
+        The usual batch holds only new events: this path skips the staged insert's temporary
+        table, its sort by (ts, id) and its grouping sort for the rollups (0.89x the writer's
+        instructions per stored event at 100 events per request, bench/README.md).
+        """
+        connection = self._write_connection
+        with self._properties.lock:
+            if self._any_erased or self._sketches.paths or self._properties.numbers:
+                return None
+            sort_by_time(rows)
+            buckets, key_stats = counted_rollups(rows)
+            try:
+                with connection:
+                    connection.executemany(insert, rows)
+                    connection.execute(BUMP_COUNT, (len(rows),))
+                    connection.executemany(ROLL_UP_COUNTED, buckets)
+                    connection.executemany(KEY_STATS_COUNTED, key_stats)
+            except apsw.ConstraintError:  # rolled back, all of it
+                return None
+        return len(rows)
 
     def _insert(self, stage: str, rows: Sequence[Sequence[Any]]) -> int:
         """Insert in one transaction: stage the rows, keep the new ones (neither stored nor
