@@ -163,6 +163,7 @@ def assert_declared(store: SQLiteStore) -> None:
     assert "p" in complete_properties(store._read_connection())  # else the test proves nothing
 
 
+@pytest.mark.timeout(600)  # 40 examples of two stores each: over the default 120 s at load 12
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     before=st.lists(st.one_of(VALUES, st.just(MISSING)), max_size=25),

@@ -3,7 +3,7 @@ same text formatting each integer gives (the prefix-and-table shortcut must not 
 
 from __future__ import annotations
 
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tlytics.ids import BLOCK_MAX, uuid7_block
@@ -11,6 +11,8 @@ from tlytics.ingest.fastpath import _block_ids, fast_spool_entry
 from tlytics.spool.entry import decode_spool_entry
 
 
+# No deadline: the first call builds a 65,536-entry table, over hypothesis's 200 ms on a busy machine.
+@settings(deadline=None)
 @given(st.integers(min_value=0, max_value=(1 << 128) - 1), st.integers(min_value=1, max_value=BLOCK_MAX))
 def test_block_ids_are_the_integers_in_hex(any_id: int, count: int) -> None:
     first = any_id & ~(BLOCK_MAX - 1)  # where uuid7_block starts a block
