@@ -5,12 +5,14 @@ run, so the ingest rate with properties reads as a ratio to the rate without.
     python -m bench.declared_ingest                           # this checkout, 200,000 events
     python -m bench.declared_ingest --old /tmp/old-checkout   # A/B against another checkout, same run
     python -m bench.declared_ingest --events 400000 --batch 50000 --rounds 3
+    python -m bench.declared_ingest --prefill 1000000 --cases plain,3   # into a store of 1M events
 
 The events are `bench.view`'s (100,000 users, 1,000 amounts, 50 paths, spread 1 ms apart), the
 declared properties those of `bench.view`: `data.amount` (1,000 values: not counted),
 `data.path` (50 values: counted, tlytics.store.sqlite.preaggregates) and `data.user_id`
 (100,000 values). Each fill runs in its own process (PYTHONPATH = the checkout under test); its
-rows are built before the clock starts, and the figures are the insert calls' wall time and
+rows are built before the clock starts (`--prefill` events are inserted first, untimed: the
+cost of a value index grows with its size), and the figures are the insert calls' wall time and
 CPU time (`time.process_time()`: user + system) alone. On a shared machine the CPU time is the
 steadier figure (other processes only add wall time); the rate is events per second of either.
 Rounds alternate sides and cases, so a busy machine slows each alike; each ratio is taken within
@@ -48,19 +50,18 @@ def event_data(n: int) -> str:
     )
 
 
-def fill(store_path: Path, events: int, batch: int, properties: list[str]) -> dict[str, float]:
-    """Child: insert `events` events, `batch` a transaction, into a fresh store at `store_path`
-    with `properties` declared, by the code on PYTHONPATH; the inserts' wall and CPU seconds."""
+def fill(store_path: Path, events: int, batch: int, properties: list[str], prefill: int) -> dict[str, float]:
+    """Child: insert `prefill` then `events` events, `batch` a transaction, into a fresh store at
+    `store_path` with `properties` declared, by the code on PYTHONPATH; the wall and CPU seconds
+    of the inserts after the prefill."""
     from tlytics.store.sqlite import SQLiteStore
 
-    batches = [
-        [
-            ((1 << 120 | n).to_bytes(16, "big"), f"key_{n % 20}", BASE_US + n * 1000, BASE_US + n * 1000, event_data(n))
-            for n in range(start, min(start + batch, events))
-        ]
-        for start in range(0, events, batch)
-    ]
     store = SQLiteStore(store_path, declared_properties=properties)
+    for start in range(0, prefill, batch):
+        store.insert(batch_rows(start, min(start + batch, prefill)))
+    batches = [
+        batch_rows(start, min(start + batch, prefill + events)) for start in range(prefill, prefill + events, batch)
+    ]
     wall_s = cpu_s = 0.0
     inserted = 0
     for rows in batches:
@@ -74,10 +75,20 @@ def fill(store_path: Path, events: int, batch: int, properties: list[str]) -> di
     return {"wall_s": wall_s, "cpu_s": cpu_s}
 
 
-def run_fill(code_root: Path, scratch: Path, events: int, batch: int, properties: list[str]) -> dict[str, float]:
+def batch_rows(first: int, end: int) -> list[tuple[bytes, str, int, int, str]]:
+    """Events first..end-1 as store rows."""
+    return [
+        ((1 << 120 | n).to_bytes(16, "big"), f"key_{n % 20}", BASE_US + n * 1000, BASE_US + n * 1000, event_data(n))
+        for n in range(first, end)
+    ]
+
+
+def run_fill(
+    code_root: Path, scratch: Path, events: int, batch: int, properties: list[str], prefill: int
+) -> dict[str, float]:
     with tempfile.TemporaryDirectory(dir=scratch) as directory:
         command = [sys.executable, str(Path(__file__).resolve()), "--child", str(Path(directory) / "store.db")]
-        command += ["--events", str(events), "--batch", str(batch)]
+        command += ["--events", str(events), "--batch", str(batch), "--prefill", str(prefill)]
         command += [flag for path in properties for flag in ("--property", path)]
         env = {**os.environ, "PYTHONPATH": str(code_root)}
         done = subprocess.run(command, env=env, check=True, capture_output=True, text=True, timeout=3600)
@@ -91,22 +102,32 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=20_000, help="events per insert (the writer's most: 20,000)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--old", type=Path, help="another checkout to compare with, in the same run")
+    parser.add_argument("--prefill", type=int, default=0, help="events inserted first, untimed")
     parser.add_argument("--each", action="store_true", help="also each property alone")
+    parser.add_argument("--cases", help="comma-separated: plain,1,3 (default all)")
     parser.add_argument("--property", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        print(json.dumps(fill(args.child, args.events, args.batch, args.property)))
+        print(json.dumps(fill(args.child, args.events, args.batch, args.property, args.prefill)))
         return
     sides = {"new": ROOT} | ({"old": args.old.resolve()} if args.old else {})
     cases = CASES | (EXTRA_CASES if args.each else {})
+    if args.cases:
+        wanted = args.cases.split(",")
+        cases = {name: paths for name, paths in cases.items() if name.split(" ")[0] in wanted}
     figures: dict[tuple[str, str], list[dict[str, float]]] = {(s, c): [] for s in sides for c in cases}
     with tempfile.TemporaryDirectory(prefix="tlytics-declared-ingest-") as scratch:
         for _round in range(args.rounds):
             for case, properties in cases.items():
                 for side, root in sorted(sides.items()):
-                    figures[side, case].append(run_fill(root, Path(scratch), args.events, args.batch, properties))
-    print(f"{args.events} events, {args.batch} per insert, {args.rounds} rounds (ratios within each round)")
+                    figures[side, case].append(
+                        run_fill(root, Path(scratch), args.events, args.batch, properties, args.prefill)
+                    )
+    print(
+        f"{args.events} events after {args.prefill}, {args.batch} per insert, {args.rounds} rounds"
+        " (ratios within each round)"
+    )
     for side in sides:
         plain = figures[side, "plain"]
         for case in cases:
