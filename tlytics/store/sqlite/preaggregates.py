@@ -40,11 +40,6 @@ def hour_sql(column: str) -> str:
 # Past this many distinct values a property is no longer counted (read per event instead).
 MAX_COUNTED_VALUES = 200
 NULL_KIND = 5  # tlytics.store.sqlite.properties.NULL: json_extract gives NULL, counted as ''
-# ?1 is the property's JSON path (a kind as properties.KIND_SQL gives it).
-_KIND_SQL = (
-    "CASE json_type(data, ?1) WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 WHEN 'true' THEN 3"
-    " WHEN 'false' THEN 4 WHEN 'null' THEN 5 WHEN 'object' THEN 6 WHEN 'array' THEN 7 END"
-)
 # A batch's counts, before they are added to (or taken from) property_counts. A primary key
 # column cannot be NULL in a WITHOUT ROWID table: a JSON null is counted with the value ''.
 _BATCH_TABLE = (
@@ -59,23 +54,13 @@ _COUNT_BACKFILL = (
     " (SELECT 1 FROM property_values pv WHERE pv.property = ?1 AND pv.ts = b.ts AND pv.id = b.id)"
     " GROUP BY 1, 2, 3, 4"
 )
-# The insert's side: the values of a batch's new events extracted once into temp.new_values,
-# from which both the values and their counts are stored (a second JSON pass over the batch
-# cost about 5 µs per event, twice what the temporary table costs).
-_VALUES_TABLE = (
-    "CREATE TEMP TABLE IF NOT EXISTS new_values (ts INTEGER NOT NULL, id BLOB NOT NULL, key TEXT NOT NULL,"
-    " kind INTEGER, value)"
-)
-_EXTRACT_NEW = (
-    f"INSERT INTO temp.new_values SELECT ts, id, key, {_KIND_SQL}, json_extract(data, ?1) FROM temp.new_events"
-)
-_STORE_NEW = (
-    "INSERT INTO property_values (property, ts, id, kind, value) SELECT ?, ts, id, kind, value FROM temp.new_values"
-    " WHERE kind IS NOT NULL ON CONFLICT DO NOTHING"
-)
+# The insert's side: the counts of property ?1 among a batch's new values, extracted once for
+# every declared property into temp.new_values (tlytics.store.sqlite.properties), from which
+# the values are stored too (a second JSON pass over the batch cost about 5 µs per event,
+# twice what the temporary table costs).
 _COUNT_NEW = (
     f"INSERT INTO temp.batch_counts SELECT {hour_sql('ts')}, key, kind, coalesce(value, ''), count(*)"
-    " FROM temp.new_values WHERE kind IS NOT NULL GROUP BY 1, 2, 3, 4"
+    " FROM temp.new_values WHERE property = ?1 GROUP BY 1, 2, 3, 4"
 )
 _ADD_BATCH = (
     "INSERT INTO property_counts (property, hour, key, kind, value, count)"
@@ -100,7 +85,6 @@ _DROP_EMPTY = (
 def prepare(connection: apsw.Connection) -> None:
     """The temporary table the counting uses, on the write connection."""
     connection.execute(_BATCH_TABLE)
-    connection.execute(_VALUES_TABLE)
 
 
 def counted_numbers(connection: apsw.Connection) -> list[int]:
@@ -108,14 +92,11 @@ def counted_numbers(connection: apsw.Connection) -> list[int]:
     return [cast(int, n) for (n,) in connection.execute("SELECT number FROM declared_properties WHERE counted")]
 
 
-def add_new_values(connection: apsw.Connection, number: int, path: str) -> bool:
-    """Store the values of counted property `number` (at `path`) of the insert's new events
-    (temp.new_events) and count them; False once the property has too many values to be counted."""
-    connection.execute("DELETE FROM temp.new_values")
-    connection.execute(_EXTRACT_NEW, ("$." + path,))
-    connection.execute(_STORE_NEW, (number,))
+def add_new_counts(connection: apsw.Connection, number: int) -> bool:
+    """Count the values of counted property `number` of the insert's new events (in
+    temp.new_values); False once the property has too many values to be counted."""
     connection.execute("DELETE FROM temp.batch_counts")
-    connection.execute(_COUNT_NEW)
+    connection.execute(_COUNT_NEW, (number,))
     return _add_batch(connection, number)
 
 

@@ -26,13 +26,13 @@ import structlog
 from tlytics.chunks import chunks
 from tlytics.store.sqlite.connection import store_errors
 from tlytics.store.sqlite.preaggregates import (
-    add_new_values,
+    add_new_counts,
     counted_numbers,
     forget_counts,
     prepare,
     subtract_counts,
 )
-from tlytics.store.sqlite.property_backfill import PropertyBackfill
+from tlytics.store.sqlite.property_backfill import KIND_AT_PATH, PropertyBackfill
 from tlytics.store.sqlite.schema import BEFORE_EVERY_POSITION
 
 log = structlog.get_logger("tlytics.store")
@@ -40,18 +40,27 @@ log = structlog.get_logger("tlytics.store")
 # JSON types as stored in property_values.kind.
 NUMBER, TEXT, TRUE, FALSE, NULL, OBJECT, ARRAY = range(1, 8)
 KIND_CODES = {"true": TRUE, "false": FALSE, "null": NULL}
-# ?1 is the property's JSON path; NULL when the property is missing.
-KIND_SQL = (
-    "CASE json_type(data, ?1) WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2 WHEN 'true' THEN 3"
-    " WHEN 'false' THEN 4 WHEN 'null' THEN 5 WHEN 'object' THEN 6 WHEN 'array' THEN 7 END"
+# The values of every declared property (temp.declared_paths) of an insert's new events, in
+# one statement: each event's JSON is parsed once and reused from SQLite's JSON cache for every
+# property (one statement per property parsed it once per property, three times per value).
+# The counts of the counted ones are made from them (tlytics.store.sqlite.preaggregates).
+_PATHS_TABLE = "CREATE TEMP TABLE IF NOT EXISTS declared_paths (number INTEGER PRIMARY KEY, json_path TEXT NOT NULL)"
+_VALUES_TABLE = (
+    "CREATE TEMP TABLE IF NOT EXISTS new_values (property INTEGER NOT NULL, ts INTEGER NOT NULL, id BLOB NOT NULL,"
+    " key TEXT NOT NULL, kind INTEGER NOT NULL, value)"
 )
-# The values for property ?2 of the events `condition` selects in `source` (its parameters
-# from ?3). A backfill meets events the inserts already gave values to (those added since the
-# property was declared): kept once.
-_ADD_VALUES = (
-    f"INSERT INTO property_values (property, ts, id, kind, value) SELECT ?2, ts, id, {KIND_SQL},"
-    " json_extract(data, ?1) FROM {source} WHERE {condition} AND json_type(data, ?1) IS NOT NULL"
-    " ON CONFLICT DO NOTHING"
+_EXTRACT_NEW = (
+    f"INSERT INTO temp.new_values SELECT p.number, e.ts, e.id, e.key, {KIND_AT_PATH}, json_extract(e.data, p.json_path)"
+    " FROM temp.new_events e CROSS JOIN temp.declared_paths p WHERE json_type(e.data, p.json_path) IS NOT NULL"
+)
+# Stored sorted the way the value index (property, kind, value, ts) is, so that each of its
+# pages is visited once per insert, in order, instead of once per value in event order: the
+# index is the costly part of a declared property (random writes that spilled SQLite's page
+# cache at a few hundred thousand events; bench/declared_ingest.py). The primary key's rows
+# are appended at a few points (one per property) either way.
+_STORE_NEW = (
+    "INSERT INTO property_values (property, ts, id, kind, value) SELECT property, ts, id, kind, value"
+    " FROM temp.new_values WHERE true ORDER BY property, kind, value, ts, id ON CONFLICT DO NOTHING"
 )
 # A breakdown of declared property ?1 over [?2, ?3), grouped and ordered as the JSON path groups
 # and orders it (by the kind's name, numbers as one kind).
@@ -88,6 +97,8 @@ class PropertyKeeper:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         prepare(connection)
+        connection.execute(_PATHS_TABLE)
+        connection.execute(_VALUES_TABLE)
         with connection:
             known = {
                 cast(str, row[0]): (cast(int, row[1]), bool(row[2]))
@@ -110,6 +121,11 @@ class PropertyKeeper:
                 cast(str, p): cast(int, n)
                 for p, n in connection.execute("SELECT path, number FROM declared_properties")
             }
+            connection.execute("DELETE FROM temp.declared_paths")
+            connection.executemany(
+                "INSERT INTO temp.declared_paths (number, json_path) VALUES (?, ?)",
+                [(number, "$." + path) for path, number in self.numbers.items()],
+            )
             # Those whose hourly counts are kept (tlytics.store.sqlite.preaggregates).
             self.counted = set(counted_numbers(connection))
             pending = connection.execute("SELECT EXISTS (SELECT 1 FROM declared_properties WHERE NOT complete)").get
@@ -123,15 +139,17 @@ class PropertyKeeper:
         self._connection.execute("DELETE FROM declared_properties WHERE number = ?", (number,))
 
     def add_new_rows(self) -> None:
-        """Store the values of this transaction's new events (the writer's staged rows)."""
-        for path, number in self.numbers.items():
-            if number in self.counted:
-                if not add_new_values(self._connection, number, path):
-                    self.counted.discard(number)
-                continue
-            self._connection.execute(
-                _ADD_VALUES.format(source="temp.new_events", condition="true"), ("$." + path, number)
-            )
+        """Store the values of this transaction's new events (the writer's staged rows), and
+        count those of the counted properties."""
+        if not self.numbers:
+            return
+        connection = self._connection
+        connection.execute("DELETE FROM temp.new_values")
+        connection.execute(_EXTRACT_NEW)
+        for number in sorted(self.counted):
+            if not add_new_counts(connection, number):
+                self.counted.discard(number)
+        connection.execute(_STORE_NEW)
 
     def forget_events(self, ids: Sequence[bytes]) -> None:
         """Take the values of the events `ids`, about to be deleted, away (inside the deletion's

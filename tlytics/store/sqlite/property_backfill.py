@@ -50,7 +50,8 @@ _VALUES_TABLE = (
 )
 # The (ts, id) position of the last event of a chunk of ?3 + 1 events after position (?1, ?2).
 _CHUNK_END = "SELECT ts, id FROM events WHERE (ts, id) > (?1, ?2) ORDER BY ts, id LIMIT 1 OFFSET ?3"
-_KIND = (
+# The kind of event e's value at path p.json_path (tlytics.store.sqlite.properties' kinds).
+KIND_AT_PATH = (
     "CASE json_type(e.data, p.json_path) WHEN 'integer' THEN 1 WHEN 'real' THEN 1 WHEN 'text' THEN 2"
     " WHEN 'true' THEN 3 WHEN 'false' THEN 4 WHEN 'null' THEN 5 WHEN 'object' THEN 6 WHEN 'array' THEN 7 END"
 )
@@ -60,7 +61,7 @@ _KIND = (
 # met again: storing keeps them once (ON CONFLICT, the primary key's own probe), and a counted
 # property's counts leave them out (tlytics.store.sqlite.preaggregates.add_backfill_counts).
 _EXTRACT = (
-    f"INSERT INTO temp.backfill_values SELECT p.number, e.ts, e.id, e.key, {_KIND}, json_extract(e.data, p.json_path)"
+    f"INSERT INTO temp.backfill_values SELECT p.number, e.ts, e.id, e.key, {KIND_AT_PATH}, json_extract(e.data, p.json_path)"
     " FROM events e CROSS JOIN temp.backfill_paths p WHERE {condition} AND json_type(e.data, p.json_path) IS NOT NULL"
 )
 _STORE = (
