@@ -29,6 +29,7 @@ from typing import Any, cast
 
 import structlog
 
+from tlytics.store.backfill_retry import run_until_done
 from tlytics.store.postgres.connection import connect, store_errors
 from tlytics.store.postgres.filters import (
     ARRAY,
@@ -166,18 +167,18 @@ class Backfill:
         self._thread.join(_STOP_WAIT_S)
 
     def _run(self) -> None:
-        try:
-            with (
-                store_errors("backfilling declared properties"),
-                connect(self._url, application="tlytics-property-backfill") as connection,
-            ):
-                pending = connection.execute(
-                    "SELECT number, path FROM declared_properties WHERE NOT complete ORDER BY number"
-                ).fetchall()
-                for number, path in pending:
-                    self._backfill(connection, cast(int, number), str(path))
-        except Exception as exc:  # a thread's error would vanish: logged, retried at the next start
-            log.error("property_backfill_failed", error=str(exc))
+        run_until_done(self._backfill_pending, self._stop)  # a failure (PostgreSQL restarted) is tried again
+
+    def _backfill_pending(self) -> None:
+        with (
+            store_errors("backfilling declared properties"),
+            connect(self._url, application="tlytics-property-backfill") as connection,
+        ):
+            pending = connection.execute(
+                "SELECT number, path FROM declared_properties WHERE NOT complete ORDER BY number"
+            ).fetchall()
+            for number, path in pending:
+                self._backfill(connection, cast(int, number), str(path))
 
     def _backfill(self, connection: Connection, number: int, path: str) -> None:
         log.info("property_backfill_started", property=f"data.{path}")

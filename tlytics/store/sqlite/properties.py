@@ -24,6 +24,7 @@ import apsw
 import structlog
 
 from tlytics.chunks import chunks
+from tlytics.store.backfill_retry import run_until_done
 from tlytics.store.sqlite.connection import store_errors
 from tlytics.store.sqlite.preaggregates import (
     add_new_counts,
@@ -177,8 +178,11 @@ class PropertyKeeper:
         connection, taken between the writer's own (`lock`: a second connection's commit would
         make the writer's next transaction fail at once, its snapshot stale); the progress is
         kept in the store (the (ts, id) position of the last event done), so a stopped backfill
-        resumes at the next start."""
-        try:
+        resumes at the next start, and a failed attempt is tried again (run_until_done)."""
+        announced = False
+
+        def attempt() -> None:
+            nonlocal announced
             with store_errors(f"backfilling declared properties of {self._store_path}"):
                 with self.lock:
                     backfill = PropertyBackfill(self._connection, self.lock, self.counted)
@@ -186,11 +190,13 @@ class PropertyKeeper:
                         pending = self._connection.execute(
                             "SELECT path FROM declared_properties WHERE NOT complete"
                         ).fetchall()
-                for (path,) in pending:
-                    log.info("property_backfill_started", property=f"data.{path}")
+                if not announced:
+                    for (path,) in pending:
+                        log.info("property_backfill_started", property=f"data.{path}")
+                    announced = True
                 backfill.run(self._stop.is_set)
-        except Exception as exc:  # a thread's error would vanish: logged, retried at the next start
-            log.error("property_backfill_failed", error=str(exc))
+
+        run_until_done(attempt, self._stop)
 
     def close(self) -> None:
         """Stop the backfill after its current chunk (it resumes at the next start)."""
