@@ -79,7 +79,7 @@ def declared_condition(
         inner.append("ts < ?")
         params.append(until_us)
     if match.op != "*":
-        condition, values = _value_condition(match)
+        condition, values = value_condition(match)
         inner.append(condition)
         params += values
     selected = f"SELECT ts, id FROM property_values WHERE {' AND '.join(inner)}"
@@ -95,11 +95,11 @@ def declared_timestamps(number: int, match: PropertyMatch, since_us: int, until_
     sql = "SELECT ts FROM property_values WHERE property = ? AND ts >= ? AND ts < ?"
     if match.op == "*":
         return sql, [number, since_us, until_us]
-    condition, params = _value_condition(match)
+    condition, params = value_condition(match)
     return f"{sql} AND {condition}", [number, since_us, until_us, *params]
 
 
-def _value_condition(match: PropertyMatch) -> tuple[str, list[Any]]:
+def value_condition(match: PropertyMatch) -> tuple[str, list[Any]]:
     """The condition on (kind, value) that mirrors the JSON condition for `match` (op `!=` as
     its equality)."""
     if match.op == "~":

@@ -18,7 +18,7 @@ import orjson
 
 from tlytics.store.base import Breakdown, EventFilter, PropertyMatch
 from tlytics.store.sql import grouped_number
-from tlytics.store.sqlite.filters import _value_condition, sql_where
+from tlytics.store.sqlite.filters import sql_where, value_condition
 from tlytics.store.sqlite.preaggregates import HOUR_US
 from tlytics.store.sqlite.reads import scalar, time_range
 from tlytics.store.sqlite.schema import BUCKET_US
@@ -73,7 +73,7 @@ def condition_counts(
     hours = [_whole_hours(low, high) for low, high in spans]
     counts = [0] * len(bounds)
     covered = [span for span in hours if span[0] < span[1]]
-    condition, params = ("", []) if match.op == "*" else _value_condition(match)
+    condition, params = ("", []) if match.op == "*" else value_condition(match)
     if covered:
         keys_sql, key_params = _of_keys("key", where.keys)
         rows = connection.execute(

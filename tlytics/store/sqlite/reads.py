@@ -17,6 +17,7 @@ from tlytics.store.base import EventFilter, Page, Position, StoredEvent
 from tlytics.store.sqlite.connection import store_errors
 from tlytics.store.sqlite.filters import sql_where
 from tlytics.store.sqlite.properties import complete_properties
+from tlytics.store.sqlite.value_pages import page_of_values, values_alone
 from tlytics.timefmt import MAX_US, MIN_US
 
 _COUNT = "SELECT value FROM counters WHERE name = 'events'"
@@ -67,7 +68,12 @@ def page(
     offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
     # One read transaction, so the total and the rows come from the same snapshot.
     with store_errors("page read"), connection:
-        matching = sql_where(where, complete_properties(connection))
+        complete = complete_properties(connection)
+        values = values_alone(where, complete)
+        if values is not None:
+            total, rows = page_of_values(connection, values, page_size, offset, after, ascending)
+            return _page(total, rows, page_size)
+        matching = sql_where(where, complete)
         shown = matching
         if after is not None:
             # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
@@ -82,6 +88,11 @@ def page(
             total = scalar(connection, f"SELECT count(*) FROM events{matching.sql}", matching.params)
         # One row more than asked tells whether a next page exists.
         rows = connection.execute(query, [*shown.params, page_size + 1, offset]).fetchall()
+    return _page(total, rows, page_size)
+
+
+def _page(total: int, rows: list[tuple[Any, ...]], page_size: int) -> Page:
+    """The page of `rows` (one more than `page_size` when a next page exists)."""
     next_position = None
     if len(rows) > page_size:
         rows = rows[:page_size]
