@@ -101,3 +101,24 @@ async def test_a_health_after_an_acknowledged_event_does_not_report_an_empty_spo
     assert isinstance(figures, SpoolFigures)
     # Either the event is still counted in the spool, or the store has it: never neither.
     assert figures.entries == 1 or health.stored_events == 1, (figures.entries, health.stored_events)
+
+
+async def test_many_healths_behind_a_slow_spool_reading_queue_one_more_reading_at_most() -> None:
+    store, spool = _Store(), _Spool()
+    health = StoreHealth(cast(ReaderOnDemand, cast(Any, store)), unhealthy_after_s=30.0)
+    call = _Counted(spool.figures, thread_name="test-spool")
+    try:
+        first = asyncio.create_task(read_figures(health, call))
+        await _until(spool.counted.is_set, "the first /health to begin reading the spool")
+        others = []
+        for n in range(2, 12):  # each asked after the last: a monitor polling a slow disk
+            others.append(asyncio.create_task(read_figures(health, call)))
+            await _until(lambda n=n: call.asked == n, f"/health number {n} to ask")
+        spool.release.set()
+        answers = await asyncio.gather(first, *others)
+    finally:
+        spool.release.set()
+        call.close()
+        health.close()
+    assert all(isinstance(figures, SpoolFigures) for figures in answers)
+    assert spool.readings <= 2  # the slow one, and one begun after every later /health asked
