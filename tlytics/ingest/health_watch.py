@@ -75,24 +75,31 @@ class OneAtATime(Generic[T]):
     def __init__(self, fn: Callable[[], T], *, thread_name: str) -> None:
         self._fn = fn
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=thread_name)
-        self._running: asyncio.Future[T] | None = None
-        self._asked_at = 0.0  # when the running call was asked for (monotonic)
+        self._running: asyncio.Future[tuple[float, T]] | None = None
+        # When the running call began on its thread (monotonic); empty while it waits its turn.
+        self._began: list[float] = []
 
     async def result(self, *, wait_s: float) -> T:
         """The result of a call started now (or of the one running); TimeoutError after `wait_s`."""
         return (await self.answer(wait_s=wait_s))[1]
 
     async def answer(self, *, wait_s: float, asked_after: float | None = None) -> tuple[float, T]:
-        """When the call answering was asked for, and its result: the running call's, unless it
-        was asked for before `asked_after` (then a new call, queued behind it, so one answering
-        began after that moment); TimeoutError after `wait_s`."""
+        """When the call answering began, and its result: the running call's, unless it began
+        at or before `asked_after` (then a new call, queued behind it, so one answering began
+        after that moment; a call still waiting its turn begins later and is joined: at most
+        one waits); TimeoutError after `wait_s`."""
         running = self._running
-        if running is None or running.done() or (asked_after is not None and self._asked_at <= asked_after):
-            self._asked_at = time.monotonic()
-            self._running = running = asyncio.get_running_loop().run_in_executor(self._executor, self._fn)
+        began = self._began
+        if running is None or running.done() or (asked_after is not None and began and began[0] <= asked_after):
+            self._began = began = []
+            self._running = running = asyncio.get_running_loop().run_in_executor(self._executor, self._timed, began)
             running.add_done_callback(_seen)
-        asked_at = self._asked_at
-        return asked_at, await asyncio.wait_for(asyncio.shield(running), timeout=wait_s)
+        return await asyncio.wait_for(asyncio.shield(running), timeout=wait_s)
+
+    def _timed(self, began: list[float]) -> tuple[float, T]:
+        """On the thread: `fn()`, with when it began (what it read was there by then)."""
+        began.append(time.monotonic())
+        return began[0], self._fn()
 
     def close(self) -> None:
         """Wait for a call still running (bounded: the store's budget and connect timeout)."""
@@ -196,9 +203,12 @@ async def read_figures(store: StoreHealth, spool_figures_call: OneAtATime[SpoolF
     An empty spool must mean that `store.stored_events` counts every acknowledged event: the
     writer removes an entry only after the store committed it, so a count asked for after the
     spool was found empty has them all, but one asked for earlier (a probe already running,
-    which this /health joined) may not. Then the store is asked once more.
+    which this /health joined) may not. Then the store is asked once more. Nor may the spool's
+    figures be those of a reading begun before this /health (an earlier /health's, still
+    running): they could miss an event acknowledged since, and call the spool empty.
     """
-    _, figures = await asyncio.gather(store.check(), spool_figures(spool_figures_call))
+    asked = time.monotonic()
+    _, figures = await asyncio.gather(store.check(), spool_figures(spool_figures_call, asked_after=asked))
     if (
         isinstance(figures, SpoolFigures)
         and figures.entries == 0
@@ -209,9 +219,12 @@ async def read_figures(store: StoreHealth, spool_figures_call: OneAtATime[SpoolF
     return figures
 
 
-async def spool_figures(call: OneAtATime[SpoolFigures]) -> SpoolFigures | Exception:
-    """The spool's figures, or why they could not be read within SPOOL_FIGURES_WAIT_S."""
+async def spool_figures(
+    call: OneAtATime[SpoolFigures], *, asked_after: float | None = None
+) -> SpoolFigures | Exception:
+    """The spool's figures (read after `asked_after` if given), or why they could not be read
+    within SPOOL_FIGURES_WAIT_S."""
     try:
-        return await call.result(wait_s=SPOOL_FIGURES_WAIT_S)
+        return (await call.answer(wait_s=SPOOL_FIGURES_WAIT_S, asked_after=asked_after))[1]
     except (SpoolError, OSError, TimeoutError) as exc:
         return exc

@@ -78,6 +78,7 @@ class WriteScheduler:
         self.last_error: str | None = None
         self.worker_pid = 0
         self._store_opened = False
+        self._open_failures = 0  # opens failed in a row, before the store was first opened
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="writer")
@@ -91,7 +92,7 @@ class WriteScheduler:
     async def _run(self) -> None:
         # Drain at once on start: entries left by a crash are replayed before anything else.
         while not self._stopping:
-            await self._open_store()
+            opened = await self._open_store()
             outcome = await self._drain(deadline=None, until_empty=False)
             ok = outcome != _FAILED
             if ok and self._retention_s:
@@ -101,21 +102,28 @@ class WriteScheduler:
                 delay = min(delay, CATCH_UP_PAUSE_S)
             if not ok:
                 delay = min(self._retry_delay_max_s, 0.1 * 2 ** min(self.consecutive_failures, 10))
+            elif not opened:
+                # Not every flush period (a warning and a connection attempt each time while
+                # PostgreSQL is down): backed off as a failing batch is, never sooner.
+                delay = max(delay, min(self._retry_delay_max_s, 0.1 * 2 ** min(self._open_failures, 10)))
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=delay)
             self._wake.clear()
 
-    async def _open_store(self) -> None:
-        """Have the writer open the store, once: a failure is only logged (a batch with events
-        would meet it too, and counts it then), and the next round tries again."""
+    async def _open_store(self) -> bool:
+        """Have the writer open the store, once; whether it is open. A failure is only logged
+        (a batch with events would meet it too, and counts it then), and a later round tries
+        again, backed off."""
         if self._store_opened:
-            return
+            return True
         try:
             await self._executor.execute(open_store)
         except Exception as exc:
-            log.warning("writer_store_not_open", error=str(exc))
-            return
+            self._open_failures += 1
+            log.warning("writer_store_not_open", error=str(exc), failures=self._open_failures)
+            return False
         self._store_opened = True
+        return True
 
     async def drain(self, *, deadline: float | None) -> bool:
         """Drain until the spool is empty or `deadline` (monotonic) passes; False on a failure."""
