@@ -197,24 +197,19 @@ async def health_watch_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def read_figures(store: StoreHealth, spool_figures_call: OneAtATime[SpoolFigures]) -> SpoolFigures | Exception:
-    """The spool's figures (or why they could not be read), with `store` asked at the same
-    time, so /health answers within one wait whatever hangs.
+    """The spool's figures (or why they could not be read), then the store asked.
 
     An empty spool must mean that `store.stored_events` counts every acknowledged event: the
-    writer removes an entry only after the store committed it, so a count asked for after the
-    spool was found empty has them all, but one asked for earlier (a probe already running,
-    which this /health joined) may not. Then the store is asked once more. Nor may the spool's
-    figures be those of a reading begun before this /health (an earlier /health's, still
-    running): they could miss an event acknowledged since, and call the spool empty.
+    writer removes an entry only after the store committed it, so a count begun after the
+    spool was found empty has them all, and the store is asked only then (never a count begun
+    earlier, such as an earlier /health's still running). Nor may the spool's figures be those
+    of a reading begun before this /health: they could miss an event acknowledged since, and
+    call the spool empty. One after the other, each bounded: the spool's count takes a few
+    milliseconds, and an unreadable spool is a 503 whatever the store says, so the store is
+    not asked then.
     """
-    asked = time.monotonic()
-    _, figures = await asyncio.gather(store.check(), spool_figures(spool_figures_call, asked_after=asked))
-    if (
-        isinstance(figures, SpoolFigures)
-        and figures.entries == 0
-        and store.asked_at is not None
-        and store.asked_at <= figures.counted_at
-    ):
+    figures = await spool_figures(spool_figures_call, asked_after=time.monotonic())
+    if isinstance(figures, SpoolFigures):
         await store.check(asked_after=figures.counted_at)
     return figures
 
