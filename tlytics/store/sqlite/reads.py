@@ -69,7 +69,7 @@ def page(
     # One read transaction, so the total and the rows come from the same snapshot.
     with store_errors("page read"), connection:
         complete = complete_properties(connection)
-        values = values_alone(where, complete)
+        values = values_alone(connection, where, complete)
         if values is not None:
             total, rows = page_of_values(connection, values, page_size, offset, after, ascending)
             return _page(total, rows, page_size)

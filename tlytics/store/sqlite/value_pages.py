@@ -17,9 +17,11 @@ import apsw
 from tlytics.store.base import EventFilter, Position
 from tlytics.store.sql import SqlWhere
 from tlytics.store.sqlite.filters import value_condition
+from tlytics.store.sqlite.preaggregates import counted_numbers
+from tlytics.store.sqlite.properties import TEXT
 
 
-def values_alone(where: EventFilter, declared: Mapping[str, int]) -> SqlWhere | None:
+def values_alone(connection: apsw.Connection, where: EventFilter, declared: Mapping[str, int]) -> SqlWhere | None:
     """The condition on the stored values that selects the events `where` does, or None when
     the values alone cannot tell (keys, several conditions, `!=`, an undeclared property)."""
     if where.keys or len(where.where) != 1:
@@ -27,12 +29,25 @@ def values_alone(where: EventFilter, declared: Mapping[str, int]) -> SqlWhere | 
     path, match = where.where[0]
     if path not in declared or match.op == "!=":
         return None
-    values = SqlWhere(("property = ?",), (declared[path],))
+    number = declared[path]
+    values = SqlWhere(("property = ?",), (number,))
     if where.since_us is not None:
         values = values.and_also("ts >= ?", where.since_us)
     if where.until_us is not None:
         values = values.and_also("ts < ?", where.until_us)
-    if match.op != "*":
+    if match.op == "~" and number in counted_numbers(connection):
+        # A property of few values lists them all (tlytics.store.sqlite.preaggregates): the
+        # search is tested once per listed value, and the values read by equality through the
+        # value index, not each stored value's text tested.
+        condition, params = value_condition(match)
+        listed = [
+            row[0]
+            for row in connection.execute(
+                f"SELECT value FROM property_count_values WHERE property = ? AND {condition}", [number, *params]
+            )
+        ]
+        values = values.and_also(f"kind = {TEXT} AND value IN ({','.join('?' * len(listed))})", *listed)
+    elif match.op != "*":
         condition, params = value_condition(match)
         values = values.and_also(condition, *params)
     return values
