@@ -91,9 +91,11 @@ class WriteScheduler:
 
     async def _run(self) -> None:
         # Drain at once on start: entries left by a crash are replayed before anything else.
+        # Then the store is opened if the drain had nothing to write (its opening can take a
+        # while, and the first drain must read the spool as the server starts, not after).
         while not self._stopping:
-            opened = await self._open_store()
             outcome = await self._drain(deadline=None, until_empty=False)
+            opened = await self._open_store()
             ok = outcome != _FAILED
             if ok and self._retention_s:
                 await apply_retention(self._executor, self._retention_s, stopping=lambda: self._stopping)
