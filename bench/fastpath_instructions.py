@@ -36,16 +36,21 @@ for _ in range(5 + {calls}):
 """
 
 _EVENT = b'{"key":"page_view","data":{"user_id":"u1","path":"/products/1","referrer":"https://example.com/","n":1}}'
+# As the client library sends it: every event its own id and timestamp (format_rfc3339_us).
 _CLIENT_EVENT = (
-    b'{"id":"0190f7c4-1234-7abc-8def-0123456789ab","key":"page_view","timestamp":"2025-08-25T12:00:00.000000Z",'
-    b'"data":{"user_id":"u1","path":"/products/1","referrer":"https://example.com/","n":1,"f":2.5}}'
+    '{{"id":"0190f7c4-1234-7abc-8def-{index:012x}","key":"page_view","timestamp":"2025-08-25T12:00:{second:02d}.{micros}Z",'
+    '"data":{{"user_id":"u1","path":"/products/1","referrer":"https://example.com/","n":1,"f":2.5}}}}'
 )
 
 
 def bodies() -> dict[str, tuple[bytes, bool]]:
     """name: (body, whether it is a /batch body)."""
     bench = b"[" + b",".join([_EVENT] * EVENTS) + b"]"
-    client = b"[" + b",".join([_CLIENT_EVENT] * EVENTS) + b"]"
+    client_events = [
+        _CLIENT_EVENT.format(index=index, second=index // 10, micros=str(123457 + 7919 * index).rstrip("0")).encode()
+        for index in range(EVENTS)
+    ]
+    client = b"[" + b",".join(client_events) + b"]"
     pretty = b"[\n" + b",\n".join([_EVENT.replace(b":", b": ").replace(b",", b", ")] * EVENTS) + b"\n]"
     return {
         "bench": (bench, False),

@@ -11,9 +11,10 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from tlytics.errors import InvalidRequest
-from tlytics.ingest.fastpath import _one_decode_entry, fast_spool_entry
+from tlytics.ingest.fastpath import _one_decode_entry, _timestamp_us, fast_spool_entry
 from tlytics.ingest.validation import reference_spool_entry
 from tlytics.spool.entry import decode_spool_entry
+from tlytics.timefmt import parse_rfc3339_us
 
 NOW_US = 1_756_116_000_000_000
 ID = "0190f7c4-1234-7abc-8def-0123456789ab"
@@ -58,7 +59,22 @@ _keys = st.sampled_from(['"page_view"', '"a"', '""', '"line\\n"', '"café"', '"c
 )
 _ids = st.sampled_from([f'"{ID}"', f'"{ID.upper()}"', '"not-an-id"', "null", f'"{ID}\\n"'])
 _timestamps = st.sampled_from(
-    ['"2025-08-25T12:00:00.5+02:00"', '"2025-08-25T12:00:00.000000Z"', '"2025-08-25T10:00:00"', "null", "1"]
+    [
+        *['"2025-08-25T12:00:00.5+02:00"', '"2025-08-25T12:00:00.000000Z"', '"2025-08-25T10:00:00"', "null", "1"],
+        *[
+            '"2025-08-25T12:00:00.5Z"',
+            '"2025-08-25T12:00:00Z"',
+            '"2025-08-25T12:00:00.1234567Z"',
+            '"2025-08-25T12:00:00z"',
+        ],
+        *[
+            '"2016-12-31T23:59:60.5Z"',
+            '"2025-13-01T00:00:00Z"',
+            '"0000-01-01T00:00:00Z"',
+            '"9999-12-31T23:59:59.999999Z"',
+        ],
+        *['"0001-01-01T00:00:00Z"', '"2025-02-29T00:00:00Z"', '"2025-08-25 12:00:00Z"', '"2025-08-25T12:00:00,5Z"'],
+    ]
 )
 
 
@@ -132,3 +148,28 @@ def test_the_usual_bodies_take_one_decode_and_spool_what_two_decodes_spooled() -
         reference = _reference(body, batch, 1 << 20)
         assert reference is not None
         assert _without_generated_ids(one_decode[0]) == _without_generated_ids(reference[0])
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=9999),
+    st.integers(min_value=0, max_value=13),
+    st.integers(min_value=0, max_value=32),
+    st.integers(min_value=0, max_value=24),
+    st.integers(min_value=0, max_value=60),
+    st.sampled_from(["", ".5", ".05", ".123456", ".000001", ".1234567"]),
+    st.sampled_from(["Z", "z", "+00:00", "+02:00"]),
+)
+def test_usual_timestamps_read_as_the_reference_reads_them(
+    year: int, month: int, day: int, hour: int, second: int, fraction: str, zone: str
+) -> None:
+    text = f"{year:04d}-{month:02d}-{day:02d}T{hour:02d}:59:{second:02d}{fraction}{zone}"
+    try:
+        expected: int | None = parse_rfc3339_us(text)
+    except ValueError:
+        expected = None
+    try:
+        fast: int | None = _timestamp_us(text)
+    except ValueError:
+        fast = None
+    assert fast == expected

@@ -13,8 +13,10 @@ spools it to the same bytes — property tests check both (tests/test_fastpath_c
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -24,7 +26,7 @@ from tlytics.events import KEY_MAX_CHARS, UUID_PATTERN
 from tlytics.ids import BLOCK_MAX, uuid7_block, uuid7_int
 from tlytics.jsontext import DEPTH_MAX, at_most_depth, canonical
 from tlytics.spool.entry import EVENT_OVERHEAD_BYTES, SpoolRow, encode_spool_entry, event_size_bytes
-from tlytics.timefmt import parse_rfc3339_us
+from tlytics.timefmt import datetime_to_us, parse_rfc3339_us
 
 EMPTY_OBJECT = Raw(b"{}")
 # An event's key takes at most 4 bytes per character: below this, no event can be too large.
@@ -56,6 +58,19 @@ class _CanonicalEventIn(Struct, kw_only=True, forbid_unknown_fields=True, omit_d
 
 class _CanonicalBatchIn(Struct, forbid_unknown_fields=True):
     events: list[_CanonicalEventIn]
+
+
+# The timestamps the client library sends (`format_rfc3339_us`): UTC, `Z`, a fraction of at
+# most six digits. `datetime.fromisoformat` reads these in C as parse_rfc3339_us does (and
+# refuses :60, month 13, year 0 as it does); a 4-digit year in UTC is always in range.
+_USUAL_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z")
+
+
+def _timestamp_us(text: str) -> int:
+    """parse_rfc3339_us(text), a third of its cost for the usual timestamps. Raises ValueError."""
+    if _USUAL_TIMESTAMP.fullmatch(text):
+        return datetime_to_us(datetime.fromisoformat(text))
+    return parse_rfc3339_us(text)
 
 
 # The last four hex digits of every 16-bit number: a request's ids differ only there (below).
@@ -217,7 +232,7 @@ def _spool_rows(events: Sequence[_EventIn | _CanonicalEventIn], datas: list[Any]
             timestamp_us = now_us
         else:
             try:
-                timestamp_us = parse_rfc3339_us(event.timestamp)
+                timestamp_us = _timestamp_us(event.timestamp)
             except ValueError:
                 return None
         rows.append((id_hex, key, timestamp_us, datas[index]))
