@@ -9,7 +9,7 @@ between them leaves out start-up and imports.
 
 Bodies: `bench` (bench.request_instructions' events: key and data), `client` (what the client
 library sends: id, key, timestamp, data), `batch` (the client's /batch shape), `pretty` (the
-bench body pretty-printed). Under a minute per checkout.
+bench body pretty-printed), `reordered` (the bench body with `data` before `key`). Under a minute per checkout.
 """
 
 from __future__ import annotations
@@ -57,6 +57,11 @@ def bodies() -> dict[str, tuple[bytes, bool]]:
         "client": (client, False),
         "batch": (b'{"events":' + client + b"}", True),
         "pretty": (pretty, False),
+        # Fields in another order: not the one-decode shape, so the two-decode path after it.
+        "reordered": (
+            bench.replace(b'"key":"page_view","data":', b'"data":').replace(b"}}", b'},"key":"page_view"}'),
+            False,
+        ),
     }
 
 

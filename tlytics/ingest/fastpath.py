@@ -67,7 +67,7 @@ _USUAL_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-
 
 
 def _timestamp_us(text: str) -> int:
-    """parse_rfc3339_us(text), a third of its cost for the usual timestamps. Raises ValueError."""
+    """parse_rfc3339_us(text), read in C for the usual timestamps. Raises ValueError."""
     if _USUAL_TIMESTAMP.fullmatch(text):
         return datetime_to_us(datetime.fromisoformat(text))
     return parse_rfc3339_us(text)
@@ -123,9 +123,17 @@ def fast_spool_entry(
     reference path."""
     # The whole body is decoded here (strings included), so its UTF-8 is checked too: an
     # acknowledged event never holds bytes the store cannot take as text.
-    return _one_decode_entry(body, batch, now_us, max_events, max_event_bytes) or _two_decode_entry(
-        body, batch, now_us, max_events, max_event_bytes
+    return (_usual_order(body) and _one_decode_entry(body, batch, now_us, max_events, max_event_bytes)) or (
+        _two_decode_entry(body, batch, now_us, max_events, max_event_bytes)
     )
+
+
+def _usual_order(body: bytes) -> bool:
+    """Whether the body's first event (the first object after its first `[`) starts with `id` or
+    `key`: a body in another order would pay a typed decode and an encode for nothing (1.6x
+    on a body with `data` first). Only a guess: either path's answer is right."""
+    start = body.find(b"{", body.find(b"["))
+    return start < 0 or body.startswith((b'"id"', b'"key"'), body.find(b'"', start))
 
 
 def _one_decode_entry(
@@ -145,6 +153,9 @@ def _one_decode_entry(
             value = events = _canonical_array_decoder.decode(body)
         encoded = _encoder.encode(value)
         if encoded != body:
+            # Not shorter, `encoded` cannot be the body with its whitespace removed.
+            if len(encoded) >= len(body):
+                return None
             body = canonical(body)
             if encoded != body:
                 return None
