@@ -1,17 +1,22 @@
-"""The fast path of ingest: a request body proven valid in C, in one pass, or None.
+"""The fast path of ingest: a request body proven valid in C, or None.
 
-msgspec decodes the whole body once (which checks its UTF-8, refuses 1e400 and lone
-surrogates) and encodes that value back: when it gives the very same bytes as the body's
-whitespace-free text, no key appears twice and every token is canonical. A second, typed decode
-then checks the fields and lengths of every event in C and keeps each event's `data` as the raw
-JSON bytes it arrived as (`msgspec.Raw`). What this path cannot prove it leaves to the reference
+The usual body (events with their fields in the client's order, no null field) is decoded once,
+typed, and encoded back: when that gives the very same bytes as the body's whitespace-free text,
+no key appears twice, every token is canonical, and msgspec has checked the UTF-8 (no 1e400, no
+lone surrogate) and every event's fields and lengths; the spool entry encodes the same decoded
+`data`, so it holds the body's own bytes. Any other body is proven by an untyped decode encoded
+back, then its fields checked by a typed decode that keeps each event's `data` as the raw JSON
+bytes it arrived as (`msgspec.Raw`). What this path cannot prove it leaves to the reference
 rules (`tlytics.ingest.validation`): it may only ever accept a subset of what they accept, and
-spools it to the same bytes — a property test checks both.
+spools it to the same bytes — property tests check both (tests/test_fastpath_canonical.py).
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
+from collections.abc import Sequence
+from datetime import datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -21,7 +26,7 @@ from tlytics.events import KEY_MAX_CHARS, UUID_PATTERN
 from tlytics.ids import BLOCK_MAX, uuid7_block, uuid7_int
 from tlytics.jsontext import DEPTH_MAX, at_most_depth, canonical
 from tlytics.spool.entry import EVENT_OVERHEAD_BYTES, SpoolRow, encode_spool_entry, event_size_bytes
-from tlytics.timefmt import parse_rfc3339_us
+from tlytics.timefmt import datetime_to_us, parse_rfc3339_us
 
 EMPTY_OBJECT = Raw(b"{}")
 # An event's key takes at most 4 bytes per character: below this, no event can be too large.
@@ -39,6 +44,33 @@ class _EventIn(Struct, forbid_unknown_fields=True):
 
 class _BatchIn(Struct):
     events: list[_EventIn]
+
+
+class _CanonicalEventIn(Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
+    # The order the client library sends (bench bodies leave out id and timestamp): encoded
+    # back, an event in this order gives its own text, so one decode is enough (see
+    # _one_decode_entry). `data` decoded (not Raw), so its encoding proves it canonical too.
+    id: Annotated[str, Meta(pattern=UUID_PATTERN)] | None = None
+    key: Annotated[str, Meta(min_length=1, max_length=KEY_MAX_CHARS)]
+    timestamp: str | None = None
+    data: dict[str, Any] | None = None
+
+
+class _CanonicalBatchIn(Struct, forbid_unknown_fields=True):
+    events: list[_CanonicalEventIn]
+
+
+# The timestamps the client library sends (`format_rfc3339_us`): UTC, `Z`, a fraction of at
+# most six digits. `datetime.fromisoformat` reads these in C as parse_rfc3339_us does (and
+# refuses :60, month 13, year 0 as it does); a 4-digit year in UTC is always in range.
+_USUAL_TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?Z")
+
+
+def _timestamp_us(text: str) -> int:
+    """parse_rfc3339_us(text), read in C for the usual timestamps. Raises ValueError."""
+    if _USUAL_TIMESTAMP.fullmatch(text):
+        return datetime_to_us(datetime.fromisoformat(text))
+    return parse_rfc3339_us(text)
 
 
 # The last four hex digits of every 16-bit number: a request's ids differ only there (below).
@@ -60,6 +92,8 @@ def _block_ids(first_id: int, count: int) -> list[str]:
 
 _array_decoder = msgspec.json.Decoder(list[_EventIn])
 _batch_decoder = msgspec.json.Decoder(_BatchIn)
+_canonical_array_decoder = msgspec.json.Decoder(list[_CanonicalEventIn])
+_canonical_batch_decoder = msgspec.json.Decoder(_CanonicalBatchIn)
 _any_decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
@@ -89,6 +123,64 @@ def fast_spool_entry(
     reference path."""
     # The whole body is decoded here (strings included), so its UTF-8 is checked too: an
     # acknowledged event never holds bytes the store cannot take as text.
+    return (_usual_order(body) and _one_decode_entry(body, batch, now_us, max_events, max_event_bytes)) or (
+        _two_decode_entry(body, batch, now_us, max_events, max_event_bytes)
+    )
+
+
+def _usual_order(body: bytes) -> bool:
+    """Whether the body's first event (the first object after its first `[`) starts with `id` or
+    `key`: a body in another order would pay a typed decode and an encode for nothing (1.6x
+    on a body with `data` first). Only a guess: either path's answer is right."""
+    start = body.find(b"{", body.find(b"["))
+    return start < 0 or body.startswith((b'"id"', b'"key"'), body.find(b'"', start))
+
+
+def _one_decode_entry(
+    body: bytes, batch: bool, now_us: int, max_events: int, max_event_bytes: int
+) -> tuple[bytes, int] | None:
+    """The usual body, in one typed decode: its events in _CanonicalEventIn's field order, no
+    null field, `data` an object, no deep nesting. Its typed value encodes back to the body's
+    whitespace-free text, which proves what _proven_tree proves (a struct keeps one of a
+    field given twice, as a dict does) and the events' fields and lengths at once; the spool
+    entry encodes the same decoded `data`, so it holds the very bytes of the body's. None:
+    not proven this way (the two-decode path then tries)."""
+    try:
+        if batch:
+            value: Any = _canonical_batch_decoder.decode(body)
+            events: list[_CanonicalEventIn] = value.events
+        else:
+            value = events = _canonical_array_decoder.decode(body)
+        encoded = _encoder.encode(value)
+        if encoded != body:
+            # Not shorter, `encoded` cannot be the body with its whitespace removed.
+            if len(encoded) >= len(body):
+                return None
+            body = canonical(body)
+            if encoded != body:
+                return None
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):  # ValidationError is a DecodeError
+        return None
+    count = len(events)
+    # Each event's data is a part of the body: the body's length bounds its size, and the
+    # body's containers bound its depth. Either check needing the data's own text: not here.
+    outside_data = count + (2 if batch else 1)
+    if (
+        count > max_events
+        or len(body) > max_event_bytes - _KEY_MAX_BYTES - EVENT_OVERHEAD_BYTES
+        or body.count(b"{") + body.count(b"[") - outside_data > DEPTH_MAX
+    ):
+        return None
+    datas = [EMPTY_OBJECT if event.data is None else event.data for event in events]
+    rows = _spool_rows(events, datas, now_us)
+    return None if rows is None else (encode_spool_entry(now_us, rows), count)
+
+
+def _two_decode_entry(
+    body: bytes, batch: bool, now_us: int, max_events: int, max_event_bytes: int
+) -> tuple[bytes, int] | None:
+    """Any other body: proven canonical by an untyped decode, its fields checked by a typed
+    one that keeps each event's `data` as the raw JSON bytes it arrived as."""
     proven = _proven_tree(body)
     if proven is None:
         return None
@@ -106,6 +198,29 @@ def fast_spool_entry(
     check_each_depth = body.count(b"{") + body.count(b"[") - outside_data > DEPTH_MAX
     # Below this many bytes of data, no event can be too large, whatever its key.
     surely_small = max_event_bytes - _KEY_MAX_BYTES - EVENT_OVERHEAD_BYTES
+    datas: list[Raw] = []
+    for index, event in enumerate(events):
+        data_value = trees[index].get("data")
+        if data_value is None:
+            data = EMPTY_OBJECT
+        elif type(data_value) is dict:
+            data = event.data
+            if check_each_depth and not at_most_depth(data):
+                return None
+            if len(data) > surely_small and event_size_bytes(event.key, data) > max_event_bytes:
+                return None
+        else:
+            return None
+        datas.append(data)
+    rows = _spool_rows(events, datas, now_us)
+    return None if rows is None else (encode_spool_entry(now_us, rows), count)
+
+
+def _spool_rows(events: Sequence[_EventIn | _CanonicalEventIn], datas: list[Any], now_us: int) -> list[SpoolRow] | None:
+    """The spool rows of events whose fields msgspec checked and whose `data` (one per event,
+    canonical) is proven: their keys checked, their ids and timestamps made. None: a key or a
+    timestamp the reference is to judge."""
+    count = len(events)
     block_ids = _block_ids(uuid7_block(count), count) if 0 < count <= BLOCK_MAX else None
     # A request's events mostly share a few keys: each distinct key is checked once.
     proven_keys: set[str] = set()
@@ -128,19 +243,8 @@ def fast_spool_entry(
             timestamp_us = now_us
         else:
             try:
-                timestamp_us = parse_rfc3339_us(event.timestamp)
+                timestamp_us = _timestamp_us(event.timestamp)
             except ValueError:
                 return None
-        data_value = trees[index].get("data")
-        if data_value is None:
-            data = EMPTY_OBJECT
-        elif type(data_value) is dict:
-            data = event.data
-            if check_each_depth and not at_most_depth(data):
-                return None
-            if len(data) > surely_small and event_size_bytes(event.key, data) > max_event_bytes:
-                return None
-        else:
-            return None
-        rows.append((id_hex, event.key, timestamp_us, data))
-    return encode_spool_entry(now_us, rows), count
+        rows.append((id_hex, key, timestamp_us, datas[index]))
+    return rows
