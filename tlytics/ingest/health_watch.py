@@ -125,9 +125,6 @@ class StoreHealth:
         # Why the last question failed (None when it was answered), and the last answer.
         self.error: str | None = None
         self.stored_events: int | None = None
-        # When the question behind `stored_events` was asked (monotonic): it counts every event
-        # committed before then.
-        self.asked_at: float | None = None
 
     def _count(self) -> int:
         with read_budget(PROBE_BUDGET_S):
@@ -137,7 +134,7 @@ class StoreHealth:
         """Ask the store now (or join the question already asked, if it was asked after
         `asked_after`), for at most PROBE_WAIT_S."""
         try:
-            self.asked_at, self.stored_events = await self._probe.answer(wait_s=PROBE_WAIT_S, asked_after=asked_after)
+            _, self.stored_events = await self._probe.answer(wait_s=PROBE_WAIT_S, asked_after=asked_after)
         except TimeoutError:
             self._failed(f"the store did not answer within {PROBE_WAIT_S:g} s")
         except StoreError as exc:
@@ -151,7 +148,6 @@ class StoreHealth:
         # The error is this question's: an earlier one's cause never stands in for it.
         self.error = error
         self.stored_events = None
-        self.asked_at = None
         if self.failing_since is None:
             self.failing_since = time.monotonic()
 

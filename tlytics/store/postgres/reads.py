@@ -110,15 +110,7 @@ def page(
     if values is not None:
         return _page_of_values(connection, page, page_size, after, ascending, values)
     matching = sql_where(where, declared=declared)
-    shown = matching
-    if after is not None:
-        # Keyset pagination: a seek on the (ts, id) index, as fast at any depth.
-        shown = matching.and_also(
-            f"(ts, id) {'>' if ascending else '<'} (%s, %s)", after.timestamp_us, uuid.UUID(bytes=after.id)
-        )
-    direction = "ASC" if ascending else "DESC"
-    order = f"ORDER BY ts {direction}, id {direction}"
-    offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
+    shown, order, offset = _walk(matching, page, page_size, after, ascending)
     columns = "id, key, ts, received_at, data"
     # One row more than asked tells whether a next page exists.
     rows_sql = f"SELECT {columns} FROM events{shown.sql} {order} LIMIT %s OFFSET %s"
@@ -141,6 +133,21 @@ def page(
     with transaction(connection, "page read"):
         answer = connection.execute(query, (*total_params, *shown.params, page_size + 1, offset)).fetchall()
     return _page(answer, page_size)
+
+
+def _walk(
+    selected: SqlWhere, page: int, page_size: int, after: Position | None, ascending: bool
+) -> tuple[SqlWhere, str, int]:
+    """Where a page of `selected` starts: the rows shown (after the cursor: a keyset seek on
+    (ts, id), as fast at any depth), their order, and the offset of a page by number."""
+    shown = selected
+    if after is not None:
+        shown = selected.and_also(
+            f"(ts, id) {'>' if ascending else '<'} (%s, %s)", after.timestamp_us, uuid.UUID(bytes=after.id)
+        )
+    direction = "ASC" if ascending else "DESC"
+    offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
+    return shown, f"ORDER BY ts {direction}, id {direction}", offset
 
 
 def _page(answer: list[tuple[Any, ...]], page_size: int) -> Page:
@@ -179,14 +186,7 @@ def _page_of_values(
     """A page whose events and total are those of the stored values `values` selects: the
     total counted from the values alone, the page's positions found among them and only its
     own events read (not every matching event joined, then sorted)."""
-    shown = values
-    if after is not None:
-        shown = values.and_also(
-            f"(ts, id) {'>' if ascending else '<'} (%s, %s)", after.timestamp_us, uuid.UUID(bytes=after.id)
-        )
-    direction = "ASC" if ascending else "DESC"
-    order = f"ORDER BY ts {direction}, id {direction}"
-    offset = 0 if after is not None else min((page - 1) * page_size, _INT64_MAX)
+    shown, order, offset = _walk(values, page, page_size, after, ascending)
     query = (
         f"WITH total AS (SELECT count(*) AS n FROM property_values{values.sql}),"
         " shown AS (SELECT id, key, ts, received_at, data FROM events WHERE (ts, id) IN"
