@@ -142,12 +142,13 @@ class SQLiteWriter:
     def insert(self, rows: Sequence[StoreRow]) -> int:
         with store_errors(f"insert of {len(rows)} events"):
             spooled = isinstance(rows, SpooledRows) and self._utf8
-            if spooled:
-                inserted = self._insert_direct(INSERT_SPOOLED, cast(SpooledRows, rows).bound())
-            else:
-                inserted = self._insert_direct(INSERT_ROWS, list(rows))
-            if inserted is not None:
-                return inserted
+            if self._direct_possible():  # else the rows are bound once, for the staged insert
+                if spooled:
+                    inserted = self._insert_direct(INSERT_SPOOLED, cast(SpooledRows, rows).bound())
+                else:
+                    inserted = self._insert_direct(INSERT_ROWS, list(rows))
+                if inserted is not None:
+                    return inserted
             if spooled:
                 try:
                     return self._insert(STAGE_SPOOLED, cast(SpooledRows, rows).bound())
@@ -168,7 +169,7 @@ class SQLiteWriter:
         """
         connection = self._write_connection
         with self._properties.lock:
-            if self._any_erased or self._sketches.paths or self._properties.numbers:
+            if not self._direct_possible():
                 return None
             sort_by_time(rows)
             buckets, key_stats = counted_rollups(rows)
@@ -181,6 +182,11 @@ class SQLiteWriter:
             except apsw.ConstraintError:  # rolled back, all of it
                 return None
         return len(rows)
+
+    def _direct_possible(self) -> bool:
+        """Whether the direct insert can be exact: no erased ids to drop, no sketches or
+        declared properties to keep from the transaction's new events."""
+        return not (self._any_erased or self._sketches.paths or self._properties.numbers)
 
     def _insert(self, stage: str, rows: Sequence[Sequence[Any]]) -> int:
         """Insert in one transaction: stage the rows, keep the new ones (neither stored nor
