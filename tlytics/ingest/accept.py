@@ -13,7 +13,7 @@ from tlytics.ingest.bodies import read_body
 from tlytics.ingest.body_work import BODY_WORKERS, INLINE_BODY_BYTES, INLINE_REFERENCE_BYTES
 from tlytics.ingest.fastpath import fast_spool_entry
 from tlytics.ingest.responses import accepted_response
-from tlytics.ingest.state import COMMITTER, COUNTERS, SETTINGS
+from tlytics.ingest.state import ACCEPT, AcceptPath
 from tlytics.ingest.validation import reference_spool_entry, spool_entry
 
 
@@ -22,7 +22,11 @@ async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
     event count once committed: the one accept path (the Segment and PostHog routes translate
     their bodies to a `/batch` body and come here)."""
     app = request.app
-    settings = app[SETTINGS]
+    return await _spool(app, app[ACCEPT], body, batch=batch)
+
+
+async def _spool(app: web.Application, accept: AcceptPath, body: bytes, *, batch: bool) -> int:
+    settings = accept.settings
     now_us = time.time_ns() // 1000
     max_events, max_event_bytes = settings.max_events_per_request, settings.max_event_bytes
     # InvalidRequest (400/413) and SpoolError (503) propagate: error_answers maps them.
@@ -38,9 +42,9 @@ async def spool_body(request: web.Request, body: bytes, *, batch: bool) -> int:
         )
     entry, count = accepted
     if count:
-        await app[COMMITTER].append(entry, count)
+        await accept.committer.append(entry, count)
     # METRICS' events_accepted is counted by the group commit (app._committer_ctx).
-    counters = app[COUNTERS]
+    counters = accept.counters
     counters.accepted_requests += 1
     counters.accepted_events += count
     request_line.bind("events_accepted", count)  # for the request's canonical line
@@ -63,9 +67,15 @@ async def _reference_spool_entry(
 
 async def post_events(request: web.Request) -> web.Response:
     """POST /events: a JSON array of events."""
-    return accepted_response(await spool_body(request, await read_body(request), batch=False))
+    app = request.app
+    accept = app[ACCEPT]
+    body = await read_body(request, settings=accept.settings)
+    return accepted_response(await _spool(app, accept, body, batch=False))
 
 
 async def post_batch(request: web.Request) -> web.Response:
     """POST /batch: {"events": [...]}."""
-    return accepted_response(await spool_body(request, await read_body(request), batch=True))
+    app = request.app
+    accept = app[ACCEPT]
+    body = await read_body(request, settings=accept.settings)
+    return accepted_response(await _spool(app, accept, body, batch=True))

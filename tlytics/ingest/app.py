@@ -24,6 +24,7 @@ from tlytics.ingest.middleware import answer_headers, errors_and_access_log
 from tlytics.ingest.routes import add_routes
 from tlytics.ingest.settings import Settings
 from tlytics.ingest.state import (
+    ACCEPT,
     BACKEND,
     COMMITTER,
     COUNTERS,
@@ -36,6 +37,7 @@ from tlytics.ingest.state import (
     STORE,
     WORKER,
     WRITE_SCHEDULER,
+    AcceptPath,
     IngestCounters,
     WorkerRole,
 )
@@ -233,6 +235,7 @@ async def _committer_ctx(app: web.Application) -> AsyncIterator[None]:
 
     committer = GroupCommitter(app[SPOOL], on_committed=committed, commit_in_loop=app[SETTINGS].spool_sync == "normal")
     app[COMMITTER] = committer
+    app[ACCEPT] = AcceptPath(app[SETTINGS], committer, app[COUNTERS])
     committer.start()
     yield
     await committer.close()

@@ -18,6 +18,7 @@ from tlytics.errors import InvalidRequest, RequestTooLarge
 from tlytics.ingest.body_work import BODY_WORKERS, INLINE_BODY_BYTES, INLINE_REFERENCE_BYTES
 from tlytics.ingest.cors import beacon_body_allowed
 from tlytics.ingest.responses import ApiError
+from tlytics.ingest.settings import Settings
 from tlytics.ingest.state import SETTINGS
 from tlytics.ingest.validation import parse_body
 
@@ -30,12 +31,17 @@ _BODY_DECODINGS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "
 
 
 async def read_body(
-    request: web.Request, *, also_accept: Collection[str] = (), content_coding: str | None = None
+    request: web.Request,
+    *,
+    also_accept: Collection[str] = (),
+    content_coding: str | None = None,
+    settings: Settings | None = None,
 ) -> bytes:
     """The request's JSON body, decoded; refuses a wrong type or coding (415), a body too large
     (413) or too slow to arrive (408), and a corrupt coding (400). `also_accept`: more content
     types (PostHog's form body); `content_coding`: the coding when the client says it elsewhere
-    than in Content-Encoding (PostHog's `?compression=gzip-js`)."""
+    than in Content-Encoding (PostHog's `?compression=gzip-js`); `settings`: the app's, when
+    the caller has them already."""
     if (
         request.content_type != "application/json"
         and not request.content_type.endswith("+json")
@@ -54,7 +60,8 @@ async def read_body(
             f"content encoding {encoding[:100]!r} is not supported: send gzip, deflate or none",
             field="Content-Encoding",
         )
-    settings = request.app[SETTINGS]
+    if settings is None:
+        settings = request.app[SETTINGS]
     max_bytes = settings.max_body_bytes
     if request.content_length is not None and request.content_length > max_bytes:
         raise RequestTooLarge(

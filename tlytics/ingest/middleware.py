@@ -69,8 +69,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     status = response.status
     match_info = request.match_info
     metrics = match_info.current_app[METRICS]
-    resource = match_info.route.resource
-    metrics.observe_request(method, resource.canonical if resource is not None else "unmatched", status, duration_s)
+    metrics.observe_request(method, match_info.route, status, duration_s)
     if status >= 400 and request_access(request) == "write":
         metrics.rejected(status)
     duration_ms = round(duration_s * 1000, 3)
