@@ -9,8 +9,9 @@ ingest process's work.
   the same order with the same arguments, and the result handed to the same logger: the very
   line structlog writes (whatever the configuration: JSON, the console's, a test's capture),
   without the three calls, the context copy and the checks around each of structlog's
-  bound-logger methods. A logger that is not a level-filtering one (a test may configure
-  another) goes through structlog as before.
+  bound-logger methods, and without two of the processors' own calls: the exception renderer
+  when there is no exception, the JSON renderer's wrapper around its serializer. A logger that
+  is not a level-filtering one (a test may configure another) goes through structlog as before.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from typing import Any
 import structlog
 
 _PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+# Processors run here without their __call__ where that is plainly the same (see log_line).
+_ExceptionRenderer = structlog.processors.ExceptionRenderer
+_JSONRenderer = structlog.processors.JSONRenderer
 _LEVELS = {"info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
@@ -78,6 +82,15 @@ def log_line(proxy: Any, level: str, event: str, **fields: Any) -> None:
     logger = bound._logger
     try:
         for processor in processors:
+            kind = type(processor)
+            if kind is _ExceptionRenderer:
+                # Without `exc_info` it only pops it and returns the same dict.
+                if "exc_info" not in event_dict:
+                    continue
+            elif kind is _JSONRenderer:
+                # What its __call__ does, one call fewer: `serializer(event_dict, **dumps_kw)`.
+                event_dict = processor._dumps(event_dict, **processor._dumps_kw)
+                continue
             event_dict = processor(logger, level, event_dict)
     except structlog.DropEvent:
         return
