@@ -34,20 +34,17 @@ REQUEST_ID = web.RequestKey("request_id", str)
 _WELL_FORMED_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
-def _request_id(request: web.Request) -> str:
-    incoming = request.headers.get(REQUEST_ID_HEADER)
-    if incoming is not None and _WELL_FORMED_REQUEST_ID.fullmatch(incoming):
-        return incoming
-    # 64 random bits from the random module (reseeded in a forked child): unique enough to
-    # find a request in the logs, without a system call per request as os.urandom makes.
-    return f"{random.getrandbits(64):016x}"
-
-
 @web.middleware
 async def errors_and_access_log(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Turn every error into a JSON answer and write one canonical log line per request."""
     started = time.perf_counter()
-    request_id = request[REQUEST_ID] = _request_id(request)
+    # An id a proxy or client sent, if well formed; else 64 random bits from the random module
+    # (reseeded in a forked child): unique enough to find a request in the logs, without a
+    # system call per request as os.urandom makes.
+    request_id = request.headers.get(REQUEST_ID_HEADER)
+    if request_id is None or not _WELL_FORMED_REQUEST_ID.fullmatch(request_id):
+        request_id = f"{random.getrandbits(64):016x}"
+    request[REQUEST_ID] = request_id
     method = request.method
     # Each request runs in a task of its own, but the context it copies may hold a previous
     # binding (a test, a keep-alive connection's first request): start from nothing.
