@@ -16,6 +16,7 @@ route that needs a key until its budget refills, whatever key it presents.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Literal
 
 import structlog
@@ -23,6 +24,7 @@ from aiohttp import web
 
 from tlytics.ingest.keys import ApiKey, KeyRing, Keys, Scope, flag_keys
 from tlytics.ingest.keys_file import keys_file_ctx, sighup_without_keys_file_ctx
+from tlytics.ingest.metrics import Metrics
 from tlytics.ingest.rate_limit import RateLimiter, RateLimits, address_caller, retry_after_header
 from tlytics.ingest.responses import ApiError
 from tlytics.ingest.state import KEYS, METRICS, RATE_LIMITS, SETTINGS
@@ -60,6 +62,22 @@ class RouteAccess:
 ROUTE_ACCESS = web.AppKey("route_access", RouteAccess)
 
 
+@dataclass(frozen=True)
+class AccessGate:
+    """What the middleware asks of its app on every request, in one lookup (each `app[KEY]` is
+    a Python call, a share of a 1-event post's own work): the routes' levels, the keys (whose
+    ring a reload replaces: read per request), the rate limits and the metrics."""
+
+    route_access: RouteAccess
+    keys: Keys
+    limits: RateLimits
+    metrics: Metrics
+
+
+# Set once the keys are (at start), from the app's ROUTE_ACCESS, KEYS, RATE_LIMITS and METRICS.
+ACCESS_GATE = web.AppKey("access_gate", AccessGate)
+
+
 def install_access_control(app: web.Application) -> None:
     """The keys (of the settings, and of the keys file, then watched) and the rate limits.
     Called before any other resource is added, so a bad key setting stops the start first."""
@@ -82,6 +100,7 @@ async def _keys_ctx(app: web.Application) -> AsyncIterator[None]:
         "admin": settings.admin_keys,
     }
     app[KEYS] = Keys(flag_keys(keys_by_scope), keys_file=settings.keys_file is not None)
+    app[ACCESS_GATE] = AccessGate(app[ROUTE_ACCESS], app[KEYS], app[RATE_LIMITS], app[METRICS])
     yield
 
 
@@ -122,15 +141,13 @@ def _an(scope: str) -> str:
     return f"an {scope}" if scope[0] in "aeiou" else f"a {scope}"
 
 
-def admit(request: web.Request) -> None:
+def admit(request: web.Request, match_info: web.UrlMappingMatchInfo, gate: AccessGate) -> None:
     """Raise an ApiError unless the request may go on to its handler: 401/403 for its key
-    (403 too when the route declared no level), 429 for its rate limit."""
-    match_info = request.match_info
+    (403 too when the route declared no level), 429 for its rate limit. `match_info`: the
+    request's; `gate`: its app's ACCESS_GATE (the middleware has both at hand)."""
     if match_info.http_exception is not None:
         return  # no route matched: the router's 404/405 answers, no handler runs
-    # The app and the route looked up once: each `request.app[...]` is three Python calls.
-    app = match_info.current_app
-    route_access, route = app[ROUTE_ACCESS], match_info.route
+    route_access, route = gate.route_access, match_info.route
     access = route_access.level(route)
     if access is None:
         resource = route.resource
@@ -144,19 +161,18 @@ def admit(request: web.Request) -> None:
     if token is None:
         if route_access.key_in_body(route):
             return  # the handler finds the key in the body or a Basic header and calls admit_key
-        if _open_without_key(app, access):
+        if _open_without_key(gate, access):
             return
-    admit_key(request, access, token, app=app)
+    admit_key(request, access, token, app=match_info.current_app)
 
 
-def _open_without_key(app: web.Application, access: Scope) -> bool:
+def _open_without_key(gate: AccessGate, access: Scope) -> bool:
     """Whether a request presenting no key passes `admit_key` with nothing to do: its level
     needs no key (so no failed-authentication check either) and it has no rate limit. The
     usual case of a server without keys or limits, checked in one call instead of six."""
-    ring = app[KEYS].ring
-    if ring.needs_key(access):
+    if gate.keys.ring.needs_key(access):
         return False
-    limits = app[RATE_LIMITS]
+    limits = gate.limits
     return (limits.write if access == "write" else limits.read) is None
 
 

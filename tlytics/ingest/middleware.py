@@ -19,10 +19,9 @@ import structlog
 from aiohttp import web
 
 import tlytics.ingest.request_line as request_line
-from tlytics.ingest.auth import admit, request_access
+from tlytics.ingest.auth import ACCESS_GATE, admit, request_access
 from tlytics.ingest.error_answers import INTERNAL_ERROR, error_answer
 from tlytics.ingest.responses import SECURITY_HEADERS
-from tlytics.ingest.state import METRICS
 
 log = structlog.get_logger("tlytics.ingest")
 
@@ -51,8 +50,10 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
     request_line.start_request(request_id, method, request.path)
     response: web.StreamResponse
     failure: Exception | None = None
+    match_info = request.match_info
+    gate = match_info.current_app[ACCESS_GATE]
     try:
-        admit(request)
+        admit(request, match_info, gate)
         response = await handler(request)
     except Exception as exc:
         answer = error_answer(request, exc)
@@ -64,8 +65,7 @@ async def errors_and_access_log(request: web.Request, handler: Handler) -> web.S
         response = answer.response()
     duration_s = time.perf_counter() - started
     status = response.status
-    match_info = request.match_info
-    metrics = match_info.current_app[METRICS]
+    metrics = gate.metrics
     metrics.observe_request(method, match_info.route, status, duration_s)
     if status >= 400 and request_access(request) == "write":
         metrics.rejected(status)
