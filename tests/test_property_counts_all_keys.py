@@ -36,14 +36,17 @@ from tlytics.store.sqlite.schema import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 
 DAY = 24 * HOUR
 _databases = itertools.count()
-# The keys' counts summed over the keys, and the all-keys counts (every node's rows summed on
-# PostgreSQL): (property, hour, kind, value) -> count, sums of 0 left out (a row at 0 is no count).
+# The keys' counts summed over the keys: (property, hour, kind, value) -> count, sums of 0
+# left out (SQLite deletes a count that falls to 0; PostgreSQL's nodes' rows may sum to 0).
 _KEYED_SUMS = (
     "SELECT property, hour, kind, {value}, sum(count) FROM property_counts GROUP BY 1, 2, 3, 4 HAVING sum(count) <> 0"
 )
-_ALL_KEYS_SUMS = (
-    "SELECT property, hour, kind, {value}, sum(count) FROM property_counts_all_keys"
-    " GROUP BY 1, 2, 3, 4 HAVING sum(count) <> 0"
+# The all-keys counts, every row on SQLite (one at 0 would be a value shown with 0 events).
+_SQLITE_ALL_KEYS = "SELECT property, hour, kind, value, count FROM property_counts_all_keys"
+# Every node's rows summed on PostgreSQL (as its reads sum them).
+_POSTGRES_ALL_KEYS = (
+    "SELECT property, hour, kind, val, sum(count) FROM property_counts_all_keys GROUP BY 1, 2, 3, 4"
+    " HAVING sum(count) <> 0"
 )
 
 
@@ -55,11 +58,12 @@ class Backend:
     open_store: Callable[[str, list[str] | None], Any]
     execute: Callable[[Any, str, tuple[Any, ...]], list[tuple[Any, ...]]]
     value_column: str  # the counts' value column: `value` on SQLite, `val` on PostgreSQL
+    all_keys_sql: str
     close: Callable[[], None]
 
     def sums(self, store: Any) -> tuple[set[tuple[Any, ...]], set[tuple[Any, ...]]]:
         keyed = self.execute(store, _KEYED_SUMS.format(value=self.value_column), ())
-        all_keys = self.execute(store, _ALL_KEYS_SUMS.format(value=self.value_column), ())
+        all_keys = self.execute(store, self.all_keys_sql, ())
         return {tuple(row) for row in keyed}, {tuple(row) for row in all_keys}
 
 
@@ -70,7 +74,7 @@ def sqlite_backend(directory: Path) -> Backend:
     def execute(store: SQLiteStore, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in store._write_connection.execute(sql, params)]
 
-    return Backend("sqlite", open_store, execute, "value", lambda: None)
+    return Backend("sqlite", open_store, execute, "value", _SQLITE_ALL_KEYS, lambda: None)
 
 
 def postgres_backend(cluster: PostgresCluster) -> Backend:
@@ -98,7 +102,7 @@ def postgres_backend(cluster: PostgresCluster) -> Backend:
         for database in created:
             cluster.drop_database(database)
 
-    return Backend("postgresql", open_store, execute, "val", close)
+    return Backend("postgresql", open_store, execute, "val", _POSTGRES_ALL_KEYS, close)
 
 
 @contextlib.contextmanager
@@ -133,7 +137,7 @@ OPERATIONS = st.lists(
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("backend_name", ["sqlite", "postgresql"])
 @settings(
-    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+    max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
 )
 @given(
     before=st.lists(st.one_of(VALUES, st.just(MISSING)), max_size=25),
