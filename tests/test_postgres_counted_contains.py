@@ -89,6 +89,10 @@ def test_the_counts_answer_contains(pg_urls: list[str]) -> None:
         assert store.bucket_counts([T0], T0 + 4 * HOUR, search, None) == [(60, None)]
         with psycopg.connect(pg_urls[0]) as connection:
             connection.execute("UPDATE property_counts SET count = count + 10 WHERE val IN ('/Item/1', '/Item/2')")
+            # A question that names no key reads the counts summed over the keys (issue 21).
+            connection.execute(
+                "UPDATE property_counts_all_keys SET count = count + 10 WHERE val IN ('/Item/1', '/Item/2')"
+            )
         assert store.bucket_counts([T0], T0 + 4 * HOUR, search, None) == [(100, None)]  # four hours, 10 more each
         edged = replace(search, since_us=T0 + 30 * MINUTE, until_us=T0 + HOUR)  # no whole hour: per event
         assert store.bucket_counts([T0], T0 + HOUR, edged, None) == [(7, None)]  # 33, 37, …, 57

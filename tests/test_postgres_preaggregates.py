@@ -166,6 +166,10 @@ def test_the_counts_answer_on_postgresql(pg_urls: list[str]) -> None:
         connection.execute(
             "UPDATE property_counts SET count = count + 10 WHERE val = '/1' AND hour = %s", (T0 // HOUR + 2,)
         )
+        # A question that names no key reads the counts summed over the keys (issue 21).
+        connection.execute(
+            "UPDATE property_counts_all_keys SET count = count + 20 WHERE val = '/1' AND hour = %s", (T0 // HOUR + 2,)
+        )
     assert store.breakdown(hours, "path", 1).top == [("/1", 140)]  # two keys in that hour
     assert store.bucket_counts([T0], T0 + 10 * HOUR, where, None) == [(140, None)]
     unequal = replace(hours, where=(where_condition("data.path!=/1"),))
@@ -275,7 +279,7 @@ def test_the_migration_counts_the_values_already_stored(pg_urls: list[str]) -> N
     expected = store.breakdown(EventFilter(), "path", 10)
     store.close()
     with psycopg.connect(pg_urls[0]) as connection:  # back to schema 7
-        connection.execute("DROP TABLE property_counts, property_count_values")
+        connection.execute("DROP TABLE property_counts, property_count_values, property_counts_all_keys")
         connection.execute("ALTER TABLE declared_properties DROP COLUMN counted")
         connection.execute("UPDATE tlytics_schema SET version = 7")
     reopened = PostgresStore(pg_urls[0], declared_properties=["path"])

@@ -174,6 +174,10 @@ def test_the_counts_answer_once_complete(tmp_path: Path) -> None:
     store._write_connection.execute(
         "UPDATE property_counts SET count = count + 10 WHERE value = '/1' AND hour = ?", (T0 // HOUR + 2,)
     )
+    # A question that names no key reads the counts summed over the keys (issue 21).
+    store._write_connection.execute(
+        "UPDATE property_counts_all_keys SET count = count + 20 WHERE value = '/1' AND hour = ?", (T0 // HOUR + 2,)
+    )
     assert store.breakdown(hours, "path", 1).top == [("/1", 140)]  # two keys in that hour
     assert store.bucket_counts([T0], T0 + 10 * HOUR, where, None) == [(140, None)]
     edged = replace(where, since_us=T0 + 30 * MINUTE, until_us=T0 + HOUR)  # no whole hour: per event

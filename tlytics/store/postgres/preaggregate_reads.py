@@ -1,7 +1,9 @@
 """Reads answered from the hourly counts of a declared property of few values on PostgreSQL
 (tlytics.store.postgres.preaggregates): a breakdown, and events per bucket for one condition on
 the property, each with or without a key filter; the SQLite store's
-tlytics.store.sqlite.preaggregate_reads in one statement each.
+tlytics.store.sqlite.preaggregate_reads in one statement each. A question that names no key
+reads the counts summed over the keys (`property_counts_all_keys`); with `key=`, the keys' own
+(`property_counts`).
 
 The whole hours of a range come from the counts (every node's rows summed); its edges that cut
 an hour (a range that starts at 10:20, a day in a time zone half an hour off UTC) are read per
@@ -62,6 +64,11 @@ def _of_keys(where: EventFilter) -> tuple[str, list[Any]]:
     return (" AND key = ANY(%s::text[])", [list(where.keys)]) if where.keys else ("", [])
 
 
+def _counts_table(where: EventFilter) -> str:
+    """The counts that answer a question about the filter's keys (none named: every key's, summed)."""
+    return "property_counts" if where.keys else "property_counts_all_keys"
+
+
 def _edge_values(number: int, where: EventFilter, condition: tuple[str, list[Any]], edge: str) -> tuple[str, list[Any]]:
     """SQL counting the values of property `number` in range `edge` (b.<edge>_low, b.<edge>_high)
     of the keys that meet `condition`."""
@@ -98,7 +105,7 @@ def condition_counts(
     if covered:
         sql, params = condition
         per_hour = connection.execute(
-            "SELECT hour, sum(count)::bigint FROM property_counts WHERE property = %s AND hour >= %s AND hour < %s"
+            f"SELECT hour, sum(count)::bigint FROM {_counts_table(where)} WHERE property = %s AND hour >= %s AND hour < %s"
             f"{keys_sql}{' AND ' + sql if sql else ''} GROUP BY hour",
             [number, covered[0][0], covered[-1][1], *key_params, *params],
         ).fetchall()
@@ -185,7 +192,8 @@ def counted_breakdown(
     keys_sql, key_params = _of_keys(where)
     joined = " JOIN events e ON e.ts = pv.ts AND e.id = pv.id" if where.keys else ""
     parts = [
-        "SELECT kind, val, count AS n FROM property_counts WHERE property = %s AND hour >= %s AND hour < %s" + keys_sql
+        f"SELECT kind, val, count AS n FROM {_counts_table(where)} WHERE property = %s AND hour >= %s AND hour < %s"
+        + keys_sql
     ]
     params: list[Any] = [number, first, last, *key_params]
     for low, high in (before, after):

@@ -25,6 +25,11 @@ pass MAX_COUNTED_VALUES, or a value longer than INDEXED_CHARS arrives (the key o
 fit a b-tree entry), the property is no longer counted, for good. A node that read `counted`
 before another cleared it may still add rows in that transaction: they are never read (reads
 check `counted` first) and the next declaration (exclusive lock) deletes them.
+
+Beside them, `property_counts_all_keys` holds the same counts summed over the keys (property,
+hour, node, kind, val), written by the same statements (as `sketch_15m_all_keys` beside
+`sketch_15m`): a question that names no key sums one row per hour, node and value instead of
+one per key too. Its rows are each node's sums, which may go negative as the keys' rows may.
 """
 
 from __future__ import annotations
@@ -90,6 +95,11 @@ WITH typed (ts, id, key, kind, num, val) AS MATERIALIZED (
     INSERT INTO property_counts (property, hour, key, node, kind, val, num, count)
     SELECT %(number)s, hour, key, %(node)s, kind, val, num, n FROM per_hour ORDER BY hour, key, kind, val
     ON CONFLICT (property, hour, key, node, kind, val) DO UPDATE SET count = property_counts.count + excluded.count
+), counted_all_keys AS (
+    INSERT INTO property_counts_all_keys (property, hour, node, kind, val, num, count)
+    SELECT %(number)s, hour, %(node)s, kind, val, min(num), sum(n) FROM per_hour
+    GROUP BY hour, kind, val ORDER BY hour, kind, val
+    ON CONFLICT (property, hour, node, kind, val) DO UPDATE SET count = property_counts_all_keys.count + excluded.count
 ), listed AS (
     INSERT INTO property_count_values (property, kind, val, num)
     SELECT %(number)s, kind, val, min(num) FROM per_hour GROUP BY kind, val ORDER BY kind, val
@@ -131,19 +141,20 @@ def stop_counting(cursor: Cursor, number: int, node: str) -> None:
     The flag first: a second node stopping it waits here, holding no count of its own yet
     that the first could need. Other nodes' rows go at the next declaration."""
     cursor.execute("UPDATE declared_properties SET counted = false WHERE number = %s", (number,))
-    cursor.execute("DELETE FROM property_counts WHERE property = %s AND node = %s", (number, node))
+    for table in ("property_counts", "property_counts_all_keys"):
+        cursor.execute(f"DELETE FROM {table} WHERE property = %s AND node = %s", (number, node))
 
 
 def forget_stale_counts(cursor: Cursor, forgotten: int | None = None) -> None:
     """The counts no read uses: of the properties no longer counted, or of property
     `forgotten` (under the exclusive erasure lock: no insert adds to them meanwhile)."""
     stale = "SELECT number FROM declared_properties WHERE NOT counted UNION ALL SELECT %s"
-    for table in ("property_counts", "property_count_values"):
+    for table in ("property_counts", "property_counts_all_keys", "property_count_values"):
         cursor.execute(f"DELETE FROM {table} WHERE property = ANY(ARRAY({stale}))", (forgotten,))
 
 
 # The counts a deletion takes away: a CTE of writes._DELETE, after `unvalued` (the deleted
-# values, returned) and `gone` (the deleted events); its one parameter is the node.
+# values, returned) and `gone` (the deleted events); its two parameters are the node.
 UNCOUNTED_CTE = f"""
 , uncounted AS (
     INSERT INTO property_counts (property, hour, key, node, kind, val, num, count)
@@ -152,21 +163,30 @@ UNCOUNTED_CTE = f"""
     WHERE u.property IN (SELECT number FROM declared_properties WHERE counted) AND length(u.val) <= {INDEXED_CHARS}
     GROUP BY 1, 2, 3, 5, 6 ORDER BY 1, 2, 3, 5, 6
     ON CONFLICT (property, hour, key, node, kind, val) DO UPDATE SET count = property_counts.count + excluded.count
+), uncounted_all_keys AS (
+    INSERT INTO property_counts_all_keys (property, hour, node, kind, val, num, count)
+    SELECT u.property, {hour_sql("u.ts")}, %s, u.kind, u.val, min(u.num), -count(*)
+    FROM unvalued u JOIN gone g ON g.ts = u.ts AND g.id = u.id
+    WHERE u.property IN (SELECT number FROM declared_properties WHERE counted) AND length(u.val) <= {INDEXED_CHARS}
+    GROUP BY 1, 2, 4, 5 ORDER BY 1, 2, 4, 5
+    ON CONFLICT (property, hour, node, kind, val) DO UPDATE SET count = property_counts_all_keys.count + excluded.count
 )"""
 
 
 def drop_hours(cursor: Cursor, low_us: int, high_us: int) -> None:
     """Retention dropped the events of [low_us, high_us), whole hours: their counts go too."""
-    cursor.execute(
-        "DELETE FROM property_counts WHERE property = ANY(ARRAY(SELECT number FROM declared_properties))"
-        " AND hour >= %s AND hour < %s",
-        (low_us // HOUR_US, high_us // HOUR_US),
-    )
+    for table in ("property_counts", "property_counts_all_keys"):
+        cursor.execute(
+            f"DELETE FROM {table} WHERE property = ANY(ARRAY(SELECT number FROM declared_properties))"
+            " AND hour >= %s AND hour < %s",
+            (low_us // HOUR_US, high_us // HOUR_US),
+        )
 
 
 def count_stored_values(cursor: Cursor) -> None:
     """Part of migration 8: every declared property's counts from its stored values (node
-    ''), or none when it has too many distinct values or too long a one."""
+    ''), or none when it has too many distinct values or too long a one. Not the all-keys
+    twin: migration 9 adds it, summing these."""
     for (number,) in cursor.execute("SELECT number FROM declared_properties ORDER BY number").fetchall():
         row = cursor.execute(
             "SELECT count(*), coalesce(max(length(val)), 0) FROM"
@@ -189,3 +209,22 @@ def count_stored_values(cursor: Cursor) -> None:
             " SELECT %s, kind, val, min(num) FROM property_values WHERE property = %s GROUP BY kind, val",
             (number, number),
         )
+
+
+# Migration 9: the all-keys twin of property_counts, summed from it per node (no backfill).
+ALL_KEYS_MIGRATION = """
+CREATE TABLE property_counts_all_keys (
+    property integer NOT NULL,
+    hour bigint NOT NULL,
+    node text COLLATE "C" NOT NULL,
+    kind smallint NOT NULL,
+    val text COLLATE "C" NOT NULL,
+    num numeric,
+    count bigint NOT NULL,
+    PRIMARY KEY (property, hour, node, kind, val)
+);
+CREATE INDEX property_counts_all_keys_by_value ON property_counts_all_keys (property, kind, val, hour);
+INSERT INTO property_counts_all_keys (property, hour, node, kind, val, num, count)
+    SELECT property, hour, node, kind, val, min(num), sum(count) FROM property_counts
+    GROUP BY property, hour, node, kind, val;
+"""

@@ -24,8 +24,8 @@ from tlytics.jsontext import canonical
 from tlytics.store.postgres.connection import connect, describe, store_errors
 from tlytics.store.postgres.declared import MIGRATION as DECLARED_PROPERTIES
 from tlytics.store.postgres.partitions import partition_events
+from tlytics.store.postgres.preaggregates import ALL_KEYS_MIGRATION, count_stored_values
 from tlytics.store.postgres.preaggregates import MIGRATION as PROPERTY_COUNTS
-from tlytics.store.postgres.preaggregates import count_stored_values
 from tlytics.store.postgres.schema_functions import FILTER_FUNCTIONS, FUNCTIONS, NUL_FUNCTIONS
 from tlytics.timefmt import MAX_US, MIN_US
 
@@ -135,6 +135,9 @@ MIGRATIONS: list[str | Callable[[Connection], None]] = [
     # 8: hourly counts of declared properties of few values (see
     # tlytics.store.postgres.preaggregates), from the values already stored.
     lambda connection: _add_property_counts(connection),
+    # 9: the same counts summed over the keys (property_counts_all_keys), for the questions
+    # that name no key, filled from property_counts.
+    ALL_KEYS_MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -262,7 +262,8 @@ class PostgresWriter:
                     remember=_REMEMBER if remember_ids else "",
                     bucket=BUCKET_SQL,
                 )
-                cursor.execute(query, (*matching.params, max_rows, self.node, self.node, self.node, self.node))
+                # Every parameter after the limit is this node (two in `uncounted`, three after it).
+                cursor.execute(query, (*matching.params, max_rows, *[self.node] * 5))
                 deleted, first_bucket, last_bucket, touched, spans = cursor.fetchone() or (0, None, None, None, None)
                 if deleted:
                     self._sketches.rebuild(cursor, cast(list[list[Any]], touched or []))  # a sketch cannot forget

@@ -1,6 +1,8 @@
 """Reads answered from the hourly counts of a declared property of few values
 (tlytics.store.sqlite.preaggregates): a breakdown, and events per bucket for one condition on
-the property, each with or without a key filter.
+the property, each with or without a key filter. A question that names no key reads the
+counts summed over the keys (`property_counts_all_keys`), one row per hour and value; with
+`key=` it reads the keys' own counts (`property_counts`).
 
 The whole hours of a range come from the counts; its edges that cut an hour (a range that
 starts at 10:20, a day in a time zone half an hour off UTC) are read per event, through the
@@ -52,6 +54,11 @@ def _edges(low: int, high: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in ((low, first * HOUR_US), (last * HOUR_US, high)) if a < b]
 
 
+def _counts_table(keys: Sequence[str]) -> str:
+    """The counts that answer a question about `keys` (none named: every key's, summed)."""
+    return "property_counts" if keys else "property_counts_all_keys"
+
+
 def _of_keys(column: str, keys: Sequence[str]) -> tuple[str, list[Any]]:
     if not keys:
         return "", []
@@ -77,7 +84,7 @@ def condition_counts(
     if covered:
         keys_sql, key_params = _of_keys("key", where.keys)
         rows = connection.execute(
-            "SELECT hour, sum(count) FROM property_counts WHERE property = ? AND hour >= ? AND hour < ?"
+            f"SELECT hour, sum(count) FROM {_counts_table(where.keys)} WHERE property = ? AND hour >= ? AND hour < ?"
             f"{keys_sql}{' AND ' + condition if condition else ''} GROUP BY hour",
             [number, covered[0][0], covered[-1][1], *key_params, *params],
         )
@@ -145,7 +152,8 @@ def breakdown(connection: apsw.Connection, number: int, where: EventFilter, limi
     keys_sql, key_params = _of_keys("key", where.keys)
     parts = [
         # Not grouped here: grouped by (kind, value), SQLite would walk the value index, every hour.
-        f"SELECT kind, value, count AS n FROM property_counts WHERE property = ? AND hour >= ? AND hour < ?{keys_sql}"
+        f"SELECT kind, value, count AS n FROM {_counts_table(where.keys)} WHERE property = ? AND hour >= ? AND hour < ?"
+        f"{keys_sql}"
     ]
     params: list[Any] = [number, first, last, *key_params]
     # Each edge on its own (an OR of two time ranges would walk every value of the property).

@@ -17,6 +17,12 @@ have about one count per event: nothing to gain, and a second b-tree to write.
 The bucket is an hour (UTC): a daily or hourly chart in every time zone whose offset is whole
 hours is a union of whole hours; the rollups' 15 minutes (which divide every offset in use)
 would keep four times the rows; the edges of a range that cut an hour are read per event.
+
+Beside them, `property_counts_all_keys` holds the same counts summed over the keys, (property,
+hour, kind, value) -> count, kept by the same statements in the same transactions (as the
+sketches keep `sketch_15m_all_keys`): a question that names no key (a breakdown, a filtered
+chart of every key) sums 50 rows an hour instead of one per key and value. A row is there
+exactly while its sum over the keys is above 0.
 """
 
 from __future__ import annotations
@@ -67,6 +73,12 @@ _ADD_BATCH = (
     " SELECT ?, hour, key, kind, value, count FROM temp.batch_counts WHERE true"
     " ON CONFLICT DO UPDATE SET count = count + excluded.count"
 )
+# The same batch summed over its keys, into the all-keys twin.
+_ADD_BATCH_ALL_KEYS = (
+    "INSERT INTO property_counts_all_keys (property, hour, kind, value, count)"
+    " SELECT ?, hour, kind, value, sum(count) FROM temp.batch_counts WHERE true GROUP BY hour, kind, value"
+    " ON CONFLICT DO UPDATE SET count = count + excluded.count"
+)
 _LIST_VALUES = (
     "INSERT OR IGNORE INTO property_count_values (property, kind, value) SELECT DISTINCT ?, kind, value"
     " FROM temp.batch_counts"
@@ -79,6 +91,17 @@ _SUBTRACT_BATCH = (
 _DROP_EMPTY = (
     "DELETE FROM property_counts WHERE property = ?1 AND count <= 0"
     " AND (hour, key, kind, value) IN (SELECT hour, key, kind, value FROM temp.batch_counts)"
+)
+
+_SUBTRACT_BATCH_ALL_KEYS = (
+    "UPDATE property_counts_all_keys SET count = property_counts_all_keys.count - b.count"
+    " FROM (SELECT hour, kind, value, sum(count) AS count FROM temp.batch_counts GROUP BY hour, kind, value) b"
+    " WHERE property_counts_all_keys.property = ? AND property_counts_all_keys.hour = b.hour"
+    " AND property_counts_all_keys.kind = b.kind AND property_counts_all_keys.value = b.value"
+)
+_DROP_EMPTY_ALL_KEYS = (
+    "DELETE FROM property_counts_all_keys WHERE property = ?1 AND count <= 0"
+    " AND (hour, kind, value) IN (SELECT hour, kind, value FROM temp.batch_counts)"
 )
 
 
@@ -112,6 +135,7 @@ def _add_batch(connection: apsw.Connection, number: int) -> bool:
     """Add temp.batch_counts to property `number`'s counts; stop counting it (False) once it
     has too many distinct values."""
     connection.execute(_ADD_BATCH, (number,))
+    connection.execute(_ADD_BATCH_ALL_KEYS, (number,))
     before = connection.total_changes()
     connection.execute(_LIST_VALUES, (number,))
     if connection.total_changes() == before:
@@ -131,6 +155,7 @@ def stop_counting(connection: apsw.Connection, number: int) -> None:
 
 def forget_counts(connection: apsw.Connection, number: int) -> None:
     connection.execute("DELETE FROM property_counts WHERE property = ?", (number,))
+    connection.execute("DELETE FROM property_counts_all_keys WHERE property = ?", (number,))
     connection.execute("DELETE FROM property_count_values WHERE property = ?", (number,))
 
 
@@ -148,12 +173,14 @@ def subtract_counts(connection: apsw.Connection, number: int, ids: Sequence[byte
         )
         connection.execute(_SUBTRACT_BATCH, (number,))
         connection.execute(_DROP_EMPTY, (number,))
+        connection.execute(_SUBTRACT_BATCH_ALL_KEYS, (number,))
+        connection.execute(_DROP_EMPTY_ALL_KEYS, (number,))
 
 
 def count_stored_values(connection: apsw.Connection) -> None:
-    """The migration that adds the counts: every declared property's counts from its stored
+    """The migration that adds the counts (9): every declared property's counts from its stored
     values (a backfill under way goes on counting from where it is), or none when it has too
-    many distinct values."""
+    many distinct values. Not the all-keys twin: migration 10 adds it, summing these."""
     prepare(connection)
     for (number,) in connection.execute("SELECT number FROM declared_properties").fetchall():
         distinct = connection.execute(
@@ -172,3 +199,14 @@ def count_stored_values(connection: apsw.Connection) -> None:
         )
         connection.execute(_ADD_BATCH, (number,))
         connection.execute(_LIST_VALUES, (number,))
+
+
+# Migration 10: the all-keys twin of property_counts, summed from it (no backfill needed).
+ALL_KEYS_MIGRATION = """
+CREATE TABLE property_counts_all_keys (property INTEGER NOT NULL, hour INTEGER NOT NULL, kind INTEGER NOT NULL,
+    value NOT NULL, count INTEGER NOT NULL, PRIMARY KEY (property, hour, kind, value)) WITHOUT ROWID;
+CREATE INDEX property_counts_all_keys_by_value ON property_counts_all_keys (property, kind, value, hour);
+INSERT INTO property_counts_all_keys (property, hour, kind, value, count)
+    SELECT property, hour, kind, value, sum(count) FROM property_counts
+    GROUP BY property, hour, kind, value HAVING sum(count) > 0;
+"""

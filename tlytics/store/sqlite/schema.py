@@ -16,7 +16,7 @@ import apsw
 from tlytics.errors import StoreError
 from tlytics.jsontext import canonical
 from tlytics.store.sqlite.connection import Synchronous, connect, store_errors
-from tlytics.store.sqlite.preaggregates import count_stored_values
+from tlytics.store.sqlite.preaggregates import ALL_KEYS_MIGRATION, count_stored_values
 from tlytics.timefmt import MAX_US, MIN_US
 
 BUCKET_US = 900_000_000  # 15 minutes: the rollups' bucket
@@ -170,6 +170,9 @@ MIGRATIONS: list[str | Callable[[apsw.Connection], None]] = [
     # 9: hourly counts per key and value of the declared properties of few values (a breakdown
     # or a filtered chart sums them instead of reading one value per event), `counted` while kept.
     _add_property_counts,
+    # 10: the same counts summed over the keys (property_counts_all_keys), for the questions
+    # that name no key, filled from property_counts.
+    ALL_KEYS_MIGRATION,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
