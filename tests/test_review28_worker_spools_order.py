@@ -15,7 +15,7 @@ import pytest
 from msgspec import Raw
 
 from tlytics.spool import Spool
-from tlytics.spool.entry import encode_spool_entry
+from tlytics.spool.entry import encode_spool_entry, group_spool_entries
 from tlytics.store import SQLiteStore, SQLiteWriter
 from tlytics.writer.drain import drain_batch
 from tlytics.writer.resources import WriterResources
@@ -83,3 +83,18 @@ def test_nothing_acknowledged_after_an_unread_entry_is_stored_before_it(
     assert sum(batches) == 4
     assert first_worker.count() == second_worker.count() == 0
     assert _stored(tmp_path) == [(_other_id(1), "a"), (_other_id(2), "b"), (EVENT_ID, "first")]
+
+
+def test_unreadable_entries_of_the_workers_spools_are_set_aside_and_the_rest_stored(
+    tmp_path: Path, workers: tuple[WriterResources, Spool, Spool]
+) -> None:
+    resources, first_worker, second_worker = workers
+    not_utf8 = _entry(20, "x", _other_id(2)).replace(b'"x"', b'"\xff"')
+    bad_hex = encode_spool_entry(40, [("zz" * 16, "k", 40, Raw(b"{}"))])
+    second_worker.append_many([group_spool_entries([_entry(10, "a", _other_id(1)), not_utf8])[0], b"not json"])
+    first_worker.append_many([group_spool_entries([_entry(30, "b", _other_id(3)), bad_hex])[0]])
+    result = drain_batch(resources, 1000, 1000)
+    assert (result.entries, result.inserted, result.quarantined) == (2, 2, 3)
+    assert _stored(tmp_path) == [(_other_id(1), "a"), (_other_id(3), "b")]
+    assert sorted(value for _key, value in resources.quarantine.peek(10)) == sorted([not_utf8, b"not json", bad_hex])
+    assert first_worker.count() == second_worker.count() == 0

@@ -152,10 +152,11 @@ def _acknowledged_first(reads: list[_SpoolRead]) -> list[_SpoolRead]:
     bound = min(bounds)
     kept: list[_SpoolRead] = []
     for read in reads:
+        # An entry with no readable request (its parts set aside) waits for nothing.
         chosen = [
             index
-            for index, requests in enumerate(read.requests)
-            if (_latest_received_at(requests) or float("-inf")) <= bound
+            for index, latest in enumerate(map(_latest_received_at, read.requests))
+            if latest is None or latest <= bound
         ]
         if len(chosen) == len(read.keys):
             kept.append(read)
