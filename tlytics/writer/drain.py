@@ -15,6 +15,7 @@ from __future__ import annotations
 import gc
 import os
 from dataclasses import dataclass, replace
+from operator import itemgetter
 
 import structlog
 
@@ -41,6 +42,8 @@ class DrainResult:
 
 
 _UNREADABLE = (ValueError, TypeError, KeyError)
+_RECEIVED_AT = itemgetter(0)  # of a SpooledRequest
+_ROW_RECEIVED_AT = itemgetter(3)  # of a StoreRow
 
 
 def _decoded(value: bytes) -> list[SpooledRequest]:
@@ -56,8 +59,9 @@ def _decoded(value: bytes) -> list[SpooledRequest]:
 
 def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -> DrainResult:
     """Move the oldest spool entries (up to `max_events` events) into the store in one
-    transaction, then remove them; likewise for each ingest worker's spool (a transaction
-    each). Raises on store or spool failure, leaving the spool being drained as it was.
+    transaction, then remove them; with ingest workers' spools, the oldest of each spool
+    together, in order of acknowledgement (see `_acknowledged_first`). Raises on store or
+    spool failure, leaving the spools as they were.
     """
     # A batch makes tens of thousands of tuples and keeps them all until it ends: the cyclic
     # garbage collector, set off by their number, ran again and again to find nothing (none
@@ -65,30 +69,37 @@ def drain_batch(resources: WriterResources, max_entries: int, max_events: int) -
     collecting = gc.isenabled()
     gc.disable()
     try:
-        result = _drain(resources, resources.spool, max_entries, max_events)
-        for spool in resources.worker_spools:
-            more = _drain(resources, spool, max_entries, max_events)
-            result = DrainResult(
-                entries=result.entries + more.entries,
-                events=result.events + more.events,
-                inserted=result.inserted + more.inserted,
-                quarantined=result.quarantined + more.quarantined,
-                pid=result.pid,
-                caught_up=result.caught_up and more.caught_up,
-            )
-        return result
+        if not resources.worker_spools:
+            return _stored(resources, [_read(resources, resources.spool, max_entries, max_events)], ordered=False)
+        reads = [_read(resources, spool, max_entries, max_events) for spool in resources.spools]
+        return _stored(resources, _acknowledged_first(reads), ordered=True)
     finally:
         if collecting:
             gc.enable()
 
 
-def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_events: int) -> DrainResult:
-    keys: list[int] = []
-    values: list[bytes] = []
-    requests: list[SpooledRequest] = []
+@dataclass(slots=True)
+class _SpoolRead:
+    """The oldest entries read from one spool for a batch (those unreadable whole are
+    quarantined already)."""
+
+    spool: Spool
+    keys: list[int]
+    values: list[bytes]
+    requests: list[list[SpooledRequest]]  # each entry's readable requests
     # Unreadable requests of group entries whose other requests are stored: quarantined once
     # the store committed the batch (so a store that keeps failing does not quarantine them
     # again at every attempt), just before their entries are removed.
+    set_aside: list[_SetAside]
+    quarantined: int
+    # Every entry of the spool was read (but for what arrived meanwhile).
+    caught_up: bool
+
+
+def _read(resources: WriterResources, spool: Spool, max_entries: int, max_events: int) -> _SpoolRead:
+    keys: list[int] = []
+    values: list[bytes] = []
+    requests: list[list[SpooledRequest]] = []
     set_aside: list[_SetAside] = []
     events = quarantined = read = 0
     enough_events = False
@@ -106,42 +117,111 @@ def _drain(resources: WriterResources, spool: Spool, max_entries: int, max_event
             set_aside.extend(unreadable)
         keys.append(key)
         values.append(value)
-        requests.extend(decoded)
+        requests.append(decoded)
         for _received_at, request_events in decoded:
             events += len(request_events)
         if events >= max_events:
             enough_events = True
             break
+    caught_up = read < max_entries and not enough_events
+    return _SpoolRead(spool, keys, values, requests, set_aside, quarantined, caught_up)
+
+
+def _latest_received_at(requests: list[SpooledRequest]) -> int | None:
+    return max((received_at for received_at, _events in requests), default=None)
+
+
+def _acknowledged_first(reads: list[_SpoolRead]) -> list[_SpoolRead]:
+    """The entries of several spools' reads that can be stored without storing a request
+    acknowledged after one still unread ("a second event with the same id is ignored": the
+    first acknowledged must be stored first, whichever worker acknowledged it).
+
+    A request sent after another was acknowledged was received after that one's entry was
+    committed, so after every entry committed before it in its spool (a spool's order) had
+    been received. Of a spool not read to its end, the latest arrival among the entries read
+    therefore bounds what may be stored from any spool: only entries received no later (so
+    the one that set the bound is stored). The entries kept are stored in order of arrival
+    (`_stored`): of two requests with the same id, the one acknowledged first is stored."""
+    bounds: list[float] = []
+    for read in reads:
+        if not read.caught_up:
+            latest = max((at for at in map(_latest_received_at, read.requests) if at is not None), default=None)
+            bounds.append(float("-inf") if latest is None else latest)
+    if not bounds:
+        return reads
+    bound = min(bounds)
+    kept: list[_SpoolRead] = []
+    for read in reads:
+        # An entry with no readable request (its parts set aside) waits for nothing.
+        chosen = [
+            index
+            for index, latest in enumerate(map(_latest_received_at, read.requests))
+            if latest is None or latest <= bound
+        ]
+        if len(chosen) == len(read.keys):
+            kept.append(read)
+            continue
+        chosen_keys = {read.keys[index] for index in chosen}
+        kept.append(
+            _SpoolRead(
+                read.spool,
+                [read.keys[index] for index in chosen],
+                [read.values[index] for index in chosen],
+                [read.requests[index] for index in chosen],
+                [each for each in read.set_aside if each.key in chosen_keys],
+                read.quarantined,
+                caught_up=False,  # entries wait for the next batch
+            )
+        )
+    return kept
+
+
+def _stored(resources: WriterResources, reads: list[_SpoolRead], *, ordered: bool) -> DrainResult:
+    """Store the reads' entries in one transaction (in order of arrival if `ordered`), then
+    quarantine what was set aside and remove the entries from their spools."""
+    requests = [request for read in reads for entry in read.requests for request in entry]
+    if ordered:
+        requests.sort(key=_RECEIVED_AT)  # stable: a spool's own order among equals
+    events = sum(len(request_events) for _received_at, request_events in requests)
+    set_aside = [each for read in reads for each in read.set_aside]
     inserted = 0
     if events:
         try:
             inserted = resources.store.insert(SpooledRows(requests))
         except UnconvertibleRow:  # nothing written: convert request by request, setting aside those that fail
-            rows, set_aside = _store_rows(spool, keys, values)
+            rows: list[StoreRow] = []
+            set_aside = []
+            for read in reads:
+                spool_rows, spool_set_aside = _store_rows(read.spool, read.keys, read.values)
+                rows.extend(spool_rows)
+                set_aside.extend(spool_set_aside)
+            if ordered:
+                rows.sort(key=_ROW_RECEIVED_AT)
             events = len(rows)
             inserted = resources.store.insert(rows) if rows else 0
+    quarantined = sum(read.quarantined for read in reads)
     if set_aside:
         _quarantine_parts(resources, set_aside)
         quarantined += len(set_aside)
-    if keys:
-        spool.remove(keys)
-    # The server's appends leave checkpoints to the writer (Spool checkpoint_on_append), off
-    # the event loop: after each batch, and when drained, so the spool's WAL shrinks back.
-    # Checkpointing only once caught up was measured: fewer instructions, but 1.05-1.21x the
-    # CPU per entry (a longer WAL makes every page read of the spool dearer). What cost was the
-    # number of batches (see the scheduler's CATCH_UP_PAUSE_S).
-    if keys or not quarantined:
-        spool.checkpoint()
-    caught_up = read < max_entries and not enough_events
+    for read in reads:
+        if read.keys:
+            read.spool.remove(read.keys)
+        # The server's appends leave checkpoints to the writer (Spool checkpoint_on_append),
+        # off the event loop: after each batch, and when drained, so the spool's WAL shrinks
+        # back. Checkpointing only once caught up was measured: fewer instructions, but
+        # 1.05-1.21x the CPU per entry (a longer WAL makes every page read of the spool
+        # dearer). What cost was the number of batches (see the scheduler's CATCH_UP_PAUSE_S).
+        if read.keys or not read.quarantined:
+            read.spool.checkpoint()
     # An entry all of whose requests were set aside counts as quarantined, not as drained.
-    emptied = {unreadable.key for unreadable in set_aside if unreadable.whole}
+    emptied = {(unreadable.spool, unreadable.key) for unreadable in set_aside if unreadable.whole}
     return DrainResult(
-        entries=len(keys) - len(emptied),
+        entries=sum(len(read.keys) for read in reads) - len(emptied),
         events=events,
         inserted=inserted,
         quarantined=quarantined,
         pid=os.getpid(),
-        caught_up=caught_up,
+        caught_up=all(read.caught_up for read in reads),
     )
 
 

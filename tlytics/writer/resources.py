@@ -27,8 +27,8 @@ class WriterResources:
         worker_spools: Sequence[Spool] = (),
     ) -> None:
         self.spool = spool
-        # The ingest workers' spools (tlytics.writer.spools), drained after `spool`, each in
-        # order of arrival.
+        # The ingest workers' spools (tlytics.writer.spools), drained with `spool`, a batch
+        # taking the oldest entries of each in order of arrival (tlytics.writer.drain).
         self.worker_spools = tuple(worker_spools)
         # Spool entries the writer could not read are set aside here, never dropped.
         self.quarantine = quarantine

@@ -78,7 +78,7 @@ class WriteScheduler:
         self.last_error: str | None = None
         self.worker_pid = 0
         self._store_opened = False
-        self._open_failures = 0  # opens failed in a row, before the store was first opened
+        self._open_failures = 0  # opens failed in a row, before the writer process's store was opened
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="writer")
@@ -113,9 +113,9 @@ class WriteScheduler:
             self._wake.clear()
 
     async def _open_store(self) -> bool:
-        """Have the writer open the store, once; whether it is open. A failure is only logged
-        (a batch with events would meet it too, and counts it then), and a later round tries
-        again, backed off."""
+        """Have the writer open the store, once per writer process; whether it is open. A
+        failure is only logged (a batch with events would meet it too, and counts it then), and
+        a later round tries again, backed off."""
         if self._store_opened:
             return True
         try:
@@ -125,6 +125,7 @@ class WriteScheduler:
             log.warning("writer_store_not_open", error=str(exc), failures=self._open_failures)
             return False
         self._store_opened = True
+        self._open_failures = 0
         return True
 
     async def drain(self, *, deadline: float | None) -> bool:
@@ -154,7 +155,12 @@ class WriteScheduler:
                     return _FAILED
                 self.consecutive_failures = 0
                 self.last_error = None
-                self.worker_pid = result.pid
+                if result.pid != self.worker_pid:
+                    # A new writer process (one that died was replaced) has not opened its
+                    # store: the round opens it, resuming a declared property's backfill
+                    # that the dead one was running, events or not.
+                    self._store_opened = False
+                    self.worker_pid = result.pid
                 if result.entries == 0 and result.quarantined == 0:
                     return _EMPTY
                 if self._on_batch is not None:
