@@ -206,7 +206,17 @@ async def test_an_event_field_given_twice_is_refused(client: Any, app: web.Appli
     response = await client.post("/events", data=body, headers={"Content-Type": "application/json"})
     assert response.status == 400
     error = await response.json()
-    assert "'key' twice" in error["error"] and error["index"] == 1
+    assert "'key' twice" in error["error"] and (error["index"], error["field"]) == (1, "key")
+    assert spool_count(app) == 0
+
+
+async def test_the_field_given_twice_is_named_on_batch_too(client: Any, app: web.Application) -> None:
+    stamp = '"timestamp":"2026-01-01T00:00:00Z"'
+    body = f'{{"events":[{{"key":"a"}},{{"key":"b"}},{{"key":"c",{stamp},{stamp}}}]}}'.encode()
+    response = await client.post("/batch", data=body, headers={"Content-Type": "application/json"})
+    assert response.status == 400
+    error = await response.json()
+    assert "'timestamp' twice" in error["error"] and (error["index"], error["field"]) == (2, "timestamp")
     assert spool_count(app) == 0
 
 

@@ -98,8 +98,8 @@ def normalize_event(raw: object, index: int, now_us: int, new_id_hex: str | None
     `raw` comes from `tlytics.jsontext.parse_checked` (or any JSON reader); `new_id_hex` is
     the id to give the event when it has none (default: a fresh UUIDv7).
     """
-    if isinstance(raw, JsonProblem):  # e.g. the event has a field twice
-        raise InvalidEvent(f"event {raw.message}", index=index)
+    if isinstance(raw, JsonProblem):  # the event has a field twice: that field is named
+        raise InvalidEvent(f"event {raw.message}", index=index, field=raw.repeated_key)
     if not isinstance(raw, dict):
         raise InvalidEvent("event must be a JSON object", index=index)
     unknown = raw.keys() - KNOWN_FIELDS

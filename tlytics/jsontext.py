@@ -35,10 +35,12 @@ _OPENING = frozenset(b"[{")
 class JsonProblem:
     """Stands in, inside a parsed value, for a part that breaks the rules above."""
 
-    __slots__ = ("message",)
+    __slots__ = ("message", "repeated_key")
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, repeated_key: str | None = None) -> None:
         self.message = message
+        # For an object with a key twice: that key (an event's error names it as the field).
+        self.repeated_key = repeated_key
 
 
 def canonical(text: bytes) -> bytes:
@@ -82,7 +84,7 @@ def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any] | JsonProblem:
         seen: set[str] = set()
         for name, _ in pairs:
             if name in seen:
-                return JsonProblem(f"has the key {name!r} twice in one object")
+                return JsonProblem(f"has the key {name!r} twice in one object", repeated_key=name)
             seen.add(name)
     return value
 
