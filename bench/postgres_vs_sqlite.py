@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bench.postgres_preaggregates import p50_ms
 from bench.view import BASE_US, event_data
 from tlytics.ids import uuid7_int
 from tlytics.ingest.query import where_condition
@@ -64,16 +63,6 @@ def questions(end_us: int) -> dict[str, Callable[[Any], object]]:
         ),
         "funnel_3_steps_7d_30d": lambda store: store.funnel(window, ["key_0", "key_1", "key_2"], "user_id", 7 * DAY_US),
     }
-
-
-def p50_ms(read: Callable[[], object], repeats: int) -> float:
-    read()  # warm
-    samples = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        read()
-        samples.append((time.perf_counter() - started) * 1000)
-    return statistics.median(samples)
 
 
 def fill(sqlite: SQLiteStore, url: str, events: int, step_us: int) -> None:

@@ -256,6 +256,18 @@ class ServerProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
+    def log_records(self) -> list[dict[str, Any]]:
+        """The log's JSON lines (objects), in order; anything else (a line being written) skipped."""
+        records = []
+        for line in self.log().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+        return records
+
     def _listening_port(self, log_start: int) -> int | None:
         """The port in this run's `listening` log line, once it is written."""
         with open(self.log_path, "rb") as log:

@@ -6,7 +6,7 @@ every read of the property parsing the JSON meanwhile."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,14 @@ from tlytics.store import EventFilter, SQLiteStore
 from tlytics.store.postgres import declared as postgres_declared
 from tlytics.store.sqlite import property_backfill
 from tlytics.store.sqlite.properties import complete_properties
+
+
+def _failed_then_done(logs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The logged events, checked to hold a failed backfill and, after it, the backfill done."""
+    events = [log["event"] for log in logs]
+    assert "property_backfill_failed" in events
+    assert events.index("property_backfill_failed") < events.index("property_backfill_done")
+    return events
 
 
 def test_a_backfill_chunk_that_fails_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -47,9 +55,7 @@ def test_a_backfill_chunk_that_fails_is_tried_again(tmp_path: Path, monkeypatch:
             assert declaring.page(1, 20, where=where).total == 10
         finally:
             declaring.close()
-    events = [log["event"] for log in logs]
-    assert "property_backfill_failed" in events
-    assert events.index("property_backfill_failed") < events.index("property_backfill_done")
+    events = _failed_then_done(logs)
     assert events.count("property_backfill_started") == 1
 
 
@@ -81,6 +87,4 @@ def test_a_postgresql_backfill_that_fails_is_tried_again(pg_url: str, monkeypatc
             assert declaring.page(1, 20, where=where).total == 10
         finally:
             declaring.close()
-    events = [log["event"] for log in logs]
-    assert "property_backfill_failed" in events
-    assert events.index("property_backfill_failed") < events.index("property_backfill_done")
+    _failed_then_done(logs)

@@ -5,7 +5,6 @@ no events, every read of the property parsing the JSON until the next restart.""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any, cast
 import apsw
 import pytest
 
-from tests.helpers import eventually, http_json
+from tests.helpers import ServerProcess, eventually, http_json
 from tests.test_declared_properties import made_amounts
 from tlytics.store import SQLiteStore
 from tlytics.store.sqlite import SQLiteReader
@@ -23,29 +22,17 @@ from tlytics.store.sqlite.properties import PropertyKeeper, complete_properties
 QUERY = "where=data.amount%3E=2990&since=2025-01-01T00:00:00Z&until=2025-01-10T00:00:00Z"
 
 
-def _records(log: str) -> list[dict[str, Any]]:
-    records = []
-    for line in log.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+def _writer_pids(server: ServerProcess) -> list[int]:
+    return [int(record["pid"]) for record in server.log_records() if record.get("event") == "writer_started"]
 
 
-def _writer_pids(server: Any) -> list[int]:
-    return [int(record["pid"]) for record in _records(server.log()) if record.get("event") == "writer_started"]
-
-
-def _writer_started_backfill(server: Any) -> bool:
-    events = [record.get("event") for record in _records(server.log())]
+def _writer_started_backfill(server: ServerProcess) -> bool:
+    events = [record.get("event") for record in server.log_records()]
     return "writer_started" in events and "property_backfill_started" in events[events.index("writer_started") :]
 
 
-def _logged(server: Any, event: str) -> bool:
-    return any(record.get("event") == event for record in _records(server.log()))
+def _logged(server: ServerProcess, event: str) -> bool:
+    return any(record.get("event") == event for record in server.log_records())
 
 
 def _declared_not_backfilled(path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

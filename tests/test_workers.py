@@ -4,14 +4,12 @@ was stored, exactly once."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import socket
 import uuid
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,25 +20,13 @@ from tlytics.spool import Spool
 pytestmark = pytest.mark.skipif(not hasattr(socket, "SO_REUSEPORT"), reason="needs SO_REUSEPORT")
 
 
-def _log_records(server: ServerProcess) -> list[dict[str, Any]]:
-    records = []
-    for line in server.log().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def _worker_pids(server: ServerProcess) -> dict[int, int]:
     """Each worker's newest pid, from its `worker_listening` lines."""
-    return {r["worker"]: r["pid"] for r in _log_records(server) if r.get("event") == "worker_listening"}
+    return {r["worker"]: r["pid"] for r in server.log_records() if r.get("event") == "worker_listening"}
 
 
 def _writer_pids(server: ServerProcess) -> list[int]:
-    return [r["pid"] for r in _log_records(server) if r.get("event") == "writer_started"]
+    return [r["pid"] for r in server.log_records() if r.get("event") == "writer_started"]
 
 
 def _spooled(spool_dir: Path) -> int:
@@ -90,7 +76,7 @@ def test_events_posted_over_many_connections_are_spread_over_both_workers_and_st
         # The writer waits an hour: what each worker acknowledged stays in its own spool.
         acknowledged = _post_until_every_worker_spool_holds(server, spool_dir, 2, "spread")
         served = {
-            r["worker"] for r in _log_records(server) if r.get("event") == "request" and r.get("path") == "/events"
+            r["worker"] for r in server.log_records() if r.get("event") == "request" and r.get("path") == "/events"
         }
         assert served == {0, 1}
         # /health, on whichever worker it reaches, counts every worker's spool.

@@ -201,6 +201,17 @@ def process_writer(tmp_path: Path) -> WriteScheduler:
     return WriteScheduler(ProcessExecutor(settings), flush_period_s=3600, batch_max_entries=1000, batch_max_events=1000)
 
 
+async def writer_process_killed(tmp_path: Path, spool: Spool) -> tuple[WriteScheduler, int]:
+    """A process writer that stored 3 entries of 10 events, then its writer process killed
+    (kill -9); and that process's pid."""
+    spool.append_many([entry(10) for _ in range(3)])
+    writer = process_writer(tmp_path)
+    assert await writer.flush(timeout_s=60)
+    first_pid = writer.worker_pid
+    os.kill(first_pid, signal.SIGKILL)
+    return writer, first_pid
+
+
 async def test_writer_process_drains_on_another_core(
     tmp_path: Path, open_store: Callable[[Path], SQLiteStore], open_spool: Callable[[Path], Spool]
 ) -> None:
@@ -237,11 +248,7 @@ async def test_killed_writer_process_is_replaced_and_nothing_is_lost(
     tmp_path: Path, open_store: Callable[[Path], SQLiteStore], open_spool: Callable[[Path], Spool]
 ) -> None:
     spool = open_spool(tmp_path / "spool")
-    spool.append_many([entry(10) for _ in range(3)])
-    writer = process_writer(tmp_path)
-    assert await writer.flush(timeout_s=60)
-    first_pid = writer.worker_pid
-    os.kill(first_pid, signal.SIGKILL)
+    writer, first_pid = await writer_process_killed(tmp_path, spool)
     spool.append_many([entry(10) for _ in range(3)])
     with capture_logs() as logs:
         assert await writer.flush(timeout_s=60) is False  # the dead pool fails one call...

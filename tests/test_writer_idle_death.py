@@ -5,14 +5,13 @@ drain goes on with the new process, so the spool is empty when the server exits.
 from __future__ import annotations
 
 import os
-import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from structlog.testing import capture_logs
 
 from tests.helpers import eventually
-from tests.test_writer import entry, process_writer
+from tests.test_writer import entry, writer_process_killed
 from tlytics.spool import Spool
 from tlytics.store import SQLiteStore
 
@@ -31,11 +30,7 @@ async def test_the_final_drain_outlives_a_writer_that_died_while_idle(
     tmp_path: Path, open_store: Callable[[Path], SQLiteStore], open_spool: Callable[[Path], Spool]
 ) -> None:
     spool = open_spool(tmp_path / "spool")
-    spool.append_many([entry(10) for _ in range(3)])
-    writer = process_writer(tmp_path)
-    assert await writer.flush(timeout_s=60)
-    first_pid = writer.worker_pid
-    os.kill(first_pid, signal.SIGKILL)
+    writer, first_pid = await writer_process_killed(tmp_path, spool)
     eventually(lambda: _gone(first_pid), timeout_s=30, what="the writer process to die")
     spool.append_many([entry(10) for _ in range(4)])  # acknowledged while the writer lay dead
     with capture_logs() as logs:
