@@ -5,6 +5,7 @@ out only once the group committer has the request's entry on disk."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
@@ -75,33 +76,27 @@ async def _reference_spool_entry(
     )
 
 
-# The two handlers spell out `spool_body` rather than call it: a handler's frames are each
-# resumed once more when its group commits, so each frame fewer on this path counts (issue 22).
+def _post_handler(*, batch: bool, doc: str, name: str) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """The handler of POST /events (`batch` False) or /batch. It spells out `spool_body`
+    rather than call it: a handler's frames are each resumed once more when its group
+    commits, so each frame fewer on this path counts (issue 22)."""
+
+    async def post(request: web.Request) -> web.Response:
+        app = request.app
+        accept = app[ACCEPT]
+        body = await read_body(request, settings=accept.settings)
+        entry, count = _fast_spool_entry(accept, body, batch=batch) or await _reference_spool_entry(
+            app, accept, body, batch=batch
+        )
+        if count:
+            await accept.committer.append(entry, count)
+        _count_accepted(accept, count)
+        return accepted_response(count)
+
+    post.__doc__ = doc
+    post.__name__ = post.__qualname__ = name
+    return post
 
 
-async def post_events(request: web.Request) -> web.Response:
-    """POST /events: a JSON array of events."""
-    app = request.app
-    accept = app[ACCEPT]
-    body = await read_body(request, settings=accept.settings)
-    entry, count = _fast_spool_entry(accept, body, batch=False) or await _reference_spool_entry(
-        app, accept, body, batch=False
-    )
-    if count:
-        await accept.committer.append(entry, count)
-    _count_accepted(accept, count)
-    return accepted_response(count)
-
-
-async def post_batch(request: web.Request) -> web.Response:
-    """POST /batch: {"events": [...]}."""
-    app = request.app
-    accept = app[ACCEPT]
-    body = await read_body(request, settings=accept.settings)
-    entry, count = _fast_spool_entry(accept, body, batch=True) or await _reference_spool_entry(
-        app, accept, body, batch=True
-    )
-    if count:
-        await accept.committer.append(entry, count)
-    _count_accepted(accept, count)
-    return accepted_response(count)
+post_events = _post_handler(batch=False, doc="POST /events: a JSON array of events.", name="post_events")
+post_batch = _post_handler(batch=True, doc='POST /batch: {"events": [...]}.', name="post_batch")
