@@ -21,6 +21,8 @@ REJECTION_REASONS = {
 }
 
 
+# The methods an unmatched request is labelled by; any other is "other".
+_KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
 # Distinct (method, route, status) series kept by Metrics.observe_request.
 _REQUEST_SERIES_MAX = 1024
 
@@ -69,13 +71,17 @@ class Metrics:
 
     def observe_request(self, method: str, route: AbstractRoute, status: int, seconds: float) -> None:
         """Count one answered request in `request_seconds`, under its route's canonical path
-        (`unmatched` when no route matched). The methods come from clients: past a bound,
-        series are looked up by their labels instead of kept here, so this cannot grow
-        without limit (request_seconds itself keeps one series per method, as before)."""
+        (`unmatched` when no route matched, with a method outside the standard ones labelled
+        `other`). Past a bound, series are looked up by their labels instead of kept here, so
+        neither this nor request_seconds can grow without limit."""
         key = (method, route, status)
         series = self._request_series.get(key)
         if series is None:
             resource = route.resource
+            if resource is None and method not in _KNOWN_METHODS:
+                # The method is the client's own word (any token reaches an unmatched route):
+                # one series per word would let a client grow /metrics without limit.
+                method = "other"
             series = self.request_seconds.series(
                 method, resource.canonical if resource is not None else "unmatched", str(status)
             )
